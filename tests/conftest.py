@@ -1,0 +1,55 @@
+"""Test-wide fixtures: AWS isolation, markers by folder, and required tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+MARKER_BY_FOLDER = {"unit": "unit", "integration": "integration", "infra": "infra", "e2e": "e2e"}
+
+# No test may reach a real AWS account, whatever the developer's shell holds.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        # Outside Lambda there is no X-Ray daemon to send traces to.
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+)
+for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, so `-m unit` and friends select by layer."""
+    for item in items:
+        folder = Path(str(item.fspath)).relative_to(REPO_ROOT / "tests").parts[0]
+        if folder in MARKER_BY_FOLDER:
+            item.add_marker(MARKER_BY_FOLDER[folder])
+
+
+def require_tool(name: str) -> str:
+    """Return the path of an executable a test needs.
+
+    Looked up in the project's virtualenv first, then on PATH. When it is missing, the
+    test fails under CI (a missing dependency must never pass as a skip there) and is
+    skipped with a clear reason on a developer's machine.
+    """
+    for candidate in (VENV_BIN / name, REPO_ROOT / "tools" / name / ".venv" / "bin" / name):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is not installed: run `make install`"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
