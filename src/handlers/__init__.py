@@ -1,0 +1,1 @@
+"""Lambda entry points: Powertools decorators and one call into ``shared``."""

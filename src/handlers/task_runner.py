@@ -1,0 +1,34 @@
+"""Lambda entry point of the task runner: batches from the SQS task queue, emails out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from shared.observability import logger, metrics, tracer
+from shared.settings import TaskRunnerSettings
+from shared.task_runner import build_task_runner
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+# The composition root: settings validated and clients built once, at cold start.
+settings = TaskRunnerSettings()
+runner = build_task_runner(
+    settings,
+    sqs=boto3.client("sqs"),
+    sesv2=boto3.client("sesv2"),
+    dynamodb=boto3.client("dynamodb"),
+    logger=logger,
+    metrics=metrics,
+)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    """Send the emails of one SQS batch; report the records to retry."""
+    return runner.handle_batch(event, context)

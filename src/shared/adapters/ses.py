@@ -1,0 +1,73 @@
+"""Sends email through SES (API v2)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.adapters.client_errors import to_herald_error
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from mypy_boto3_sesv2 import SESV2Client
+    from mypy_boto3_sesv2.type_defs import BodyTypeDef, SendEmailRequestTypeDef
+
+    from shared.contracts import EmailPayload
+
+UTF8 = "UTF-8"
+
+
+class SesEmailSender:
+    """An ``EmailSender`` on SESv2 ``SendEmail`` with simple (text and/or HTML) content.
+
+    Parameters
+    ----------
+    client
+        A ``boto3.client("sesv2")``; the endpoint follows boto3's configuration
+        (``AWS_ENDPOINT_URL`` points it at a local moto server).
+    configuration_set
+        An SES configuration set to send through (event publishing), if any.
+    """
+
+    def __init__(self, client: SESV2Client, *, configuration_set: str | None = None) -> None:
+        self._client = client
+        self._configuration_set = configuration_set
+
+    def send(self, email: EmailPayload, *, task_id: UUID) -> str:
+        """Send ``email`` and return SES's message id.
+
+        Raises
+        ------
+        PermanentError
+            SES refused this email for good (``MessageRejected``, a bad request).
+        TransientError
+            Throttling, an outage or a configuration problem: retry later.
+        """
+        body: BodyTypeDef = {}
+        if email.text:
+            body["Text"] = {"Data": email.text, "Charset": UTF8}
+        if email.html:
+            body["Html"] = {"Data": email.html, "Charset": UTF8}
+        request: SendEmailRequestTypeDef = {
+            "FromEmailAddress": email.sender,
+            "Destination": {
+                "ToAddresses": email.to,
+                "CcAddresses": email.cc,
+                "BccAddresses": email.bcc,
+            },
+            "ReplyToAddresses": email.reply_to,
+            "Content": {
+                "Simple": {"Subject": {"Data": email.subject, "Charset": UTF8}, "Body": body}
+            },
+            # The tag ties SES's own events (bounces, complaints) back to the Herald message.
+            "EmailTags": [{"Name": "herald_task_id", "Value": str(task_id)}],
+        }
+        if self._configuration_set:
+            request["ConfigurationSetName"] = self._configuration_set
+        try:
+            response = self._client.send_email(**request)
+        except (ClientError, BotoCoreError) as error:
+            raise to_herald_error(error, "SES SendEmail") from error
+        return response["MessageId"]

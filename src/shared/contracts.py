@@ -1,0 +1,167 @@
+"""The task contract between the backend, the task queue and the task runner.
+
+These models are DESIGN.md section 3 in code: the task envelope (the SQS body of the
+task queue), the email payload of the ``email.send`` kind, and the task result (the
+SQS body of the result queue). Everything that crosses a queue is validated here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal, Self, TypeVar
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+SQS_MAX_MESSAGE_BYTES = 262_144
+# Message attributes (trace context) count towards the same SQS limit: keep room for them.
+MESSAGE_ATTRIBUTES_ALLOWANCE_BYTES = 4_096
+MAX_TASK_BODY_BYTES = SQS_MAX_MESSAGE_BYTES - MESSAGE_ATTRIBUTES_ALLOWANCE_BYTES
+MAX_RECIPIENTS = 50  # SES's limit across To, Cc and Bcc
+MAX_SUBJECT_LENGTH = 998  # RFC 5322's line length limit
+MAX_RESULT_ERROR_LENGTH = 2_000
+
+TASK_CONTRACT_VERSION: Literal[1] = 1
+EMAIL_SEND: str = "email.send"
+
+PayloadT = TypeVar("PayloadT")
+
+
+class MessageStatus(StrEnum):
+    """Where a message is in its life: scheduled -> queued -> sent | failed, or canceled."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class EmailPayload(BaseModel):
+    """One email to send: the payload of the ``email.send`` task kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sender: EmailStr
+    to: list[EmailStr] = Field(default_factory=list)
+    cc: list[EmailStr] = Field(default_factory=list)
+    bcc: list[EmailStr] = Field(default_factory=list)
+    reply_to: list[EmailStr] = Field(default_factory=list)
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_LENGTH)
+    text: str | None = None
+    html: str | None = None
+
+    @model_validator(mode="after")
+    def _check_email(self) -> Self:
+        recipients = len(self.to) + len(self.cc) + len(self.bcc)
+        if recipients == 0:
+            raise ValueError("at least one recipient (to, cc or bcc) is required")
+        if recipients > MAX_RECIPIENTS:
+            raise ValueError(
+                f"{recipients} recipients in to, cc and bcc; at most {MAX_RECIPIENTS} are allowed"
+            )
+        if any(char in self.subject for char in "\r\n"):
+            raise ValueError("subject must be a single line (no CR or LF)")
+        if not (self.text or self.html):
+            raise ValueError("text or html is required")
+        return self
+
+
+class TaskEnvelope(BaseModel, Generic[PayloadT]):
+    """A unit of work on the task queue; ``payload``'s shape depends on ``kind``.
+
+    The runner reads ``TaskEnvelope[dict[str, Any]]`` (any kind) and the registry
+    validates the payload for its kind; producers build ``TaskEnvelope[EmailPayload]``.
+    Constructing one fails when its JSON body would not fit in one SQS message.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = TASK_CONTRACT_VERSION
+    task_id: UUID
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+    tenant_id: UUID
+    created_at: AwareDatetime
+    send_at: AwareDatetime
+    payload: PayloadT
+
+    @model_validator(mode="after")
+    def _fits_in_one_sqs_message(self) -> Self:
+        size = len(self.to_message_body().encode())
+        if size > MAX_TASK_BODY_BYTES:
+            raise ValueError(
+                f"the serialized task is {size} bytes; a task must fit in one SQS message, "
+                f"at most {MAX_TASK_BODY_BYTES} bytes (256 KiB less room for attributes)"
+            )
+        return self
+
+    def to_message_body(self) -> str:
+        """Serialize the task as the JSON body of an SQS message."""
+        return self.model_dump_json()
+
+
+AnyTask = TaskEnvelope[dict[str, Any]]
+EmailTask = TaskEnvelope[EmailPayload]
+
+
+class TaskResult(BaseModel):
+    """The outcome of one task: the SQS body of the result queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = TASK_CONTRACT_VERSION
+    task_id: UUID
+    status: Literal[MessageStatus.SENT, MessageStatus.FAILED]
+    provider_message_id: str | None = None
+    error: str | None = Field(default=None, max_length=MAX_RESULT_ERROR_LENGTH)
+    finished_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _reason_only_when_failed(self) -> Self:
+        if self.status is MessageStatus.FAILED and not self.error:
+            raise ValueError("a failed result needs an error that says why")
+        if self.status is MessageStatus.SENT and self.error is not None:
+            raise ValueError("a sent result carries no error")
+        return self
+
+    @classmethod
+    def sent(cls, task_id: UUID, provider_message_id: str | None, finished_at: datetime) -> Self:
+        """The result of a task that succeeded."""
+        return cls(
+            task_id=task_id,
+            status=MessageStatus.SENT,
+            provider_message_id=provider_message_id,
+            finished_at=finished_at,
+        )
+
+    @classmethod
+    def failed(cls, task_id: UUID, error: str, finished_at: datetime) -> Self:
+        """The result of a task that can never succeed, with the reason (truncated)."""
+        reason = error if len(error) <= MAX_RESULT_ERROR_LENGTH else error[:1_997] + "..."
+        return cls(
+            task_id=task_id, status=MessageStatus.FAILED, error=reason, finished_at=finished_at
+        )
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each invalid field and why, for logs and ``failed`` results."""
+    problems = []
+    for detail in error.errors(include_url=False):
+        message = detail["msg"].removeprefix("Value error, ")
+        location = ".".join(str(part) for part in detail["loc"])
+        problems.append(f"{location}: {message}" if location else message)
+    return "; ".join(problems)

@@ -1,0 +1,54 @@
+"""Configuration, read once from environment variables into validated models.
+
+A missing or malformed variable fails at start-up (a Lambda cold start, a container
+boot) with pydantic's message naming the variable, never later on a hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import EmailStr, Field, StringConstraints
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QueueUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+/\S+$")]
+TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,255}$")]
+
+FOUR_DAYS = 4 * 24 * 3600  # the task queue's retention
+FOURTEEN_DAYS = 14 * 24 * 3600  # the dead-letter queues' retention
+
+
+class ObservabilitySettings(BaseSettings):
+    """How a process names itself in logs, traces and metrics."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    service_name: str = Field(default="herald", validation_alias="POWERTOOLS_SERVICE_NAME")
+    metrics_namespace: str = Field(
+        default="Herald", validation_alias="POWERTOOLS_METRICS_NAMESPACE"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", validation_alias="LOG_LEVEL"
+    )
+    environment: str = Field(default="dev", validation_alias="ENVIRONMENT")
+
+
+class TaskRunnerSettings(BaseSettings):
+    """What the Lambda task runner needs: its queues, table and sender identity."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    result_queue_url: QueueUrl = Field(validation_alias="RESULT_QUEUE_URL")
+    task_dlq_url: QueueUrl = Field(validation_alias="TASK_DLQ_URL")
+    idempotency_table: TableName = Field(validation_alias="IDEMPOTENCY_TABLE")
+    sender_email: EmailStr = Field(validation_alias="SENDER_EMAIL")
+    # A task may come back as long as SQS keeps it: 4 days on the task queue, and up to
+    # 14 days if an operator redrives it from the DLQ. The idempotency record must outlive it.
+    idempotency_ttl_seconds: int = Field(
+        default=FOURTEEN_DAYS, ge=FOUR_DAYS, validation_alias="IDEMPOTENCY_TTL_SECONDS"
+    )
+
+    @property
+    def sender_domain(self) -> str:
+        """The domain Herald may send from (SENDER_EMAIL's domain, the SES identity)."""
+        return self.sender_email.rpartition("@")[2].lower()

@@ -1,0 +1,39 @@
+"""The ``email.send`` task kind: send one email through the ``EmailSender`` port."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared.contracts import EMAIL_SEND, EmailPayload
+from shared.errors import PermanentError
+from shared.registry import TaskMetricNames
+
+if TYPE_CHECKING:
+    from shared.contracts import EmailTask
+    from shared.ports import EmailSender
+    from shared.registry import TaskRegistry
+
+EMAIL_METRICS = TaskMetricNames(sent="EmailsSent", failed="EmailsFailed")
+
+
+def register_email_send(registry: TaskRegistry, sender: EmailSender, *, sender_domain: str) -> None:
+    """Register ``email.send`` on ``registry``, sending through ``sender``.
+
+    Parameters
+    ----------
+    sender_domain
+        The only domain an email may come from: the verified SES identity the runner
+        is allowed to use. Any other sender fails at once with a clear reason, rather
+        than as an access-denied error retried into the dead-letter queue.
+    """
+
+    def send_email(task: EmailTask) -> str:
+        email = task.payload
+        if email.sender.rpartition("@")[2].lower() != sender_domain:
+            raise PermanentError(
+                f"sender {email.sender} is not allowed: Herald sends only from "
+                f"addresses @{sender_domain} (the verified SES identity of SENDER_EMAIL)"
+            )
+        return sender.send(email, task_id=task.task_id)
+
+    registry.register(EMAIL_SEND, EmailPayload, send_email, metrics=EMAIL_METRICS)
