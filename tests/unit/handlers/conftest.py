@@ -1,0 +1,163 @@
+"""A harness that runs the real Lambda handler on moto's SQS, SES and DynamoDB."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
+from mypy_boto3_sqs import SQSClient
+
+from shared.contracts import TaskResult
+from shared.observability import logger
+
+EVENTS = Path(__file__).resolve().parents[3] / "events"
+SENDER = "herald@example.com"
+
+
+class LambdaContext:
+    """What Lambda passes as ``context``, as far as Powertools reads it."""
+
+    function_name = "herald-dev-TaskRunnerFunction"
+    function_version = "$LATEST"
+    invoked_function_arn = (
+        "arn:aws:lambda:us-east-1:123456789012:function:herald-dev-TaskRunnerFunction"
+    )
+    memory_limit_in_mb = 512
+    aws_request_id = "6f2c2a8e-0b4b-4c39-9f7e-3d1f3e0c9a11"
+    log_group_name = "/herald/dev/task-runner"
+    log_stream_name = "2026/11/24/[$LATEST]abc"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+class LogCapture(logging.Handler):
+    """Keeps the JSON lines the Powertools logger writes, parsed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logger.registered_formatter)
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@dataclass
+class TaskRunnerHarness:
+    """The handler module loaded against moto, with its queues and a way to inject faults."""
+
+    module: ModuleType
+    sqs: SQSClient
+    task_queue_url: str
+    task_dlq_url: str
+    result_queue_url: str
+    logs: LogCapture
+    throttled_recipients: set[str] = field(default_factory=set)
+
+    def invoke(self, event_file: str) -> dict[str, Any]:
+        event = json.loads((EVENTS / event_file).read_text())
+        response: dict[str, Any] = self.module.lambda_handler(event, LambdaContext())
+        return response
+
+    def results(self) -> list[TaskResult]:
+        return [
+            TaskResult.model_validate_json(m["Body"]) for m in self._drain(self.result_queue_url)
+        ]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return self._drain(self.task_dlq_url)
+
+    @staticmethod
+    def sent_emails() -> list[Any]:
+        return list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)
+
+    def _drain(self, queue_url: str) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        while batch := self.sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", []):
+            messages.extend(batch)
+            for message in batch:
+                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return messages
+
+    def throttle_ses(
+        self, params: dict[str, Any], **_: Any
+    ) -> tuple[AWSResponse, dict[str, Any]] | None:
+        """A botocore ``before-call`` hook: SES answers 429 for the chosen recipients."""
+        body = params.get("body", b"")
+        body = body.decode() if isinstance(body, bytes) else str(body)
+        if not any(recipient in body for recipient in self.throttled_recipients):
+            return None
+        error = {"Code": "TooManyRequestsException", "Message": "Maximum sending rate exceeded."}
+        response = AWSResponse("https://email.us-east-1.amazonaws.com", 429, {}, None)
+        return response, {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 429}}
+
+
+@pytest.fixture
+def task_runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskRunnerHarness]:
+    """The real handler, its composition root run inside ``mock_aws`` with fresh resources."""
+    with mock_aws():
+        sqs = boto3.client("sqs")
+        task_dlq_url = sqs.create_queue(QueueName="herald-tasks-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=task_dlq_url, AttributeNames=["QueueArn"])
+        task_queue_url = sqs.create_queue(
+            QueueName="herald-tasks",
+            Attributes={
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": 5}
+                )
+            },
+        )["QueueUrl"]
+        result_queue_url = sqs.create_queue(QueueName="herald-results")["QueueUrl"]
+        boto3.client("dynamodb").create_table(
+            TableName="herald-idempotency",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        boto3.client("sesv2").create_email_identity(EmailIdentity="example.com")
+        for name, value in {
+            "RESULT_QUEUE_URL": result_queue_url,
+            "TASK_DLQ_URL": task_dlq_url,
+            "IDEMPOTENCY_TABLE": "herald-idempotency",
+            "SENDER_EMAIL": SENDER,
+        }.items():
+            monkeypatch.setenv(name, value)
+
+        logs = LogCapture()
+        harness = TaskRunnerHarness(
+            module=ModuleType("unloaded"),
+            sqs=sqs,
+            task_queue_url=task_queue_url,
+            task_dlq_url=task_dlq_url,
+            result_queue_url=result_queue_url,
+            logs=logs,
+        )
+        # Clients are built from the default session at import: hook faults in before.
+        boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        boto3.DEFAULT_SESSION.events.register("before-call.sesv2.SendEmail", harness.throttle_ses)
+        import handlers.task_runner
+
+        harness.module = importlib.reload(handlers.task_runner)
+        logger._logger.addHandler(logs)  # noqa: SLF001 - Powertools exposes no other hook
+        try:
+            yield harness
+        finally:
+            logger._logger.removeHandler(logs)  # noqa: SLF001
+            boto3.DEFAULT_SESSION = None

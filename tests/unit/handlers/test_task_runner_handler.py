@@ -1,0 +1,215 @@
+"""Every sample event in events/ through the real handler, on moto's SQS, SES and DynamoDB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from shared.adapters.sqs import DEAD_LETTER_REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE
+from shared.contracts import MessageStatus
+from tests.unit.handlers.conftest import EVENTS, TaskRunnerHarness
+
+
+def task_ids(event_file: str) -> list[UUID]:
+    records = json.loads((EVENTS / event_file).read_text())["Records"]
+    return [UUID(json.loads(r["body"])["task_id"]) for r in records]
+
+
+def message_ids(event_file: str) -> list[str]:
+    return [r["messageId"] for r in json.loads((EVENTS / event_file).read_text())["Records"]]
+
+
+def emitted_metrics(stdout: str) -> dict[str, list[float]]:
+    """The metric values in the EMF lines Powertools printed."""
+    values: dict[str, list[float]] = {}
+    for line in stdout.splitlines():
+        if '"_aws"' not in line:
+            continue
+        blob = json.loads(line)
+        for definition in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            value = blob[definition["Name"]]
+            values.setdefault(definition["Name"], []).extend(
+                value if isinstance(value, list) else [value]
+            )
+    return values
+
+
+def test_one_email_is_sent_and_reported_sent(
+    task_runner: TaskRunnerHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the one-email sample event is handled
+    response = task_runner.invoke("email-one.json")
+
+    # Then nothing is retried, SES has the email, and its sent result is on the result queue
+    assert response == {"batchItemFailures": []}
+    [email] = task_runner.sent_emails()
+    assert email.source == "herald@example.com"
+    assert email.destinations["ToAddresses"] == ["reader1@example.org"]
+    assert email.body == "<p>Hello from <b>Herald</b>, message 1.</p>"
+    [result] = task_runner.results()
+    assert (result.task_id, result.status, result.provider_message_id) == (
+        task_ids("email-one.json")[0],
+        MessageStatus.SENT,
+        email.id,
+    )
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["EmailsSent"] == [1.0]
+    assert len(metrics["SendLatency"]) == 1
+
+
+def test_batch_of_ten_sends_ten_emails_with_ten_results(task_runner: TaskRunnerHarness) -> None:
+    response = task_runner.invoke("email-batch-10.json")
+
+    assert response == {"batchItemFailures": []}
+    assert len(task_runner.sent_emails()) == 10
+    results = task_runner.results()
+    assert sorted(r.task_id for r in results) == sorted(task_ids("email-batch-10.json"))
+    assert {r.status for r in results} == {MessageStatus.SENT}
+
+
+def test_mixed_batch_ends_each_record_in_sent_failed_retry_or_dlq(
+    task_runner: TaskRunnerHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given SES throttles the mixed batch's transient-failure record
+    task_runner.throttled_recipients.add("throttled@example.org")
+    sent_id, throttled_id, unknown_kind_id, no_recipient_id, _ = task_ids_or_none(
+        "mixed-batch.json"
+    )
+    _, throttled_message, _, _, not_json_message = message_ids("mixed-batch.json")
+
+    # When the batch is handled
+    response = task_runner.invoke("mixed-batch.json")
+
+    # Then only the throttled record goes back to the queue
+    assert response == {"batchItemFailures": [{"itemIdentifier": throttled_message}]}
+    # and one email was sent
+    assert [e.destinations["ToAddresses"] for e in task_runner.sent_emails()] == [
+        ["reader21@example.org"]
+    ]
+    # and the others have results: sent, and failed with their reasons
+    results = {r.task_id: r for r in task_runner.results()}
+    assert set(results) == {sent_id, unknown_kind_id, no_recipient_id}
+    assert results[sent_id].status is MessageStatus.SENT
+    assert results[unknown_kind_id].status is MessageStatus.FAILED
+    assert "no handler is registered for task kind 'sms.send'" in str(
+        results[unknown_kind_id].error
+    )
+    assert (
+        results[no_recipient_id].error
+        == "invalid email.send payload: at least one recipient (to, cc or bcc) is required"
+    )
+    # and the body that is not JSON is in the DLQ, as it was, with why
+    [letter] = task_runner.dead_letters()
+    assert letter["Body"] == "this is not JSON"
+    assert (
+        letter["MessageAttributes"][SOURCE_MESSAGE_ID_ATTRIBUTE]["StringValue"] == not_json_message
+    )
+    assert throttled_id not in results
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["EmailsSent"] == [1.0]
+    assert metrics["EmailsFailed"] == [1.0]
+    assert metrics["TasksFailed"] == [1.0]
+    assert metrics["TasksDeadLettered"] == [1.0]
+
+
+def task_ids_or_none(event_file: str) -> list[UUID | None]:
+    ids: list[UUID | None] = []
+    for record in json.loads((EVENTS / event_file).read_text())["Records"]:
+        try:
+            ids.append(UUID(json.loads(record["body"])["task_id"]))
+        except (ValueError, KeyError):
+            ids.append(None)
+    return ids
+
+
+def test_throttled_email_is_sent_when_redelivered(task_runner: TaskRunnerHarness) -> None:
+    # Given the first delivery was throttled
+    task_runner.throttled_recipients.add("throttled@example.org")
+    task_runner.invoke("mixed-batch.json")
+    task_runner.results()
+    task_runner.dead_letters()
+
+    # When SES recovers and SQS redelivers the whole batch
+    task_runner.throttled_recipients.clear()
+    response = task_runner.invoke("mixed-batch.json")
+
+    # Then the throttled email goes out, and no email of the batch is sent twice
+    assert response == {"batchItemFailures": []}
+    recipients = sorted(e.destinations["ToAddresses"][0] for e in task_runner.sent_emails())
+    assert recipients == ["reader21@example.org", "throttled@example.org"]
+
+
+def test_same_task_delivered_twice_sends_one_email(task_runner: TaskRunnerHarness) -> None:
+    # When the same event is delivered twice (a relay crash between send and commit)
+    task_runner.invoke("email-one.json")
+    second = task_runner.invoke("email-one.json")
+
+    # Then SES sent it once, and both deliveries published the same sent result
+    assert second == {"batchItemFailures": []}
+    assert len(task_runner.sent_emails()) == 1
+    first_result, replayed_result = task_runner.results()
+    assert first_result == replayed_result
+
+
+def test_unparseable_bodies_go_to_the_dlq_at_once(
+    task_runner: TaskRunnerHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When records that are not tasks are handled
+    response = task_runner.invoke("unparseable-body.json")
+
+    # Then they are reported processed (no retry), moved to the DLQ with the reason, and logged
+    assert response == {"batchItemFailures": []}
+    letters = {m["Body"]: m["MessageAttributes"] for m in task_runner.dead_letters()}
+    assert set(letters) == {"this is not JSON", '{"hello":"a JSON object that is not a task"}'}
+    assert letters["this is not JSON"][DEAD_LETTER_REASON_ATTRIBUTE]["StringValue"].startswith(
+        "not a valid task: Invalid JSON"
+    )
+    assert task_runner.results() == []
+    assert task_runner.sent_emails() == []
+    errors = [line for line in task_runner.logs.lines if line["level"] == "ERROR"]
+    assert sorted(line["message_id"] for line in errors) == sorted(
+        message_ids("unparseable-body.json")
+    )
+    assert emitted_metrics(capsys.readouterr().out)["TasksDeadLettered"] == [1.0, 1.0]
+
+
+def test_invalid_payload_is_reported_failed_without_retry(task_runner: TaskRunnerHarness) -> None:
+    response = task_runner.invoke("invalid-payload.json")
+
+    assert response == {"batchItemFailures": []}
+    [result] = task_runner.results()
+    assert result.status is MessageStatus.FAILED
+    assert result.error is not None
+    assert "to.0: value is not a valid email address" in result.error
+    assert task_runner.sent_emails() == []
+
+
+def test_every_log_line_of_a_task_names_its_task_and_tenant(task_runner: TaskRunnerHarness) -> None:
+    # Given a batch where every outcome happens
+    task_runner.throttled_recipients.add("throttled@example.org")
+
+    # When it is handled
+    task_runner.invoke("mixed-batch.json")
+
+    # Then every line but the dead-letter one (no task to name) carries both ids
+    lines = [line for line in task_runner.logs.lines if "message_id" not in line]
+    assert lines
+    for line in lines:
+        assert {"task_id", "tenant_id"} <= set(line), line
+        assert line["tenant_id"] == "7d3f1a2e-5b6c-4d8e-9f01-23456789abcd"
+
+
+def test_every_sample_event_is_covered_by_a_test() -> None:
+    covered = {
+        "email-one.json",
+        "email-batch-10.json",
+        "mixed-batch.json",
+        "unparseable-body.json",
+        "invalid-payload.json",
+    }
+    assert {
+        path.name for path in Path(EVENTS).glob("*.json") if path.name != "env.example.json"
+    } == covered

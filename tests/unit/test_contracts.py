@@ -1,0 +1,198 @@
+"""The task contract: what a valid email, task and result are, and the errors otherwise."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from uuid import uuid4
+
+import pytest
+from pydantic import ValidationError
+
+from shared.contracts import (
+    MAX_TASK_BODY_BYTES,
+    AnyTask,
+    MessageStatus,
+    TaskEnvelope,
+    TaskResult,
+    describe_validation_error,
+)
+from tests.fakes import NOW, make_email, make_task
+
+
+def test_valid_email_task_round_trips_through_its_message_body() -> None:
+    # Given a task built by a producer
+    task = make_task(make_email(html="<p>Hello</p>", cc=["cc@example.org"]))
+
+    # When the runner parses its SQS body as a task of any kind
+    parsed = AnyTask.model_validate_json(task.to_message_body())
+
+    # Then every field of DESIGN.md's envelope survives, payload included
+    assert parsed.task_id == task.task_id
+    assert parsed.kind == "email.send"
+    assert parsed.version == 1
+    assert parsed.payload["html"] == "<p>Hello</p>"
+    assert parsed.payload["cc"] == ["cc@example.org"]
+    assert set(json.loads(task.to_message_body())) == {
+        "version", "task_id", "kind", "tenant_id", "created_at", "send_at", "payload",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "a@b", "reader@@example.org", "x@host.test"])
+def test_recipient_must_be_a_real_email_address(address: str) -> None:
+    with pytest.raises(ValidationError, match="email address"):
+        make_email(to=[address])
+
+
+def test_sender_must_be_a_real_email_address() -> None:
+    with pytest.raises(ValidationError, match="sender"):
+        make_email(sender="herald")
+
+
+def test_email_needs_at_least_one_recipient() -> None:
+    with pytest.raises(ValidationError, match="at least one recipient"):
+        make_email(to=[], cc=[], bcc=[])
+
+
+def test_bcc_alone_is_enough_recipients() -> None:
+    assert make_email(to=[], bcc=["hidden@example.org"]).bcc == ["hidden@example.org"]
+
+
+def test_fifty_recipients_in_all_are_accepted() -> None:
+    email = make_email(
+        to=[f"to{i}@example.org" for i in range(20)],
+        cc=[f"cc{i}@example.org" for i in range(20)],
+        bcc=[f"bcc{i}@example.org" for i in range(10)],
+    )
+    assert len(email.to) + len(email.cc) + len(email.bcc) == 50
+
+
+def test_fifty_one_recipients_in_all_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="51 recipients in to, cc and bcc; at most 50"):
+        make_email(
+            to=[f"to{i}@example.org" for i in range(25)],
+            bcc=[f"bcc{i}@example.org" for i in range(26)],
+        )
+
+
+def test_subject_of_998_characters_is_accepted() -> None:
+    assert len(make_email(subject="s" * 998).subject) == 998
+
+
+def test_subject_over_998_characters_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="at most 998 characters"):
+        make_email(subject="s" * 999)
+
+
+def test_subject_must_be_one_line() -> None:
+    with pytest.raises(ValidationError, match="single line"):
+        make_email(subject="Hello\r\nBcc: victim@example.org")
+
+
+def test_email_needs_text_or_html() -> None:
+    with pytest.raises(ValidationError, match="text or html is required"):
+        make_email(text=None, html=None)
+
+
+def test_html_alone_is_a_complete_body() -> None:
+    assert make_email(text=None, html="<p>Hi</p>").html == "<p>Hi</p>"
+
+
+def test_unknown_payload_field_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="htm"):
+        make_email(htm="<p>typo</p>")
+
+
+def test_task_too_large_for_sqs_is_rejected_with_its_size() -> None:
+    # Given a body that alone is over SQS's limit
+    huge_text = "x" * MAX_TASK_BODY_BYTES
+
+    # When a producer builds the task, Then the error says how big it is and the limit
+    with pytest.raises(
+        ValidationError,
+        match=rf"bytes; a task must fit in one SQS message, at most {MAX_TASK_BODY_BYTES}",
+    ):
+        make_task(make_email(text=huge_text))
+
+
+def test_task_just_under_the_sqs_limit_is_accepted() -> None:
+    # Given a text sized so the whole body is exactly at the limit
+    probe = make_task(make_email(text="x"))
+    overhead = len(probe.to_message_body().encode()) - 1
+
+    # When the body fills the limit to the byte
+    task = make_task(make_email(text="x" * (MAX_TASK_BODY_BYTES - overhead)), task_id=probe.task_id)
+
+    # Then it is accepted
+    assert len(task.to_message_body().encode()) == MAX_TASK_BODY_BYTES
+
+
+def test_task_times_must_carry_a_time_zone() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        make_task(created_at=datetime(2026, 11, 24, 9, 0))  # noqa: DTZ001 - the point of the test
+
+
+def test_unsupported_contract_version_is_rejected() -> None:
+    body = json.loads(make_task().to_message_body())
+    body["version"] = 2
+    with pytest.raises(ValidationError, match="version"):
+        AnyTask.model_validate(body)
+
+
+@pytest.mark.parametrize("kind", ["", "email", "Email.Send", "email.send!", ".send"])
+def test_kind_must_be_a_dotted_lower_case_name(kind: str) -> None:
+    with pytest.raises(ValidationError, match="kind"):
+        TaskEnvelope[dict[str, str]](
+            task_id=uuid4(), kind=kind, tenant_id=uuid4(), created_at=NOW, send_at=NOW, payload={}
+        )
+
+
+def test_sent_result_matches_the_result_contract() -> None:
+    # Given a successful task's result
+    task_id = uuid4()
+    result = TaskResult.sent(task_id, "ses-123", NOW)
+
+    # When it is serialized for the result queue
+    body = json.loads(result.model_dump_json())
+
+    # Then it has DESIGN.md's shape
+    assert body == {
+        "version": 1,
+        "task_id": str(task_id),
+        "status": "sent",
+        "provider_message_id": "ses-123",
+        "error": None,
+        "finished_at": "2026-11-24T09:00:00Z",
+    }
+
+
+def test_failed_result_needs_a_reason() -> None:
+    with pytest.raises(ValidationError, match="needs an error that says why"):
+        TaskResult(task_id=uuid4(), status=MessageStatus.FAILED, finished_at=NOW)
+
+
+def test_sent_result_carries_no_error() -> None:
+    with pytest.raises(ValidationError, match="carries no error"):
+        TaskResult(task_id=uuid4(), status=MessageStatus.SENT, error="oops", finished_at=NOW)
+
+
+def test_long_failure_reason_is_truncated_to_fit() -> None:
+    result = TaskResult.failed(uuid4(), "e" * 10_000, NOW)
+    assert result.error is not None
+    assert len(result.error) == 2_000
+    assert result.error.endswith("...")
+
+
+def test_validation_error_is_described_on_one_line_per_field() -> None:
+    # Given a payload with two mistakes
+    with pytest.raises(ValidationError) as caught:
+        make_email(to=["nope"], subject="")
+
+    # When it is described for a log line or a failed result
+    described = describe_validation_error(caught.value)
+
+    # Then each field is named with its problem, without URLs or newlines
+    assert "to.0: value is not a valid email address" in described
+    assert "subject: String should have at least 1 character" in described
+    assert "\n" not in described
+    assert "https://" not in described

@@ -1,0 +1,219 @@
+"""SQS adapters: batching in tens, retrying only failed entries, results and dead letters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+from mypy_boto3_sqs import SQSClient
+
+from shared.adapters.sqs import (
+    DEAD_LETTER_REASON_ATTRIBUTE,
+    SOURCE_MESSAGE_ID_ATTRIBUTE,
+    SqsDeadLetterSink,
+    SqsResultPublisher,
+    SqsTaskProducer,
+)
+from shared.contracts import AnyTask, TaskResult
+from shared.errors import TaskBatchSendError, TransientError
+from tests.fakes import NOW, make_task
+
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/herald-tasks"
+
+
+@pytest.fixture
+def sqs() -> Iterator[SQSClient]:
+    with mock_aws():
+        yield boto3.client("sqs")
+
+
+def receive_all(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages", []):
+        messages.extend(batch)
+        for message in batch:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return messages
+
+
+def test_producer_queues_every_task_in_batches_of_ten(sqs: SQSClient) -> None:
+    # Given 25 tasks and a counting SQS client
+    queue_url = sqs.create_queue(QueueName="herald-tasks")["QueueUrl"]
+    calls: list[int] = []
+    sqs.meta.events.register(
+        "before-call.sqs.SendMessageBatch",
+        lambda params, **_: calls.append(len(json.loads(params["body"])["Entries"])),
+    )
+    tasks = [make_task() for _ in range(25)]
+
+    # When they are sent
+    SqsTaskProducer(sqs, queue_url).send(tasks)
+
+    # Then three calls of 10, 10 and 5 put every task on the queue as its JSON body
+    assert calls == [10, 10, 5]
+    bodies = [AnyTask.model_validate_json(m["Body"]) for m in receive_all(sqs, queue_url)]
+    assert sorted(str(b.task_id) for b in bodies) == sorted(str(t.task_id) for t in tasks)
+
+
+def stubbed_sqs() -> tuple[SQSClient, Stubber]:
+    client = boto3.client("sqs")
+    return client, Stubber(client)
+
+
+def entries(*tasks: Any) -> list[dict[str, str]]:
+    return [{"Id": str(t.task_id), "MessageBody": t.to_message_body()} for t in tasks]
+
+
+def test_producer_retries_only_the_entries_that_failed() -> None:
+    # Given SQS fails one entry of three, then accepts it on the retry
+    client, stub = stubbed_sqs()
+    first, second, third = make_task(), make_task(), make_task()
+    stub.add_response(
+        "send_message_batch",
+        {
+            "Successful": [
+                {"Id": str(t.task_id), "MessageId": "m", "MD5OfMessageBody": "x"}
+                for t in (first, third)
+            ],
+            "Failed": [{"Id": str(second.task_id), "SenderFault": False, "Code": "InternalError"}],
+        },
+        {"QueueUrl": QUEUE_URL, "Entries": entries(first, second, third)},
+    )
+    stub.add_response(
+        "send_message_batch",
+        {
+            "Successful": [{"Id": str(second.task_id), "MessageId": "m", "MD5OfMessageBody": "x"}],
+            "Failed": [],
+        },
+        {"QueueUrl": QUEUE_URL, "Entries": entries(second)},  # only the failed one
+    )
+    pauses: list[float] = []
+
+    # When the batch is sent
+    with stub:
+        SqsTaskProducer(client, QUEUE_URL, sleep=pauses.append).send([first, second, third])
+
+    # Then both calls happened as expected, with one back-off pause
+    stub.assert_no_pending_responses()
+    assert pauses == [0.1]
+
+
+def test_producer_names_the_entries_that_still_failed() -> None:
+    # Given SQS keeps failing one entry and refuses another for the sender's fault
+    client, stub = stubbed_sqs()
+    ok, flaky, bad = make_task(), make_task(), make_task()
+    stub.add_response(
+        "send_message_batch",
+        {
+            "Successful": [{"Id": str(ok.task_id), "MessageId": "m", "MD5OfMessageBody": "x"}],
+            "Failed": [
+                {
+                    "Id": str(flaky.task_id),
+                    "SenderFault": False,
+                    "Code": "InternalError",
+                    "Message": "try again",
+                },
+                {"Id": str(bad.task_id), "SenderFault": True, "Code": "InvalidMessageContents"},
+            ],
+        },
+        {"QueueUrl": QUEUE_URL, "Entries": entries(ok, flaky, bad)},
+    )
+    for _ in range(2):  # the sender's-fault entry is never sent again
+        stub.add_response(
+            "send_message_batch",
+            {
+                "Successful": [],
+                "Failed": [
+                    {
+                        "Id": str(flaky.task_id),
+                        "SenderFault": False,
+                        "Code": "InternalError",
+                        "Message": "try again",
+                    }
+                ],
+            },
+            {"QueueUrl": QUEUE_URL, "Entries": entries(flaky)},
+        )
+    pauses: list[float] = []
+
+    # When the batch is sent
+    with stub, pytest.raises(TaskBatchSendError) as caught:
+        SqsTaskProducer(client, QUEUE_URL, max_attempts=3, sleep=pauses.append).send(
+            [ok, flaky, bad]
+        )
+
+    # Then the error names exactly the two that failed, with their reasons, and the one sent
+    assert caught.value.failed == {
+        flaky.task_id: "InternalError: try again",
+        bad.task_id: "InvalidMessageContents",
+    }
+    assert caught.value.sent == (ok.task_id,)
+    assert str(flaky.task_id) in str(caught.value)
+    assert pauses == [0.1, 0.2]
+    stub.assert_no_pending_responses()
+
+
+def test_producer_reports_every_task_when_sqs_is_down() -> None:
+    # Given SQS answers every call with an outage
+    client, stub = stubbed_sqs()
+    tasks = [make_task(), make_task()]
+    for _ in range(3):
+        stub.add_client_error("send_message_batch", "ServiceUnavailable", "down", 503)
+
+    # When the batch is sent, Then every task is named as not queued
+    with stub, pytest.raises(TaskBatchSendError) as caught:
+        SqsTaskProducer(client, QUEUE_URL, sleep=lambda _: None).send(tasks)
+    assert set(caught.value.failed) == {t.task_id for t in tasks}
+    assert all("ServiceUnavailable" in reason for reason in caught.value.failed.values())
+    assert caught.value.sent == ()
+
+
+def test_producer_does_not_retry_a_request_sqs_calls_invalid() -> None:
+    client, stub = stubbed_sqs()
+    stub.add_client_error("send_message_batch", "InvalidParameterValue", "bad queue url", 400)
+    with stub, pytest.raises(TaskBatchSendError, match="InvalidParameterValue"):
+        SqsTaskProducer(client, QUEUE_URL, sleep=lambda _: None).send([make_task()])
+    stub.assert_no_pending_responses()
+
+
+def test_producer_refuses_the_same_task_twice_in_one_batch() -> None:
+    task = make_task()
+    with pytest.raises(ValueError, match="same task_id twice"):
+        SqsTaskProducer(boto3.client("sqs"), QUEUE_URL).send([task, task])
+
+
+def test_result_publisher_puts_the_result_json_on_the_result_queue(sqs: SQSClient) -> None:
+    queue_url = sqs.create_queue(QueueName="herald-results")["QueueUrl"]
+    result = TaskResult.sent(make_task().task_id, "ses-1", NOW)
+
+    SqsResultPublisher(sqs, queue_url).publish(result)
+
+    [message] = receive_all(sqs, queue_url)
+    assert TaskResult.model_validate_json(message["Body"]) == result
+
+
+def test_result_publisher_raises_a_herald_error_when_the_queue_is_missing(sqs: SQSClient) -> None:
+    publisher = SqsResultPublisher(sqs, f"{QUEUE_URL}-missing")
+    with pytest.raises(TransientError, match="SQS SendMessage \\(result\\) failed"):
+        publisher.publish(TaskResult.sent(make_task().task_id, "ses-1", NOW))
+
+
+def test_dead_letter_sink_keeps_the_body_and_says_why(sqs: SQSClient) -> None:
+    queue_url = sqs.create_queue(QueueName="herald-tasks-dlq")["QueueUrl"]
+
+    SqsDeadLetterSink(sqs, queue_url).dead_letter(
+        "not JSON", reason="not a valid task", source_message_id="m-1"
+    )
+
+    [message] = receive_all(sqs, queue_url)
+    assert message["Body"] == "not JSON"
+    attributes = message["MessageAttributes"]
+    assert attributes[DEAD_LETTER_REASON_ATTRIBUTE]["StringValue"] == "not a valid task"
+    assert attributes[SOURCE_MESSAGE_ID_ATTRIBUTE]["StringValue"] == "m-1"

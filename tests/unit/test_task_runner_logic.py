@@ -1,0 +1,203 @@
+"""The runner's logic on in-memory fakes: parse, run, publish, dead-letter, retry."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aws_lambda_powertools import Logger, Metrics
+
+from shared.contracts import MessageStatus
+from shared.errors import PermanentError, TransientError
+from shared.task_runner import TaskQueueRecord, TaskRunner
+from shared.tasks import build_task_registry
+from tests.fakes import (
+    NOW,
+    FakeDeadLetterSink,
+    FakeEmailSender,
+    FakeResultPublisher,
+    make_email,
+    make_task,
+)
+
+
+class Runner:
+    """A TaskRunner on fakes, its clock set 1.5 s after the tasks were created."""
+
+    def __init__(self) -> None:
+        self.sender = FakeEmailSender()
+        self.results = FakeResultPublisher()
+        self.dead_letters = FakeDeadLetterSink()
+        self.metrics = Metrics(namespace="HeraldTest", service="runner-test")
+        self.runner = TaskRunner(
+            registry=build_task_registry(email_sender=self.sender, sender_domain="example.com"),
+            results=self.results,
+            dead_letters=self.dead_letters,
+            logger=Logger(service="runner-test"),
+            metrics=self.metrics,
+            idempotency=None,
+            clock=lambda: NOW + timedelta(seconds=1.5),
+        )
+
+    def metric(self, name: str) -> list[float]:
+        values: list[float] = self.metrics.metric_set.get(name, {}).get("Value", [])
+        return values
+
+
+@pytest.fixture
+def runner() -> Runner:
+    fixture = Runner()
+    yield fixture
+    fixture.metrics.clear_metrics()
+
+
+def record(body: str, message_id: str = "m-1") -> TaskQueueRecord:
+    return TaskQueueRecord.model_validate(
+        {
+            "messageId": message_id,
+            "receiptHandle": "rh",
+            "body": body,
+            "attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": "1795510800000",
+                "SenderId": "AROA:worker",
+                "ApproximateFirstReceiveTimestamp": "1795510800050",
+            },
+            "messageAttributes": {},
+            "md5OfBody": "0" * 32,
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:herald-dev-TaskQueue",
+            "awsRegion": "us-east-1",
+        }
+    )
+
+
+def test_valid_task_is_sent_and_its_sent_result_published(runner: Runner) -> None:
+    # Given a task due now
+    task = make_task()
+
+    # When its record is processed
+    runner.runner.process_record(record(task.to_message_body()))
+
+    # Then one email went out and a sent result with SES's id was published
+    assert len(runner.sender.sent) == 1
+    [result] = runner.results.results
+    assert (result.task_id, result.status, result.provider_message_id) == (
+        task.task_id,
+        MessageStatus.SENT,
+        "ses-1",
+    )
+    assert runner.metric("EmailsSent") == [1.0]
+    assert runner.metric("SendLatency") == [1500.0]
+
+
+def test_latency_of_a_scheduled_task_counts_from_when_it_was_due(runner: Runner) -> None:
+    task = make_task(created_at=NOW - timedelta(days=7), send_at=NOW)
+    runner.runner.process_record(record(task.to_message_body()))
+    assert runner.metric("SendLatency") == [1500.0]
+
+
+def test_permanent_send_error_publishes_a_failed_result_without_retry(runner: Runner) -> None:
+    # Given SES rejects the email for good
+    runner.sender.errors.append(PermanentError("SES SendEmail failed: MessageRejected: bad"))
+    task = make_task()
+
+    # When the record is processed, it does not raise (no retry)
+    runner.runner.process_record(record(task.to_message_body()))
+
+    # Then the failed result carries the reason
+    [result] = runner.results.results
+    assert result.status is MessageStatus.FAILED
+    assert result.error == "SES SendEmail failed: MessageRejected: bad"
+    assert runner.metric("EmailsFailed") == [1.0]
+
+
+def test_transient_send_error_raises_so_the_record_is_retried(runner: Runner) -> None:
+    runner.sender.errors.append(TransientError("SES SendEmail failed: TooManyRequestsException"))
+    with pytest.raises(TransientError, match="TooManyRequestsException"):
+        runner.runner.process_record(record(make_task().to_message_body()))
+    assert runner.results.results == []
+
+
+def test_invalid_payload_publishes_a_failed_result_naming_the_field(runner: Runner) -> None:
+    # Given a well-formed envelope whose email has no recipient
+    body = json.loads(make_task().to_message_body())
+    body["payload"]["to"] = []
+
+    # When it is processed
+    runner.runner.process_record(record(json.dumps(body)))
+
+    # Then nothing is sent and the failed result says why
+    assert runner.sender.sent == []
+    [result] = runner.results.results
+    assert result.status is MessageStatus.FAILED
+    assert result.error == (
+        "invalid email.send payload: at least one recipient (to, cc or bcc) is required"
+    )
+
+
+def test_unknown_kind_publishes_a_failed_result(runner: Runner) -> None:
+    body = json.loads(make_task().to_message_body()) | {"kind": "sms.send"}
+    runner.runner.process_record(record(json.dumps(body)))
+    [result] = runner.results.results
+    assert result.error is not None
+    assert "no handler is registered for task kind 'sms.send'" in result.error
+    assert runner.metric("TasksFailed") == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("this is not JSON", "not a valid task: Invalid JSON"),
+        (
+            '{"hello": "world"}',
+            "not a valid task: hello: Extra inputs are not permitted; task_id: Field required",
+        ),
+        ("", "not a valid task: Invalid JSON"),
+    ],
+)
+def test_body_that_is_not_a_task_is_dead_lettered_at_once(
+    runner: Runner, body: str, reason: str
+) -> None:
+    # When a record whose body is not a task is processed
+    runner.runner.process_record(record(body, message_id="m-bad"))
+
+    # Then it goes to the DLQ as it was, with the reason, and nothing else happens
+    [letter] = runner.dead_letters.letters
+    assert letter["body"] == body
+    assert letter["source_message_id"] == "m-bad"
+    assert letter["reason"].startswith(reason)
+    assert runner.results.results == []
+    assert runner.metric("TasksDeadLettered") == [1.0]
+
+
+def test_dead_letter_failure_raises_so_the_record_is_not_lost(runner: Runner) -> None:
+    # Given the DLQ cannot be reached
+    def unavailable(body: str, **_: Any) -> None:
+        raise TransientError("SQS SendMessage (dead letter) failed: ServiceUnavailable")
+
+    runner.dead_letters.dead_letter = unavailable  # type: ignore[method-assign]
+
+    # When a bad record is processed, Then it raises, so SQS keeps it for a retry
+    with pytest.raises(TransientError):
+        runner.runner.process_record(record("not JSON"))
+
+
+def test_result_publish_failure_raises_so_the_record_is_retried(runner: Runner) -> None:
+    def unavailable(result: object) -> None:
+        raise TransientError("SQS SendMessage (result) failed: ServiceUnavailable")
+
+    runner.results.publish = unavailable  # type: ignore[method-assign,assignment]
+    with pytest.raises(TransientError):
+        runner.runner.process_record(record(make_task().to_message_body()))
+
+
+def test_sender_outside_the_verified_domain_fails_with_a_reason(runner: Runner) -> None:
+    task = make_task(make_email(sender="someone@other.org"))
+    runner.runner.process_record(record(task.to_message_body()))
+    [result] = runner.results.results
+    assert result.status is MessageStatus.FAILED
+    assert result.error is not None
+    assert "not allowed" in result.error
