@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.base import (
         BasePersistenceLayer,
     )
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sesv2 import SESV2Client
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 # Part of every idempotency key: fixed, so renaming a module never re-sends a task.
 IDEMPOTENCY_KEY_PREFIX = "herald.task"
 TASKS_DEAD_LETTERED = "TasksDeadLettered"
+TASKS_REPLAYED = "TasksReplayed"
 SEND_LATENCY = "SendLatency"
 
 
@@ -227,6 +229,13 @@ def build_task_runner(
     metrics: Metrics,
 ) -> TaskRunner:
     """Wire a ``TaskRunner`` to AWS: SES, the result queue, the DLQ and DynamoDB."""
+
+    def count_replay(response: Any, idempotent_data: DataRecord) -> Any:
+        # A second delivery of a finished task: its stored result is published again.
+        logger.info("duplicate delivery: replaying the stored result, nothing is sent again")
+        metrics.add_metric(name=TASKS_REPLAYED, unit=MetricUnit.Count, value=1)
+        return response
+
     registry = build_task_registry(
         email_sender=SesEmailSender(sesv2), sender_domain=settings.sender_domain
     )
@@ -238,6 +247,7 @@ def build_task_runner(
             event_key_jmespath="task_id",
             raise_on_no_idempotency_key=True,
             expires_after_seconds=settings.idempotency_ttl_seconds,
+            response_hook=count_replay,
         ),
     )
     return TaskRunner(

@@ -142,7 +142,9 @@ def test_throttled_email_is_sent_when_redelivered(task_runner: TaskRunnerHarness
     assert recipients == ["reader21@example.org", "throttled@example.org"]
 
 
-def test_same_task_delivered_twice_sends_one_email(task_runner: TaskRunnerHarness) -> None:
+def test_same_task_delivered_twice_sends_one_email(
+    task_runner: TaskRunnerHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
     # When the same event is delivered twice (a relay crash between send and commit)
     task_runner.invoke("email-one.json")
     second = task_runner.invoke("email-one.json")
@@ -152,6 +154,9 @@ def test_same_task_delivered_twice_sends_one_email(task_runner: TaskRunnerHarnes
     assert len(task_runner.sent_emails()) == 1
     first_result, replayed_result = task_runner.results()
     assert first_result == replayed_result
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["EmailsSent"] == [1.0]
+    assert metrics["TasksReplayed"] == [1.0]
 
 
 def test_unparseable_bodies_go_to_the_dlq_at_once(
