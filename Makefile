@@ -6,10 +6,13 @@ SHELL := /bin/bash
 MAKEFLAGS += --no-builtin-rules
 
 VENV := .venv
-CHECKOV_PROJECT := tools/checkov
-UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
-UV := $(BIN)/uv
+CHECKOV_PROJECT := tools/checkov
+# uv installs and locks everything; it is itself bootstrapped with pip into .venv-uv.
+UV_VERSION := 0.13.9
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+UV_READY := $(UV_VENV)/.uv-$(UV_VERSION)
 STAMP := $(VENV)/.installed
 TEMPLATES := template.yaml $(wildcard stacks/*.yaml)
 
@@ -20,13 +23,17 @@ help: ## List the targets
 .PHONY: install
 install: $(STAMP) ## Create .venv (Python 3.13 when available) and install the locked dependencies
 
+$(UV_READY): scripts/find-python
+	rm -rf $(UV_VENV)
+	"$$(scripts/find-python)" -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@touch $@
+
 # Rebuilt only when a lock or pyproject changes, so `make test` stays quick after the first run.
-$(STAMP): pyproject.toml uv.lock $(CHECKOV_PROJECT)/pyproject.toml $(CHECKOV_PROJECT)/uv.lock scripts/find-python
-	@python="$$(scripts/find-python)"; echo "install: using $$python"; \
-	  if [ ! -x $(BIN)/python ] || ! $(BIN)/python -c 'import sys' 2>/dev/null; then rm -rf $(VENV); "$$python" -m venv $(VENV); fi
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(UV) sync --frozen --python $(BIN)/python
-	$(UV) sync --frozen --project $(CHECKOV_PROJECT) --python $(BIN)/python
+$(STAMP): pyproject.toml uv.lock $(CHECKOV_PROJECT)/pyproject.toml $(CHECKOV_PROJECT)/uv.lock $(UV_READY)
+	@python="$$(scripts/find-python)"; echo "install: Python $$python"; \
+	  $(UV) sync --frozen --python "$$python"; \
+	  $(UV) sync --frozen --project $(CHECKOV_PROJECT) --python "$$python"
 	@touch $@
 
 .PHONY: lock
@@ -47,8 +54,15 @@ lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, cfn-lint on every te
 	$(BIN)/cfn-lint $(TEMPLATES)
 
 .PHONY: test
-test: lint ## Install, lint and run every test (what CI runs)
+test: lint ## Install, lint and run every test, then the unit tests on Python 3.11 (what CI runs)
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-py311
+
+# The Lambda and container run 3.13; contributors may have only 3.11, so the library and
+# its unit tests must stay importable and green there. Under CI a missing 3.11 fails.
+.PHONY: test-py311
+test-py311: $(STAMP) ## Run the unit tests on Python 3.11 in .venv-py311
+	@if ! python311="$$(scripts/find-python 3.11)"; then 	  if [ -n "$${CI:-}" ]; then echo "test-py311: no Python 3.11 on this machine" >&2; exit 1; fi; 	  echo "test-py311: skipped, no Python 3.11 on this machine"; exit 0; 	fi; 	UV_PROJECT_ENVIRONMENT=.venv-py311 $(UV) sync --frozen --quiet --python "$$python311"; 	.venv-py311/bin/pytest tests/unit -q -p no:cacheprovider
 
 .PHONY: build
 build: $(STAMP) ## sam build: the Lambda artifact for arm64 / python3.13, offline and without Docker
