@@ -32,14 +32,16 @@ $(UV_READY): scripts/find-python
 # Rebuilt only when a lock or pyproject changes, so `make test` stays quick after the first run.
 $(STAMP): pyproject.toml uv.lock $(CHECKOV_PROJECT)/pyproject.toml $(CHECKOV_PROJECT)/uv.lock $(UV_READY)
 	@python="$$(scripts/find-python)"; echo "install: Python $$python"; \
-	  $(UV) sync --frozen --python "$$python"; \
+	  $(UV) sync --frozen --all-extras --python "$$python"; \
 	  $(UV) sync --frozen --project $(CHECKOV_PROJECT) --python "$$python"
 	@touch $@
 
 .PHONY: lock
-lock: $(STAMP) ## Re-resolve uv.lock and tools/checkov/uv.lock after a dependency change
+lock: $(UV_READY) ## Re-resolve the lock files after a dependency change, and the Lambda's export
 	$(UV) lock
 	$(UV) lock --project $(CHECKOV_PROJECT)
+	$(UV) export --frozen --no-dev --no-emit-project --prune boto3 --prune botocore \
+	  --prune s3transfer --format requirements-txt -o src/requirements-lambda.txt
 
 .PHONY: format
 format: $(STAMP) ## Rewrite the code in ruff's format and apply safe fixes
@@ -62,8 +64,9 @@ test: lint ## Install, lint and run every test, then the unit tests on Python 3.
 # its unit tests must stay importable and green there. Under CI a missing 3.11 fails.
 .PHONY: test-py311
 test-py311: $(STAMP) ## Run the unit tests on Python 3.11 in .venv-py311
-	@if ! python311="$$(scripts/find-python 3.11)"; then 	  if [ -n "$${CI:-}" ]; then echo "test-py311: no Python 3.11 on this machine" >&2; exit 1; fi; 	  echo "test-py311: skipped, no Python 3.11 on this machine"; exit 0; 	fi; 	UV_PROJECT_ENVIRONMENT=.venv-py311 $(UV) sync --frozen --quiet --python "$$python311"; 	.venv-py311/bin/pytest tests/unit -q -p no:cacheprovider
-
-.PHONY: build
-build: $(STAMP) ## sam build: the Lambda artifact for arm64 / python3.13, offline and without Docker
-	$(BIN)/sam build --template-file template.yaml
+	@if ! python311="$$(scripts/find-python 3.11)"; then \
+	  if [ -n "$${CI:-}" ]; then echo "test-py311: no Python 3.11 on this machine" >&2; exit 1; fi; \
+	  echo "test-py311: skipped, no Python 3.11 on this machine"; exit 0; \
+	fi; \
+	UV_PROJECT_ENVIRONMENT=.venv-py311 $(UV) sync --frozen --all-extras --quiet --python "$$python311"; \
+	.venv-py311/bin/pytest tests/unit -q -p no:cacheprovider
