@@ -43,7 +43,11 @@ def require_tool(name: str) -> str:
     test fails under CI (a missing dependency must never pass as a skip there) and is
     skipped with a clear reason on a developer's machine.
     """
-    for candidate in (VENV_BIN / name, REPO_ROOT / "tools" / name / ".venv" / "bin" / name):
+    for candidate in (
+        VENV_BIN / name,
+        REPO_ROOT / ".venv-uv" / "bin" / name,
+        REPO_ROOT / "tools" / name / ".venv" / "bin" / name,
+    ):
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     found = shutil.which(name)

@@ -1,0 +1,204 @@
+"""Shared helpers of the infra tests: templates, their policies, and the tools that check them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
+
+from tests.conftest import REPO_ROOT
+
+ROOT_TEMPLATE = REPO_ROOT / "template.yaml"
+# The root template and every nested or standalone stack beside it; new stacks are covered
+# by every test parametrized over this list without a change here.
+TEMPLATES = [ROOT_TEMPLATE, *sorted((REPO_ROOT / "stacks").glob("*.yaml"))]
+
+Template = dict[str, Any]
+
+
+def template_id(path: Path) -> str:
+    """Name a template in test ids by its path inside the repository."""
+    return str(path.relative_to(REPO_ROOT))
+
+
+def load_template(path: Path) -> Template:
+    """Parse a CloudFormation/SAM template; short-form tags become their long form."""
+    loaded: Template = cfn_yaml.load(str(path))
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def template() -> Template:
+    """The root SAM template."""
+    return load_template(ROOT_TEMPLATE)
+
+
+def resources_of_type(template: Template, resource_type: str) -> dict[str, dict[str, Any]]:
+    """Every resource of one type, by logical ID."""
+    return {
+        logical_id: resource
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == resource_type
+    }
+
+
+def properties(template: Template, logical_id: str) -> dict[str, Any]:
+    """A resource's Properties (empty when it has none)."""
+    props: dict[str, Any] = template["Resources"][logical_id].get("Properties", {})
+    return props
+
+
+def function_properties(template: Template, logical_id: str) -> dict[str, Any]:
+    """A SAM function's properties with Globals.Function merged in, as SAM does.
+
+    Environment variables merge key by key; any other property set on the function wins.
+    """
+    defaults: dict[str, Any] = dict(template.get("Globals", {}).get("Function", {}))
+    own = properties(template, logical_id)
+    merged = {**defaults, **own}
+    variables = {
+        **defaults.get("Environment", {}).get("Variables", {}),
+        **own.get("Environment", {}).get("Variables", {}),
+    }
+    if variables:
+        merged["Environment"] = {"Variables": variables}
+    return merged
+
+
+def referenced_id(value: Any) -> str | None:
+    """The logical ID a `!Ref X` or `!GetAtt X.Attr` points to, else None."""
+    if isinstance(value, Mapping):
+        if "Ref" in value:
+            return str(value["Ref"])
+        if "Fn::GetAtt" in value:
+            target = value["Fn::GetAtt"]
+            return str(target[0] if isinstance(target, Sequence) else target.split(".")[0])
+    return None
+
+
+def worst_case_number(template: Template, value: Any) -> int:
+    """A number, or the largest value a `!Ref` to a Number parameter can take."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value)
+    name = referenced_id(value)
+    parameter = template.get("Parameters", {}).get(name)
+    if parameter is None:
+        raise AssertionError(f"expected a number or a Ref to a parameter, got {value!r}")
+    if "MaxValue" in parameter:
+        return int(parameter["MaxValue"])
+    if "AllowedValues" in parameter:
+        return max(int(allowed) for allowed in parameter["AllowedValues"])
+    raise AssertionError(f"parameter {name} has no upper bound (MaxValue or AllowedValues)")
+
+
+def as_list(value: Any) -> list[Any]:
+    """A policy element that may be one item or a list, as a list."""
+    return list(value) if isinstance(value, list) else [value]
+
+
+@dataclass(frozen=True)
+class PolicyStatement:
+    """One statement of a policy document, with the resource that declares it."""
+
+    owner: str
+    owner_type: str
+    statement: Mapping[str, Any]
+
+    @property
+    def sid(self) -> str:
+        return str(self.statement.get("Sid", ""))
+
+    @property
+    def allows(self) -> bool:
+        return self.statement.get("Effect") == "Allow"
+
+    @property
+    def actions(self) -> list[str]:
+        return [str(action) for action in as_list(self.statement.get("Action", []))]
+
+    @property
+    def resources(self) -> list[Any]:
+        return as_list(self.statement.get("Resource", []))
+
+    def __str__(self) -> str:
+        return f"{self.owner} ({self.owner_type}) statement {self.sid or '<no Sid>'}"
+
+
+# Where each resource type keeps its policy documents (a path of property names; "*" walks
+# a list).
+POLICY_DOCUMENT_PATHS: dict[str, list[tuple[str, ...]]] = {
+    "AWS::IAM::Role": [("Policies", "*", "PolicyDocument")],
+    "AWS::IAM::Policy": [("PolicyDocument",)],
+    "AWS::IAM::ManagedPolicy": [("PolicyDocument",)],
+    "AWS::KMS::Key": [("KeyPolicy",)],
+    "AWS::SQS::QueuePolicy": [("PolicyDocument",)],
+    "AWS::SNS::TopicPolicy": [("PolicyDocument",)],
+    "AWS::S3::BucketPolicy": [("PolicyDocument",)],
+    "AWS::Serverless::Function": [("Policies", "*")],
+}
+
+
+def _walk(value: Any, path: tuple[str, ...]) -> Iterator[Any]:
+    if not path:
+        yield value
+        return
+    head, rest = path[0], path[1:]
+    if head == "*":
+        for item in value if isinstance(value, list) else []:
+            yield from _walk(item, rest)
+    elif isinstance(value, Mapping) and head in value:
+        yield from _walk(value[head], rest)
+
+
+def policy_statements(template: Template) -> Iterator[PolicyStatement]:
+    """Every statement of every permission policy, key policy and resource policy."""
+    for logical_id, resource in template.get("Resources", {}).items():
+        resource_type = resource.get("Type", "")
+        for path in POLICY_DOCUMENT_PATHS.get(resource_type, []):
+            for document in _walk(resource.get("Properties", {}), path):
+                if not isinstance(document, Mapping) or "Statement" not in document:
+                    continue  # a SAM policy template or a managed policy's name
+                for statement in as_list(document["Statement"]):
+                    yield PolicyStatement(logical_id, resource_type, statement)
+
+
+def run_tool(
+    command: Sequence[str], *, cwd: Path = REPO_ROOT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command line tool, capturing its output as text."""
+    return subprocess.run(
+        list(command),
+        cwd=cwd,
+        env={**os.environ, "SAM_CLI_TELEMETRY": "0", **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    """A failed command's exit code and output, for an assertion message."""
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+def python313() -> str | None:
+    """The Python 3.13 that src/Makefile compiles bytecode with, or None when there is none.
+
+    Same lookup as the Makefile: HERALD_PYTHON313, else scripts/find-python.
+    """
+    candidate = os.environ.get("HERALD_PYTHON313")
+    if not candidate:
+        found = run_tool([str(REPO_ROOT / "scripts" / "find-python")])
+        candidate = found.stdout.strip() if found.returncode == 0 else ""
+    if not candidate:
+        return None
+    version = run_tool([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 13))"])
+    return candidate if version.stdout.strip() == "True" else None
