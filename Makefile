@@ -70,3 +70,7 @@ test-py311: $(STAMP) ## Run the unit tests on Python 3.11 in .venv-py311
 	fi; \
 	UV_PROJECT_ENVIRONMENT=.venv-py311 $(UV) sync --frozen --all-extras --quiet --python "$$python311"; \
 	.venv-py311/bin/pytest tests/unit -q -p no:cacheprovider
+
+.PHONY: build
+build: $(STAMP) ## sam build: the Lambda artifact for arm64 / python3.13, offline and without Docker
+	$(BIN)/sam build --template-file template.yaml
