@@ -30,7 +30,8 @@ $(UV_READY): scripts/find-python
 	@touch $@
 
 # Rebuilt only when a lock or pyproject changes, so `make test` stays quick after the first run.
-$(STAMP): pyproject.toml uv.lock $(CHECKOV_PROJECT)/pyproject.toml $(CHECKOV_PROJECT)/uv.lock $(UV_READY)
+$(STAMP): pyproject.toml uv.lock $(CHECKOV_PROJECT)/pyproject.toml $(CHECKOV_PROJECT)/uv.lock $(UV_READY) scripts/install-system-packages
+	scripts/install-system-packages
 	@python="$$(scripts/find-python)"; echo "install: Python $$python"; \
 	  $(UV) sync --frozen --all-extras --python "$$python"; \
 	  $(UV) sync --frozen --project $(CHECKOV_PROJECT) --python "$$python"
