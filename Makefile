@@ -15,6 +15,7 @@ UV := $(UV_VENV)/bin/uv
 UV_READY := $(UV_VENV)/.uv-$(UV_VERSION)
 STAMP := $(VENV)/.installed
 TEMPLATES := template.yaml $(wildcard stacks/*.yaml)
+PYTHON_DIRS := src ecs_service tests $(wildcard bench)
 
 .PHONY: help
 help: ## List the targets
@@ -46,13 +47,13 @@ lock: $(UV_READY) ## Re-resolve the lock files after a dependency change, and th
 
 .PHONY: format
 format: $(STAMP) ## Rewrite the code in ruff's format and apply safe fixes
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format $(PYTHON_DIRS)
+	$(BIN)/ruff check --fix $(PYTHON_DIRS)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, cfn-lint on every template
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check $(PYTHON_DIRS)
+	$(BIN)/ruff format --check $(PYTHON_DIRS)
 	$(BIN)/mypy
 	$(BIN)/cfn-lint $(TEMPLATES)
 

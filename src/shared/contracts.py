@@ -46,12 +46,15 @@ class MessageStatus(StrEnum):
     CANCELED = "canceled"
 
 
-class EmailPayload(BaseModel):
-    """One email to send: the payload of the ``email.send`` task kind."""
+class EmailContent(BaseModel):
+    """What an email says and to whom: everything but its sender.
+
+    The API takes this from a client (the sender is Herald's); ``EmailPayload`` adds
+    the sender for the task contract. Both are validated by the same rules.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sender: EmailStr
     to: list[EmailStr] = Field(default_factory=list)
     cc: list[EmailStr] = Field(default_factory=list)
     bcc: list[EmailStr] = Field(default_factory=list)
@@ -74,6 +77,12 @@ class EmailPayload(BaseModel):
         if not (self.text or self.html):
             raise ValueError("text or html is required")
         return self
+
+
+class EmailPayload(EmailContent):
+    """One email to send: the payload of the ``email.send`` task kind."""
+
+    sender: EmailStr
 
 
 class TaskEnvelope(BaseModel, Generic[PayloadT]):

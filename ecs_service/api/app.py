@@ -1,0 +1,203 @@
+"""The FastAPI application: routes, problem details, request ids, and its lifespan."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ecs_service.api import problems
+from ecs_service.api.routes import health
+from ecs_service.api.routes import messages as message_routes
+from ecs_service.db.engine import build_engine, build_sessions
+from shared.observability import logger
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from ecs_service.settings import ApiSettings, DatabaseSettings
+
+REQUEST_ID_HEADER = "x-request-id"
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (the caller's ``X-Request-ID`` if sane), puts it on every
+    log line of the request and on the response, and logs one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = incoming if VALID_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+        logger.thread_safe_append_keys(request_id=request_id)
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            logger.thread_safe_remove_keys(["request_id"])
+
+
+def _problem_response(request: Request, error: problems.ProblemError) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    body = error.to_problem(instance=request.url.path, request_id=request_id)
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=error.status,
+        headers=error.headers,
+        media_type=problems.PROBLEM_JSON,
+    )
+
+
+def _field_errors(errors: Any) -> list[problems.FieldError]:
+    return [
+        problems.FieldError(
+            location=".".join(str(part) for part in error["loc"]),
+            message=str(error["msg"]).removeprefix("Value error, "),
+        )
+        for error in errors
+    ]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error as problem details; a database outage is a 503, never a 500."""
+
+    @app.exception_handler(problems.ProblemError)
+    async def on_problem(request: Request, error: problems.ProblemError) -> JSONResponse:
+        return _problem_response(request, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _problem_response(request, problems.validation_error(_field_errors(error.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        kinds = {404: ("not-found", "Not Found"), 405: ("method-not-allowed", "Method Not Allowed")}
+        kind, title = kinds.get(error.status_code, ("http-error", "HTTP Error"))
+        detail = "no such route" if error.status_code == 404 else str(error.detail)
+        return _problem_response(
+            request,
+            problems.ProblemError(
+                error.status_code, kind, title, detail, headers=dict(error.headers or {})
+            ),
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeoutError)
+    async def on_database_unavailable(request: Request, error: Exception) -> JSONResponse:
+        logger.warning("database unavailable", extra={"error": str(error).splitlines()[0]})
+        return _problem_response(request, problems.service_unavailable())
+
+    @app.exception_handler(DBAPIError)
+    async def on_database_error(request: Request, error: DBAPIError) -> JSONResponse:
+        if error.connection_invalidated:
+            logger.warning("database connection lost", extra={"error": str(error).splitlines()[0]})
+            return _problem_response(request, problems.service_unavailable())
+        return await on_unexpected(request, error)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return _problem_response(
+            request,
+            problems.ProblemError(
+                500,
+                "internal-error",
+                "Internal Server Error",
+                "an unexpected error; quote the request id",
+            ),
+        )
+
+
+def create_app(api: ApiSettings, database: DatabaseSettings) -> FastAPI:
+    """The api, with its engine opened on start-up and disposed of on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = build_engine(database, application_name="herald-api")
+        app.state.sessions = build_sessions(engine)
+        app.state.sender_email = api.sender_email
+        logger.info("api started", extra={"pool_size": database.pool_size})
+        try:
+            yield
+        finally:
+            engine.dispose()
+            logger.info("api stopped")
+
+    app = FastAPI(
+        title="Herald",
+        version="1",
+        summary="Scheduled email: write it, choose when, watch it go out.",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(message_routes.router)
+    install_problem_handlers(app)
+    if api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=api.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware)
+    install_problem_schema(app)
+    return app
+
+
+def install_problem_schema(app: FastAPI) -> None:
+    """Add the Problem schema the routes' problem responses refer to, to the OpenAPI document."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema = problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(schema.pop("$defs", {}))
+            schemas["Problem"] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,42 @@
+"""What routes receive: a database session in a transaction, and the caller's tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from ecs_service.api import problems
+from ecs_service.api_keys import authenticate
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer hrld_…`")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session whose transaction commits when the route returns, and rolls back if it raises."""
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    with sessions() as session, session.begin():
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_tenant_id(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> UUID:
+    """The tenant whose active API key the request carries; 401 otherwise."""
+    if credentials is None:
+        raise problems.unauthorized()
+    tenant_id = authenticate(session, credentials.credentials)
+    if tenant_id is None:
+        raise problems.unauthorized()
+    return tenant_id
+
+
+TenantDep = Annotated[UUID, Depends(get_tenant_id)]

@@ -1,0 +1,1 @@
+"""The database: SQLAlchemy models, the engine, and the Alembic migrations."""

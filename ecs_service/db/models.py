@@ -1,0 +1,106 @@
+"""Herald's tables: tenants, their API keys, and messages (the outbox the relay drains)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.contracts import MessageStatus
+
+# Stable constraint names, so migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+STATUSES = ", ".join(f"'{status.value}'" for status in MessageStatus)
+MESSAGES_DUE_CHANNEL = "herald_messages_due"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class Tenant(Base):
+    """A customer of Herald; every message and key belongs to exactly one."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ApiKey(Base):
+    """A bearer key of a tenant. Only its SHA-256 is stored; ``key_id`` finds it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
+    tenant_id: Mapped[UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    # The public part of the key (``hrld_<key_id>_<secret>``), looked up before the hash
+    # is compared in constant time.
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    """One email and its life: scheduled -> queued -> sent | failed, or canceled."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({STATUSES})", name="status"),
+        CheckConstraint(
+            "(idempotency_key IS NULL) = (request_hash IS NULL)", name="idempotency_pair"
+        ),
+        # The relay's claim: due scheduled rows in send_at order.
+        Index("ix_messages_due", "send_at", postgresql_where=text("status = 'scheduled'")),
+        # Listing: a tenant's messages, newest first, optionally by status (keyset pages).
+        Index("ix_messages_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_messages_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        Index(
+            "uq_messages_tenant_idempotency_key",
+            "tenant_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
+    tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.SCHEDULED.value)
+    # The email, as the task contract's EmailPayload.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    send_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    queued_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,188 @@
+"""A tenant's messages: create (with idempotency keys), list, get and cancel.
+
+Every function takes the tenant's id and touches only that tenant's rows: a tenant
+never sees or changes another's messages. Nothing here talks to SQS: the relay does,
+from the rows these functions write.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
+
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from ecs_service.db.models import Message
+from shared.contracts import MessageStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from shared.contracts import EmailPayload
+
+
+class MessageNotFoundError(LookupError):
+    """No message with that id for this tenant."""
+
+
+class MessageNotCancelableError(Exception):
+    """Only a scheduled message can be canceled."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        super().__init__(f"the message is {status}; only a scheduled message can be canceled")
+
+
+class IdempotencyKeyReusedError(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+class InvalidCursorError(ValueError):
+    """A page cursor that this API did not hand out."""
+
+
+@dataclass(frozen=True)
+class Created:
+    """The message, and whether this request created it (False: an idempotent replay)."""
+
+    message: Message
+    created: bool
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ends: the last message's (created_at, id), newest first."""
+
+    created_at: datetime
+    id: UUID
+
+    def encode(self) -> str:
+        raw = json.dumps({"c": self.created_at.isoformat(), "i": str(self.id)}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            fields = json.loads(raw)
+            return cls(created_at=datetime.fromisoformat(fields["c"]), id=UUID(fields["i"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise InvalidCursorError("the cursor is not one this API returned") from error
+
+
+def create_message(
+    session: Session,
+    *,
+    tenant_id: UUID,
+    email: EmailPayload,
+    send_at: datetime,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    message_id: UUID | None = None,
+) -> Created:
+    """Store a scheduled message, or return the one an earlier request with the same key made.
+
+    Raises
+    ------
+    IdempotencyKeyReusedError
+        The key was used before with a different request (``request_hash`` differs).
+    """
+    if idempotency_key is not None:
+        earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, request_hash)
+    message = Message(
+        id=message_id or uuid4(),
+        tenant_id=tenant_id,
+        status=MessageStatus.SCHEDULED.value,
+        payload=email.model_dump(mode="json"),
+        send_at=send_at,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    try:
+        with session.begin_nested():
+            session.add(message)
+    except IntegrityError:
+        # Another request with the same key won the race: answer as it did.
+        if idempotency_key is None:
+            raise
+        earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
+        if earlier is None:
+            raise
+        return _replay(earlier, request_hash)
+    session.refresh(message)
+    return Created(message, created=True)
+
+
+def _by_idempotency_key(session: Session, tenant_id: UUID, key: str) -> Message | None:
+    return session.scalar(
+        select(Message).where(Message.tenant_id == tenant_id, Message.idempotency_key == key)
+    )
+
+
+def _replay(earlier: Message, request_hash: str | None) -> Created:
+    if earlier.request_hash != request_hash:
+        raise IdempotencyKeyReusedError(
+            "this Idempotency-Key was already used with a different request body"
+        )
+    return Created(earlier, created=False)
+
+
+def get_message(session: Session, *, tenant_id: UUID, message_id: UUID) -> Message:
+    """The tenant's message with this id."""
+    message = session.scalar(
+        select(Message).where(Message.id == message_id, Message.tenant_id == tenant_id)
+    )
+    if message is None:
+        raise MessageNotFoundError(f"no message {message_id}")
+    return message
+
+
+def list_messages(
+    session: Session,
+    *,
+    tenant_id: UUID,
+    status: MessageStatus | None = None,
+    limit: int = 20,
+    after: Cursor | None = None,
+) -> tuple[list[Message], Cursor | None]:
+    """One page of the tenant's messages, newest first, and the cursor of the next page."""
+    query = select(Message).where(Message.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Message.status == status.value)
+    if after is not None:
+        query = query.where(tuple_(Message.created_at, Message.id) < (after.created_at, after.id))
+    query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = Cursor(page[-1].created_at, page[-1].id) if more and page else None
+    return page, next_cursor
+
+
+def cancel_message(session: Session, *, tenant_id: UUID, message_id: UUID) -> Message:
+    """Cancel the tenant's message while it is still scheduled.
+
+    The update waits for a relay that holds the row (FOR UPDATE), so a message the relay
+    is queueing right now is reported as queued, never canceled after the fact.
+    """
+    canceled = session.scalar(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.tenant_id == tenant_id,
+            Message.status == MessageStatus.SCHEDULED.value,
+        )
+        .values(status=MessageStatus.CANCELED.value, finished_at=func.now(), updated_at=func.now())
+        .returning(Message)
+        .execution_options(synchronize_session=False)
+    )
+    if canceled is not None:
+        return canceled
+    current = get_message(session, tenant_id=tenant_id, message_id=message_id)
+    raise MessageNotCancelableError(current.status)

@@ -1,0 +1,2 @@
+"""The worker: the outbox relay (PostgreSQL -> task queue) and the results consumer
+(result queue -> PostgreSQL), two loops of one process."""

@@ -1,0 +1,192 @@
+"""The worker process: the relay loop and the results loop, and a clean stop on SIGTERM.
+
+Each loop runs in its own thread and checks the stop event between passes, so on
+SIGTERM the current batch finishes (it is one transaction) and the process exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import boto3
+import psycopg
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from ecs_service.db.engine import build_engine
+from ecs_service.db.models import MESSAGES_DUE_CHANNEL, Message
+from ecs_service.worker.relay import Relay
+from ecs_service.worker.results import ResultsConsumer
+from shared.adapters.sqs import SqsTaskProducer
+from shared.contracts import MessageStatus, utc_now
+from shared.errors import HeraldError, TransientError
+from shared.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import Engine
+
+    from ecs_service.settings import DatabaseSettings, WorkerSettings
+
+# How often a waiting loop looks at the stop event.
+STOP_CHECK_SECONDS = 0.5
+
+
+class Backoff:
+    """Exponential back-off: 0.5 s, 1 s, 2 s, ... up to ``maximum``; reset on success."""
+
+    def __init__(self, maximum: float) -> None:
+        self.maximum = maximum
+        self.current = 0.0
+
+    def failed(self) -> float:
+        self.current = min(self.maximum, max(0.5, self.current * 2))
+        return self.current
+
+    def succeeded(self) -> None:
+        self.current = 0.0
+
+
+class DueWaiter:
+    """Sleeps until a message may be due: a NOTIFY, the next send_at, or the poll interval.
+
+    It LISTENs on its own connection (not a pooled one: LISTEN is session state), and
+    reconnects after the database restarts.
+    """
+
+    def __init__(self, engine: Engine, poll_seconds: float, stop: threading.Event) -> None:
+        self._engine = engine
+        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        self._poll_seconds = poll_seconds
+        self._stop = stop
+        self._connection: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + self._seconds_until_next_due()
+        while not self._stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                connection = self._listening()
+                if any(
+                    True
+                    for _ in connection.notifies(
+                        timeout=min(STOP_CHECK_SECONDS, remaining), stop_after=1
+                    )
+                ):
+                    return
+            except psycopg.Error as error:
+                logger.warning(
+                    "LISTEN connection lost; polling until it is back", extra={"error": str(error)}
+                )
+                self.close()
+                self._stop.wait(min(STOP_CHECK_SECONDS, remaining))
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _listening(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+            self._connection.execute(f"LISTEN {MESSAGES_DUE_CHANNEL}")
+        return self._connection
+
+    def _seconds_until_next_due(self) -> float:
+        try:
+            with Session(self._engine) as session:
+                next_due = session.scalar(
+                    select(func.min(Message.send_at)).where(
+                        Message.status == MessageStatus.SCHEDULED.value
+                    )
+                )
+        except SQLAlchemyError:
+            return self._poll_seconds
+        if next_due is None:
+            return self._poll_seconds
+        return max(0.0, min(self._poll_seconds, (next_due - utc_now()).total_seconds()))
+
+
+def run_loop(
+    name: str, one_pass: Callable[[], None], stop: threading.Event, backoff: Backoff
+) -> None:
+    """Call ``one_pass`` until stopped; back off exponentially while it fails."""
+    while not stop.is_set():
+        try:
+            one_pass()
+        except (SQLAlchemyError, HeraldError) as error:
+            pause = backoff.failed()
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            logger.warning(
+                f"{name} pass failed; retrying", extra={"error": first_line, "retry_in_s": pause}
+            )
+            stop.wait(pause)
+        else:
+            backoff.succeeded()
+        finally:
+            metrics.flush_metrics()
+
+
+def run_worker(database: DatabaseSettings, settings: WorkerSettings) -> int:
+    """Run the relay and the results consumer until SIGTERM or SIGINT; return the exit code."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    engine = build_engine(database, application_name="herald-worker")
+    sqs = boto3.client("sqs")
+    relay = Relay(
+        engine,
+        SqsTaskProducer(sqs, settings.task_queue_url),
+        claim_size=settings.relay_claim_size,
+        logger=logger,
+        metrics=metrics,
+    )
+    consumer = ResultsConsumer(
+        engine,
+        sqs,
+        settings.result_queue_url,
+        wait_seconds=settings.results_wait_seconds,
+        logger=logger,
+        metrics=metrics,
+    )
+    waiter = DueWaiter(engine, settings.relay_poll_seconds, stop)
+
+    def relay_pass() -> None:
+        result = relay.relay_due_messages()
+        if result.not_queued:
+            # SQS is failing: the rows stay scheduled; back off before claiming them again.
+            raise TransientError(f"{result.not_queued} due message(s) could not be queued")
+        if result.claimed < settings.relay_claim_size:
+            waiter.wait()
+
+    failures: list[str] = []
+
+    def guarded(name: str, one_pass: Callable[[], None]) -> None:
+        try:
+            run_loop(name, one_pass, stop, Backoff(settings.relay_max_backoff_seconds))
+        except Exception:
+            logger.exception(f"{name} loop crashed; stopping the worker")
+            failures.append(name)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=guarded, args=("relay", relay_pass), name="relay"),
+        threading.Thread(target=guarded, args=("results", consumer.consume_once), name="results"),
+    ]
+    logger.info("worker started", extra={"claim_size": settings.relay_claim_size})
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    logger.info("worker stopping: finishing the current batches")
+    for thread in threads:
+        thread.join()
+    waiter.close()
+    engine.dispose()
+    logger.info("worker stopped")
+    return 1 if failures else 0

@@ -1,0 +1,157 @@
+"""The outbox relay: due messages from PostgreSQL to the SQS task queue.
+
+One pass claims due rows with ``FOR UPDATE SKIP LOCKED`` (so any number of relays share
+the work without waiting on each other), sends them in batches of 10, marks the ones
+SQS accepted ``queued`` and commits. A crash after the send and before the commit
+leaves the rows ``scheduled``: they are sent again later and the task runner's
+idempotency record makes the second send a no-op. A row is never lost and never
+marked ``queued`` unless SQS has it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ecs_service.db.models import Message
+from shared.contracts import (
+    EMAIL_SEND,
+    EmailPayload,
+    MessageStatus,
+    TaskEnvelope,
+    describe_validation_error,
+    utc_now,
+)
+from shared.errors import TaskBatchSendError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from uuid import UUID
+
+    from aws_lambda_powertools import Logger, Metrics
+    from sqlalchemy.engine import Engine
+
+    from shared.ports import TaskProducer
+
+
+@dataclass(frozen=True)
+class RelayPass:
+    """What one pass did."""
+
+    claimed: int
+    queued: int
+    not_queued: int
+
+
+class Relay:
+    """Moves due messages to the task queue, a claim of up to ``claim_size`` rows per pass."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        producer: TaskProducer,
+        *,
+        claim_size: int,
+        logger: Logger,
+        metrics: Metrics,
+    ) -> None:
+        self._engine = engine
+        self._producer = producer
+        self._claim_size = claim_size
+        self._logger = logger
+        self._metrics = metrics
+
+    def relay_due_messages(self) -> RelayPass:
+        """One pass: claim, send, mark, commit. Raises only if the database fails."""
+        with Session(self._engine) as session, session.begin():
+            rows = session.scalars(
+                select(Message)
+                .where(
+                    Message.status == MessageStatus.SCHEDULED.value, Message.send_at <= func.now()
+                )
+                .order_by(Message.send_at)
+                .limit(self._claim_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return RelayPass(0, 0, 0)
+            tasks, invalid = self._tasks_of(rows)
+            if invalid:
+                self._fail_invalid(session, invalid)
+            sent: list[UUID] = [task.task_id for task in tasks]
+            failed: dict[UUID, str] = {}
+            if tasks:
+                try:
+                    self._producer.send(tasks)
+                except TaskBatchSendError as error:
+                    sent, failed = list(error.sent), error.failed
+            if sent:
+                session.execute(
+                    update(Message)
+                    .where(Message.id.in_(sent))
+                    .values(
+                        status=MessageStatus.QUEUED.value,
+                        queued_at=func.now(),
+                        updated_at=func.now(),
+                    )
+                )
+        if failed:
+            self._logger.warning(
+                "SQS did not take every task; they stay scheduled and are retried",
+                extra={"not_queued": len(failed), "first_error": next(iter(failed.values()))},
+            )
+        if sent:
+            self._metrics.add_metric(name="MessagesRelayed", unit=MetricUnit.Count, value=len(sent))
+            lag = max((_seconds_late(row) for row in rows), default=0.0)
+            self._metrics.add_metric(name="RelayLag", unit=MetricUnit.Seconds, value=lag)
+        return RelayPass(claimed=len(rows), queued=len(sent), not_queued=len(failed))
+
+    def _tasks_of(
+        self, rows: Sequence[Message]
+    ) -> tuple[list[TaskEnvelope[EmailPayload]], dict[UUID, str]]:
+        tasks: list[TaskEnvelope[EmailPayload]] = []
+        invalid: dict[UUID, str] = {}
+        for row in rows:
+            try:
+                tasks.append(
+                    TaskEnvelope[EmailPayload](
+                        task_id=row.id,
+                        kind=EMAIL_SEND,
+                        tenant_id=row.tenant_id,
+                        created_at=row.created_at,
+                        send_at=row.send_at,
+                        payload=EmailPayload.model_validate(row.payload),
+                    )
+                )
+            except ValidationError as error:
+                invalid[row.id] = (
+                    f"the stored message is not a valid task: {describe_validation_error(error)}"
+                )
+        return tasks, invalid
+
+    def _fail_invalid(self, session: Session, invalid: dict[UUID, str]) -> None:
+        # A row no task can be made of would block the relay forever: it fails, with why.
+        for message_id, reason in invalid.items():
+            self._logger.error(
+                "message cannot be relayed", extra={"message_id": str(message_id), "error": reason}
+            )
+            session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(
+                    status=MessageStatus.FAILED.value,
+                    error=reason,
+                    finished_at=func.now(),
+                    updated_at=func.now(),
+                )
+            )
+
+
+def _seconds_late(row: Message) -> float:
+    """How long after its send_at a row was relayed: the relay's lag."""
+    return max(0.0, (utc_now() - row.send_at).total_seconds())
