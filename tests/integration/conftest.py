@@ -1,0 +1,148 @@
+"""Integration tests: a real PostgreSQL the session starts itself (migrations applied by the
+session) and the moto server for SQS."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import boto3
+import pytest
+from fastapi.testclient import TestClient
+from moto.server import ThreadedMotoServer
+from mypy_boto3_sqs import SQSClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from ecs_service import api_keys
+from ecs_service.api.app import create_app
+from ecs_service.db.migrations import upgrade_to_head
+from ecs_service.settings import ApiSettings, DatabaseSettings
+from herald_local.postgres import EPHEMERAL_SETTINGS, LocalPostgres
+
+SENDER = "herald@example.com"
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server for the whole session, its schema migrated to head."""
+    server = LocalPostgres(
+        tmp_path_factory.mktemp("postgres") / "data", settings=EPHEMERAL_SETTINGS
+    )
+    server.start()
+    migrator = create_engine(server.url())
+    upgrade_to_head(migrator)
+    migrator.dispose()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_settings(postgres: LocalPostgres) -> DatabaseSettings:
+    return DatabaseSettings(url=postgres.url(), pool_size=10, max_overflow=10)
+
+
+@pytest.fixture(scope="session")
+def engine(database_settings: DatabaseSettings) -> Iterator[Engine]:
+    from ecs_service.db.engine import build_engine
+
+    built = build_engine(database_settings, application_name="herald-tests")
+    yield built
+    built.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(request: pytest.FixtureRequest) -> None:
+    """Each test starts from empty tables (only for tests that use the database)."""
+    if "engine" not in request.fixturenames and "postgres" not in request.fixturenames:
+        return
+    engine: Engine = request.getfixturevalue("engine")
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE tenants, api_keys, messages CASCADE"))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A tenant and the headers that authenticate as it."""
+
+    tenant_id: UUID
+    key: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_caller(engine: Engine, name: str | None = None) -> Caller:
+    with Session(engine) as session, session.begin():
+        tenant = api_keys.create_tenant(session, name or f"tenant-{uuid4()}")
+        issued = api_keys.issue_key(session, tenant, "tests")
+    return Caller(tenant_id=issued.tenant_id, key=issued.plaintext, key_id=issued.key_id)
+
+
+@pytest.fixture
+def caller(engine: Engine) -> Caller:
+    return make_caller(engine, "acme")
+
+
+@pytest.fixture
+def other_caller(engine: Engine) -> Caller:
+    return make_caller(engine, "globex")
+
+
+@pytest.fixture(scope="session")
+def app_client(database_settings: DatabaseSettings) -> Iterator[TestClient]:
+    app = create_app(ApiSettings(SENDER_EMAIL=SENDER), database_settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def client(app_client: TestClient, engine: Engine) -> TestClient:
+    return app_client
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """The moto server, as a local AWS endpoint (boto3 reaches it through AWS_ENDPOINT_URL)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def sqs(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> SQSClient:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    return boto3.client("sqs", endpoint_url=moto_endpoint)
+
+
+def new_queue(sqs: SQSClient, prefix: str) -> str:
+    """A fresh queue (a new name per test, so tests never share messages)."""
+    return sqs.create_queue(QueueName=f"{prefix}-{uuid4().hex[:12]}")["QueueUrl"]
+
+
+def drain(sqs: SQSClient, queue_url: str) -> list[dict[str, object]]:
+    messages: list[dict[str, object]] = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        messages.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
+    return messages
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "HeraldTests")

@@ -1,0 +1,313 @@
+"""The /v1/messages API against real PostgreSQL: every route, its errors and tenant isolation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.integration.conftest import SENDER, Caller
+
+PROBLEM = "application/problem+json"
+
+
+def email(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "to": ["reader@example.org"],
+        "subject": "Hello",
+        "text": "Hi from Herald.",
+    }
+    body.update(changes)
+    return body
+
+
+def create(client: TestClient, caller: Caller, **changes: Any) -> dict[str, Any]:
+    response = client.post("/v1/messages", json=email(**changes), headers=caller.headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def assert_problem(response: Any, status: int, kind: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem: dict[str, Any] = response.json()
+    assert problem["type"] == f"urn:herald:problem:{kind}"
+    assert problem["status"] == status
+    assert problem["detail"]
+    assert problem["request_id"] == response.headers["x-request-id"]
+    return problem
+
+
+def test_create_schedules_a_message_from_heralds_sender(client: TestClient, caller: Caller) -> None:
+    # When a tenant schedules an email for tomorrow
+    send_at = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    response = client.post(
+        "/v1/messages",
+        json=email(cc=["cc@example.org"], send_at=send_at.isoformat()),
+        headers=caller.headers,
+    )
+
+    # Then it is stored as scheduled, sent from Herald's address, and can be found at Location
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "scheduled"
+    assert body["sender"] == SENDER
+    assert body["cc"] == ["cc@example.org"]
+    assert datetime.fromisoformat(body["send_at"]) == send_at
+    assert response.headers["location"] == f"/v1/messages/{body['id']}"
+    assert client.get(response.headers["location"], headers=caller.headers).json() == body
+
+
+def test_send_at_defaults_to_now(client: TestClient, caller: Caller) -> None:
+    before = datetime.now(UTC)
+    body = create(client, caller)
+    assert (
+        before - timedelta(seconds=1)
+        <= datetime.fromisoformat(body["send_at"])
+        <= datetime.now(UTC)
+    )
+
+
+def test_send_at_without_time_zone_is_rejected(client: TestClient, caller: Caller) -> None:
+    response = client.post(
+        "/v1/messages", json=email(send_at="2030-01-01T09:00:00"), headers=caller.headers
+    )
+    problem = assert_problem(response, 422, "validation-error")
+    assert problem["errors"][0]["location"] == "body.send_at"
+    assert "timezone" in problem["errors"][0]["message"]
+
+
+def test_send_at_more_than_a_year_ahead_is_rejected(client: TestClient, caller: Caller) -> None:
+    far = (datetime.now(UTC) + timedelta(days=366)).isoformat()
+    problem = assert_problem(
+        client.post("/v1/messages", json=email(send_at=far), headers=caller.headers),
+        422,
+        "validation-error",
+    )
+    assert problem["errors"] == [
+        {"location": "body.send_at", "message": "must be at most one year ahead"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "location", "message"),
+    [
+        ({"to": []}, "body", "at least one recipient"),
+        ({"to": ["not-an-address"]}, "body.to.0", "not a valid email address"),
+        ({"subject": "s" * 999}, "body.subject", "at most 998 characters"),
+        ({"text": None}, "body", "text or html is required"),
+        ({"bcc": [f"r{i}@example.org" for i in range(50)]}, "body", "51 recipients"),
+        ({"sender": "boss@example.com"}, "body.sender", "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_email_gets_a_validation_problem_naming_the_field(
+    client: TestClient, caller: Caller, changes: dict[str, Any], location: str, message: str
+) -> None:
+    response = client.post("/v1/messages", json=email(**changes), headers=caller.headers)
+    problem = assert_problem(response, 422, "validation-error")
+    assert any(e["location"] == location and message in e["message"] for e in problem["errors"]), (
+        problem
+    )
+
+
+def test_email_too_large_for_one_task_is_rejected_with_413(
+    client: TestClient, caller: Caller
+) -> None:
+    response = client.post("/v1/messages", json=email(text="x" * 300_000), headers=caller.headers)
+    problem = assert_problem(response, 413, "payload-too-large")
+    assert "must fit in one SQS message" in problem["detail"]
+
+
+def test_get_returns_404_for_a_message_of_another_tenant(
+    client: TestClient, caller: Caller, other_caller: Caller
+) -> None:
+    # Given a message of another tenant
+    theirs = create(client, other_caller)
+
+    # When this tenant asks for it, lists, or cancels it, Then it does not exist for them
+    assert_problem(
+        client.get(f"/v1/messages/{theirs['id']}", headers=caller.headers), 404, "not-found"
+    )
+    assert_problem(
+        client.delete(f"/v1/messages/{theirs['id']}", headers=caller.headers), 404, "not-found"
+    )
+    assert client.get("/v1/messages", headers=caller.headers).json()["items"] == []
+    # and theirs is untouched
+    assert (
+        client.get(f"/v1/messages/{theirs['id']}", headers=other_caller.headers).json()["status"]
+        == "scheduled"
+    )
+
+
+def test_get_unknown_message_is_404(client: TestClient, caller: Caller) -> None:
+    assert_problem(client.get(f"/v1/messages/{uuid4()}", headers=caller.headers), 404, "not-found")
+
+
+def test_get_with_a_malformed_id_is_422(client: TestClient, caller: Caller) -> None:
+    assert_problem(
+        client.get("/v1/messages/not-a-uuid", headers=caller.headers), 422, "validation-error"
+    )
+
+
+def test_list_pages_through_every_message_newest_first_without_repeats(
+    client: TestClient, caller: Caller
+) -> None:
+    # Given 25 messages
+    created = [create(client, caller, subject=f"n{i}")["id"] for i in range(25)]
+
+    # When they are listed 10 at a time
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 10} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/messages", params=params, headers=caller.headers).json()
+        seen += [item["id"] for item in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    # Then three pages hold all 25 once, newest first
+    assert pages == 3
+    assert seen == list(reversed(created))
+
+
+def test_list_filters_by_status(client: TestClient, caller: Caller) -> None:
+    kept = create(client, caller)
+    canceled = create(client, caller, send_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    client.delete(f"/v1/messages/{canceled['id']}", headers=caller.headers)
+
+    scheduled = client.get(
+        "/v1/messages", params={"status": "scheduled"}, headers=caller.headers
+    ).json()
+    canceled_page = client.get(
+        "/v1/messages", params={"status": "canceled"}, headers=caller.headers
+    ).json()
+
+    assert [m["id"] for m in scheduled["items"]] == [kept["id"]]
+    assert [m["id"] for m in canceled_page["items"]] == [canceled["id"]]
+
+
+@pytest.mark.parametrize(
+    "params", [{"status": "lost"}, {"limit": 0}, {"limit": 101}, {"cursor": "garbage"}]
+)
+def test_list_rejects_bad_query_parameters(
+    client: TestClient, caller: Caller, params: dict[str, Any]
+) -> None:
+    assert_problem(
+        client.get("/v1/messages", params=params, headers=caller.headers), 422, "validation-error"
+    )
+
+
+def test_cancel_a_scheduled_message(client: TestClient, caller: Caller) -> None:
+    message = create(client, caller, send_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+
+    response = client.delete(f"/v1/messages/{message['id']}", headers=caller.headers)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "canceled"
+    assert response.json()["finished_at"] is not None
+
+
+def test_cancel_twice_is_a_conflict_naming_the_status(client: TestClient, caller: Caller) -> None:
+    message = create(client, caller)
+    client.delete(f"/v1/messages/{message['id']}", headers=caller.headers)
+
+    problem = assert_problem(
+        client.delete(f"/v1/messages/{message['id']}", headers=caller.headers),
+        409,
+        "not-cancelable",
+    )
+
+    assert problem["detail"] == "the message is canceled; only a scheduled message can be canceled"
+
+
+def test_same_idempotency_key_and_body_returns_the_original(
+    client: TestClient, caller: Caller
+) -> None:
+    headers = caller.headers | {"Idempotency-Key": "order-42"}
+    first = client.post("/v1/messages", json=email(), headers=headers)
+
+    again = client.post("/v1/messages", json=email(), headers=headers)
+
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert len(client.get("/v1/messages", headers=caller.headers).json()["items"]) == 1
+
+
+def test_same_idempotency_key_with_another_body_is_rejected(
+    client: TestClient, caller: Caller
+) -> None:
+    headers = caller.headers | {"Idempotency-Key": "order-42"}
+    client.post("/v1/messages", json=email(), headers=headers)
+
+    response = client.post("/v1/messages", json=email(subject="Changed"), headers=headers)
+
+    assert_problem(response, 422, "idempotency-key-reused")
+
+
+def test_idempotency_keys_are_per_tenant(
+    client: TestClient, caller: Caller, other_caller: Caller
+) -> None:
+    mine = client.post(
+        "/v1/messages", json=email(), headers=caller.headers | {"Idempotency-Key": "k"}
+    )
+    theirs = client.post(
+        "/v1/messages", json=email(), headers=other_caller.headers | {"Idempotency-Key": "k"}
+    )
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert mine.json()["id"] != theirs.json()["id"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer hrld_AAAAAAAAAAAA_" + "x" * 43},
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ],
+    ids=["missing", "unknown-key", "malformed", "wrong-scheme"],
+)
+def test_every_v1_route_needs_an_active_key(
+    client: TestClient, caller: Caller, headers: dict[str, str]
+) -> None:
+    message_id = create(client, caller)["id"]
+    for method, path in [
+        ("POST", "/v1/messages"),
+        ("GET", "/v1/messages"),
+        ("GET", f"/v1/messages/{message_id}"),
+        ("DELETE", f"/v1/messages/{message_id}"),
+    ]:
+        response = client.request(
+            method, path, json=email() if method == "POST" else None, headers=headers
+        )
+        assert_problem(response, 401, "unauthorized")
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_unknown_route_is_a_problem(client: TestClient) -> None:
+    assert_problem(client.get("/v2/nothing"), 404, "not-found")
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "trace-123"}).headers["x-request-id"]
+        == "trace-123"
+    )
+    assert (
+        len(client.get("/healthz", headers={"X-Request-ID": "bad id!"}).headers["x-request-id"])
+        == 36
+    )
