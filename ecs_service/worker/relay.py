@@ -80,6 +80,7 @@ class Relay:
             ).all()
             if not rows:
                 return RelayPass(0, 0, 0)
+            lag = max(_seconds_late(row) for row in rows)
             tasks, invalid = self._tasks_of(rows)
             if invalid:
                 self._fail_invalid(session, invalid)
@@ -107,7 +108,6 @@ class Relay:
             )
         if sent:
             self._metrics.add_metric(name="MessagesRelayed", unit=MetricUnit.Count, value=len(sent))
-            lag = max((_seconds_late(row) for row in rows), default=0.0)
             self._metrics.add_metric(name="RelayLag", unit=MetricUnit.Seconds, value=lag)
         return RelayPass(claimed=len(rows), queued=len(sent), not_queued=len(failed))
 

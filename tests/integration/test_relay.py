@@ -1,0 +1,265 @@
+"""The outbox relay against real PostgreSQL and the moto server's SQS."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from aws_lambda_powertools import Logger, Metrics
+from mypy_boto3_sqs import SQSClient
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from ecs_service.db.models import Message
+from ecs_service.worker.process import DueWaiter
+from ecs_service.worker.relay import Relay
+from shared.adapters.sqs import SqsTaskProducer
+from shared.contracts import AnyTask, TaskEnvelope
+from shared.errors import TaskBatchSendError
+from tests.integration.conftest import Caller, drain, make_caller, new_queue
+
+PAYLOAD = {
+    "sender": "herald@example.com",
+    "to": ["reader@example.org"],
+    "cc": [],
+    "bcc": [],
+    "reply_to": [],
+    "subject": "Hi",
+    "text": "Hello",
+    "html": None,
+}
+
+
+def insert_messages(
+    engine: Engine, tenant_id: UUID, count: int, *, send_at: datetime | None = None
+) -> list[UUID]:
+    ids = [uuid4() for _ in range(count)]
+    when = send_at or datetime.now(UTC) - timedelta(seconds=1)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(Message),
+            [
+                {
+                    "id": i,
+                    "tenant_id": tenant_id,
+                    "status": "scheduled",
+                    "payload": PAYLOAD,
+                    "send_at": when,
+                }
+                for i in ids
+            ],
+        )
+    return ids
+
+
+def statuses(engine: Engine) -> dict[str, int]:
+    with Session(engine) as session:
+        return dict(
+            session.execute(select(Message.status, func.count()).group_by(Message.status)).all()
+        )  # type: ignore[arg-type]
+
+
+def make_relay(engine: Engine, producer: Any, claim_size: int = 50) -> Relay:
+    return Relay(
+        engine,
+        producer,
+        claim_size=claim_size,
+        logger=Logger(service="relay-test"),
+        metrics=Metrics(namespace="HeraldTests"),
+    )
+
+
+def relay_until_idle(relay: Relay) -> None:
+    while relay.relay_due_messages().claimed:
+        pass
+
+
+def test_due_messages_are_queued_once_with_their_task(
+    engine: Engine, sqs: SQSClient, caller: Caller
+) -> None:
+    # Given 12 due messages and one for tomorrow
+    due = insert_messages(engine, caller.tenant_id, 12)
+    insert_messages(engine, caller.tenant_id, 1, send_at=datetime.now(UTC) + timedelta(days=1))
+    queue_url = new_queue(sqs, "tasks")
+
+    # When the relay runs until nothing is due
+    relay_until_idle(make_relay(engine, SqsTaskProducer(sqs, queue_url)))
+
+    # Then each due message is one task on the queue, and queued; tomorrow's waits
+    tasks = [AnyTask.model_validate_json(str(m["Body"])) for m in drain(sqs, queue_url)]
+    assert sorted(t.task_id for t in tasks) == sorted(due)
+    assert {t.tenant_id for t in tasks} == {caller.tenant_id}
+    assert {t.payload["subject"] for t in tasks} == {"Hi"}
+    assert statuses(engine) == {"queued": 12, "scheduled": 1}
+
+
+def test_two_relays_queue_a_thousand_messages_each_exactly_once(
+    engine: Engine, sqs: SQSClient, caller: Caller
+) -> None:
+    # Given 1,000 due messages and two relays sharing them
+    due = insert_messages(engine, caller.tenant_id, 1_000)
+    queue_url = new_queue(sqs, "tasks")
+    relays = [make_relay(engine, SqsTaskProducer(sqs, queue_url), claim_size=50) for _ in range(2)]
+
+    # When both run at once until idle
+    threads = [threading.Thread(target=relay_until_idle, args=(relay,)) for relay in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    # Then every message is on the queue exactly once, and every row is queued
+    bodies = [AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)]
+    assert len(bodies) == 1_000
+    assert set(bodies) == set(due)
+    assert statuses(engine) == {"queued": 1_000}
+
+
+class FlakyProducer:
+    """SQS down for the first ``outages`` calls, then the real producer."""
+
+    def __init__(self, real: SqsTaskProducer, outages: int) -> None:
+        self.real = real
+        self.outages = outages
+
+    def send(self, tasks: Sequence[TaskEnvelope[Any]]) -> None:
+        if self.outages:
+            self.outages -= 1
+            raise TaskBatchSendError(
+                dict.fromkeys((t.task_id for t in tasks), "ServiceUnavailable"), sent=[]
+            )
+        self.real.send(tasks)
+
+
+def test_sqs_outage_leaves_messages_scheduled_until_it_recovers(
+    engine: Engine, sqs: SQSClient, caller: Caller
+) -> None:
+    # Given SQS fails the next two sends
+    due = insert_messages(engine, caller.tenant_id, 30)
+    queue_url = new_queue(sqs, "tasks")
+    relay = make_relay(engine, FlakyProducer(SqsTaskProducer(sqs, queue_url), outages=2))
+
+    # When the relay tries during the outage, Then nothing is lost or marked
+    for _ in range(2):
+        outcome = relay.relay_due_messages()
+        assert (outcome.claimed, outcome.queued, outcome.not_queued) == (30, 0, 30)
+        assert statuses(engine) == {"scheduled": 30}
+
+    # When SQS is back, Then everything goes out once
+    relay_until_idle(relay)
+    assert sorted(
+        AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)
+    ) == sorted(due)
+    assert statuses(engine) == {"queued": 30}
+
+
+class HalfFailingProducer:
+    """SQS takes the first half of each batch and refuses the rest."""
+
+    def send(self, tasks: Sequence[TaskEnvelope[Any]]) -> None:
+        half = len(tasks) // 2
+        raise TaskBatchSendError(
+            {t.task_id: "InternalError" for t in tasks[half:]},
+            sent=[t.task_id for t in tasks[:half]],
+        )
+
+
+def test_only_messages_sqs_took_are_marked_queued(engine: Engine, caller: Caller) -> None:
+    insert_messages(engine, caller.tenant_id, 10)
+
+    outcome = make_relay(engine, HalfFailingProducer()).relay_due_messages()
+
+    assert (outcome.queued, outcome.not_queued) == (5, 5)
+    assert statuses(engine) == {"queued": 5, "scheduled": 5}
+
+
+def test_a_stored_message_that_is_not_a_valid_task_fails_with_a_reason(
+    engine: Engine, sqs: SQSClient, caller: Caller
+) -> None:
+    # Given a row whose payload was corrupted by hand
+    with engine.begin() as connection:
+        connection.execute(
+            insert(Message),
+            [
+                {
+                    "id": uuid4(),
+                    "tenant_id": caller.tenant_id,
+                    "status": "scheduled",
+                    "payload": {"to": []},
+                    "send_at": datetime.now(UTC),
+                }
+            ],
+        )
+    queue_url = new_queue(sqs, "tasks")
+
+    # When the relay meets it, Then it fails it with why, instead of blocking on it forever
+    relay_until_idle(make_relay(engine, SqsTaskProducer(sqs, queue_url)))
+    with Session(engine) as session:
+        message = session.scalars(select(Message)).one()
+    assert message.status == "failed"
+    assert message.error is not None
+    assert message.error.startswith("the stored message is not a valid task")
+    assert drain(sqs, queue_url) == []
+
+
+def test_a_message_due_now_wakes_the_waiting_relay(engine: Engine, caller: Caller) -> None:
+    # Given a relay waiting with nothing due and a long poll interval
+    stop = threading.Event()
+    waiter = DueWaiter(engine, poll_seconds=30, stop=stop)
+    woke = threading.Event()
+    thread = threading.Thread(target=lambda: (waiter.wait(), woke.set()))
+    thread.start()
+    time.sleep(0.5)
+
+    # When a message due now is written
+    started = time.monotonic()
+    insert_messages(engine, caller.tenant_id, 1)
+
+    # Then the NOTIFY wakes it within a second, not after the poll interval
+    assert woke.wait(timeout=5)
+    assert time.monotonic() - started < 2
+    stop.set()
+    thread.join()
+    waiter.close()
+
+
+def test_waiter_sleeps_only_until_the_next_scheduled_message(
+    engine: Engine, caller: Caller
+) -> None:
+    insert_messages(engine, caller.tenant_id, 1, send_at=datetime.now(UTC) + timedelta(seconds=1))
+    waiter = DueWaiter(engine, poll_seconds=30, stop=threading.Event())
+
+    started = time.monotonic()
+    waiter.wait()
+
+    assert time.monotonic() - started < 3
+    waiter.close()
+
+
+def test_stop_ends_a_wait_promptly(engine: Engine) -> None:
+    stop = threading.Event()
+    waiter = DueWaiter(engine, poll_seconds=30, stop=stop)
+    threading.Timer(0.3, stop.set).start()
+
+    started = time.monotonic()
+    waiter.wait()
+
+    assert time.monotonic() - started < 2
+    waiter.close()
+
+
+def test_relays_of_other_tenants_messages_are_kept_apart(engine: Engine, sqs: SQSClient) -> None:
+    a, b = make_caller(engine, "a"), make_caller(engine, "b")
+    insert_messages(engine, a.tenant_id, 3)
+    insert_messages(engine, b.tenant_id, 2)
+    queue_url = new_queue(sqs, "tasks")
+
+    relay_until_idle(make_relay(engine, SqsTaskProducer(sqs, queue_url)))
+
+    tenants = [AnyTask.model_validate_json(str(m["Body"])).tenant_id for m in drain(sqs, queue_url)]
+    assert sorted(tenants) == sorted([a.tenant_id] * 3 + [b.tenant_id] * 2)
