@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from ecs_service.api import problems
 from ecs_service.api.routes import health
@@ -97,6 +98,18 @@ def _field_errors(errors: Any) -> list[problems.FieldError]:
     ]
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if (
+            isinstance(route, Route)
+            and route.methods
+            and route.matches(request.scope)[0] is not Match.NONE
+        ):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every error as problem details; a database outage is a 503, never a 500."""
 
@@ -113,12 +126,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         kinds = {404: ("not-found", "Not Found"), 405: ("method-not-allowed", "Method Not Allowed")}
         kind, title = kinds.get(error.status_code, ("http-error", "HTTP Error"))
         detail = "no such route" if error.status_code == 404 else str(error.detail)
-        return _problem_response(
-            request,
-            problems.ProblemError(
-                error.status_code, kind, title, detail, headers=dict(error.headers or {})
-            ),
-        )
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            # Starlette names only the first matching route's methods; a path served by
+            # several routes (GET and POST /v1/messages) must name them all.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        problem = problems.ProblemError(error.status_code, kind, title, detail, headers=headers)
+        return _problem_response(request, problem)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)

@@ -76,6 +76,9 @@ class EmailContent(BaseModel):
             raise ValueError("subject must be a single line (no CR or LF)")
         if not (self.text or self.html):
             raise ValueError("text or html is required")
+        if any("\x00" in (value or "") for value in (self.subject, self.text, self.html)):
+            # No mail system, and no PostgreSQL text column, carries a NUL character.
+            raise ValueError("subject, text and html may not contain NUL characters")
         return self
 
 

@@ -94,6 +94,12 @@ def test_email_needs_text_or_html() -> None:
         make_email(text=None, html=None)
 
 
+@pytest.mark.parametrize("field", ["subject", "text", "html"])
+def test_nul_characters_are_rejected(field: str) -> None:
+    with pytest.raises(ValidationError, match="may not contain NUL"):
+        make_email(**{field: "a\x00b"})
+
+
 def test_html_alone_is_a_complete_body() -> None:
     assert make_email(text=None, html="<p>Hi</p>").html == "<p>Hi</p>"
 
