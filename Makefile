@@ -44,6 +44,8 @@ lock: $(UV_READY) ## Re-resolve the lock files after a dependency change, and th
 	$(UV) lock --project $(CHECKOV_PROJECT)
 	$(UV) export --frozen --no-dev --no-emit-project --prune boto3 --prune botocore \
 	  --prune s3transfer --format requirements-txt -o src/requirements-lambda.txt
+	$(UV) export --frozen --no-dev --extra service --no-emit-project \
+	  --format requirements-txt -o ecs_service/requirements.txt
 
 .PHONY: format
 format: $(STAMP) ## Rewrite the code in ruff's format and apply safe fixes
@@ -51,11 +53,12 @@ format: $(STAMP) ## Rewrite the code in ruff's format and apply safe fixes
 	$(BIN)/ruff check --fix $(PYTHON_DIRS)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, cfn-lint on every template
+lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, cfn-lint on every template, hadolint
 	$(BIN)/ruff check $(PYTHON_DIRS)
 	$(BIN)/ruff format --check $(PYTHON_DIRS)
 	$(BIN)/mypy
 	$(BIN)/cfn-lint $(TEMPLATES)
+	$(BIN)/hadolint ecs_service/Dockerfile
 
 .PHONY: test
 test: lint ## Install, lint and run every test, then the unit tests on Python 3.11 (what CI runs)

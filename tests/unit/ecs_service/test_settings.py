@@ -1,0 +1,101 @@
+"""The service's settings: a database from DATABASE_URL or from the RDS secret ECS injects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from ecs_service.settings import ApiSettings, DatabaseSettings, WorkerSettings
+
+RDS_SECRET = json.dumps({"username": "herald_admin", "password": "p@ss:w/rd"})
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "DATABASE_URL",
+        "DATABASE_SECRET",
+        "DATABASE_HOST",
+        "DATABASE_PORT",
+        "DATABASE_NAME",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_database_url_is_used_with_the_psycopg_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:secret@db.internal:5433/herald")
+    url = DatabaseSettings().sqlalchemy_url
+    assert (url.drivername, url.host, url.port, url.database) == (
+        "postgresql+psycopg",
+        "db.internal",
+        5433,
+        "herald",
+    )
+
+
+def test_rds_secret_and_host_make_a_tls_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the secret JSON and connection data as the ECS task definition injects them
+    monkeypatch.setenv("DATABASE_SECRET", RDS_SECRET)
+    monkeypatch.setenv("DATABASE_HOST", "herald.abc.us-east-1.rds.amazonaws.com")
+
+    # When the URL is built
+    url = DatabaseSettings().sqlalchemy_url
+
+    # Then it carries the credentials (special characters intact) and requires TLS
+    assert (url.username, url.password, url.port, url.database) == (
+        "herald_admin",
+        "p@ss:w/rd",
+        5432,
+        "herald",
+    )
+    assert url.query == {"sslmode": "require"}
+
+
+def test_password_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_SECRET", RDS_SECRET)
+    monkeypatch.setenv("DATABASE_HOST", "db")
+    settings = DatabaseSettings()
+    assert "p@ss" not in repr(settings)
+    assert "p@ss" not in str(settings.sqlalchemy_url)
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({}, "set DATABASE_URL, or DATABASE_SECRET with DATABASE_HOST"),
+        ({"DATABASE_SECRET": RDS_SECRET}, "DATABASE_SECRET needs DATABASE_HOST"),
+        ({"DATABASE_SECRET": "not json", "DATABASE_HOST": "db"}, "DATABASE_SECRET is not JSON"),
+        (
+            {"DATABASE_SECRET": '{"username": "u"}', "DATABASE_HOST": "db"},
+            "'username' and 'password'",
+        ),
+        ({"DATABASE_URL": "postgresql://db/x", "DATABASE_SSLMODE": "maybe"}, "sslmode"),
+    ],
+)
+def test_bad_database_configuration_says_what_is_wrong(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], message: str
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message):
+        DatabaseSettings()
+
+
+def test_worker_needs_both_queue_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/tasks")
+    monkeypatch.delenv("RESULT_QUEUE_URL", raising=False)
+    with pytest.raises(ValidationError, match="RESULT_QUEUE_URL"):
+        WorkerSettings()
+
+
+def test_cors_origins_are_a_comma_separated_list_of_http_origins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENDER_EMAIL", "herald@example.com")
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://app.example.com,http://localhost:5173")
+    assert ApiSettings().cors_origins == ["https://app.example.com", "http://localhost:5173"]
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "*")
+    with pytest.raises(ValidationError, match="CORS_ALLOWED_ORIGINS"):
+        ApiSettings()
