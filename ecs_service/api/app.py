@@ -123,7 +123,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        kinds = {404: ("not-found", "Not Found"), 405: ("method-not-allowed", "Method Not Allowed")}
+        kinds = {
+            400: ("bad-request", "Bad Request"),
+            404: ("not-found", "Not Found"),
+            405: ("method-not-allowed", "Method Not Allowed"),
+        }
         kind, title = kinds.get(error.status_code, ("http-error", "HTTP Error"))
         detail = "no such route" if error.status_code == 404 else str(error.detail)
         headers = dict(error.headers or {})

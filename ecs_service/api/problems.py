@@ -2,6 +2,7 @@
 
 | type (``urn:herald:problem:…``) | status | when |
 |---|---|---|
+| ``bad-request`` | 400 | the body is not JSON at all (not even text) |
 | ``unauthorized`` | 401 | no bearer key, or not an active one |
 | ``not-found`` | 404 | no such message (or route) for this tenant |
 | ``method-not-allowed`` | 405 | the route exists, the method does not |

@@ -7,7 +7,7 @@ import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from tests.integration.conftest import Caller
 
@@ -22,11 +22,17 @@ def api_schema(app_client: TestClient) -> schemathesis.BaseSchema:
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same examples every run, so CI is not flaky; raise max_examples locally
+# (or drop derandomize) to explore further.
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case: schemathesis.Case, caller: Caller) -> None:
     # Every generated request, authenticated as a real tenant, gets a documented answer:
     # never a 5xx, and every response matches its status, content type and schema.
-    # Not checked: that every schema-valid body is accepted. Rules across fields (one
+    # Not checked: that every schema-valid body is accepted — rules across fields (one
     # recipient at least, 50 at most in all, text or html, send_at within a year, a real
-    # mail domain) are not expressible in JSON Schema; they answer a documented 422.
-    case.call_and_validate(headers=caller.headers, excluded_checks=[positive_data_acceptance])
+    # mail domain) are not expressible in JSON Schema and answer a documented 422; nor
+    # that every schema-violating request is refused — the valid key added here undoes
+    # a generated "missing Authorization", and unknown query parameters are ignored.
+    case.call_and_validate(
+        headers=caller.headers, excluded_checks=[positive_data_acceptance, negative_data_rejection]
+    )

@@ -40,7 +40,7 @@ IdempotencyKey = Annotated[
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Schedule an email",
-    responses=REPLAYED | problems.responses(401, 413, 422, 503),
+    responses=REPLAYED | problems.responses(400, 401, 413, 422, 503),
 )
 def create_message(
     body: MessageCreate,
