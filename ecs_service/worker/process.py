@@ -130,7 +130,8 @@ def run_loop(
         else:
             backoff.succeeded()
         finally:
-            metrics.flush_metrics()
+            if metrics.metric_set:
+                metrics.flush_metrics()
 
 
 def run_worker(database: DatabaseSettings, settings: WorkerSettings) -> int:

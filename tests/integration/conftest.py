@@ -23,8 +23,10 @@ from ecs_service.api.app import create_app
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.settings import ApiSettings, DatabaseSettings
 from herald_local.postgres import EPHEMERAL_SETTINGS, LocalPostgres
+from tests.queues import drain
 
 SENDER = "herald@example.com"
+__all__ = ["drain"]  # test modules take it from here too
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +106,7 @@ def app_client(database_settings: DatabaseSettings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def client(app_client: TestClient, engine: Engine) -> TestClient:
+    """The session's API client, for a test that starts from empty tables (it uses engine)."""
     return app_client
 
 
@@ -127,21 +130,6 @@ def sqs(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> SQSClient:
 def new_queue(sqs: SQSClient, prefix: str) -> str:
     """A fresh queue (a new name per test, so tests never share messages)."""
     return sqs.create_queue(QueueName=f"{prefix}-{uuid4().hex[:12]}")["QueueUrl"]
-
-
-def drain(sqs: SQSClient, queue_url: str) -> list[dict[str, object]]:
-    messages: list[dict[str, object]] = []
-    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
-        messages.extend(batch)
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
-    return messages
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

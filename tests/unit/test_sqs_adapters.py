@@ -22,6 +22,7 @@ from shared.adapters.sqs import (
 from shared.contracts import AnyTask, TaskResult
 from shared.errors import TaskBatchSendError, TransientError
 from tests.fakes import NOW, make_task
+from tests.queues import drain
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/herald-tasks"
 
@@ -30,17 +31,6 @@ QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/herald-tasks"
 def sqs() -> Iterator[SQSClient]:
     with mock_aws():
         yield boto3.client("sqs")
-
-
-def receive_all(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-    ).get("Messages", []):
-        messages.extend(batch)
-        for message in batch:
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    return messages
 
 
 def test_producer_queues_every_task_in_batches_of_ten(sqs: SQSClient) -> None:
@@ -58,7 +48,7 @@ def test_producer_queues_every_task_in_batches_of_ten(sqs: SQSClient) -> None:
 
     # Then three calls of 10, 10 and 5 put every task on the queue as its JSON body
     assert calls == [10, 10, 5]
-    bodies = [AnyTask.model_validate_json(m["Body"]) for m in receive_all(sqs, queue_url)]
+    bodies = [AnyTask.model_validate_json(m["Body"]) for m in drain(sqs, queue_url)]
     assert sorted(str(b.task_id) for b in bodies) == sorted(str(t.task_id) for t in tasks)
 
 
@@ -195,7 +185,7 @@ def test_result_publisher_puts_the_result_json_on_the_result_queue(sqs: SQSClien
 
     SqsResultPublisher(sqs, queue_url).publish(result)
 
-    [message] = receive_all(sqs, queue_url)
+    [message] = drain(sqs, queue_url)
     assert TaskResult.model_validate_json(message["Body"]) == result
 
 
@@ -212,7 +202,7 @@ def test_dead_letter_sink_keeps_the_body_and_says_why(sqs: SQSClient) -> None:
         "not JSON", reason="not a valid task", source_message_id="m-1"
     )
 
-    [message] = receive_all(sqs, queue_url)
+    [message] = drain(sqs, queue_url)
     assert message["Body"] == "not JSON"
     attributes = message["MessageAttributes"]
     assert attributes[DEAD_LETTER_REASON_ATTRIBUTE]["StringValue"] == "not a valid task"

@@ -21,6 +21,7 @@ from mypy_boto3_sqs import SQSClient
 
 from shared.contracts import TaskResult
 from shared.observability import logger
+from tests.queues import drain
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 SENDER = "herald@example.com"
@@ -75,25 +76,16 @@ class TaskRunnerHarness:
 
     def results(self) -> list[TaskResult]:
         return [
-            TaskResult.model_validate_json(m["Body"]) for m in self._drain(self.result_queue_url)
+            TaskResult.model_validate_json(m["Body"])
+            for m in drain(self.sqs, self.result_queue_url)
         ]
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        return self._drain(self.task_dlq_url)
+        return drain(self.sqs, self.task_dlq_url)
 
     @staticmethod
     def sent_emails() -> list[Any]:
         return list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)
-
-    def _drain(self, queue_url: str) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        while batch := self.sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-        ).get("Messages", []):
-            messages.extend(batch)
-            for message in batch:
-                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return messages
 
     def throttle_ses(
         self, params: dict[str, Any], **_: Any
