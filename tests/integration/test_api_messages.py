@@ -312,3 +312,53 @@ def test_request_id_is_echoed_or_made(client: TestClient) -> None:
         len(client.get("/healthz", headers={"X-Request-ID": "bad id!"}).headers["x-request-id"])
         == 36
     )
+
+
+def test_database_outage_is_a_503_problem_never_a_500() -> None:
+    # Given an api whose database does not answer (nothing listens on that port)
+    from ecs_service.api.app import create_app
+    from ecs_service.settings import ApiSettings, DatabaseSettings
+    from herald_local.postgres import free_port
+
+    unreachable = DatabaseSettings(url=f"postgresql://herald@127.0.0.1:{free_port()}/herald")
+    app = create_app(ApiSettings(SENDER_EMAIL=SENDER), unreachable)
+
+    # When it is asked for readiness and to create a message
+    with TestClient(app, raise_server_exceptions=False) as offline:
+        ready = offline.get("/readyz")
+        well_formed_key = {"Authorization": "Bearer hrld_AAAAAAAAAAAA_" + "x" * 43}
+        created = offline.post("/v1/messages", json=email(), headers=well_formed_key)
+
+        # Then both say the service is unavailable, with a hint to retry, and liveness holds
+        assert offline.get("/healthz").status_code == 200
+    for response in (ready, created):
+        assert_problem(response, 503, "service-unavailable")
+        assert response.headers["retry-after"] == "2"
+
+
+def test_every_request_is_logged_with_its_request_id(client: TestClient, caller: Caller) -> None:
+    import json
+    import logging
+
+    from shared.observability import logger
+
+    lines: list[dict[str, Any]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(logger.registered_formatter.format(record)))
+
+    handler = Capture()
+    logger._logger.addHandler(handler)  # noqa: SLF001 - Powertools exposes no other hook
+    try:
+        client.get("/v1/messages", headers=caller.headers | {"X-Request-ID": "req-42"})
+    finally:
+        logger._logger.removeHandler(handler)  # noqa: SLF001
+
+    [line] = [line for line in lines if line["message"] == "request"]
+    assert (line["request_id"], line["method"], line["path"], line["status"]) == (
+        "req-42",
+        "GET",
+        "/v1/messages",
+        200,
+    )
