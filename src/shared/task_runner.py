@@ -159,6 +159,7 @@ class TaskRunner:
         ):
             try:
                 result = self._execute_once(task=task)
+                self._results.publish(result)
             except IdempotencyAlreadyInProgressError as error:
                 self._logger.warning("task is in progress in another invocation; retrying later")
                 raise TransientError("task is already in progress elsewhere") from error
@@ -174,7 +175,6 @@ class TaskRunner:
             except Exception:
                 self._logger.exception("unexpected error: the record goes back to the queue")
                 raise
-            self._results.publish(result)
             self._logger.info(
                 "task finished", extra={"status": result.status.value, "error": result.error}
             )

@@ -192,6 +192,8 @@ def test_result_publish_failure_raises_so_the_record_is_retried(runner: Runner) 
     runner.results.publish = unavailable  # type: ignore[method-assign,assignment]
     with pytest.raises(TransientError):
         runner.runner.process_record(record(make_task().to_message_body()))
+    # and the email went out once: a redelivery replays the stored result instead
+    assert len(runner.sender.sent) == 1
 
 
 def test_sender_outside_the_verified_domain_fails_with_a_reason(runner: Runner) -> None:
