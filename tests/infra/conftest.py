@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +13,19 @@ from typing import Any
 import pytest
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, require_tool
 
 ROOT_TEMPLATE = REPO_ROOT / "template.yaml"
+STACKS_DIR = REPO_ROOT / "stacks"
 # The root template and every nested or standalone stack beside it; new stacks are covered
 # by every test parametrized over this list without a change here.
-TEMPLATES = [ROOT_TEMPLATE, *sorted((REPO_ROOT / "stacks").glob("*.yaml"))]
+TEMPLATES = [ROOT_TEMPLATE, *sorted(STACKS_DIR.glob("*.yaml"))]
+# The stacks template.yaml nests (AWS::Serverless::Application with a local Location).
+NESTED_STACKS = {
+    "NetworkStack": STACKS_DIR / "network.yaml",
+    "DatabaseStack": STACKS_DIR / "database.yaml",
+    "BackendStack": STACKS_DIR / "backend.yaml",
+}
 
 Template = dict[str, Any]
 
@@ -37,6 +45,24 @@ def load_template(path: Path) -> Template:
 def template() -> Template:
     """The root SAM template."""
     return load_template(ROOT_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def network() -> Template:
+    """stacks/network.yaml: the app VPC."""
+    return load_template(NESTED_STACKS["NetworkStack"])
+
+
+@pytest.fixture(scope="session")
+def database() -> Template:
+    """stacks/database.yaml: the database VPC, the peering and RDS PostgreSQL."""
+    return load_template(NESTED_STACKS["DatabaseStack"])
+
+
+@pytest.fixture(scope="session")
+def backend() -> Template:
+    """stacks/backend.yaml: ECS Fargate, the ALB and autoscaling."""
+    return load_template(NESTED_STACKS["BackendStack"])
 
 
 def resources_of_type(template: Template, resource_type: str) -> dict[str, dict[str, Any]]:
@@ -202,3 +228,77 @@ def python313() -> str | None:
         return None
     version = run_tool([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 13))"])
     return candidate if version.stdout.strip() == "True" else None
+
+
+@dataclass(frozen=True)
+class SamBuild:
+    """Where `sam build` wrote the application (template, nested stacks, the Lambda)."""
+
+    build_dir: Path
+    seconds: float
+    log: str
+
+
+@pytest.fixture(scope="session")
+def sam_build(tmp_path_factory: pytest.TempPathFactory) -> SamBuild:
+    """Run `sam build` of the whole application once, outside the repository."""
+    sam = require_tool("sam")
+    require_tool("make")
+    workdir = tmp_path_factory.mktemp("sam-build")
+    started = time.monotonic()
+    result = run_tool(
+        [
+            sam,
+            "build",
+            "--template-file",
+            str(ROOT_TEMPLATE),
+            "--build-dir",
+            str(workdir / "build"),
+        ],
+        cwd=workdir,  # sam writes build.toml into the working directory
+    )
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, describe(result)
+    return SamBuild(workdir / "build", seconds, result.stdout + result.stderr)
+
+
+def nested_stack_parameters(template: Template, logical_id: str) -> dict[str, Any]:
+    """The Parameters template.yaml passes to one of its nested stacks."""
+    parameters: dict[str, Any] = properties(template, logical_id).get("Parameters", {})
+    return parameters
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    """One ingress rule: the security group it opens (a logical ID or a parameter) and the rule."""
+
+    group: str
+    rule: Mapping[str, Any]
+
+    @property
+    def cidrs(self) -> list[str]:
+        return [str(self.rule[key]) for key in ("CidrIp", "CidrIpv6") if key in self.rule]
+
+
+def ingress_rules(template: Template) -> list[IngressRule]:
+    """Every ingress rule, inline in a security group or a resource of its own."""
+    rules = [
+        IngressRule(logical_id, rule)
+        for logical_id in resources_of_type(template, "AWS::EC2::SecurityGroup")
+        for rule in properties(template, logical_id).get("SecurityGroupIngress", [])
+    ]
+    rules += [
+        IngressRule(str(referenced_id(props["GroupId"])), props)
+        for logical_id in resources_of_type(template, "AWS::EC2::SecurityGroupIngress")
+        if (props := properties(template, logical_id))
+    ]
+    return rules
+
+
+def container_definitions(template: Template) -> dict[str, dict[str, Any]]:
+    """Every container definition of every ECS task definition, by container name."""
+    return {
+        container["Name"]: container
+        for task_id in resources_of_type(template, "AWS::ECS::TaskDefinition")
+        for container in properties(template, task_id)["ContainerDefinitions"]
+    }

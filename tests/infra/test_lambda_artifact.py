@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
-from tests.infra.conftest import ROOT_TEMPLATE, describe, python313, run_tool
+from tests.infra.conftest import SamBuild, python313
 
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 ELF_MACHINE_AARCH64 = 183  # EM_AARCH64 in the ELF header's e_machine field
@@ -32,27 +30,10 @@ class BuiltArtifact:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltArtifact:
-    """Run `sam build` once, outside the repository, for every test of this module."""
-    sam = require_tool("sam")
-    require_tool("make")
-    workdir = tmp_path_factory.mktemp("sam-build")
-    started = time.monotonic()
-    result = run_tool(
-        [
-            sam,
-            "build",
-            "--template-file",
-            str(ROOT_TEMPLATE),
-            "--build-dir",
-            str(workdir / "build"),
-        ],
-        cwd=workdir,  # sam writes build.toml into the working directory
-    )
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, describe(result)
+def built(sam_build: SamBuild) -> BuiltArtifact:
+    """The task runner's part of the session's one `sam build` of the whole application."""
     return BuiltArtifact(
-        workdir / "build" / "TaskRunnerFunction", seconds, result.stdout + result.stderr
+        sam_build.build_dir / "TaskRunnerFunction", sam_build.seconds, sam_build.log
     )
 
 

@@ -1,0 +1,368 @@
+"""stacks/backend.yaml: HTTPS-only ALB, private non-root read-only tasks, secrets kept secret,
+safe deployments, autoscaling that a stack update leaves alone, least-privilege roles."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import (
+    Template,
+    container_definitions,
+    policy_statements,
+    properties,
+    referenced_id,
+    resources_of_type,
+)
+
+# ELBSecurityPolicy-TLS13-1-2-2021-06 or a newer TLS 1.3 / 1.2-only policy without the
+# "Ext" variants' legacy ciphers.
+ACCEPTED_TLS_POLICIES = {
+    "ELBSecurityPolicy-TLS13-1-2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+    "ELBSecurityPolicy-TLS13-1-3-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-PQ-2025-09",
+    "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09",
+    "ELBSecurityPolicy-TLS13-1-3-PQ-2025-09",
+}
+SECRET_LOOKING = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE|CREDENTIAL", re.I)
+COMMANDS = {
+    "api": ["herald", "api"],
+    "worker": ["herald", "worker"],
+    "migrate": ["herald", "migrate"],
+}
+STOP_TIMEOUTS = {"api": 30, "worker": 60}
+
+
+def load_balancer_attributes(backend: Template) -> dict[str, Any]:
+    return {
+        attribute["Key"]: attribute["Value"]
+        for attribute in properties(backend, "LoadBalancer")["LoadBalancerAttributes"]
+    }
+
+
+def listener(backend: Template, port: int) -> dict[str, Any]:
+    [found] = [
+        properties(backend, listener_id)
+        for listener_id in resources_of_type(backend, "AWS::ElasticLoadBalancingV2::Listener")
+        if properties(backend, listener_id)["Port"] == port
+    ]
+    return found
+
+
+def environment(container: dict[str, Any]) -> dict[str, Any]:
+    return {variable["Name"]: variable["Value"] for variable in container.get("Environment", [])}
+
+
+# ----------------------------------------------------------------------------- ALB
+
+
+def test_alb_is_internet_facing_in_the_public_subnets(backend: Template) -> None:
+    alb = properties(backend, "LoadBalancer")
+
+    assert alb["Scheme"] == "internet-facing"
+    assert alb["Subnets"] == {"Ref": "PublicSubnetIds"}
+    assert alb["SecurityGroups"] == [{"Ref": "AlbSecurityGroupId"}]
+
+
+def test_https_listener_uses_the_certificate_and_a_tls_1_2_plus_policy(backend: Template) -> None:
+    https = listener(backend, 443)
+
+    assert https["Protocol"] == "HTTPS"
+    assert https["SslPolicy"] in ACCEPTED_TLS_POLICIES
+    assert https["Certificates"] == [{"CertificateArn": {"Ref": "CertificateArn"}}]
+    assert https["DefaultActions"] == [
+        {"Type": "forward", "TargetGroupArn": {"Ref": "ApiTargetGroup"}}
+    ]
+
+
+def test_http_listener_only_redirects_to_https_permanently(backend: Template) -> None:
+    [action] = listener(backend, 80)["DefaultActions"]
+
+    assert action["Type"] == "redirect"
+    assert action["RedirectConfig"]["Protocol"] == "HTTPS"
+    assert action["RedirectConfig"]["Port"] == "443"
+    assert action["RedirectConfig"]["StatusCode"] == "HTTP_301"
+
+
+def test_alb_drops_invalid_headers_mitigates_desync_and_logs_access(backend: Template) -> None:
+    attributes = load_balancer_attributes(backend)
+
+    assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
+    assert attributes["routing.http.desync_mitigation_mode"] in ("defensive", "strictest")
+    assert attributes["access_logs.s3.enabled"] == "true"
+    assert attributes["access_logs.s3.bucket"] == {"Ref": "AccessLogBucket"}
+    assert attributes["deletion_protection.enabled"] == {"Fn::If": ["IsProd", "true", "false"]}
+
+
+def test_access_log_bucket_is_encrypted_private_and_tls_only(backend: Template) -> None:
+    # Given the access log bucket and its policy
+    bucket = properties(backend, "AccessLogBucket")
+    [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    statements = {
+        s.sid: s for s in policy_statements(backend) if s.owner == "AccessLogBucketPolicy"
+    }
+
+    # Then it is encrypted (SSE-S3: the only encryption ALB log delivery supports), blocks
+    # every form of public access, and refuses requests without TLS
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    deny = statements["DenyInsecureTransport"]
+    assert not deny.allows
+    assert deny.statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # And the ALB may only put objects under its own prefix
+    allow = statements["AllowAlbAccessLogDelivery"]
+    assert allow.actions == ["s3:PutObject"]
+    assert allow.resources == [
+        {"Fn::Sub": "${AccessLogBucket.Arn}/alb/AWSLogs/${AWS::AccountId}/*"}
+    ]
+
+
+def test_target_group_checks_liveness_and_drains_before_stopping(backend: Template) -> None:
+    group = properties(backend, "ApiTargetGroup")
+    attributes = {a["Key"]: a["Value"] for a in group["TargetGroupAttributes"]}
+
+    assert group["TargetType"] == "ip"
+    assert group["Port"] == 8000
+    assert group["HealthCheckPath"] == "/healthz"
+    assert group["HealthyThresholdCount"] <= 3
+    assert 2 <= group["UnhealthyThresholdCount"] <= 5
+    assert group["HealthCheckTimeoutSeconds"] < group["HealthCheckIntervalSeconds"]
+    assert 0 < int(attributes["deregistration_delay.timeout_seconds"]) <= 60
+
+
+# ------------------------------------------------------------------------ services
+
+
+@pytest.mark.parametrize("service_id", ["ApiService", "WorkerService"])
+def test_service_runs_private_and_rolls_back_a_failed_deployment(
+    backend: Template, service_id: str
+) -> None:
+    service = properties(backend, service_id)
+    deployment = service["DeploymentConfiguration"]
+
+    assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
+    assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"] == {
+        "Ref": "PrivateSubnetIds"
+    }
+    assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (100, 200)
+
+
+def test_every_service_is_covered_by_the_private_network_checks(backend: Template) -> None:
+    assert set(resources_of_type(backend, "AWS::ECS::Service")) == {"ApiService", "WorkerService"}
+
+
+def test_only_the_api_sits_behind_the_load_balancer(backend: Template) -> None:
+    assert properties(backend, "ApiService")["LoadBalancers"] == [
+        {"ContainerName": "api", "ContainerPort": 8000, "TargetGroupArn": {"Ref": "ApiTargetGroup"}}
+    ]
+    assert "LoadBalancers" not in properties(backend, "WorkerService")
+
+
+def test_api_autoscaling_keeps_two_tasks_and_a_stack_update_does_not_reset_it(
+    backend: Template,
+) -> None:
+    # Given the api service and its scalable target
+    [target_id] = resources_of_type(backend, "AWS::ApplicationAutoScaling::ScalableTarget")
+    target = properties(backend, target_id)
+
+    # Then the service leaves its count to autoscaling (no DesiredCount for an update to
+    # reset), and autoscaling never goes below two tasks, one per AZ
+    assert "DesiredCount" not in properties(backend, "ApiService")
+    assert target["ResourceId"] == {"Fn::Sub": "service/${Cluster}/${ApiService.Name}"}
+    assert target["MinCapacity"] == {"Ref": "ApiMinTasks"}
+    assert int(backend["Parameters"]["ApiMinTasks"]["MinValue"]) >= 2
+
+
+def test_api_scales_on_cpu_and_on_requests_per_task(backend: Template) -> None:
+    metrics = {
+        policy["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"][
+            "PredefinedMetricType"
+        ]
+        for policy_id in resources_of_type(backend, "AWS::ApplicationAutoScaling::ScalingPolicy")
+        if (policy := properties(backend, policy_id))["PolicyType"] == "TargetTrackingScaling"
+    }
+
+    assert metrics == {"ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"}
+
+
+# ------------------------------------------------------------------------ containers
+
+
+def test_every_container_runs_the_image_with_its_command(backend: Template) -> None:
+    containers = container_definitions(backend)
+
+    assert set(containers) == set(COMMANDS)
+    for name, container in containers.items():
+        assert container["Image"] == {"Ref": "ImageUri"}, name
+        assert container["Command"] == COMMANDS[name], name
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_container_is_non_root_read_only_and_drops_every_capability(
+    backend: Template, name: str
+) -> None:
+    container = container_definitions(backend)[name]
+    user = str(container["User"]).split(":")
+
+    assert container["ReadonlyRootFilesystem"] is True
+    assert user[0] not in ("0", "root") and all(part.isdigit() for part in user)
+    assert container.get("Privileged", False) is False
+    assert container["LinuxParameters"]["Capabilities"]["Drop"] == ["ALL"]
+    assert container["MountPoints"] == [
+        {"SourceVolume": "tmp", "ContainerPath": "/tmp", "ReadOnly": False}
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_database_secret_comes_only_through_ecs_secrets(backend: Template, name: str) -> None:
+    container = container_definitions(backend)[name]
+    variables = environment(container)
+
+    # No plain variable is named like a secret or carries the secret's ARN
+    assert [key for key in variables if SECRET_LOOKING.search(key)] == []
+    assert {"Ref": "DatabaseSecretArn"} not in variables.values()
+    # The whole RDS-managed secret is injected by ECS, the connection data is plain
+    assert container["Secrets"] == [
+        {"Name": "DATABASE_SECRET", "ValueFrom": {"Ref": "DatabaseSecretArn"}}
+    ]
+    assert variables["DATABASE_HOST"] == {"Ref": "DatabaseHost"}
+    assert variables["DATABASE_SSLMODE"] == "require"
+
+
+def test_containers_get_the_environment_the_contract_names(backend: Template) -> None:
+    containers = container_definitions(backend)
+    api, worker = environment(containers["api"]), environment(containers["worker"])
+    common = {
+        "ENVIRONMENT",
+        "LOG_LEVEL",
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_TRACE_DISABLED",
+        "DATABASE_HOST",
+        "DATABASE_PORT",
+        "DATABASE_NAME",
+        "DATABASE_SSLMODE",
+        "SENDER_EMAIL",
+    }
+
+    assert set(api) == common | {"PORT"}
+    assert set(worker) == common | {"TASK_QUEUE_URL", "RESULT_QUEUE_URL"}
+    assert (api["POWERTOOLS_SERVICE_NAME"], worker["POWERTOOLS_SERVICE_NAME"]) == (
+        "herald-api",
+        "herald-worker",
+    )
+    assert worker["TASK_QUEUE_URL"] == {"Ref": "TaskQueueUrl"}
+    assert worker["RESULT_QUEUE_URL"] == {"Ref": "ResultQueueUrl"}
+    assert api["PORT"] == "8000"
+
+
+@pytest.mark.parametrize(("name", "seconds"), sorted(STOP_TIMEOUTS.items()))
+def test_stop_timeout_outlasts_the_graceful_shutdown(
+    backend: Template, name: str, seconds: int
+) -> None:
+    assert container_definitions(backend)[name]["StopTimeout"] == seconds
+
+
+def test_every_container_logs_to_its_own_log_group_of_this_stack(backend: Template) -> None:
+    groups = set()
+    for name, container in container_definitions(backend).items():
+        options = container["LogConfiguration"]["Options"]
+        assert container["LogConfiguration"]["LogDriver"] == "awslogs", name
+        groups.add(str(referenced_id(options["awslogs-group"])))
+
+    assert groups == set(resources_of_type(backend, "AWS::Logs::LogGroup"))
+
+
+# ----------------------------------------------------------------------------- IAM
+
+
+def role_statements(backend: Template, role_id: str) -> dict[str, Any]:
+    return {
+        statement.sid: statement
+        for statement in policy_statements(backend)
+        if statement.owner == role_id
+    }
+
+
+def test_only_the_worker_has_a_task_role(backend: Template) -> None:
+    roles = {
+        properties(backend, task_id)["ContainerDefinitions"][0]["Name"]: properties(
+            backend, task_id
+        ).get("TaskRoleArn")
+        for task_id in resources_of_type(backend, "AWS::ECS::TaskDefinition")
+    }
+
+    assert roles == {
+        "api": None,
+        "migrate": None,
+        "worker": {"Fn::GetAtt": ["WorkerTaskRole", "Arn"]},
+    }
+
+
+def test_worker_may_use_exactly_its_queues_and_the_pipeline_key(backend: Template) -> None:
+    granted = {
+        (action, str(referenced_id(resource)))
+        for statement in role_statements(backend, "WorkerTaskRole").values()
+        for action in statement.actions
+        for resource in statement.resources
+    }
+
+    assert granted == {
+        ("sqs:SendMessage", "TaskQueueArn"),
+        ("sqs:GetQueueAttributes", "TaskQueueArn"),
+        ("sqs:ReceiveMessage", "ResultQueueArn"),
+        ("sqs:DeleteMessage", "ResultQueueArn"),
+        ("sqs:ChangeMessageVisibility", "ResultQueueArn"),
+        ("sqs:GetQueueAttributes", "ResultQueueArn"),
+        ("kms:GenerateDataKey", "PipelineKeyArn"),
+        ("kms:Decrypt", "PipelineKeyArn"),
+    }
+
+
+def test_execution_role_reads_only_the_database_secret_through_secrets_manager(
+    backend: Template,
+) -> None:
+    statements = role_statements(backend, "TaskExecutionRole")
+    secret, decrypt = statements["ReadTheDatabaseSecret"], statements["DecryptTheDatabaseSecret"]
+
+    assert secret.actions == ["secretsmanager:GetSecretValue"]
+    assert secret.resources == [{"Ref": "DatabaseSecretArn"}]
+    assert decrypt.actions == ["kms:Decrypt"]
+    assert decrypt.resources == [{"Ref": "DatabaseKeyArn"}]
+    assert decrypt.statement["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}
+        }
+    }
+    assert "ManagedPolicyArns" not in properties(backend, "TaskExecutionRole")
+
+
+def test_tasks_reach_the_database_only_on_5432(backend: Template) -> None:
+    egress = {
+        str(referenced_id(rule["GroupId"])): rule
+        for rule_id in resources_of_type(backend, "AWS::EC2::SecurityGroupEgress")
+        if (rule := properties(backend, rule_id))
+    }
+
+    assert set(egress) == {
+        "ApiSecurityGroupId",
+        "WorkerSecurityGroupId",
+        "MigrationSecurityGroupId",
+    }
+    for rule in egress.values():
+        assert rule["DestinationSecurityGroupId"] == {"Ref": "DatabaseSecurityGroupId"}
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 5432, 5432)
+
+
+def test_cluster_has_container_insights(backend: Template) -> None:
+    [cluster_id] = resources_of_type(backend, "AWS::ECS::Cluster")
+    settings = properties(backend, cluster_id)["ClusterSettings"]
+
+    assert {"Name": "containerInsights", "Value": "enabled"} in settings or {
+        "Name": "containerInsights",
+        "Value": "enhanced",
+    } in settings

@@ -1,0 +1,188 @@
+"""Every nested stack keeps the same promises: keys rotate, logs expire and are encrypted,
+only the ALB faces the internet, and IAM grants name their actions and resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import (
+    NESTED_STACKS,
+    Template,
+    as_list,
+    ingress_rules,
+    load_template,
+    policy_statements,
+    properties,
+    referenced_id,
+    resources_of_type,
+)
+
+STACKS = {stack_id: load_template(path) for stack_id, path in NESTED_STACKS.items()}
+PARAMETRIZE_STACKS = pytest.mark.parametrize("stack_id", sorted(STACKS))
+
+OPEN_TO_ALL = {"0.0.0.0/0", "::/0"}
+# The one security group the internet may reach, and why.
+INTERNET_FACING_GROUPS = {("NetworkStack", "AlbSecurityGroup"): "the ALB: 443, and 80 to redirect"}
+# The only actions an Allow statement may grant on Resource "*", and why.
+STAR_RESOURCE_ALLOWLIST = {
+    "ecr:GetAuthorizationToken": "an account-wide registry token: no resource-level permission",
+}
+LOGS_KEY_ACTIONS = {
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:DescribeKey",
+}
+
+
+def sub_text(value: Any) -> str:
+    """The template string of a !Sub (short or list form)."""
+    sub = value["Fn::Sub"]
+    return str(sub[0] if isinstance(sub, list) else sub)
+
+
+@PARAMETRIZE_STACKS
+def test_every_kms_key_rotates(stack_id: str) -> None:
+    keys = resources_of_type(STACKS[stack_id], "AWS::KMS::Key")
+
+    assert keys, f"{stack_id} encrypts with a key of its own"
+    for key_id in keys:
+        assert properties(STACKS[stack_id], key_id)["EnableKeyRotation"] is True, key_id
+
+
+@PARAMETRIZE_STACKS
+def test_key_policies_delegate_to_iam_and_let_logs_use_only_their_log_groups(
+    stack_id: str,
+) -> None:
+    # Given each key policy's statements
+    stack = STACKS[stack_id]
+    for key_id in resources_of_type(stack, "AWS::KMS::Key"):
+        statements = [s for s in policy_statements(stack) if s.owner == key_id]
+        principals = [s.statement["Principal"] for s in statements]
+
+        # Then the account root delegates to IAM, and the only service is CloudWatch Logs,
+        # limited by the encryption context to the log groups named in this template
+        assert principals[0] == {
+            "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+        }
+        assert all(s.allows for s in statements), key_id
+        for statement in statements[1:]:
+            assert statement.statement["Principal"] == {
+                "Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}
+            }, str(statement)
+            assert set(statement.actions) == LOGS_KEY_ACTIONS, str(statement)
+            condition = statement.statement["Condition"]["ArnEquals"]
+            arns = as_list(condition["kms:EncryptionContext:aws:logs:arn"])
+            log_groups = {
+                sub_text(properties(stack, log_group_id)["LogGroupName"])
+                for log_group_id in resources_of_type(stack, "AWS::Logs::LogGroup")
+                if referenced_id(properties(stack, log_group_id)["KmsKeyId"]) == key_id
+            }
+            prefix = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+            assert {sub_text(arn).removeprefix(prefix) for arn in arns} == log_groups
+
+
+@PARAMETRIZE_STACKS
+def test_every_log_group_expires_and_is_encrypted_with_a_key_of_its_stack(stack_id: str) -> None:
+    stack = STACKS[stack_id]
+    log_groups = resources_of_type(stack, "AWS::Logs::LogGroup")
+
+    assert log_groups
+    for log_group_id in log_groups:
+        log_group = properties(stack, log_group_id)
+        assert log_group["RetentionInDays"] == {"Ref": "LogRetentionDays"}, log_group_id
+        assert referenced_id(log_group["KmsKeyId"]) in resources_of_type(stack, "AWS::KMS::Key")
+
+
+@PARAMETRIZE_STACKS
+def test_only_the_alb_takes_traffic_from_the_whole_internet(stack_id: str) -> None:
+    # Given every ingress rule of the stack
+    for rule in ingress_rules(STACKS[stack_id]):
+        # Then none admits 0.0.0.0/0 or ::/0, except on the ALB's security group
+        if OPEN_TO_ALL & set(rule.cidrs):
+            assert (stack_id, rule.group) in INTERNET_FACING_GROUPS, rule
+            assert rule.rule["FromPort"] in (80, 443), rule
+
+
+def test_the_alb_takes_exactly_https_and_http_from_the_internet(network: Template) -> None:
+    rules = [rule for rule in ingress_rules(network) if rule.group == "AlbSecurityGroup"]
+
+    assert sorted((rule.rule["FromPort"], rule.rule["ToPort"], *rule.cidrs) for rule in rules) == [
+        (80, 80, "0.0.0.0/0"),
+        (443, 443, "0.0.0.0/0"),
+    ]
+
+
+@PARAMETRIZE_STACKS
+def test_every_security_group_rule_says_what_it_is_for(stack_id: str) -> None:
+    stack = STACKS[stack_id]
+    for group_id in resources_of_type(stack, "AWS::EC2::SecurityGroup"):
+        group = properties(stack, group_id)
+        for rule in group.get("SecurityGroupIngress", []) + group.get("SecurityGroupEgress", []):
+            assert rule.get("Description"), f"{group_id}: {rule}"
+    for resource_type in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+        for rule_id in resources_of_type(stack, resource_type):
+            assert properties(stack, rule_id).get("Description"), rule_id
+
+
+@PARAMETRIZE_STACKS
+def test_no_egress_is_open_on_every_port(stack_id: str) -> None:
+    stack = STACKS[stack_id]
+    egress = [
+        rule
+        for group_id in resources_of_type(stack, "AWS::EC2::SecurityGroup")
+        for rule in properties(stack, group_id).get("SecurityGroupEgress", [])
+    ] + [
+        properties(stack, rule_id)
+        for rule_id in resources_of_type(stack, "AWS::EC2::SecurityGroupEgress")
+    ]
+
+    for rule in egress:
+        assert str(rule["IpProtocol"]) != "-1", rule
+        if rule.get("CidrIp") == "0.0.0.0/0":
+            assert (rule["FromPort"], rule["ToPort"]) == (443, 443), rule
+
+
+@PARAMETRIZE_STACKS
+def test_no_allow_statement_grants_a_wildcard_action(stack_id: str) -> None:
+    for statement in policy_statements(STACKS[stack_id]):
+        if not statement.allows or statement.sid == "EnableIamPolicies":
+            continue  # a key policy's delegation to IAM grants nothing by itself
+        assert "NotAction" not in statement.statement, str(statement)
+        assert not [action for action in statement.actions if "*" in action], str(statement)
+
+
+@PARAMETRIZE_STACKS
+def test_no_allow_statement_grants_on_any_resource_but_the_allowlisted(stack_id: str) -> None:
+    for statement in policy_statements(STACKS[stack_id]):
+        if not statement.allows or statement.owner_type == "AWS::KMS::Key":
+            continue  # in a key policy, "*" means this key
+        assert "NotResource" not in statement.statement, str(statement)
+        if "*" in statement.resources:
+            assert set(statement.actions) <= set(STAR_RESOURCE_ALLOWLIST), str(statement)
+
+
+@PARAMETRIZE_STACKS
+def test_service_roles_can_be_assumed_only_for_this_account(stack_id: str) -> None:
+    # Given every role's trust policy
+    stack = STACKS[stack_id]
+    for role_id in resources_of_type(stack, "AWS::IAM::Role"):
+        for statement in properties(stack, role_id)["AssumeRolePolicyDocument"]["Statement"]:
+            # Then a service assumes it only on behalf of this account (no confused deputy)
+            assert set(statement["Principal"]) == {"Service"}, role_id
+            condition = statement["Condition"]["StringEquals"]
+            assert condition["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}, role_id
+
+
+@PARAMETRIZE_STACKS
+def test_every_parameter_and_output_says_what_it_is(stack_id: str) -> None:
+    stack = STACKS[stack_id]
+    for name, parameter in stack["Parameters"].items():
+        assert len(str(parameter.get("Description", "")).strip()) >= 20, name
+    for name, output in stack["Outputs"].items():
+        assert str(output.get("Description", "")).strip(), name
