@@ -21,8 +21,10 @@ PYTHON_DIRS := src ecs_service tests $(wildcard bench)
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+FRONTEND_STAMP := frontend/node_modules/.installed
+
 .PHONY: install
-install: $(STAMP) ## Create .venv (Python 3.13 when available) and install the locked dependencies
+install: $(STAMP) $(FRONTEND_STAMP) ## Create .venv (Python 3.13 when available), install the locked Python and Node dependencies
 
 $(UV_READY): scripts/find-python
 	rm -rf $(UV_VENV)
@@ -37,6 +39,17 @@ $(STAMP): pyproject.toml uv.lock $(CHECKOV_PROJECT)/pyproject.toml $(CHECKOV_PRO
 	  $(UV) sync --frozen --all-extras --python "$$python"; \
 	  $(UV) sync --frozen --project $(CHECKOV_PROJECT) --python "$$python"
 	@touch $@
+
+# The front-end's packages, exactly as package-lock.json pins them.
+$(FRONTEND_STAMP): frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: frontend
+frontend: $(FRONTEND_STAMP) ## Type-check, test and build the front-end into frontend/dist
+	cd frontend && npm run lint
+	cd frontend && npm test
+	cd frontend && npm run build
 
 .PHONY: lock
 lock: $(UV_READY) ## Re-resolve the lock files after a dependency change, and the Lambda's export
@@ -61,7 +74,7 @@ lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, cfn-lint on every te
 	$(BIN)/hadolint ecs_service/Dockerfile
 
 .PHONY: test
-test: lint ## Install, lint and run every test, then the unit tests on Python 3.11 (what CI runs)
+test: lint frontend ## Install, lint and run every test, then the unit tests on Python 3.11 (what CI runs)
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-py311
 

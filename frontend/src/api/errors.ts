@@ -1,0 +1,88 @@
+/** The two ways a request fails: the API answered no, or it could not be reached. */
+
+import type { FieldError } from "./types";
+
+/** An RFC 9457 problem the API answered with (or one made up for a non-problem error). */
+export class ApiProblem extends Error {
+  readonly status: number;
+  /** `urn:herald:problem:<kind>`, or `about:blank` when the answer was not a problem. */
+  readonly type: string;
+  readonly title: string;
+  readonly detail: string;
+  /** Each invalid field, for `validation-error` problems; empty otherwise. */
+  readonly errors: FieldError[];
+  /** Finds the request's log lines on the server. */
+  readonly requestId: string | null;
+
+  constructor(fields: {
+    status: number;
+    type: string;
+    title: string;
+    detail: string;
+    errors?: FieldError[];
+    requestId?: string | null;
+  }) {
+    super(fields.detail);
+    this.name = "ApiProblem";
+    this.status = fields.status;
+    this.type = fields.type;
+    this.title = fields.title;
+    this.detail = fields.detail;
+    this.errors = fields.errors ?? [];
+    this.requestId = fields.requestId ?? null;
+  }
+
+  /** The kind after `urn:herald:problem:`, e.g. `validation-error`. */
+  get kind(): string {
+    return this.type.replace(/^urn:herald:problem:/, "");
+  }
+}
+
+/** The request never got an answer: offline, DNS, TLS, or a CORS refusal (which browsers hide). */
+export class NetworkError extends Error {
+  constructor(
+    readonly url: string,
+    options?: { cause: unknown },
+  ) {
+    super(`could not reach ${url}`, options);
+    this.name = "NetworkError";
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function fieldErrors(value: unknown): FieldError[] {
+  if (!Array.isArray(value)) return [];
+  return value.filter(
+    (item): item is FieldError =>
+      isRecord(item) && typeof item["location"] === "string" && typeof item["message"] === "string",
+  );
+}
+
+/**
+ * The problem an error response describes. A body that is not a problem (a load balancer's
+ * HTML page, say) still yields one, so every caller has a `detail` to show.
+ */
+export function problemFrom(response: Response, body: unknown): ApiProblem {
+  const requestId = response.headers.get("X-Request-ID");
+  if (isRecord(body) && typeof body["detail"] === "string") {
+    return new ApiProblem({
+      status: typeof body["status"] === "number" ? body["status"] : response.status,
+      type: typeof body["type"] === "string" ? body["type"] : "about:blank",
+      title: typeof body["title"] === "string" ? body["title"] : response.statusText,
+      detail: body["detail"],
+      errors: fieldErrors(body["errors"]),
+      requestId: typeof body["request_id"] === "string" ? body["request_id"] : requestId,
+    });
+  }
+  const status = `${response.status} ${response.statusText}`.trim();
+  return new ApiProblem({
+    status: response.status,
+    type: "about:blank",
+    title: response.statusText,
+    detail: `the API answered ${status} without details`,
+    requestId,
+  });
+}
