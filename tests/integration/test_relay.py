@@ -263,3 +263,32 @@ def test_relays_of_other_tenants_messages_are_kept_apart(engine: Engine, sqs: SQ
 
     tenants = [AnyTask.model_validate_json(str(m["Body"])).tenant_id for m in drain(sqs, queue_url)]
     assert sorted(tenants) == sorted([a.tenant_id] * 3 + [b.tenant_id] * 2)
+
+
+def test_a_message_created_through_the_api_for_now_wakes_the_relay_at_once(
+    engine: Engine, client: Any, caller: Caller
+) -> None:
+    # Given a relay waiting with nothing due and a long poll interval
+    stop = threading.Event()
+    waiter = DueWaiter(engine, poll_seconds=30, stop=stop)
+    woke = threading.Event()
+    thread = threading.Thread(target=lambda: (waiter.wait(), woke.set()))
+    thread.start()
+    time.sleep(0.5)
+
+    # When the api stores a message due now (its send_at is computed after its
+    # transaction began, so the database's now() is earlier than send_at)
+    started = time.monotonic()
+    response = client.post(
+        "/v1/messages",
+        json={"to": ["reader@example.org"], "subject": "Now", "text": "Now"},
+        headers=caller.headers,
+    )
+    assert response.status_code == 201
+
+    # Then the NOTIFY wakes the relay at once
+    assert woke.wait(timeout=5)
+    assert time.monotonic() - started < 2
+    stop.set()
+    thread.join()
+    waiter.close()
