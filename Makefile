@@ -89,6 +89,16 @@ test-py311: $(STAMP) ## Run the unit tests on Python 3.11 in .venv-py311
 	UV_PROJECT_ENVIRONMENT=.venv-py311 $(UV) sync --frozen --all-extras --quiet --python "$$python311"; \
 	.venv-py311/bin/pytest tests/unit -q -p no:cacheprovider
 
+# The whole system on this machine (README: "Running Herald on your machine"). Flags go
+# through ARGS, e.g. `make run ARGS="--reset --api-port 9000"`.
+.PHONY: run
+run: $(STAMP) ## Run the whole system locally: PostgreSQL, local AWS (moto), api, worker, task runner
+	exec $(BIN)/herald-local run $(ARGS)
+
+.PHONY: mailbox
+mailbox: $(STAMP) ## List the emails the local system sent (make run must be running)
+	$(BIN)/herald-local mailbox $(ARGS)
+
 .PHONY: build
 build: $(STAMP) ## sam build: the Lambda artifact for arm64 / python3.13, offline and without Docker
 	$(BIN)/sam build --template-file template.yaml

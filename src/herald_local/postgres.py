@@ -147,6 +147,16 @@ class LocalPostgres:
         if (self.pgdata / "postmaster.pid").is_file():
             self._run("pg_ctl", "stop", "--wait", "--mode", "fast", "--pgdata", str(self.pgdata))
 
+    def is_running(self) -> bool:
+        """Whether a server runs on this data directory (``pg_ctl status``), e.g. one a
+        previous run left behind when it was killed."""
+        if not (self.pgdata / "PG_VERSION").is_file():
+            return False
+        command = [str(self.bin_dir / "pg_ctl"), "status", "--pgdata", str(self.pgdata)]
+        if _server_account() is not None:
+            command = ["runuser", "-u", SERVER_USER, "--", *command]
+        return subprocess.run(command, capture_output=True, check=False).returncode == 0
+
     def ensure_database(self, name: str) -> None:
         """Create database ``name`` unless it exists."""
         exists = self.psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{name}'")

@@ -1,0 +1,279 @@
+"""The whole system on one machine, started as a person starts it: ``herald-local run``.
+
+One system is started for the module (start-up costs a few seconds): its own data
+folder and free ports, and two local-only switches for the retry story: the local SES
+throttles ``slow@example.org`` five times (botocore's own five attempts all fail, so the
+record goes back to SQS), and the task queue's visibility timeout is 2 s instead of the
+template's 300 s, so the redelivery comes in seconds. The last test stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from herald_local.postgres import LocalPostgres, free_port
+from tests.conftest import require_tool
+from tests.integration.conftest import REPO_ROOT
+
+THROTTLED = "slow@example.org"
+# Enough 429s to outlast botocore's own retries (5 attempts in its default mode), so the
+# first delivery fails as a whole and SQS must redeliver.
+THROTTLE_COUNT = 5
+KEY_PATTERN = re.compile(r"API key\s+(hrld_\S+)")
+API_PATTERN = re.compile(r"API\s+(http://127\.0\.0\.1:\d+)")
+
+
+@dataclass
+class RunningSystem:
+    """The ``herald-local run`` process, its output so far, and what its banner said."""
+
+    process: subprocess.Popen[str]
+    data_dir: Path
+    ports: dict[str, int]
+    output: list[str] = field(default_factory=list)
+    api_url: str = ""
+    key: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def schedule(self, to: str, subject: str, send_at: datetime | None = None) -> str:
+        body: dict[str, Any] = {"to": [to], "subject": subject, "text": f"Body of {subject}"}
+        if send_at is not None:
+            body["send_at"] = send_at.isoformat()
+        answer = httpx.post(f"{self.api_url}/v1/messages", headers=self.headers, json=body)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    def status(self, message_id: str) -> str:
+        answer = httpx.get(f"{self.api_url}/v1/messages/{message_id}", headers=self.headers)
+        return str(answer.json()["status"])
+
+    def mailbox(self) -> list[dict[str, Any]]:
+        """The mailbox as ``herald-local mailbox --json`` prints it."""
+        listed = subprocess.run(
+            [
+                require_tool("herald-local"),
+                "mailbox",
+                "--json",
+                "--aws-port",
+                str(self.ports["aws"]),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        emails: list[dict[str, Any]] = json.loads(listed.stdout)
+        return emails
+
+
+def wait_for(condition: Any, timeout: float, what: str, system: RunningSystem) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if system.process.poll() is not None:
+            break
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; output:\n{system.text()[-6000:]}")
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat")
+    return not (state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    data_dir = tmp_path_factory.mktemp("herald-local")
+    ports = {name: free_port() for name in ("api", "aws", "mailbox", "frontend", "postgres")}
+    command = [require_tool("herald-local"), "run", "--data-dir", str(data_dir)]
+    command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+    command += ["--ses-throttle", f"{THROTTLED}={THROTTLE_COUNT}", "--task-visibility-timeout", "2"]
+    # As from a terminal: the runner leads its own session and process group.
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    system = RunningSystem(process=process, data_dir=data_dir, ports=ports)
+
+    def collect() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            system.output.append(line)
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    wait_for(lambda: "Herald is running" in system.text(), 120, "the banner", system)
+    wait_for(lambda: KEY_PATTERN.search(system.text()), 5, "the API key", system)
+    system.key = KEY_PATTERN.search(system.text())[1]  # type: ignore[index]
+    system.api_url = API_PATTERN.search(system.text())[1]  # type: ignore[index]
+    try:
+        yield system
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        reader.join(timeout=5)
+
+
+def test_emails_scheduled_through_the_api_are_sent_and_reach_the_local_mailbox(
+    local_system: RunningSystem,
+) -> None:
+    # Given the system started with `herald-local run`, and the key its banner printed
+    run = uuid4().hex[:8]
+
+    # When one email is scheduled for now and one a few seconds ahead
+    now_id = local_system.schedule("reader@example.org", f"Now {run}")
+    later_id = local_system.schedule(
+        "reader@example.org", f"Later {run}", datetime.now(UTC) + timedelta(seconds=3)
+    )
+    assert local_system.status(later_id) == "scheduled"
+
+    # Then both become sent
+    wait_for(
+        lambda: {local_system.status(now_id), local_system.status(later_id)} == {"sent"},
+        45,
+        "both messages sent",
+        local_system,
+    )
+    # And both are in the local mailbox, the command's and the page's
+    subjects = [email["subject"] for email in local_system.mailbox()]
+    assert f"Now {run}" in subjects
+    assert f"Later {run}" in subjects
+    page = httpx.get(f"http://127.0.0.1:{local_system.ports['mailbox']}/emails.json").json()
+    assert {f"Now {run}", f"Later {run}"} <= {email["subject"] for email in page}
+
+
+def test_a_throttled_send_goes_back_to_sqs_and_is_sent_once_on_redelivery(
+    local_system: RunningSystem,
+) -> None:
+    # Given a recipient the local SES throttles for its next five SendEmail requests
+    subject = f"Throttled {uuid4().hex[:8]}"
+
+    # When an email to it is scheduled
+    message_id = local_system.schedule(THROTTLED, subject)
+
+    # Then the first delivery fails (botocore's retries included) and goes back to the
+    # queue, the redelivery sends it, and the message ends sent
+    wait_for(lambda: local_system.status(message_id) == "sent", 60, "the retry", local_system)
+    output = local_system.text()
+    assert "transient failure: the record goes back to the queue" in output
+    assert re.search(r"receive counts \[2\] -> 1 done", output), output[-4000:]
+    # And it reached the mailbox exactly once
+    sent = [email for email in local_system.mailbox() if email["subject"] == subject]
+    assert len(sent) == 1
+    assert sent[0]["to"] == [THROTTLED]
+
+
+def test_a_port_in_use_is_named_with_the_flag_that_changes_it(tmp_path: Path) -> None:
+    # Given a program listening on the port the api would take
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        # When the local system is started on it
+        result = subprocess.run(
+            [
+                require_tool("herald-local"),
+                "run",
+                "--data-dir",
+                str(tmp_path),
+                "--api-port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # Then it refuses at once, naming the port and how to choose another
+    assert result.returncode == 2
+    assert f"port {port} (api) is in use" in result.stderr
+    assert "--api-port PORT (or HERALD_LOCAL_API_PORT=PORT)" in result.stderr
+
+
+def test_ctrl_c_stops_every_part_leaves_no_process_and_keeps_the_data(
+    local_system: RunningSystem,
+) -> None:
+    # Given the running system, its parts, and the messages it holds
+    runner = local_system.process
+    parts = children_of(runner.pid)
+    assert len(parts) >= 3  # api, worker, task runner
+    postmaster = int((local_system.data_dir / "postgres" / "pgdata" / "postmaster.pid")
+                     .read_text().split()[0])  # fmt: skip
+    listed = httpx.get(f"{local_system.api_url}/v1/messages", headers=local_system.headers)
+    before = {message["id"]: message["status"] for message in listed.json()["items"]}
+
+    # When Ctrl-C reaches it
+    runner.send_signal(signal.SIGINT)
+
+    # Then it stops cleanly and promptly
+    assert runner.wait(timeout=60) == 0
+    output = local_system.text()
+    assert "PostgreSQL stopped" in output
+    # And no process of the system is left: not a part, not its group, not PostgreSQL
+    assert [pid for pid in parts if alive(pid)] == []
+    assert [pid for pid in parts if group_alive(pid)] == []
+    assert not alive(postmaster)
+    # And the data is still there when PostgreSQL starts again on the same folder
+    with LocalPostgres(local_system.data_dir / "postgres") as postgres:
+        rows = postgres.psql("herald", "SELECT id, status FROM messages")
+    after = dict(line.split("|") for line in rows.split())
+    assert {message_id: after.get(message_id) for message_id in before} == before
