@@ -1,13 +1,20 @@
 """The service's configuration, from environment variables, validated at start-up.
 
-The database is given either as ``DATABASE_URL``, or as ECS injects an RDS-managed
-secret: ``DATABASE_SECRET`` (the secret's JSON, with ``username`` and ``password``)
-plus ``DATABASE_HOST``, ``DATABASE_PORT``, ``DATABASE_NAME`` and ``DATABASE_SSLMODE``.
+The database is given in one of three ways:
+
+- ``DATABASE_URL``: a PostgreSQL URL with its credentials;
+- ``DATABASE_SECRET_ARN`` (how ECS runs it): the RDS-managed secret's ARN; the process
+  reads the secret itself when it connects, and again after a rotation
+  (``ecs_service.db.credentials``);
+- ``DATABASE_SECRET``: the secret's JSON itself (``username``, ``password``), read once.
+
+The last two go with ``DATABASE_HOST``, ``DATABASE_PORT``, ``DATABASE_NAME`` and
+``DATABASE_SSLMODE``.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from functools import cached_property
 from typing import Annotated, Literal, Self
 
@@ -15,9 +22,11 @@ from pydantic import EmailStr, Field, SecretStr, StringConstraints, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
+from ecs_service.db.credentials import credentials_from_secret
 from shared.settings import QueueUrl
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$")
 
 
 class DatabaseSettings(BaseSettings):
@@ -27,6 +36,8 @@ class DatabaseSettings(BaseSettings):
 
     url: SecretStr | None = None
     secret: SecretStr | None = None
+    # Not a secret: only a role allowed to read the secret (and decrypt it) gets its value.
+    secret_arn: str | None = None
     host: str | None = None
     port: int = Field(default=5432, ge=1, le=65_535)
     name: str = "herald"
@@ -40,47 +51,53 @@ class DatabaseSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        if self.url is None and self.secret is None:
-            raise ValueError("set DATABASE_URL, or DATABASE_SECRET with DATABASE_HOST")
-        if self.url is None and self.host is None:
+        if self.url is None and self.secret is None and self.secret_arn is None:
             raise ValueError(
-                "DATABASE_SECRET needs DATABASE_HOST (and optionally DATABASE_PORT, _NAME)"
+                "set DATABASE_URL, or DATABASE_SECRET_ARN (or DATABASE_SECRET) with DATABASE_HOST"
             )
+        if self.secret_arn is not None and (self.url is not None or self.secret is not None):
+            raise ValueError(
+                "DATABASE_SECRET_ARN is an alternative to DATABASE_URL and DATABASE_SECRET: "
+                "set only one of them"
+            )
+        if self.secret_arn is not None and not SECRET_ARN.match(self.secret_arn):
+            raise ValueError(
+                "DATABASE_SECRET_ARN must be a Secrets Manager secret's ARN "
+                "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+            )
+        if self.url is None and self.host is None:
+            source = "DATABASE_SECRET_ARN" if self.secret_arn is not None else "DATABASE_SECRET"
+            raise ValueError(f"{source} needs DATABASE_HOST (and optionally DATABASE_PORT, _NAME)")
         if self.secret is not None:
-            parsed = _parse_secret(self.secret.get_secret_value())
-            if not parsed.get("username") or not parsed.get("password"):
-                raise ValueError("DATABASE_SECRET must be JSON with 'username' and 'password'")
+            credentials_from_secret(self.secret.get_secret_value(), source="DATABASE_SECRET")
         return self
 
     @cached_property
     def sqlalchemy_url(self) -> URL:
-        """The URL SQLAlchemy connects with (psycopg 3); its password is never logged."""
+        """The URL SQLAlchemy connects with (psycopg 3); its password is never logged.
+
+        With ``DATABASE_SECRET_ARN`` it holds no user name or password: the engine supplies
+        them at connect time (``ecs_service.db.credentials``).
+        """
         if self.url is not None:
             url = make_url(self.url.get_secret_value())
             if url.drivername in ("postgresql", "postgres"):
                 url = url.set(drivername="postgresql+psycopg")
             return url
-        assert self.secret is not None  # checked by _one_source
-        secret = _parse_secret(self.secret.get_secret_value())
+        credentials = (
+            credentials_from_secret(self.secret.get_secret_value(), source="DATABASE_SECRET")
+            if self.secret is not None
+            else None
+        )
         return URL.create(
             "postgresql+psycopg",
-            username=str(secret["username"]),
-            password=str(secret["password"]),
+            username=credentials.username if credentials else None,
+            password=credentials.password if credentials else None,
             host=self.host,
             port=self.port,
             database=self.name,
             query={"sslmode": self.sslmode},
         )
-
-
-def _parse_secret(raw: str) -> dict[str, object]:
-    try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ValueError("DATABASE_SECRET is not JSON") from error
-    if not isinstance(parsed, dict):
-        raise ValueError("DATABASE_SECRET must be a JSON object")
-    return parsed
 
 
 class ApiSettings(BaseSettings):

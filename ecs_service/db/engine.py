@@ -4,18 +4,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import boto3
+from botocore.config import Config
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from ecs_service.db.credentials import SecretsManagerCredentials, supply_credentials_on_connect
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from ecs_service.db.credentials import CredentialsSource
     from ecs_service.settings import DatabaseSettings
 
+# A new connection waits for the secret, so reading it must fail in seconds, not minutes.
+SECRETS_MANAGER_CONFIG = Config(
+    connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
+)
 
-def build_engine(settings: DatabaseSettings, *, application_name: str) -> Engine:
-    """An engine whose pool is sized by settings; connections are checked before use."""
-    return create_engine(
+
+def build_engine(
+    settings: DatabaseSettings,
+    *,
+    application_name: str,
+    credentials: CredentialsSource | None = None,
+) -> Engine:
+    """An engine whose pool is sized by settings; connections are checked before use.
+
+    With ``DATABASE_SECRET_ARN`` every new connection logs in with the credentials of that
+    secret, read through boto3 (its own configuration: region, ``AWS_ENDPOINT_URL``) unless
+    ``credentials`` are given.
+    """
+    engine = create_engine(
         settings.sqlalchemy_url,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
@@ -28,6 +48,13 @@ def build_engine(settings: DatabaseSettings, *, application_name: str) -> Engine
             "options": f"-c statement_timeout={settings.statement_timeout_ms}",
         },
     )
+    if credentials is None and settings.secret_arn is not None:
+        credentials = SecretsManagerCredentials(
+            settings.secret_arn, boto3.client("secretsmanager", config=SECRETS_MANAGER_CONFIG)
+        )
+    if credentials is not None:
+        supply_credentials_on_connect(engine, credentials)
+    return engine
 
 
 def build_sessions(engine: Engine) -> sessionmaker[Session]:

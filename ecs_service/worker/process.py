@@ -55,15 +55,13 @@ class Backoff:
 class DueWaiter:
     """Sleeps until a message may be due: a NOTIFY, the next send_at, or the poll interval.
 
-    It LISTENs on its own connection (not a pooled one: LISTEN is session state), and
-    reconnects after the database restarts.
+    It LISTENs on a connection of its own, and reconnects after the database restarts.
+    The engine opens it (with the engine's credentials, fresh after a rotation) and the
+    pool lets it go: LISTEN is session state, so it must never serve anyone else.
     """
 
     def __init__(self, engine: Engine, poll_seconds: float, stop: threading.Event) -> None:
         self._engine = engine
-        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
-            hide_password=False
-        )
         self._poll_seconds = poll_seconds
         self._stop = stop
         self._connection: psycopg.Connection[tuple[object, ...]] | None = None
@@ -80,7 +78,7 @@ class DueWaiter:
                     )
                 ):
                     return
-            except psycopg.Error as error:
+            except (psycopg.Error, SQLAlchemyError) as error:
                 logger.warning(
                     "LISTEN connection lost; polling until it is back", extra={"error": str(error)}
                 )
@@ -94,8 +92,13 @@ class DueWaiter:
 
     def _listening(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
-            self._connection.execute(f"LISTEN {MESSAGES_DUE_CHANNEL}")
+            pooled = self._engine.raw_connection()
+            connection = pooled.driver_connection
+            pooled.detach()  # closed for good when we close it, never returned to the pool
+            assert isinstance(connection, psycopg.Connection)  # the engine's driver: psycopg 3
+            connection.autocommit = True
+            connection.execute(f"LISTEN {MESSAGES_DUE_CHANNEL}")
+            self._connection = connection
         return self._connection
 
     def _seconds_until_next_due(self) -> float:

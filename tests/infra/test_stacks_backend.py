@@ -1,5 +1,6 @@
-"""stacks/backend.yaml: HTTPS-only ALB, private non-root read-only tasks, secrets kept secret,
-safe deployments, autoscaling that a stack update leaves alone, least-privilege roles."""
+"""stacks/backend.yaml: HTTPS-only ALB, private non-root read-only tasks, secrets kept secret
+(and read at run time, so rotation needs no restart), safe deployments, autoscaling that a
+stack update leaves alone, least-privilege roles."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ ACCEPTED_TLS_POLICIES = {
     "ELBSecurityPolicy-TLS13-1-3-PQ-2025-09",
 }
 SECRET_LOOKING = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE|CREDENTIAL", re.I)
+# Named like a secret, holds none: the secret's ARN, useless without the task role.
+NOT_SECRETS = {"DATABASE_SECRET_ARN"}
+# Dynamic references CloudFormation would resolve into a plain variable's value.
+RESOLVED_SECRET = re.compile(r"\{\{resolve:(secretsmanager|ssm-secure):")
+TASK_ROLES = {"api": "ApiTaskRole", "migrate": "MigrationTaskRole", "worker": "WorkerTaskRole"}
 COMMANDS = {
     "api": ["herald", "api"],
     "worker": ["herald", "worker"],
@@ -218,17 +224,20 @@ def test_container_is_non_root_read_only_and_drops_every_capability(
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_database_secret_comes_only_through_ecs_secrets(backend: Template, name: str) -> None:
+def test_database_secret_is_read_at_run_time_never_put_in_the_environment(
+    backend: Template, name: str
+) -> None:
     container = container_definitions(backend)[name]
     variables = environment(container)
 
-    # No plain variable is named like a secret or carries the secret's ARN
-    assert [key for key in variables if SECRET_LOOKING.search(key)] == []
-    assert {"Ref": "DatabaseSecretArn"} not in variables.values()
-    # The whole RDS-managed secret is injected by ECS, the connection data is plain
-    assert container["Secrets"] == [
-        {"Name": "DATABASE_SECRET", "ValueFrom": {"Ref": "DatabaseSecretArn"}}
-    ]
+    # No plain variable holds a secret: none is named like one (but the secret's ARN) and
+    # none resolves one when the stack deploys
+    assert [key for key in variables if SECRET_LOOKING.search(key) and key not in NOT_SECRETS] == []
+    assert [key for key, value in variables.items() if RESOLVED_SECRET.search(str(value))] == []
+    # ECS injects nothing: the container reads the secret through its ARN, at connect time
+    # and again after each rotation (an injected copy would go stale at the next rotation)
+    assert "Secrets" not in container
+    assert variables["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
     assert variables["DATABASE_HOST"] == {"Ref": "DatabaseHost"}
     assert variables["DATABASE_SSLMODE"] == "require"
 
@@ -246,6 +255,7 @@ def test_containers_get_the_environment_the_contract_names(backend: Template) ->
         "DATABASE_PORT",
         "DATABASE_NAME",
         "DATABASE_SSLMODE",
+        "DATABASE_SECRET_ARN",
         "SENDER_EMAIL",
     }
 
@@ -281,14 +291,35 @@ def test_every_container_logs_to_its_own_log_group_of_this_stack(backend: Templa
 
 
 def role_statements(backend: Template, role_id: str) -> dict[str, Any]:
+    """A role's statements: its inline policies' and its managed policies' of this stack."""
+    attached = {
+        str(referenced_id(arn)) for arn in properties(backend, role_id).get("ManagedPolicyArns", [])
+    }
     return {
         statement.sid: statement
         for statement in policy_statements(backend)
-        if statement.owner == role_id
+        if statement.owner == role_id or statement.owner in attached
     }
 
 
-def test_only_the_worker_has_a_task_role(backend: Template) -> None:
+def grants(backend: Template, role_id: str) -> set[tuple[str, str]]:
+    """Every (action, resource) a role is allowed, the resource as the logical ID it names."""
+    return {
+        (action, str(referenced_id(resource)))
+        for statement in role_statements(backend, role_id).values()
+        if statement.allows
+        for action in statement.actions
+        for resource in statement.resources
+    }
+
+
+DATABASE_SECRET_GRANTS = {
+    ("secretsmanager:GetSecretValue", "DatabaseSecretArn"),
+    ("kms:Decrypt", "DatabaseKeyArn"),
+}
+
+
+def test_every_task_has_its_own_task_role(backend: Template) -> None:
     roles = {
         properties(backend, task_id)["ContainerDefinitions"][0]["Name"]: properties(
             backend, task_id
@@ -296,22 +327,18 @@ def test_only_the_worker_has_a_task_role(backend: Template) -> None:
         for task_id in resources_of_type(backend, "AWS::ECS::TaskDefinition")
     }
 
-    assert roles == {
-        "api": None,
-        "migrate": None,
-        "worker": {"Fn::GetAtt": ["WorkerTaskRole", "Arn"]},
-    }
+    assert roles == {name: {"Fn::GetAtt": [role, "Arn"]} for name, role in TASK_ROLES.items()}
 
 
-def test_worker_may_use_exactly_its_queues_and_the_pipeline_key(backend: Template) -> None:
-    granted = {
-        (action, str(referenced_id(resource)))
-        for statement in role_statements(backend, "WorkerTaskRole").values()
-        for action in statement.actions
-        for resource in statement.resources
-    }
+@pytest.mark.parametrize("name", ["api", "migrate"])
+def test_api_and_migration_may_only_read_the_database_secret(backend: Template, name: str) -> None:
+    assert grants(backend, TASK_ROLES[name]) == DATABASE_SECRET_GRANTS
 
-    assert granted == {
+
+def test_worker_may_use_exactly_its_queues_the_pipeline_key_and_the_database_secret(
+    backend: Template,
+) -> None:
+    assert grants(backend, "WorkerTaskRole") == DATABASE_SECRET_GRANTS | {
         ("sqs:SendMessage", "TaskQueueArn"),
         ("sqs:GetQueueAttributes", "TaskQueueArn"),
         ("sqs:ReceiveMessage", "ResultQueueArn"),
@@ -323,12 +350,28 @@ def test_worker_may_use_exactly_its_queues_and_the_pipeline_key(backend: Templat
     }
 
 
-def test_execution_role_reads_only_the_database_secret_through_secrets_manager(
-    backend: Template,
-) -> None:
-    statements = role_statements(backend, "TaskExecutionRole")
-    secret, decrypt = statements["ReadTheDatabaseSecret"], statements["DecryptTheDatabaseSecret"]
+def test_only_the_task_roles_may_read_the_database_secret(backend: Template) -> None:
+    # Given every statement that names the database secret or its key
+    readers = [
+        statement
+        for statement in policy_statements(backend)
+        if {"DatabaseSecretArn", "DatabaseKeyArn"}
+        & {str(referenced_id(resource)) for resource in statement.resources}
+    ]
+    [policy_id] = {statement.owner for statement in readers}
+    holders = {
+        role_id
+        for role_id in resources_of_type(backend, "AWS::IAM::Role")
+        if {"Ref": policy_id} in properties(backend, role_id).get("ManagedPolicyArns", [])
+    }
 
+    # Then one managed policy holds them, attached to exactly the three task roles
+    assert holders == set(TASK_ROLES.values())
+    assert set(resources_of_type(backend, "AWS::IAM::ManagedPolicy")) == {policy_id}
+    assert "Roles" not in properties(backend, policy_id)
+    # And it reads exactly that secret, and decrypts with the key only through Secrets Manager
+    statements = {statement.sid: statement for statement in readers}
+    secret, decrypt = statements["ReadTheDatabaseSecret"], statements["DecryptTheDatabaseSecret"]
     assert secret.actions == ["secretsmanager:GetSecretValue"]
     assert secret.resources == [{"Ref": "DatabaseSecretArn"}]
     assert decrypt.actions == ["kms:Decrypt"]
@@ -337,6 +380,24 @@ def test_execution_role_reads_only_the_database_secret_through_secrets_manager(
         "StringEquals": {
             "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}
         }
+    }
+
+
+def test_execution_role_only_pulls_the_image_and_writes_the_logs(backend: Template) -> None:
+    # ECS reads no secret at start-up any more: the execution role has no reason to
+    actions = {
+        action
+        for statement in role_statements(backend, "TaskExecutionRole").values()
+        for action in statement.actions
+    }
+
+    assert actions == {
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchGetImage",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
     }
     assert "ManagedPolicyArns" not in properties(backend, "TaskExecutionRole")
 

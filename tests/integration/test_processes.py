@@ -88,6 +88,7 @@ def test_migrate_can_run_again(
 def test_missing_configuration_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DATABASE_SECRET", raising=False)
+    monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
     with pytest.raises(SystemExit, match="invalid configuration: .*DATABASE_URL"):
         main(["migrate"])
 

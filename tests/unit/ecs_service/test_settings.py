@@ -1,4 +1,4 @@
-"""The service's settings: a database from DATABASE_URL or from the RDS secret ECS injects."""
+"""The service's settings: a database from DATABASE_URL, the RDS secret's ARN, or its JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from ecs_service.settings import ApiSettings, DatabaseSettings, WorkerSettings
 
 RDS_SECRET = json.dumps({"username": "herald_admin", "password": "p@ss:w/rd"})
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1234-AbCdEf"
 
 
 @pytest.fixture(autouse=True)
@@ -17,9 +18,11 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
         "DATABASE_URL",
         "DATABASE_SECRET",
+        "DATABASE_SECRET_ARN",
         "DATABASE_HOST",
         "DATABASE_PORT",
         "DATABASE_NAME",
+        "DATABASE_SSLMODE",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -61,10 +64,50 @@ def test_password_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyPat
     assert "p@ss" not in str(settings.sqlalchemy_url)
 
 
+def test_secret_arn_and_host_make_a_tls_url_without_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the secret's ARN and connection data as the ECS task definition sets them
+    monkeypatch.setenv("DATABASE_SECRET_ARN", SECRET_ARN)
+    monkeypatch.setenv("DATABASE_HOST", "herald.abc.us-east-1.rds.amazonaws.com")
+
+    # When the settings are read
+    settings = DatabaseSettings()
+
+    # Then they name the secret, and the URL leaves the credentials to connect time
+    url = settings.sqlalchemy_url
+    assert settings.secret_arn == SECRET_ARN
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        None,
+        None,
+        "herald.abc.us-east-1.rds.amazonaws.com",
+        5432,
+        "herald",
+    )
+    assert url.query == {"sslmode": "require"}
+
+
 @pytest.mark.parametrize(
     ("environment", "message"),
     [
-        ({}, "set DATABASE_URL, or DATABASE_SECRET with DATABASE_HOST"),
+        ({}, r"set DATABASE_URL, or DATABASE_SECRET_ARN \(or DATABASE_SECRET\) with DATABASE_HOST"),
+        ({"DATABASE_SECRET_ARN": SECRET_ARN}, "DATABASE_SECRET_ARN needs DATABASE_HOST"),
+        (
+            {"DATABASE_SECRET_ARN": "herald-db-secret", "DATABASE_HOST": "db"},
+            "DATABASE_SECRET_ARN must be a Secrets Manager secret's ARN",
+        ),
+        (
+            {"DATABASE_SECRET_ARN": SECRET_ARN, "DATABASE_URL": "postgresql://db/x"},
+            "DATABASE_SECRET_ARN is an alternative to DATABASE_URL and DATABASE_SECRET",
+        ),
+        (
+            {
+                "DATABASE_SECRET_ARN": SECRET_ARN,
+                "DATABASE_SECRET": RDS_SECRET,
+                "DATABASE_HOST": "db",
+            },
+            "set only one of them",
+        ),
         ({"DATABASE_SECRET": RDS_SECRET}, "DATABASE_SECRET needs DATABASE_HOST"),
         ({"DATABASE_SECRET": "not json", "DATABASE_HOST": "db"}, "DATABASE_SECRET is not JSON"),
         (
