@@ -259,7 +259,7 @@ def test_containers_get_the_environment_the_contract_names(backend: Template) ->
         "SENDER_EMAIL",
     }
 
-    assert set(api) == common | {"PORT"}
+    assert set(api) == common | {"PORT", "CORS_ALLOWED_ORIGINS"}
     assert set(worker) == common | {"TASK_QUEUE_URL", "RESULT_QUEUE_URL"}
     assert (api["POWERTOOLS_SERVICE_NAME"], worker["POWERTOOLS_SERVICE_NAME"]) == (
         "herald-api",

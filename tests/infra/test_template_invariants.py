@@ -35,6 +35,7 @@ WILDCARD_ACTION_ALLOWLIST = {
         "the key policy's standard delegation to the account: it lets IAM policies grant "
         "use of the key, and grants nothing by itself"
     ),
+    ("SiteKey", "EnableIamPolicies"): "the same delegation, in the web app's key",
 }
 
 
