@@ -102,3 +102,36 @@ mailbox: $(STAMP) ## List the emails the local system sent (make run must be run
 .PHONY: build
 build: $(STAMP) ## sam build: the Lambda artifact for arm64 / python3.13, offline and without Docker
 	$(BIN)/sam build --template-file template.yaml
+
+# ---------------------------------------------------------------------- deploy
+# Every deploy, by a person, CodeBuild or Jenkins, runs these (README: "Continuous
+# delivery"). ENV names a samconfig.toml environment; DRY_RUN=1 prints every AWS, docker,
+# sam and npm command instead of running it. Pipelines set CI (no change set prompt),
+# COMMIT (their checkout's SHA), ECR_REPOSITORY and CFN_ROLE_ARN; NO_WAIT=1 leaves the
+# CloudFront invalidation running; ALLOW_DIRTY=1 deploys uncommitted changes.
+ENV ?= dev
+is_set = $(filter 1 true yes,$(1))
+DEPLOY_FLAGS = --env $(ENV) \
+  $(if $(call is_set,$(DRY_RUN)),--dry-run) \
+  $(if $(call is_set,$(CI)),--no-confirm-changeset) \
+  $(if $(call is_set,$(NO_WAIT)),--no-wait) \
+  $(if $(call is_set,$(ALLOW_DIRTY)),--allow-dirty) \
+  $(if $(COMMIT),--commit $(COMMIT)) \
+  $(if $(ECR_REPOSITORY),--repository $(ECR_REPOSITORY)) \
+  $(if $(CFN_ROLE_ARN),--role-arn $(CFN_ROLE_ARN))
+
+.PHONY: push-image
+push-image: $(STAMP) ## Build the backend image (arm64) and push it to ECR tagged with the commit, unless it is there
+	$(BIN)/herald-deploy image $(DEPLOY_FLAGS)
+
+.PHONY: deploy-backend
+deploy-backend: $(STAMP) ## Push the image, run the migrations as a one-off ECS task, then sam deploy (ENV, DRY_RUN=1)
+	$(BIN)/herald-deploy backend $(DEPLOY_FLAGS)
+
+.PHONY: deploy-frontend
+deploy-frontend: $(STAMP) ## Build the web app, upload it to S3, write config.json, invalidate CloudFront (ENV, DRY_RUN=1)
+	$(BIN)/herald-deploy frontend $(DEPLOY_FLAGS)
+
+.PHONY: deploy
+deploy: $(STAMP) ## deploy-backend, then deploy-frontend, of ENV (dev, staging, prod; DRY_RUN=1 prints only)
+	$(BIN)/herald-deploy all $(DEPLOY_FLAGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,20 @@ os.environ.update(
 )
 for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(_name, None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Under a pipeline (HERALD_JUNIT_DIR set), write a JUnit report per interpreter.
+
+    `make test` runs pytest twice (3.13, then the unit tests on 3.11): one --junitxml path
+    in PYTEST_ADDOPTS would let the second run overwrite the first. Runs before the junitxml
+    plugin reads the option; an explicit --junitxml wins.
+    """
+    junit_dir = os.environ.get("HERALD_JUNIT_DIR")
+    if junit_dir and not config.option.xmlpath:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        config.option.xmlpath = str(Path(junit_dir) / f"junit-py{version}.xml")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

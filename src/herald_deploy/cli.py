@@ -1,0 +1,172 @@
+"""`herald-deploy`: the composition root the Makefile's deploy targets call.
+
+    herald-deploy backend  --env staging [--dry-run]   image, migrations, sam deploy
+    herald-deploy frontend --env staging [--dry-run]   build, upload, invalidate
+    herald-deploy all      --env staging [--dry-run]   backend, then frontend
+    herald-deploy image    --env staging [--dry-run]   only build and push the image
+
+Every failure ends the run with exit code 1 and one message saying what went wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from herald_deploy.backend import IMAGE_PARAMETER, deploy_backend, push_image
+from herald_deploy.errors import DeployError
+from herald_deploy.frontend import deploy_frontend
+from herald_deploy.samconfig import Environment, load_environment
+from herald_deploy.shell import DryRunShell, Shell, SubprocessShell
+
+COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herald-deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=["backend", "frontend", "all", "image"])
+    parser.add_argument("--env", default="dev", help="dev, staging or prod (samconfig.toml)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every command instead of running it; stack outputs are examples",
+    )
+    parser.add_argument(
+        "--outputs-file",
+        type=Path,
+        help="dry run: a JSON object of stack outputs to pretend instead of the examples",
+    )
+    parser.add_argument(
+        "--commit",
+        help="the commit to deploy (40 hex digits); default: git rev-parse HEAD",
+    )
+    parser.add_argument("--repository", default="herald", help="the ECR repository's name")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="print the CloudFront invalidation id instead of waiting for it",
+    )
+    parser.add_argument(
+        "--no-confirm-changeset",
+        action="store_true",
+        help="deploy the change set without asking (pipelines)",
+    )
+    parser.add_argument(
+        "--role-arn",
+        help="the CloudFormation service role sam deploy passes (pipelines)",
+    )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="deploy although tracked files differ from the commit the image is tagged with",
+    )
+    parser.add_argument("--samconfig", type=Path, default=Path("samconfig.toml"))
+    return parser
+
+
+def _git(*args: str) -> str:
+    try:
+        result = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError as error:
+        raise DeployError("git is not installed: pass --commit (COMMIT=...)") from error
+    if result.returncode != 0:
+        raise DeployError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def resolve_commit(requested: str | None, *, allow_dirty: bool, shell: Shell, dry_run: bool) -> str:
+    """The commit to tag the image with: given, or the checkout's HEAD when it is clean.
+
+    The tag is immutable: an image built from uncommitted changes under a commit's SHA
+    would stand for that commit forever, so a dirty checkout stops the deploy.
+    """
+    if requested:
+        commit = requested.strip().lower()
+    else:
+        commit = _git("rev-parse", "HEAD")
+        changed = _git("status", "--porcelain", "--untracked-files=no")
+        if changed and not allow_dirty:
+            message = (
+                f"tracked files differ from commit {commit[:12]}; commit them, or pass "
+                "--allow-dirty (ALLOW_DIRTY=1) to deploy them under this commit's tag anyway"
+            )
+            if not dry_run:
+                raise DeployError(message)
+            shell.say(f"warning: {message}")
+    if not COMMIT_PATTERN.fullmatch(commit):
+        raise DeployError(f"{commit!r} is not a full commit SHA (40 hex digits)")
+    return commit
+
+
+def _dry_run_outputs(path: Path | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DeployError(f"cannot read the outputs file {path}: {error}") from error
+    if not isinstance(loaded, dict):
+        raise DeployError(f"{path} must hold a JSON object of OutputKey: OutputValue")
+    return {str(key): str(value) for key, value in loaded.items()}
+
+
+def _check_placeholders(environment: Environment, shell: Shell, *, dry_run: bool) -> None:
+    left = environment.placeholders(ignore=frozenset({IMAGE_PARAMETER}))
+    if not left:
+        return
+    message = (
+        f"samconfig.toml [{environment.config_env}] still has REPLACE-ME in "
+        f"{', '.join(left)} (README: One-time prerequisites)"
+    )
+    if not dry_run:
+        raise DeployError(message)
+    shell.say(f"warning: {message}")
+
+
+def run(arguments: argparse.Namespace, shell: Shell) -> None:
+    """Run the chosen step for the chosen environment."""
+    dry_run: bool = arguments.dry_run
+    if arguments.outputs_file and not dry_run:
+        raise DeployError("--outputs-file is for dry runs: a deploy reads the real stack")
+    environment = load_environment(arguments.samconfig, arguments.env)
+    outputs = _dry_run_outputs(arguments.outputs_file)
+    if arguments.step in ("backend", "all", "image"):
+        commit = resolve_commit(
+            arguments.commit, allow_dirty=arguments.allow_dirty, shell=shell, dry_run=dry_run
+        )
+        if arguments.step == "image":
+            push_image(shell, environment, repository=arguments.repository, commit=commit)
+            return
+        _check_placeholders(environment, shell, dry_run=dry_run)
+        deploy_backend(
+            shell,
+            environment,
+            repository=arguments.repository,
+            commit=commit,
+            confirm_changeset=not arguments.no_confirm_changeset,
+            cloudformation_role_arn=arguments.role_arn,
+            dry_run_outputs=outputs,
+        )
+    if arguments.step in ("frontend", "all"):
+        deploy_frontend(shell, environment, wait=not arguments.no_wait, dry_run_outputs=outputs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, run the step, and turn any failure into one clear message."""
+    arguments = _parser().parse_args(argv)
+    shell: Shell = DryRunShell() if arguments.dry_run else SubprocessShell()
+    try:
+        run(arguments, shell)
+    except DeployError as error:
+        print(f"herald-deploy: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("herald-deploy: interrupted", file=sys.stderr)
+        return 130
+    if arguments.dry_run:
+        shell.say("dry run: nothing was changed")
+    return 0

@@ -1,0 +1,228 @@
+"""`make deploy ENV=staging DRY_RUN=1` prints exactly the commands a release runs, in order.
+
+The dry run walks the same code as a deploy; only the reads (stack outputs, the account,
+ECR's tags, the task definition, the task's exit code) are answered with examples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import REPO_ROOT, require_tool
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REGISTRY = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+IMAGE = f"{REGISTRY}/herald:{COMMIT}"
+STACK = "herald-staging"
+REGION = ["--region", "us-east-1"]
+BUCKET = "s3://herald-staging-sitebucket-example"
+CLUSTER = "herald-staging-cluster"
+TASK_DEFINITION = "arn:aws:ecs:us-east-1:111122223333:task-definition/herald-staging-migrate"
+TASK = f"arn:aws:ecs:us-east-1:111122223333:task/{CLUSTER}/0123456789abcdef"
+IMMUTABLE = "public, max-age=31536000, immutable"
+DESCRIBE_STACK = [
+    "aws", "cloudformation", "describe-stacks", *REGION, "--stack-name", STACK,
+    "--query", "Stacks[0].Outputs", "--output", "json",
+]  # fmt: skip
+
+
+def dry_run(target: str, *variables: str) -> list[str]:
+    """Run a deploy target in dry-run mode; return its printed lines."""
+    make = require_tool("make")
+    env = {**os.environ, "CI": "", "COMMIT": "", "CFN_ROLE_ARN": "", "NO_WAIT": ""}
+    result = subprocess.run(
+        # -o: treat the install stamp as up to date, whatever changed since `make install`.
+        [make, "--no-print-directory", "-o", ".venv/.installed", target, "DRY_RUN=1",
+         f"COMMIT={COMMIT}", *variables],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.splitlines()
+
+
+def commands(lines: list[str]) -> list[list[str]]:
+    """The printed commands (`+ ...` lines) as argument lists; file writes as ["write", path]."""
+    found = []
+    for line in lines:
+        if line.startswith("+ write "):
+            found.append(["write", line.removeprefix("+ write ").split(": ", 1)[0]])
+        elif line.startswith("+ "):
+            found.append(shlex.split(line.removeprefix("+ ")))
+    return found
+
+
+def written(lines: list[str], path: str) -> str:
+    """What the dry run says it writes to `path`."""
+    prefix = f"+ write {path}: "
+    return next(line.removeprefix(prefix) for line in lines if line.startswith(prefix))
+
+
+@pytest.fixture(scope="module")
+def staging_release() -> list[str]:
+    return dry_run("deploy", "ENV=staging")
+
+
+def test_backend_pushes_migrates_then_deploys_with_the_commits_image(
+    staging_release: list[str],
+) -> None:
+    # Given the dry run of a staging release
+    run = commands(staging_release)
+    backend = run[: run.index(["sam", "build", "--config-env", "staging"]) + 2]
+
+    # Then the backend's commands are exactly these, in this order
+    assert backend[:-1] == [
+        DESCRIBE_STACK,
+        ["aws", "sts", "get-caller-identity", *REGION, "--query", "Account", "--output", "text"],
+        ["aws", "ecr", "list-images", *REGION, "--repository-name", "herald",
+         "--filter", "tagStatus=TAGGED", "--output", "json"],
+        ["aws", "ecr", "get-login-password", *REGION, "|",
+         "docker", "login", "--username", "AWS", "--password-stdin", REGISTRY],
+        ["docker", "build", "--platform", "linux/arm64", "--file", "ecs_service/Dockerfile",
+         "--tag", IMAGE, "--label", f"org.opencontainers.image.revision={COMMIT}", "."],
+        ["docker", "push", IMAGE],
+        ["aws", "ecs", "describe-task-definition", *REGION,
+         "--task-definition", f"{TASK_DEFINITION}:7", "--query", "taskDefinition",
+         "--output", "json"],
+        ["write", "build/herald-deploy/herald-staging-migrate.json"],
+        ["aws", "ecs", "register-task-definition", *REGION,
+         "--cli-input-json", "file://build/herald-deploy/herald-staging-migrate.json",
+         "--query", "taskDefinition.taskDefinitionArn", "--output", "text"],
+        ["aws", "ecs", "run-task", *REGION, "--cluster", CLUSTER, "--launch-type", "FARGATE",
+         "--task-definition", f"{TASK_DEFINITION}:8", "--started-by", "herald-deploy",
+         "--network-configuration",
+         "awsvpcConfiguration={subnets=[subnet-0example00000000a,subnet-0example00000000b],"
+         "securityGroups=[sg-0example000000000],assignPublicIp=DISABLED}",
+         "--output", "json"],
+        ["aws", "ecs", "wait", "tasks-stopped", *REGION, "--cluster", CLUSTER, "--tasks", TASK],
+        ["aws", "ecs", "describe-tasks", *REGION, "--cluster", CLUSTER, "--tasks", TASK,
+         "--query", "tasks[0]", "--output", "json"],
+        ["aws", "ecs", "deregister-task-definition", *REGION,
+         "--task-definition", f"{TASK_DEFINITION}:8", "--query", "taskDefinition.status",
+         "--output", "text"],
+        ["sam", "build", "--config-env", "staging"],
+    ]  # fmt: skip
+    sam_deploy = backend[-1]
+    assert sam_deploy[:4] == ["sam", "deploy", "--config-env", "staging"]
+    assert "--no-confirm-changeset" not in sam_deploy  # a person confirms the change set
+
+
+def test_the_one_off_migration_revision_runs_the_new_image(staging_release: list[str]) -> None:
+    # Given the registration request the dry run writes
+    request = json.loads(
+        written(staging_release, "build/herald-deploy/herald-staging-migrate.json")
+    )
+
+    # Then it is the stack's task definition with only the image replaced
+    assert request["containerDefinitions"][0]["name"] == "migrate"
+    assert request["containerDefinitions"][0]["image"] == IMAGE
+    assert request["containerDefinitions"][0]["command"] == ["herald", "migrate"]
+    assert "revision" not in request and "taskDefinitionArn" not in request
+
+
+def test_sam_deploy_passes_every_samconfig_parameter_with_the_new_image(
+    staging_release: list[str],
+) -> None:
+    # Given the sam deploy command of the release
+    sam_deploy = next(c for c in commands(staging_release) if c[:2] == ["sam", "deploy"])
+    overrides = dict(
+        item.split("=", 1) for item in sam_deploy[sam_deploy.index("--parameter-overrides") + 1 :]
+    )
+
+    # Then the command line replaces samconfig.toml's list, so all of it is there
+    assert overrides["BackendImageUri"] == IMAGE
+    assert overrides["Environment"] == "staging"
+    assert overrides["DatabaseInstanceClass"] == "db.t4g.small"
+    assert overrides["ApiDomainName"] == "api.staging.example.com"
+
+
+def test_frontend_uploads_assets_first_index_last_then_invalidates_and_prunes(
+    staging_release: list[str],
+) -> None:
+    # Given the dry run of a staging release
+    run = commands(staging_release)
+    frontend = run[run.index(["sam", "build", "--config-env", "staging"]) + 2 :]
+
+    # Then the web app is built, configured, uploaded in a safe order and invalidated
+    assert frontend == [
+        DESCRIBE_STACK,
+        ["(cd", "frontend", "&&", "npm", "ci", "--no-audit", "--no-fund)"],
+        ["(cd", "frontend", "&&", "npm", "run", "build)"],
+        ["write", "frontend/dist/config.json"],
+        ["aws", "s3", "sync", "frontend/dist/assets", f"{BUCKET}/assets", *REGION,
+         "--cache-control", IMMUTABLE],
+        ["aws", "s3", "sync", "frontend/dist", BUCKET, *REGION, "--delete",
+         "--exclude", "assets/*", "--exclude", "index.html", "--exclude", "config.json",
+         "--cache-control", "no-cache"],
+        ["aws", "s3", "cp", "frontend/dist/config.json", f"{BUCKET}/config.json", *REGION,
+         "--cache-control", "no-cache", "--content-type", "application/json"],
+        ["aws", "s3", "cp", "frontend/dist/index.html", f"{BUCKET}/index.html", *REGION,
+         "--cache-control", "no-cache", "--content-type", "text/html; charset=utf-8"],
+        ["aws", "cloudfront", "create-invalidation", "--distribution-id", "E2EXAMPLE00000",
+         "--paths", "/*", "--query", "Invalidation.Id", "--output", "text"],
+        ["aws", "cloudfront", "wait", "invalidation-completed",
+         "--distribution-id", "E2EXAMPLE00000", "--id", "I2EXAMPLEINVALIDATION"],
+        ["aws", "s3", "sync", "frontend/dist/assets", f"{BUCKET}/assets", *REGION, "--delete",
+         "--cache-control", IMMUTABLE],
+    ]  # fmt: skip
+
+
+def test_config_json_points_the_app_at_the_stacks_api(staging_release: list[str]) -> None:
+    assert json.loads(written(staging_release, "frontend/dist/config.json")) == {
+        "apiBaseUrl": "https://api.staging.example.com"
+    }
+
+
+def test_without_waiting_the_invalidation_id_is_printed_and_assets_are_kept(
+    tmp_path: Path,
+) -> None:
+    # Given stack outputs from a file, and NO_WAIT
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(
+        json.dumps(
+            {
+                "ApiUrl": "https://api.example.org",
+                "SiteBucketName": "herald-prod-site-1",
+                "SiteDistributionId": "E1",
+                "SiteUrl": "https://app.example.org/",
+            }
+        )
+    )
+
+    # When the front-end of prod is deployed in a dry run, without waiting
+    result = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "herald-deploy"), "frontend", "--env", "prod",
+         "--dry-run", "--no-wait", "--outputs-file", str(outputs)],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+
+    # Then nothing waits, the id is printed, and no asset is deleted
+    run = commands(lines)
+    assert not [c for c in run if c[:3] == ["aws", "cloudfront", "wait"]]
+    assert any("I2EXAMPLEINVALIDATION" in line and "to wait" in line for line in lines)
+    assert run[-1][:3] == ["aws", "cloudfront", "create-invalidation"]
+    assert json.loads(written(lines, "frontend/dist/config.json")) == {
+        "apiBaseUrl": "https://api.example.org"
+    }
+
+
+def test_pipelines_deploy_without_a_prompt_through_the_cloudformation_role() -> None:
+    # Given a pipeline's variables
+    lines = dry_run(
+        "deploy-backend", "ENV=prod", "CI=true", "CFN_ROLE_ARN=arn:aws:iam::111122223333:role/cfn"
+    )
+
+    # Then sam deploy neither asks nor acts with the caller's own rights
+    sam_deploy = next(c for c in commands(lines) if c[:2] == ["sam", "deploy"])
+    assert "--no-confirm-changeset" in sam_deploy
+    assert sam_deploy[sam_deploy.index("--role-arn") + 1] == "arn:aws:iam::111122223333:role/cfn"

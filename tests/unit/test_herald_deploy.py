@@ -1,0 +1,64 @@
+"""The deploy package's decisions that a dry run cannot show: a failed migration stops the
+release, and samconfig.toml's environments are read whole."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from herald_deploy.errors import DeployError
+from herald_deploy.migrations import run_migrations
+from herald_deploy.samconfig import load_environment
+from herald_deploy.shell import Command, DryRunShell
+from herald_deploy.stack_outputs import StackOutputs, example_outputs
+from tests.conftest import REPO_ROOT
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class FailingMigrationShell(DryRunShell):
+    """A dry run in which the migration container exits 1."""
+
+    def read(self, cmd: Command, *, dry_run_output: str) -> str:
+        if cmd.argv[:3] == ("aws", "ecs", "describe-tasks"):
+            self._print(f"+ {cmd}")
+            return json.dumps(
+                {"stoppedReason": "Essential container in task exited",
+                 "containers": [{"name": "migrate", "exitCode": 1}]}
+            )  # fmt: skip
+        return super().read(cmd, dry_run_output=dry_run_output)
+
+
+def test_a_failed_migration_stops_the_release_and_deregisters_the_revision() -> None:
+    # Given a migration task that exits 1
+    out = io.StringIO()
+    environment = load_environment(REPO_ROOT / "samconfig.toml", "staging")
+    outputs = StackOutputs("herald-staging", example_outputs(environment))
+
+    # When the migrations run
+    with pytest.raises(DeployError, match=r"exit code 1.*aws logs tail /herald/"):
+        run_migrations(
+            FailingMigrationShell(out), outputs, region="us-east-1", image_uri="x/herald:abc"
+        )
+
+    # Then the one-off revision is deregistered all the same, and nothing is deployed
+    printed = out.getvalue()
+    assert "deregister-task-definition" in printed.splitlines()[-1]
+    assert "sam deploy" not in printed
+
+
+def test_dev_is_samconfigs_default_environment_with_all_its_parameters() -> None:
+    environment = load_environment(REPO_ROOT / "samconfig.toml", "dev")
+
+    assert (environment.config_env, environment.stack_name) == ("default", "herald-dev")
+    assert environment.parameters["LogLevel"] == "DEBUG"
+    assert environment.with_parameter("BackendImageUri", "new")["BackendImageUri"] == "new"
+
+
+def test_an_unknown_environment_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="known: dev, prod, staging"):
+        load_environment(REPO_ROOT / "samconfig.toml", "qa")
