@@ -18,12 +18,10 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service.db.models import Message
-from shared.contracts import MessageStatus
+from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-    from shared.contracts import EmailPayload
 
 
 class MessageNotFoundError(LookupError):
@@ -186,3 +184,21 @@ def cancel_message(session: Session, *, tenant_id: UUID, message_id: UUID) -> Me
         return canceled
     current = get_message(session, tenant_id=tenant_id, message_id=message_id)
     raise MessageNotCancelableError(current.status)
+
+
+def task_of(message: Message) -> TaskEnvelope[EmailPayload]:
+    """The ``email.send`` task that sends ``message``: its id is the task id.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        The stored payload is not a valid email (or the task would not fit in SQS).
+    """
+    return TaskEnvelope[EmailPayload](
+        task_id=message.id,
+        kind=EMAIL_SEND,
+        tenant_id=message.tenant_id,
+        created_at=message.created_at,
+        send_at=message.send_at,
+        payload=EmailPayload.model_validate(message.payload),
+    )

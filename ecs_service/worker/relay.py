@@ -19,8 +19,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message
+from ecs_service.messages import task_of
 from shared.contracts import (
-    EMAIL_SEND,
     EmailPayload,
     MessageStatus,
     TaskEnvelope,
@@ -118,16 +118,7 @@ class Relay:
         invalid: dict[UUID, str] = {}
         for row in rows:
             try:
-                tasks.append(
-                    TaskEnvelope[EmailPayload](
-                        task_id=row.id,
-                        kind=EMAIL_SEND,
-                        tenant_id=row.tenant_id,
-                        created_at=row.created_at,
-                        send_at=row.send_at,
-                        payload=EmailPayload.model_validate(row.payload),
-                    )
-                )
+                tasks.append(task_of(row))
             except ValidationError as error:
                 invalid[row.id] = (
                     f"the stored message is not a valid task: {describe_validation_error(error)}"

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from ecs_service import api_keys
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.db.models import Message, Tenant
-from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope
+from ecs_service.messages import task_of
+from shared.contracts import MessageStatus
 
 if TYPE_CHECKING:
     from ecs_service.api_keys import IssuedKey
@@ -58,19 +59,9 @@ def resend_stranded_tasks(database_url: str, producer: TaskProducer) -> int:
         tasks = []
         for row in rows:
             try:
-                payload = EmailPayload.model_validate(row.payload)
+                tasks.append(task_of(row))
             except ValidationError:
                 continue  # the relay could not have queued it; nothing to finish
-            tasks.append(
-                TaskEnvelope[EmailPayload](
-                    task_id=row.id,
-                    kind=EMAIL_SEND,
-                    tenant_id=row.tenant_id,
-                    created_at=row.created_at,
-                    send_at=row.send_at,
-                    payload=payload,
-                )
-            )
         if tasks:
             producer.send(tasks)
         return len(tasks)
