@@ -4,6 +4,8 @@ session) and the moto server for SQS."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +32,22 @@ __all__ = ["drain"]  # test modules take it from here too
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    """A real PostgreSQL server for the whole session, its schema migrated to head."""
-    server = LocalPostgres(
-        tmp_path_factory.mktemp("postgres") / "data", settings=EPHEMERAL_SETTINGS
-    )
+def postgres() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server for the whole session, its schema migrated to head.
+
+    Its folder is made under the system's temp folder rather than pytest's: as root the
+    server runs as the postgres account, which must traverse the path, and every pytest
+    session on the machine resets pytest-of-<user> to 0700.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="herald-tests-postgres-"))
+    server = LocalPostgres(folder / "data", settings=EPHEMERAL_SETTINGS)
     server.start()
     migrator = create_engine(server.url())
     upgrade_to_head(migrator)
     migrator.dispose()
     yield server
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

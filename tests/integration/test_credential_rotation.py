@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from uuid import uuid4
 
@@ -23,6 +23,7 @@ from ecs_service.db.models import MESSAGES_DUE_CHANNEL
 from ecs_service.settings import DatabaseSettings
 from ecs_service.worker.process import DueWaiter
 from herald_local.postgres import DATABASE_USER, LocalPostgres
+from tests.waits import wait_for
 
 ROLE = "herald_rotating"
 FIRST_PASSWORD = "first-Pa55word"
@@ -86,15 +87,6 @@ class RotatingDatabase:
 
 def secret(password: str) -> str:
     return json.dumps({"username": ROLE, "password": password})
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

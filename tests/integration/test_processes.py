@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +25,7 @@ from herald_local.postgres import LocalPostgres, free_port
 from shared.contracts import AnyTask, TaskResult
 from tests.integration.conftest import REPO_ROOT, SENDER, Caller, drain, new_queue
 from tests.integration.test_relay import insert_messages
+from tests.waits import wait_for
 
 
 @pytest.fixture
@@ -102,15 +102,6 @@ def spawn(command: str, env: dict[str, str]) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
