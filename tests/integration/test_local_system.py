@@ -9,166 +9,46 @@ template's 300 s, so the redelivery comes in seconds. The last test stops it.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
 
-from herald_local.postgres import LocalPostgres, free_port
+from herald_local.postgres import LocalPostgres
 from tests.conftest import require_tool
 from tests.integration.conftest import REPO_ROOT
+from tests.local_system import (
+    RunningSystem,
+    alive,
+    children_of,
+    group_alive,
+    running_local_system,
+    wait_for,
+)
 
 THROTTLED = "slow@example.org"
 # Enough 429s to outlast botocore's own retries (5 attempts in its default mode), so the
 # first delivery fails as a whole and SQS must redeliver.
 THROTTLE_COUNT = 5
-KEY_PATTERN = re.compile(r"API key\s+(hrld_\S+)")
-API_PATTERN = re.compile(r"API\s+(http://127\.0\.0\.1:\d+)")
-
-
-@dataclass
-class RunningSystem:
-    """The ``herald-local run`` process, its output so far, and what its banner said."""
-
-    process: subprocess.Popen[str]
-    data_dir: Path
-    ports: dict[str, int]
-    output: list[str] = field(default_factory=list)
-    api_url: str = ""
-    key: str = ""
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-    def text(self) -> str:
-        return "".join(self.output)
-
-    def schedule(self, to: str, subject: str, send_at: datetime | None = None) -> str:
-        body: dict[str, Any] = {"to": [to], "subject": subject, "text": f"Body of {subject}"}
-        if send_at is not None:
-            body["send_at"] = send_at.isoformat()
-        answer = httpx.post(f"{self.api_url}/v1/messages", headers=self.headers, json=body)
-        assert answer.status_code == 201, answer.text
-        return str(answer.json()["id"])
-
-    def status(self, message_id: str) -> str:
-        answer = httpx.get(f"{self.api_url}/v1/messages/{message_id}", headers=self.headers)
-        return str(answer.json()["status"])
-
-    def mailbox(self) -> list[dict[str, Any]]:
-        """The mailbox as ``herald-local mailbox --json`` prints it."""
-        listed = subprocess.run(
-            [
-                require_tool("herald-local"),
-                "mailbox",
-                "--json",
-                "--aws-port",
-                str(self.ports["aws"]),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        )
-        emails: list[dict[str, Any]] = json.loads(listed.stdout)
-        return emails
-
-
-def wait_for(condition: Any, timeout: float, what: str, system: RunningSystem) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if system.process.poll() is not None:
-            break
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; output:\n{system.text()[-6000:]}")
-
-
-def children_of(pid: int) -> list[int]:
-    """The pids whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat")
-    return not (state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] == "Z")
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
 def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
-    data_dir = tmp_path_factory.mktemp("herald-local")
-    ports = {name: free_port() for name in ("api", "aws", "mailbox", "frontend", "postgres")}
-    command = [require_tool("herald-local"), "run", "--data-dir", str(data_dir)]
-    command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
-    command += ["--ses-throttle", f"{THROTTLED}={THROTTLE_COUNT}", "--task-visibility-timeout", "2"]
-    # As from a terminal: the runner leads its own session and process group.
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    system = RunningSystem(process=process, data_dir=data_dir, ports=ports)
-
-    def collect() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            system.output.append(line)
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
-    wait_for(lambda: "Herald is running" in system.text(), 120, "the banner", system)
-    wait_for(lambda: KEY_PATTERN.search(system.text()), 5, "the API key", system)
-    system.key = KEY_PATTERN.search(system.text())[1]  # type: ignore[index]
-    system.api_url = API_PATTERN.search(system.text())[1]  # type: ignore[index]
-    try:
+    with running_local_system(
+        tmp_path_factory.mktemp("herald-local"),
+        "--ses-throttle",
+        f"{THROTTLED}={THROTTLE_COUNT}",
+        "--task-visibility-timeout",
+        "2",
+    ) as system:
         yield system
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        reader.join(timeout=5)
 
 
 def test_emails_scheduled_through_the_api_are_sent_and_reach_the_local_mailbox(

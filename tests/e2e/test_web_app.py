@@ -1,0 +1,183 @@
+"""The web app in a real Chromium, against the whole system as ``make run`` starts it.
+
+One ``herald-local run`` (with the built ``frontend/dist``) and one browser for the
+module; each test gets a fresh tab. The browser finds everything by what a person sees
+and a screen reader reads: headings, labels, roles and link names.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+from playwright.sync_api import Dialog, Locator, Page, expect
+
+from tests.e2e.conftest import TIME_ZONE
+from tests.local_system import RunningSystem
+
+READER = "reader@example.org"
+# The polling backs off from 2 s (2, 4, 8, 16 s between looks) while nothing changes.
+SENT_TIMEOUT_MS = 45_000
+
+
+def connect(page: Page, key: str) -> None:
+    page.goto("/")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Connect").click()
+    expect(page.get_by_role("heading", name="Messages", level=1)).to_be_visible()
+
+
+def open_compose(page: Page) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Compose").click()
+    expect(page.get_by_role("heading", name="Compose an email")).to_be_visible()
+
+
+def fill_email(page: Page, to: str, subject: str) -> None:
+    page.get_by_label("To", exact=True).fill(to)
+    page.get_by_label("Subject", exact=True).fill(subject)
+    page.get_by_label("Text", exact=True).fill(f"Body of {subject}")
+
+
+def message_link(page: Page, subject: str, status: str) -> Locator:
+    # A row's link reads "<subject> <status> To … · …".
+    return page.get_by_role("link", name=re.compile(rf"^{re.escape(subject)} {status}\b"))
+
+
+def utc_offset(moment: datetime) -> str:
+    """The offset as the app shows it: "-03:30"."""
+    offset = moment.utcoffset()
+    assert offset is not None
+    minutes = int(offset.total_seconds()) // 60
+    return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def test_connecting_with_the_printed_key_opens_the_messages(
+    page: Page, local_system: RunningSystem
+) -> None:
+    # Given the web app of the running system, and the key its banner printed
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Connect to Herald")).to_be_visible()
+
+    # When the key is entered
+    page.get_by_label("API key").fill(local_system.key)
+    page.get_by_role("button", name="Connect").click()
+
+    # Then the messages are shown, and the key is kept in the tab, never in the address
+    expect(page.get_by_role("heading", name="Messages", level=1)).to_be_visible()
+    expect(page.get_by_label("Status")).to_be_visible()
+    assert local_system.key not in page.url
+    assert page.evaluate("() => sessionStorage.getItem('herald.apiKey')") == local_system.key
+
+
+def test_a_wrong_key_is_refused_with_a_message(page: Page, local_system: RunningSystem) -> None:
+    # Given the connect screen, and a key that differs from the printed one by its last letter
+    page.goto("/")
+    wrong = local_system.key[:-1] + ("A" if local_system.key[-1] != "A" else "B")
+
+    # When it is entered
+    page.get_by_label("API key").fill(wrong)
+    page.get_by_role("button", name="Connect").click()
+
+    # Then the field says it was refused, and the app stays on the connect screen
+    field = page.get_by_label("API key")
+    expect(field).to_have_accessible_description(re.compile(r"This key was refused"))
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_role("heading", name="Connect to Herald")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_an_email_sent_now_becomes_sent_and_reaches_the_mailbox(
+    page: Page, local_system: RunningSystem
+) -> None:
+    # Given a connected tab on the compose screen
+    connect(page, local_system.key)
+    open_compose(page)
+    subject = f"Now {uuid4().hex[:8]}"
+
+    # When an email to one address is sent now
+    fill_email(page, READER, subject)
+    expect(page.get_by_label("Now", exact=True)).to_be_checked()
+    page.get_by_role("button", name="Send").click()
+
+    # Then the list shows it, and its status follows it live until it is sent
+    expect(page.get_by_role("heading", name="Messages", level=1)).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text=subject)).to_contain_text("on its way")
+    expect(message_link(page, subject, "Sent")).to_be_visible(timeout=SENT_TIMEOUT_MS)
+    # And the local SES delivered it, once, to that address
+    delivered = [email for email in local_system.mailbox() if email["subject"] == subject]
+    assert len(delivered) == 1
+    assert delivered[0]["to"] == [READER]
+
+
+def test_an_email_scheduled_ahead_can_be_canceled(page: Page, local_system: RunningSystem) -> None:
+    # Given a connected tab on the compose screen, in the America/St_Johns time zone
+    connect(page, local_system.key)
+    open_compose(page)
+    subject = f"Later {uuid4().hex[:8]}"
+    zone = ZoneInfo(TIME_ZONE)
+    send_at = (datetime.now(zone) + timedelta(minutes=3)).replace(second=0, microsecond=0)
+
+    # When an email is scheduled at a local date and time two to three minutes ahead
+    fill_email(page, READER, subject)
+    page.get_by_label("At a date and time", exact=True).check()
+    page.get_by_label("Date and time", exact=True).fill(send_at.strftime("%Y-%m-%dT%H:%M"))
+    expect(page.get_by_text(f"Time zone: {TIME_ZONE} (UTC{utc_offset(send_at)})")).to_be_visible()
+    page.get_by_role("button", name="Send").click()
+
+    # Then it is listed as scheduled, for that instant
+    link = message_link(page, subject, "Scheduled")
+    expect(link).to_be_visible()
+    message_id = link.get_attribute("data-id")
+    assert message_id
+    scheduled = local_system.message(message_id)
+    assert datetime.fromisoformat(scheduled["send_at"]) == send_at
+
+    # When it is opened and canceled, accepting the browser's confirmation
+    link.click()
+    expect(page.get_by_role("heading", name=subject, level=1)).to_be_visible()
+    expect(page.locator("#message-status")).to_have_text("Scheduled")
+    questions: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    page.get_by_role("button", name="Cancel this email").click()
+
+    # Then it shows canceled, the button is gone, and the API agrees
+    expect(page.locator("#message-status")).to_have_text("Canceled")
+    expect(page.get_by_role("button", name="Cancel this email")).to_be_hidden()
+    assert questions == [f"Cancel “{subject}”? It will not be sent."]
+    assert local_system.status(message_id) == "canceled"
+    # And the list filtered on canceled messages shows it
+    page.get_by_role("link", name="← All messages").click()
+    page.get_by_label("Status").select_option(label="Canceled")
+    expect(message_link(page, subject, "Canceled")).to_be_visible()
+
+
+def test_an_address_the_api_refuses_is_explained_next_to_the_to_field(
+    page: Page, local_system: RunningSystem
+) -> None:
+    # Given a connected tab on the compose screen, and an address that looks fine to the
+    # app but that the API refuses (.invalid is a reserved domain)
+    connect(page, local_system.key)
+    open_compose(page)
+    subject = f"Refused {uuid4().hex[:8]}"
+
+    # When an email to it is sent
+    fill_email(page, "bad@example.invalid", subject)
+    page.get_by_role("button", name="Send").click()
+
+    # Then the To field carries the API's explanation, naming the address
+    to = page.get_by_label("To", exact=True)
+    expect(to).to_have_attribute("aria-invalid", "true")
+    expect(to).to_have_accessible_description(
+        re.compile(r"bad@example\.invalid: .*not a valid email address")
+    )
+    expect(page.locator("#to-error")).to_be_visible()
+    expect(page.get_by_role("heading", name="Compose an email")).to_be_visible()
+    # And nothing was scheduled
+    assert subject not in {message["subject"] for message in local_system.messages()}

@@ -1,0 +1,251 @@
+"""The whole system on one machine, started as a person starts it: ``herald-local run``.
+
+Shared by the tests that need the running system (tests/integration/test_local_system.py,
+tests/e2e/): start it in a folder of its own on free ports, read what its banner printed
+(the API key and the URLs), talk to it, stop it with Ctrl-C, and check that nothing of it
+is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from herald_local.postgres import free_port
+from tests.conftest import REPO_ROOT, require_tool
+
+PART_NAMES = ("api", "aws", "mailbox", "frontend", "postgres")
+KEY_PATTERN = re.compile(r"API key\s+(hrld_\S+)")
+API_PATTERN = re.compile(r"API\s+(http://127\.0\.0\.1:\d+)")
+FRONTEND_PATTERN = re.compile(r"front-end\s+(http://127\.0\.0\.1:\d+)")
+START_TIMEOUT_SECONDS = 120
+STOP_TIMEOUT_SECONDS = 60
+
+
+@dataclass
+class RunningSystem:
+    """The ``herald-local run`` process, its output so far, and what its banner said."""
+
+    process: subprocess.Popen[str]
+    data_dir: Path
+    ports: dict[str, int]
+    output: list[str] = field(default_factory=list)
+    api_url: str = ""
+    key: str = ""
+    # Empty when frontend/dist is not built (the banner says so instead of a URL).
+    frontend_url: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    @property
+    def postmaster_pid_file(self) -> Path:
+        return self.data_dir / "postgres" / "pgdata" / "postmaster.pid"
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def schedule(self, to: str, subject: str, send_at: datetime | None = None) -> str:
+        body: dict[str, Any] = {"to": [to], "subject": subject, "text": f"Body of {subject}"}
+        if send_at is not None:
+            body["send_at"] = send_at.isoformat()
+        answer = httpx.post(f"{self.api_url}/v1/messages", headers=self.headers, json=body)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        answer = httpx.get(f"{self.api_url}/v1/messages/{message_id}", headers=self.headers)
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    def status(self, message_id: str) -> str:
+        return str(self.message(message_id)["status"])
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The newest messages of the demo tenant, as the API lists them."""
+        answer = httpx.get(
+            f"{self.api_url}/v1/messages", headers=self.headers, params={"limit": 100}
+        )
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    def mailbox(self) -> list[dict[str, Any]]:
+        """The mailbox as ``herald-local mailbox --json`` prints it."""
+        listed = subprocess.run(
+            [
+                require_tool("herald-local"),
+                "mailbox",
+                "--json",
+                "--aws-port",
+                str(self.ports["aws"]),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        emails: list[dict[str, Any]] = json.loads(listed.stdout)
+        return emails
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, system: RunningSystem
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if system.process.poll() is not None:
+            break
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; output:\n{system.text()[-6000:]}")
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def descendants_of(pid: int) -> set[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in children_of(pending.pop()):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat")
+    try:
+        return state.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # gone meanwhile
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def postmaster_pid(system: RunningSystem) -> int | None:
+    try:
+        return int(system.postmaster_pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextmanager
+def running_local_system(data_dir: Path, *extra_args: str) -> Iterator[RunningSystem]:
+    """``herald-local run`` on free ports in ``data_dir``, until the block ends.
+
+    Yields once the banner is printed. On the way out, a system still running gets Ctrl-C
+    (SIGINT), and if it has not stopped within a minute, its process groups and its
+    PostgreSQL are killed, so a failed test leaves nothing behind either.
+    """
+    ports = {name: free_port() for name in PART_NAMES}
+    command = [require_tool("herald-local"), "run", "--data-dir", str(data_dir)]
+    command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+    command += extra_args
+    # As from a terminal: the runner leads its own session and process group.
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    system = RunningSystem(process=process, data_dir=data_dir, ports=ports)
+
+    def collect() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            system.output.append(line)
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    try:
+        wait_for(
+            lambda: "Herald is running" in system.text(),
+            START_TIMEOUT_SECONDS,
+            "the banner",
+            system,
+        )
+        wait_for(lambda: KEY_PATTERN.search(system.text()), 5, "the API key", system)
+        banner = system.text()
+        system.key = KEY_PATTERN.search(banner)[1]  # type: ignore[index]
+        system.api_url = API_PATTERN.search(banner)[1]  # type: ignore[index]
+        if found := FRONTEND_PATTERN.search(banner):
+            system.frontend_url = found[1]
+        yield system
+    finally:
+        if process.poll() is None:
+            parts = children_of(process.pid)
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                _kill_everything(system, parts)
+        reader.join(timeout=5)
+
+
+def _kill_everything(system: RunningSystem, parts: list[int]) -> None:
+    # Each part leads a process group of its own; PostgreSQL is a daemon of pg_ctl's.
+    for group in [*parts, system.process.pid]:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    system.process.wait()
+    postmaster = postmaster_pid(system)
+    if postmaster is not None and alive(postmaster):
+        os.kill(postmaster, signal.SIGQUIT)  # PostgreSQL's immediate shutdown
+
+
+def stop_and_check_nothing_is_left(system: RunningSystem) -> None:
+    """Ctrl-C, as a person stops it: it exits 0 and no part, group or PostgreSQL is left."""
+    runner = system.process
+    parts = children_of(runner.pid)
+    postmaster = postmaster_pid(system)
+
+    runner.send_signal(signal.SIGINT)
+
+    assert runner.wait(timeout=STOP_TIMEOUT_SECONDS) == 0, system.text()[-6000:]
+    assert "PostgreSQL stopped" in system.text()
+    assert [pid for pid in parts if alive(pid)] == []
+    assert [pid for pid in parts if group_alive(pid)] == []
+    assert postmaster is not None
+    assert not alive(postmaster)
