@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import pytest
 from aws_lambda_powertools import Logger, Metrics
 from mypy_boto3_sqs import SQSClient
 from sqlalchemy import func, insert, select
@@ -207,25 +208,33 @@ def test_a_stored_message_that_is_not_a_valid_task_fails_with_a_reason(
     assert drain(sqs, queue_url) == []
 
 
-def test_a_message_due_now_wakes_the_waiting_relay(engine: Engine, caller: Caller) -> None:
-    # Given a relay waiting with nothing due and a long poll interval
+@pytest.fixture
+def waiting_relay(engine: Engine) -> Iterator[threading.Event]:
+    """A DueWaiter waiting in a thread (30 s poll interval); the event is set when it wakes."""
     stop = threading.Event()
     waiter = DueWaiter(engine, poll_seconds=30, stop=stop)
     woke = threading.Event()
     thread = threading.Thread(target=lambda: (waiter.wait(), woke.set()))
     thread.start()
     time.sleep(0.5)
+    yield woke
+    stop.set()
+    thread.join()
+    waiter.close()
+
+
+def test_a_message_due_now_wakes_the_waiting_relay(
+    engine: Engine, caller: Caller, waiting_relay: threading.Event
+) -> None:
+    # Given a relay waiting with nothing due and a long poll interval (the fixture)
 
     # When a message due now is written
     started = time.monotonic()
     insert_messages(engine, caller.tenant_id, 1)
 
     # Then the NOTIFY wakes it within a second, not after the poll interval
-    assert woke.wait(timeout=5)
+    assert waiting_relay.wait(timeout=5)
     assert time.monotonic() - started < 2
-    stop.set()
-    thread.join()
-    waiter.close()
 
 
 def test_waiter_sleeps_only_until_the_next_scheduled_message(
@@ -266,15 +275,9 @@ def test_relays_of_other_tenants_messages_are_kept_apart(engine: Engine, sqs: SQ
 
 
 def test_a_message_created_through_the_api_for_now_wakes_the_relay_at_once(
-    engine: Engine, client: Any, caller: Caller
+    engine: Engine, client: Any, caller: Caller, waiting_relay: threading.Event
 ) -> None:
-    # Given a relay waiting with nothing due and a long poll interval
-    stop = threading.Event()
-    waiter = DueWaiter(engine, poll_seconds=30, stop=stop)
-    woke = threading.Event()
-    thread = threading.Thread(target=lambda: (waiter.wait(), woke.set()))
-    thread.start()
-    time.sleep(0.5)
+    # Given a relay waiting with nothing due and a long poll interval (the fixture)
 
     # When the api stores a message due now (its send_at is computed after its
     # transaction began, so the database's now() is earlier than send_at)
@@ -287,8 +290,5 @@ def test_a_message_created_through_the_api_for_now_wakes_the_relay_at_once(
     assert response.status_code == 201
 
     # Then the NOTIFY wakes the relay at once
-    assert woke.wait(timeout=5)
+    assert waiting_relay.wait(timeout=5)
     assert time.monotonic() - started < 2
-    stop.set()
-    thread.join()
-    waiter.close()
