@@ -23,7 +23,8 @@ from ecs_service.api import problems
 from ecs_service.api.routes import health
 from ecs_service.api.routes import messages as message_routes
 from ecs_service.db.engine import build_engine, build_sessions
-from shared.observability import logger
+from ecs_service.thread_safe_metrics import ThreadSafeMetrics
+from shared.observability import logger, metrics
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -75,6 +76,24 @@ class RequestContextMiddleware:
                 },
             )
             logger.thread_safe_remove_keys(["request_id"])
+
+
+class MetricsFlushMiddleware:
+    """Publishes the metrics a request added once it is answered: one EMF line per request
+    that counted something. Requests run concurrently in threads, so a flush may carry
+    another request's values too; the lock in ThreadSafeMetrics means none is lost or
+    published twice."""
+
+    def __init__(self, app: ASGIApp, published: ThreadSafeMetrics) -> None:
+        self.app = app
+        self.published = published
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                self.published.flush()
 
 
 def _problem_response(request: Request, error: problems.ProblemError) -> JSONResponse:
@@ -167,6 +186,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 def create_app(api: ApiSettings, database: DatabaseSettings) -> FastAPI:
     """The api, with its engine opened on start-up and disposed of on shutdown."""
+    published = ThreadSafeMetrics(metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -178,6 +198,7 @@ def create_app(api: ApiSettings, database: DatabaseSettings) -> FastAPI:
             yield
         finally:
             engine.dispose()
+            published.flush()
             logger.info("api stopped")
 
     app = FastAPI(
@@ -186,6 +207,7 @@ def create_app(api: ApiSettings, database: DatabaseSettings) -> FastAPI:
         summary="Scheduled email: write it, choose when, watch it go out.",
         lifespan=lifespan,
     )
+    app.state.metrics = published
     app.include_router(health.router)
     app.include_router(message_routes.router)
     install_problem_handlers(app)
@@ -198,6 +220,7 @@ def create_app(api: ApiSettings, database: DatabaseSettings) -> FastAPI:
             expose_headers=["Location", "X-Request-ID"],
             max_age=600,
         )
+    app.add_middleware(MetricsFlushMiddleware, published=published)
     app.add_middleware(RequestContextMiddleware)
     install_problem_schema(app)
     return app

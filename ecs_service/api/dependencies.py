@@ -1,4 +1,5 @@
-"""What routes receive: a database session in a transaction, and the caller's tenant."""
+"""What routes receive: a database session in a transaction, the caller's tenant, and the
+process's metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ecs_service.api import problems
 from ecs_service.api_keys import authenticate
+from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer hrld_…`")
 
@@ -40,3 +42,12 @@ def get_tenant_id(
 
 
 TenantDep = Annotated[UUID, Depends(get_tenant_id)]
+
+
+def get_metrics(request: Request) -> ThreadSafeMetrics:
+    """The api's metrics; MetricsFlushMiddleware publishes what a request added."""
+    published: ThreadSafeMetrics = request.app.state.metrics
+    return published
+
+
+MetricsDep = Annotated[ThreadSafeMetrics, Depends(get_metrics)]

@@ -1,7 +1,9 @@
 """The worker process: the relay loop and the results loop, and a clean stop on SIGTERM.
 
 Each loop runs in its own thread and checks the stop event between passes, so on
-SIGTERM the current batch finishes (it is one transaction) and the process exits.
+SIGTERM the current batch finishes (it is one transaction) and the process exits. Both
+threads count into the process's one metric set, so they add and flush through
+``ThreadSafeMetrics``; each loop flushes after each of its passes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from ecs_service.db.engine import build_engine
 from ecs_service.db.models import MESSAGES_DUE_CHANNEL, Message
+from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 from ecs_service.worker.relay import Relay
 from ecs_service.worker.results import ResultsConsumer
 from shared.adapters.sqs import SqsTaskProducer
@@ -117,9 +120,14 @@ class DueWaiter:
 
 
 def run_loop(
-    name: str, one_pass: Callable[[], None], stop: threading.Event, backoff: Backoff
+    name: str,
+    one_pass: Callable[[], None],
+    stop: threading.Event,
+    backoff: Backoff,
+    published: ThreadSafeMetrics,
 ) -> None:
-    """Call ``one_pass`` until stopped; back off exponentially while it fails."""
+    """Call ``one_pass`` until stopped, publishing its metrics after each pass; back off
+    exponentially while it fails."""
     while not stop.is_set():
         try:
             one_pass()
@@ -133,8 +141,7 @@ def run_loop(
         else:
             backoff.succeeded()
         finally:
-            if metrics.metric_set:
-                metrics.flush_metrics()
+            published.flush()
 
 
 def run_worker(database: DatabaseSettings, settings: WorkerSettings) -> int:
@@ -144,12 +151,13 @@ def run_worker(database: DatabaseSettings, settings: WorkerSettings) -> int:
         signal.signal(signum, lambda *_: stop.set())
     engine = build_engine(database, application_name="herald-worker")
     sqs = boto3.client("sqs")
+    published = ThreadSafeMetrics(metrics)
     relay = Relay(
         engine,
         SqsTaskProducer(sqs, settings.task_queue_url),
         claim_size=settings.relay_claim_size,
         logger=logger,
-        metrics=metrics,
+        metrics=published,
     )
     consumer = ResultsConsumer(
         engine,
@@ -157,7 +165,7 @@ def run_worker(database: DatabaseSettings, settings: WorkerSettings) -> int:
         settings.result_queue_url,
         wait_seconds=settings.results_wait_seconds,
         logger=logger,
-        metrics=metrics,
+        metrics=published,
     )
     waiter = DueWaiter(engine, settings.relay_poll_seconds, stop)
 
@@ -173,7 +181,7 @@ def run_worker(database: DatabaseSettings, settings: WorkerSettings) -> int:
 
     def guarded(name: str, one_pass: Callable[[], None]) -> None:
         try:
-            run_loop(name, one_pass, stop, Backoff(settings.relay_max_backoff_seconds))
+            run_loop(name, one_pass, stop, Backoff(settings.relay_max_backoff_seconds), published)
         except Exception:
             logger.exception(f"{name} loop crashed; stopping the worker")
             failures.append(name)

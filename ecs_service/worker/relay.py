@@ -6,10 +6,17 @@ SQS accepted ``queued`` and commits. A crash after the send and before the commi
 leaves the rows ``scheduled``: they are sent again later and the task runner's
 idempotency record makes the second send a no-op. A row is never lost and never
 marked ``queued`` unless SQS has it.
+
+After a pass the relay reports ``RelayBacklog``: the messages due but still not queued.
+``RelayLag`` only exists when something is queued; a relay that queues nothing while
+messages pile up shows in the backlog. Counting is cheap (a range scan of the
+partial index ``ix_messages_due``) but not free with a large backlog, so it is done at
+most once every ``backlog_interval_seconds``, on the first pass after that.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,10 +40,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from uuid import UUID
 
-    from aws_lambda_powertools import Logger, Metrics
+    from aws_lambda_powertools import Logger
     from sqlalchemy.engine import Engine
 
+    from ecs_service.thread_safe_metrics import MetricRecorder
     from shared.ports import TaskProducer
+
+# How often, at most, a relay counts the backlog: several datapoints per one-minute period.
+BACKLOG_INTERVAL_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -58,16 +69,51 @@ class Relay:
         *,
         claim_size: int,
         logger: Logger,
-        metrics: Metrics,
+        metrics: MetricRecorder,
+        backlog_interval_seconds: float = BACKLOG_INTERVAL_SECONDS,
     ) -> None:
         self._engine = engine
         self._producer = producer
         self._claim_size = claim_size
         self._logger = logger
         self._metrics = metrics
+        self._backlog_interval_seconds = backlog_interval_seconds
+        self._backlog_counted_at: float | None = None
 
     def relay_due_messages(self) -> RelayPass:
-        """One pass: claim, send, mark, commit. Raises only if the database fails."""
+        """One pass: claim, send, mark, commit, then report the backlog if it is time.
+
+        Raises only if the database fails.
+        """
+        result = self._relay_pass()
+        now = time.monotonic()
+        if (
+            self._backlog_counted_at is None
+            or now - self._backlog_counted_at >= self._backlog_interval_seconds
+        ):
+            self._backlog_counted_at = now
+            self._metrics.add_metric(
+                name="RelayBacklog", unit=MetricUnit.Count, value=self.count_backlog()
+            )
+        return result
+
+    def count_backlog(self) -> int:
+        """Messages due but not queued: scheduled with send_at now or earlier."""
+        with Session(self._engine) as session:
+            # The WHERE matches ix_messages_due's predicate: a range of that index, not the table.
+            return (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Message)
+                    .where(
+                        Message.status == MessageStatus.SCHEDULED.value,
+                        Message.send_at <= func.now(),
+                    )
+                )
+                or 0
+            )
+
+    def _relay_pass(self) -> RelayPass:
         with Session(self._engine) as session, session.begin():
             rows = session.scalars(
                 select(Message)

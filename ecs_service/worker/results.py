@@ -23,11 +23,13 @@ from shared.adapters.client_errors import to_herald_error
 from shared.contracts import MessageStatus, TaskResult, describe_validation_error
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools import Logger, Metrics
+    from aws_lambda_powertools import Logger
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
     from sqlalchemy import ColumnElement
     from sqlalchemy.engine import Engine
+
+    from ecs_service.thread_safe_metrics import MetricRecorder
 
 OPEN_STATUSES = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value)
 
@@ -66,7 +68,7 @@ class ResultsConsumer:
         *,
         wait_seconds: int,
         logger: Logger,
-        metrics: Metrics,
+        metrics: MetricRecorder,
     ) -> None:
         self._engine = engine
         self._sqs = sqs

@@ -344,6 +344,30 @@ def test_relay_lag_alarm_watches_the_metric_the_worker_emits(backend: Template) 
     )
 
 
+def test_relay_backlog_alarm_watches_the_metric_the_worker_emits(backend: Template) -> None:
+    # Given the worker's Powertools settings and the relay backlog alarm
+    worker = {
+        variable["Name"]: variable["Value"]
+        for variable in container_definitions(backend)["worker"]["Environment"]
+    }
+    alarm = the_alarm("RelayBacklogAlarm").parameters
+
+    # Then it watches RelayBacklog in the worker's namespace, service and environment,
+    # and fires only on a backlog that stays: the minimum of 5 minutes in a row
+    assert alarm["Namespace"] == worker["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["MetricName"] == "RelayBacklog"
+    assert (alarm["DimensionName"], alarm["DimensionValue"]) == (
+        "service",
+        worker["POWERTOOLS_SERVICE_NAME"],
+    )
+    assert (alarm["SecondDimensionName"], alarm["SecondDimensionValue"]) == (
+        "environment",
+        worker["ENVIRONMENT"],
+    )
+    assert alarm["Statistic"] == "Minimum"
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (5, 5)
+
+
 # ----------------------------------------------------------------- the build
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -9,6 +10,8 @@ from uuid import uuid4
 import pytest
 from fastapi.testclient import TestClient
 
+from shared import observability
+from tests.emf import emitted_metrics
 from tests.integration.conftest import SENDER, Caller
 
 PROBLEM = "application/problem+json"
@@ -241,6 +244,44 @@ def test_same_idempotency_key_and_body_returns_the_original(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()
     assert len(client.get("/v1/messages", headers=caller.headers).json()["items"]) == 1
+
+
+def test_each_created_message_is_counted_once_and_a_replay_not_at_all(
+    client: TestClient, caller: Caller, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given nothing printed yet
+    capsys.readouterr()
+
+    # When a tenant creates two messages, then a third with an Idempotency-Key twice
+    create(client, caller)
+    create(client, caller)
+    headers = caller.headers | {"Idempotency-Key": "order-7"}
+    first = client.post("/v1/messages", json=email(), headers=headers)
+    replay = client.post("/v1/messages", json=email(), headers=headers)
+
+    # Then three messages were created, each counted once and published after its request;
+    # the replay counts nothing
+    assert (first.status_code, replay.status_code) == (201, 200)
+    assert emitted_metrics(capsys.readouterr().out)["MessagesCreated"] == [1.0, 1.0, 1.0]
+
+
+def test_created_messages_are_counted_in_the_apis_namespace_and_dimensions(
+    client: TestClient, caller: Caller, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given nothing printed yet
+    capsys.readouterr()
+
+    # When a tenant creates a message
+    create(client, caller)
+
+    # Then the EMF line is in the process's namespace, with its service and environment as
+    # dimensions: what the dashboard and alarms select
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "MessagesCreated" in line]
+    blob = json.loads(line)
+    (directive,) = blob["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == observability.settings.metrics_namespace
+    assert [sorted(names) for names in directive["Dimensions"]] == [["environment", "service"]]
+    assert blob["service"] == observability.settings.service_name
 
 
 def test_same_idempotency_key_with_another_body_is_rejected(

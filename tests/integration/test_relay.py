@@ -22,6 +22,7 @@ from ecs_service.worker.relay import Relay
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask, TaskEnvelope
 from shared.errors import TaskBatchSendError
+from tests.emf import emitted_metrics
 from tests.integration.conftest import Caller, drain, make_caller, new_queue
 
 PAYLOAD = {
@@ -97,6 +98,55 @@ def test_due_messages_are_queued_once_with_their_task(
     assert {t.tenant_id for t in tasks} == {caller.tenant_id}
     assert {t.payload["subject"] for t in tasks} == {"Hi"}
     assert statuses(engine) == {"queued": 12, "scheduled": 1}
+
+
+def test_relay_reports_the_messages_still_due_after_each_pass(
+    engine: Engine, sqs: SQSClient, caller: Caller, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 5 due messages, one for tomorrow, and a relay claiming 3 a pass, counting the
+    # backlog on every pass
+    insert_messages(engine, caller.tenant_id, 5)
+    insert_messages(engine, caller.tenant_id, 1, send_at=datetime.now(UTC) + timedelta(days=1))
+    metrics = Metrics(namespace="HeraldTests")
+    metrics.clear_metrics()
+    relay = Relay(
+        engine,
+        SqsTaskProducer(sqs, new_queue(sqs, "tasks")),
+        claim_size=3,
+        logger=Logger(service="relay-test"),
+        metrics=metrics,
+        backlog_interval_seconds=0,
+    )
+    capsys.readouterr()
+
+    # When it runs two passes, its metrics published after each
+    for _ in range(2):
+        relay.relay_due_messages()
+        metrics.flush_metrics()
+
+    # Then the backlog is what each pass left due: 2, then none; tomorrow's is not due
+    assert emitted_metrics(capsys.readouterr().out)["RelayBacklog"] == [2.0, 0.0]
+
+
+def test_relay_counts_the_backlog_at_most_once_per_interval(
+    engine: Engine, sqs: SQSClient, caller: Caller, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a relay with the default interval and 4 due messages
+    insert_messages(engine, caller.tenant_id, 4)
+    metrics = Metrics(namespace="HeraldTests")
+    metrics.clear_metrics()
+    relay = make_relay(engine, SqsTaskProducer(sqs, new_queue(sqs, "tasks")), claim_size=1)
+    capsys.readouterr()
+
+    # When it runs four passes in quick succession
+    for _ in range(4):
+        relay.relay_due_messages()
+    metrics.flush_metrics()
+
+    # Then only the first counted the backlog (3 left after it); all four relayed one each
+    emitted = emitted_metrics(capsys.readouterr().out)
+    assert emitted["RelayBacklog"] == [3.0]
+    assert emitted["MessagesRelayed"] == [1.0, 1.0, 1.0, 1.0]
 
 
 def test_two_relays_queue_a_thousand_messages_each_exactly_once(

@@ -7,12 +7,13 @@ from datetime import timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 
 from ecs_service import messages
 from ecs_service.api import problems
-from ecs_service.api.dependencies import SessionDep, TenantDep
+from ecs_service.api.dependencies import MetricsDep, SessionDep, TenantDep
 from ecs_service.api.schemas import MessageCreate, MessageOut, MessagePage
 from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope, utc_now
 
@@ -48,6 +49,7 @@ def create_message(
     response: Response,
     session: SessionDep,
     tenant_id: TenantDep,
+    metrics: MetricsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> MessageOut:
     now = utc_now()
@@ -94,7 +96,9 @@ def create_message(
             422, "idempotency-key-reused", "Idempotency Key Reused", str(error)
         ) from error
     response.headers["Location"] = f"/v1/messages/{created.message.id}"
-    if not created.created:
+    if created.created:
+        metrics.add_metric(name="MessagesCreated", unit=MetricUnit.Count, value=1)
+    else:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
     return MessageOut.of(created.message)

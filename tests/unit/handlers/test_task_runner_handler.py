@@ -10,6 +10,7 @@ import pytest
 
 from shared.adapters.sqs import DEAD_LETTER_REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE
 from shared.contracts import MessageStatus
+from tests.emf import emitted_metrics
 from tests.unit.handlers.conftest import EVENTS, TaskRunnerHarness
 
 
@@ -20,21 +21,6 @@ def task_ids(event_file: str) -> list[UUID]:
 
 def message_ids(event_file: str) -> list[str]:
     return [r["messageId"] for r in json.loads((EVENTS / event_file).read_text())["Records"]]
-
-
-def emitted_metrics(stdout: str) -> dict[str, list[float]]:
-    """The metric values in the EMF lines Powertools printed."""
-    values: dict[str, list[float]] = {}
-    for line in stdout.splitlines():
-        if '"_aws"' not in line:
-            continue
-        blob = json.loads(line)
-        for definition in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
-            value = blob[definition["Name"]]
-            values.setdefault(definition["Name"], []).extend(
-                value if isinstance(value, list) else [value]
-            )
-    return values
 
 
 def test_one_email_is_sent_and_reported_sent(
