@@ -323,17 +323,16 @@ def test_concurrency_alarm_fires_at_the_task_runners_maximum_concurrency(
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
 
 
-def test_relay_lag_alarm_watches_the_metric_the_worker_emits(backend: Template) -> None:
-    # Given the worker's Powertools settings and the relay lag alarm
+def assert_watches_the_workers_metric(
+    backend: Template, alarm: dict[str, Any], metric: str
+) -> None:
+    """The alarm watches ``metric`` in the worker's namespace, service and environment."""
     worker = {
         variable["Name"]: variable["Value"]
         for variable in container_definitions(backend)["worker"]["Environment"]
     }
-    alarm = the_alarm("RelayLagAlarm").parameters
-
-    # Then it watches RelayLag in the worker's namespace, service and environment
     assert alarm["Namespace"] == worker["POWERTOOLS_METRICS_NAMESPACE"]
-    assert alarm["MetricName"] == "RelayLag"
+    assert alarm["MetricName"] == metric
     assert (alarm["DimensionName"], alarm["DimensionValue"]) == (
         "service",
         worker["POWERTOOLS_SERVICE_NAME"],
@@ -344,26 +343,17 @@ def test_relay_lag_alarm_watches_the_metric_the_worker_emits(backend: Template) 
     )
 
 
+def test_relay_lag_alarm_watches_the_metric_the_worker_emits(backend: Template) -> None:
+    assert_watches_the_workers_metric(backend, the_alarm("RelayLagAlarm").parameters, "RelayLag")
+
+
 def test_relay_backlog_alarm_watches_the_metric_the_worker_emits(backend: Template) -> None:
-    # Given the worker's Powertools settings and the relay backlog alarm
-    worker = {
-        variable["Name"]: variable["Value"]
-        for variable in container_definitions(backend)["worker"]["Environment"]
-    }
+    # Given the relay backlog alarm
     alarm = the_alarm("RelayBacklogAlarm").parameters
 
     # Then it watches RelayBacklog in the worker's namespace, service and environment,
     # and fires only on a backlog that stays: the minimum of 5 minutes in a row
-    assert alarm["Namespace"] == worker["POWERTOOLS_METRICS_NAMESPACE"]
-    assert alarm["MetricName"] == "RelayBacklog"
-    assert (alarm["DimensionName"], alarm["DimensionValue"]) == (
-        "service",
-        worker["POWERTOOLS_SERVICE_NAME"],
-    )
-    assert (alarm["SecondDimensionName"], alarm["SecondDimensionValue"]) == (
-        "environment",
-        worker["ENVIRONMENT"],
-    )
+    assert_watches_the_workers_metric(backend, alarm, "RelayBacklog")
     assert alarm["Statistic"] == "Minimum"
     assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (5, 5)
 
