@@ -89,6 +89,23 @@ test-py311: $(STAMP) ## Run the unit tests on Python 3.11 in .venv-py311
 	UV_PROJECT_ENVIRONMENT=.venv-py311 $(UV) sync --frozen --all-extras --quiet --python "$$python311"; \
 	.venv-py311/bin/pytest tests/unit -q -p no:cacheprovider
 
+# Issue 9's benchmarks (bench/), each against its baseline in the same run, then the report
+# bench/results/REPORT.md with its plots. Run it on an otherwise idle machine: the figures
+# are only as quiet as the machine. One or more alone: `make bench ONLY="api relay"`.
+.PHONY: bench
+bench: $(STAMP) ## Run every benchmark and write bench/results/REPORT.md (ONLY="api relay" for some)
+	$(BIN)/python -m bench $(ONLY)
+
+# Datadog monitors, dashboards and Synthetics as code (datadog/). `datadog-plan` only reads;
+# both need DD_API_KEY and DD_APP_KEY (and DD_SITE outside datadoghq.com) in the environment.
+.PHONY: datadog-plan
+datadog-plan: $(STAMP) ## Show what datadog-apply would create, update or leave alone in Datadog (read-only)
+	$(BIN)/herald-datadog plan --env $(ENV)
+
+.PHONY: datadog-apply
+datadog-apply: $(STAMP) ## Create or update the Datadog monitors, dashboard and Synthetics of ENV
+	$(BIN)/herald-datadog apply --env $(ENV)
+
 # The whole system on this machine (README: "Running Herald on your machine"). Flags go
 # through ARGS, e.g. `make run ARGS="--reset --api-port 9000"`.
 .PHONY: run

@@ -1,0 +1,82 @@
+"""What every benchmark hands to the report: figures beside their baselines and targets.
+
+A benchmark module (``bench/<name>.py``) measures, builds one ``BenchResult`` and calls
+``write()``; ``bench/results/<name>.json`` is then read by ``bench/report.py``, which
+renders every section of ``bench/results/REPORT.md`` and draws a bar chart of each
+figure against its baseline. A benchmark may add plots of its own (``plot_path``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Figure:
+    """One measured figure.
+
+    ``baseline`` is the same quantity measured in the same run on the baseline (None when
+    the figure has none, e.g. a size). ``target`` says the goal in words (``">= 0.5 x
+    baseline"``, ``"< 50 ms"``) and ``met`` whether the figure reached it (None: no target).
+    ``higher_is_better`` orients the ratio in the report.
+    """
+
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str | None = None
+    target: str | None = None
+    met: bool | None = None
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float | None:
+        """value / baseline, when there is a non-zero baseline."""
+        if self.baseline in (None, 0):
+            return None
+        return self.value / self.baseline  # type: ignore[operator]
+
+
+@dataclass
+class BenchResult:
+    """One section of the report."""
+
+    name: str  # file stem: bench/results/<name>.json
+    title: str  # section heading
+    command: str  # how to run this one alone
+    method: str  # what was measured and how, in a few sentences of markdown
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # gaps, what limits a figure, caveats
+    plots: list[str] = field(default_factory=list)  # file names in bench/results/
+    extra: dict[str, Any] = field(default_factory=dict)  # raw data worth keeping
+
+    def write(self) -> Path:
+        """Write ``bench/results/<name>.json`` and return its path."""
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{self.name}.json"
+        data = asdict(self)
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> BenchResult:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        figures = [Figure(**figure) for figure in data.pop("figures")]
+        return cls(figures=figures, **data)
+
+
+def plot_path(name: str) -> Path:
+    """Where a benchmark saves a plot of its own (then lists ``name`` in ``plots``)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return RESULTS_DIR / name
+
+
+def at_least(value: float, baseline: float, factor: float) -> bool:
+    """Whether ``value`` is at least ``factor`` x ``baseline``."""
+    return value >= factor * baseline
