@@ -58,8 +58,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import httpx
-from async_vs_sync.common import DATABASE_URL_VARIABLE, Base
 from sqlalchemy import create_engine, text
+
+from async_vs_sync.common import DATABASE_URL_VARIABLE, Base
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -119,9 +119,7 @@ def _baseline_chart(result: BenchResult) -> str | None:
     compared = [figure for figure in result.figures if figure.baseline is not None]
     if not compared:
         return None
-    fig, axes = plt.subplots(
-        1, len(compared), figsize=(3.2 * len(compared), 3.4), squeeze=False
-    )
+    fig, axes = plt.subplots(1, len(compared), figsize=(3.2 * len(compared), 3.4), squeeze=False)
     for axis, figure in zip(axes[0], compared, strict=True):
         labels = [figure.baseline_name or "baseline", "Herald"]
         values = [figure.baseline or 0.0, figure.value]
