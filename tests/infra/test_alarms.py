@@ -179,6 +179,17 @@ def test_runbook_has_no_entry_for_an_alarm_that_does_not_exist() -> None:
     assert runbook_headings() == {alarm.name for alarm in ALARMS}
 
 
+def test_readme_says_what_each_alarm_means() -> None:
+    # Given the README's table of alarms ("What each alarm means": one row per alarm,
+    # some rows naming two alarms) and every alarm
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("### What each alarm means", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (`\w+`(?:, `\w+`)*) \|", section, flags=re.MULTILINE)
+    named = {name for row in rows for name in re.findall(r"`(\w+)`", row)}
+    # Then the table names exactly the alarms there are
+    assert named == {alarm.name for alarm in ALARMS}
+
+
 @pytest.mark.parametrize("alarm", ALARMS, ids=alarm_id)
 def test_alarm_chooses_how_to_treat_missing_data(alarm: AlarmInstance) -> None:
     # Given an alarm (alarm.yaml gives TreatMissingData no default)
