@@ -21,13 +21,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.result import RESULTS_DIR, BenchResult, Figure  # noqa: E402
 
-REPORT = RESULTS_DIR / "REPORT.md"
+REPORT_NAME = "REPORT.md"
 SECTION_ORDER = ("task_runner", "cold_start", "api", "relay", "end_to_end", "faults")
 
 
-def write_report(*, failed: list[str] | None = None) -> Path:
-    """Write REPORT.md from every ``bench/results/*.json``; return its path."""
-    results = _load()
+def write_report(*, failed: list[str] | None = None, directory: Path = RESULTS_DIR) -> Path:
+    """Write REPORT.md from every ``<directory>/*.json``; return its path.
+
+    ``failed`` names benchmarks that did not finish: the summary says so.
+    """
+    results = _load(directory)
     lines = [
         "# Herald benchmarks",
         "",
@@ -51,13 +54,14 @@ def write_report(*, failed: list[str] | None = None) -> Path:
     for name in failed or []:
         lines.append(f"| {name} | **the benchmark failed** (see `make bench` output) | | | | | ✗ |")
     for result in results:
-        lines += ["", *_section(result)]
-    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return REPORT
+        lines += ["", *_section(result, directory)]
+    report = directory / REPORT_NAME
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return report
 
 
-def _load() -> list[BenchResult]:
-    results = [BenchResult.read(path) for path in sorted(RESULTS_DIR.glob("*.json"))]
+def _load(directory: Path) -> list[BenchResult]:
+    results = [BenchResult.read(path) for path in sorted(directory.glob("*.json"))]
     order = {name: index for index, name in enumerate(SECTION_ORDER)}
     return sorted(results, key=lambda result: order.get(result.name, len(order)))
 
@@ -65,7 +69,7 @@ def _load() -> list[BenchResult]:
 def _machine() -> list[str]:
     cpu = _cpu_model()
     memory = _memory_gib()
-    postgres = _command_version(["postgres", "--version"]) or _pg_version_from_pg_config()
+    postgres = _postgres_version()
     return [
         f"- CPU: {cpu}, {os.cpu_count()} logical cores; memory {memory}",
         f"- OS: {platform.platform()}",
@@ -88,7 +92,7 @@ def _summary_row(result: BenchResult, figure: Figure) -> str:
     )
 
 
-def _section(result: BenchResult) -> list[str]:
+def _section(result: BenchResult, directory: Path) -> list[str]:
     lines = [
         f"## {result.title}",
         "",
@@ -105,7 +109,7 @@ def _section(result: BenchResult) -> list[str]:
             f"| {figure.name} | {_value(figure.value, figure.unit)} | {_baseline(figure)} | "
             f"{_ratio(figure)} | {figure.target or ''} | {met} |"
         )
-    chart = _baseline_chart(result)
+    chart = _baseline_chart(result, directory)
     plots = ([chart] if chart else []) + result.plots
     for plot in plots:
         lines += ["", f"![{result.title}: {plot}]({plot})"]
@@ -114,7 +118,7 @@ def _section(result: BenchResult) -> list[str]:
     return lines
 
 
-def _baseline_chart(result: BenchResult) -> str | None:
+def _baseline_chart(result: BenchResult, directory: Path) -> str | None:
     """A bar chart of every figure with a baseline: value beside baseline, per unit."""
     compared = [figure for figure in result.figures if figure.baseline is not None]
     if not compared:
@@ -130,7 +134,7 @@ def _baseline_chart(result: BenchResult) -> str | None:
         axis.tick_params(labelsize=8)
     fig.tight_layout()
     name = f"{result.name}.png"
-    fig.savefig(RESULTS_DIR / name, dpi=110)
+    fig.savefig(directory / name, dpi=110)
     plt.close(fig)
     return name
 
@@ -189,8 +193,14 @@ def _command_version(command: list[str]) -> str | None:
     return output[0] if output else None
 
 
-def _pg_version_from_pg_config() -> str | None:
-    return _command_version(["pg_config", "--version"])
+def _postgres_version() -> str | None:
+    """The server the benchmarks start (herald_local finds the same binaries)."""
+    from herald_local.postgres import PostgresNotFoundError, find_bin_dir
+
+    try:
+        return _command_version([str(find_bin_dir() / "postgres"), "--version"])
+    except PostgresNotFoundError:
+        return None
 
 
 def _version(distribution: str) -> str:

@@ -56,10 +56,10 @@ class BenchResult:
     plots: list[str] = field(default_factory=list)  # file names in bench/results/
     extra: dict[str, Any] = field(default_factory=dict)  # raw data worth keeping
 
-    def write(self) -> Path:
-        """Write ``bench/results/<name>.json`` and return its path."""
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / f"{self.name}.json"
+    def write(self, directory: Path = RESULTS_DIR) -> Path:
+        """Write ``<directory>/<name>.json`` (``bench/results/``) and return its path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.name}.json"
         data = asdict(self)
         path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
         return path
