@@ -6,11 +6,15 @@
 
 Configuration comes from the environment (see ``ecs_service.settings``); a missing or
 invalid variable stops the command with a message that names it.
+
+With ``DD_TRACE_ENABLED=true``, ``herald api`` and ``herald worker`` turn on ddtrace's
+automatic instrumentation before the app is imported, and trace one email end to end.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -26,6 +30,15 @@ from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.db.models import ApiKey, Tenant
 from ecs_service.settings import ApiSettings, DatabaseSettings, WorkerSettings
 from shared.contracts import describe_validation_error
+from shared.observability import logger
+from shared.settings import TracingSettings
+from shared.tracing import (
+    NO_TRACING,
+    DatadogTracing,
+    NoTracing,
+    TracingUnavailableError,
+    build_tracing,
+)
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
@@ -43,13 +56,39 @@ def load(settings_class: Callable[[], SettingsT]) -> SettingsT:
         ) from error
 
 
+def start_tracing() -> NoTracing | DatadogTracing:
+    """Datadog tracing for this process when ``DD_TRACE_ENABLED`` is true, else none.
+
+    ``ddtrace.auto`` instruments the libraries (FastAPI, SQLAlchemy, psycopg, botocore)
+    and must run before the app is imported. Botocore's own SQS context injection is
+    switched off: it would give every message of a batch the batch call's context,
+    where the relay gives each message its own.
+    """
+    if not load(TracingSettings).datadog_enabled:
+        return NO_TRACING
+    try:
+        importlib.import_module("ddtrace.auto")
+        tracing = build_tracing(True)
+    except (ImportError, TracingUnavailableError) as error:
+        raise ConfigurationError(
+            "herald: DD_TRACE_ENABLED is true but ddtrace cannot be imported: install the "
+            f"service extra, or set DD_TRACE_ENABLED=false ({error})"
+        ) from error
+    from ddtrace import config
+
+    config.botocore["distributed_tracing"] = False
+    tracing.correlate_logs(logger)
+    return tracing
+
+
 def run_api(_: argparse.Namespace) -> int:
+    tracing = start_tracing()
     import uvicorn
 
     from ecs_service.api.app import create_app
 
     settings = load(ApiSettings)
-    app = create_app(settings, load(DatabaseSettings))
+    app = create_app(settings, load(DatabaseSettings), tracing=tracing)
     uvicorn.run(
         app,
         host=settings.host,
@@ -65,9 +104,10 @@ def run_api(_: argparse.Namespace) -> int:
 
 
 def run_worker(_: argparse.Namespace) -> int:
+    tracing = start_tracing()
     from ecs_service.worker.process import run_worker as run
 
-    return run(load(DatabaseSettings), load(WorkerSettings))
+    return run(load(DatabaseSettings), load(WorkerSettings), tracing=tracing)
 
 
 def run_migrate(_: argparse.Namespace) -> int:

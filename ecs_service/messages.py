@@ -82,8 +82,11 @@ def create_message(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     message_id: UUID | None = None,
+    trace_context: dict[str, str] | None = None,
 ) -> Created:
     """Store a scheduled message, or return the one an earlier request with the same key made.
+
+    ``trace_context`` is the creating request's trace context, kept for the relay.
 
     Raises
     ------
@@ -102,6 +105,7 @@ def create_message(
         send_at=send_at,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        trace_context=trace_context,
     )
     try:
         with session.begin_nested():

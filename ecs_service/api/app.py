@@ -25,11 +25,13 @@ from ecs_service.api.routes import messages as message_routes
 from ecs_service.db.engine import build_engine, build_sessions
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 from shared.observability import logger, metrics
+from shared.tracing import NO_TRACING
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from ecs_service.settings import ApiSettings, DatabaseSettings
+    from shared.ports import Tracing
 
 REQUEST_ID_HEADER = "x-request-id"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -184,8 +186,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
 
-def create_app(api: ApiSettings, database: DatabaseSettings) -> FastAPI:
-    """The api, with its engine opened on start-up and disposed of on shutdown."""
+def create_app(
+    api: ApiSettings, database: DatabaseSettings, *, tracing: Tracing = NO_TRACING
+) -> FastAPI:
+    """The api, with its engine opened on start-up and disposed of on shutdown.
+
+    ``tracing`` gives each new message its request's trace context; none by default.
+    """
     published = ThreadSafeMetrics(metrics)
 
     @asynccontextmanager
@@ -208,6 +215,7 @@ def create_app(api: ApiSettings, database: DatabaseSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = published
+    app.state.tracing = tracing
     app.include_router(health.router)
     app.include_router(message_routes.router)
     install_problem_handlers(app)

@@ -104,3 +104,6 @@ class Message(Base):
     error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # The creating request's trace context (Datadog propagation headers), when Datadog is
+    # on: the relay sends it with the task, so the email's send joins the request's trace.
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSONB)

@@ -28,6 +28,7 @@ from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import MessageStatus, utc_now
 from shared.errors import HeraldError, TransientError
 from shared.observability import logger, metrics
+from shared.tracing import NO_TRACING
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from ecs_service.settings import DatabaseSettings, WorkerSettings
+    from shared.ports import Tracing
 
 # How often a waiting loop looks at the stop event.
 STOP_CHECK_SECONDS = 0.5
@@ -144,8 +146,13 @@ def run_loop(
             published.flush()
 
 
-def run_worker(database: DatabaseSettings, settings: WorkerSettings) -> int:
-    """Run the relay and the results consumer until SIGTERM or SIGINT; return the exit code."""
+def run_worker(
+    database: DatabaseSettings, settings: WorkerSettings, *, tracing: Tracing = NO_TRACING
+) -> int:
+    """Run the relay and the results consumer until SIGTERM or SIGINT; return the exit code.
+
+    ``tracing`` gives each relayed message its ``herald.relay`` span; none by default.
+    """
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -158,6 +165,7 @@ def run_worker(database: DatabaseSettings, settings: WorkerSettings) -> int:
         claim_size=settings.relay_claim_size,
         logger=logger,
         metrics=published,
+        tracing=tracing,
     )
     consumer = ResultsConsumer(
         engine,

@@ -12,11 +12,16 @@ After a pass the relay reports ``RelayBacklog``: the messages due but still not 
 messages pile up shows in the backlog. Counting is cheap (a range scan of the
 partial index ``ix_messages_due``) but not free with a large backlog, so it is done at
 most once every ``backlog_interval_seconds``, on the first pass after that.
+
+Each message is sent inside a ``herald.relay`` span, child of the trace context the api
+stored with it, and carries that span's context to the task runner in the ``_datadog``
+message attribute: one email, one trace. Without Datadog the spans are no-ops.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +40,7 @@ from shared.contracts import (
     utc_now,
 )
 from shared.errors import TaskBatchSendError
+from shared.tracing import NO_TRACING, as_carrier
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,10 +50,11 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from ecs_service.thread_safe_metrics import MetricRecorder
-    from shared.ports import TaskProducer
+    from shared.ports import TaskProducer, Tracing
 
 # How often, at most, a relay counts the backlog: several datapoints per one-minute period.
 BACKLOG_INTERVAL_SECONDS = 15.0
+RELAY_SPAN = "herald.relay"
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,10 @@ class Relay:
         logger: Logger,
         metrics: MetricRecorder,
         backlog_interval_seconds: float = BACKLOG_INTERVAL_SECONDS,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._engine = engine
+        self._tracing = tracing
         self._producer = producer
         self._claim_size = claim_size
         self._logger = logger
@@ -134,7 +143,7 @@ class Relay:
             failed: dict[UUID, str] = {}
             if tasks:
                 try:
-                    self._producer.send(tasks)
+                    self._send(tasks, {row.id: row.trace_context for row in rows})
                 except TaskBatchSendError as error:
                     sent, failed = list(error.sent), error.failed
             if sent:
@@ -156,6 +165,32 @@ class Relay:
             self._metrics.add_metric(name="MessagesRelayed", unit=MetricUnit.Count, value=len(sent))
             self._metrics.add_metric(name="RelayLag", unit=MetricUnit.Seconds, value=lag)
         return RelayPass(claimed=len(rows), queued=len(sent), not_queued=len(failed))
+
+    def _send(
+        self,
+        tasks: Sequence[TaskEnvelope[EmailPayload]],
+        stored_contexts: dict[UUID, dict[str, str] | None],
+    ) -> None:
+        """Send ``tasks``, each inside its own span, carrying that span's context."""
+        trace_contexts: dict[UUID, dict[str, str]] = {}
+        # Every span stays open across the batch send, so its duration is the send's.
+        with ExitStack() as spans:
+            for task in tasks:
+                spans.enter_context(
+                    self._tracing.start_span(
+                        RELAY_SPAN,
+                        as_carrier(stored_contexts.get(task.task_id)),
+                        resource=task.kind,
+                        tags={
+                            "herald.task_id": str(task.task_id),
+                            "herald.tenant_id": str(task.tenant_id),
+                        },
+                    )
+                )
+                carrier = self._tracing.inject_context()
+                if carrier is not None:
+                    trace_contexts[task.task_id] = carrier
+            self._producer.send(tasks, trace_contexts=trace_contexts)
 
     def _tasks_of(
         self, rows: Sequence[Message]

@@ -1,4 +1,9 @@
-"""Lambda entry point of the task runner: batches from the SQS task queue, emails out."""
+"""Lambda entry point of the task runner: batches from the SQS task queue, emails out.
+
+With ``DD_TRACE_ENABLED=true`` the entry point is wrapped by the Datadog Lambda library
+(``datadog_lambda``, from the Datadog Python layer) and each record's task gets its own
+span; otherwise neither ``ddtrace`` nor ``datadog_lambda`` is imported.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import boto3
 from shared.observability import logger, metrics, tracer
 from shared.settings import TaskRunnerSettings
 from shared.task_runner import build_task_runner
+from shared.tracing import build_tracing, datadog_enabled
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -16,6 +22,8 @@ if TYPE_CHECKING:
 
 # The composition root: settings validated and clients built once, at cold start.
 settings = TaskRunnerSettings()
+tracing = build_tracing(datadog_enabled())
+tracing.correlate_logs(logger)
 runner = build_task_runner(
     settings,
     sqs=boto3.client("sqs"),
@@ -23,12 +31,17 @@ runner = build_task_runner(
     dynamodb=boto3.client("dynamodb"),
     logger=logger,
     metrics=metrics,
+    tracing=tracing,
 )
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+def handle_batch(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     """Send the emails of one SQS batch; report the records to retry."""
     return runner.handle_batch(event, context)
+
+
+# The template's Handler: handlers.task_runner.lambda_handler, whether Datadog is on or off.
+lambda_handler = tracing.wrap_lambda_handler(handle_batch)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+    from contextlib import AbstractContextManager
     from uuid import UUID
 
     from shared.contracts import EmailPayload, TaskEnvelope, TaskResult
@@ -21,9 +22,18 @@ class EmailSender(Protocol):
 
 
 class TaskProducer(Protocol):
-    """Puts tasks on the task queue; raises ``TaskBatchSendError`` naming any not queued."""
+    """Puts tasks on the task queue; raises ``TaskBatchSendError`` naming any not queued.
 
-    def send(self, tasks: Sequence[TaskEnvelope[Any]]) -> None: ...
+    ``trace_contexts`` maps a task id to the trace context (Datadog propagation headers)
+    its message carries beside the body; a task without one starts a new trace.
+    """
+
+    def send(
+        self,
+        tasks: Sequence[TaskEnvelope[Any]],
+        *,
+        trace_contexts: Mapping[UUID, Mapping[str, str]] | None = None,
+    ) -> None: ...
 
 
 class ResultPublisher(Protocol):
@@ -36,3 +46,26 @@ class DeadLetterSink(Protocol):
     """Keeps a message that cannot be processed at all, with the reason, for an operator."""
 
     def dead_letter(self, body: str, *, reason: str, source_message_id: str) -> None: ...
+
+
+class Tracing(Protocol):
+    """Distributed tracing as the logic sees it: a no-op unless Datadog is on.
+
+    A trace context travels between processes as a carrier, a small mapping of
+    propagation headers (``x-datadog-trace-id``, ``traceparent``, ...).
+    """
+
+    def inject_context(self) -> dict[str, str] | None:
+        """The active span's context as a carrier, or None if no span is active."""
+        ...
+
+    def start_span(
+        self,
+        name: str,
+        parent: Mapping[str, str] | None,
+        *,
+        resource: str,
+        tags: Mapping[str, str],
+    ) -> AbstractContextManager[None]:
+        """A span, active while the block runs, child of ``parent`` (or a new trace)."""
+        ...

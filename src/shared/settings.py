@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import EmailStr, Field, StringConstraints
+from pydantic import EmailStr, Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 QueueUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+/\S+$")]
@@ -31,6 +31,30 @@ class ObservabilitySettings(BaseSettings):
         default="INFO", validation_alias="LOG_LEVEL"
     )
     environment: str = Field(default="dev", validation_alias="ENVIRONMENT")
+
+
+class TracingSettings(BaseSettings):
+    """Whether the process traces with Datadog: ``DD_TRACE_ENABLED``, ``true`` or ``false``.
+
+    Only those two spellings (any case, and ``1``/``0``, which ddtrace reads the same way)
+    are accepted: a typo must stop the process, not switch tracing off without a word.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    datadog_enabled: bool = Field(default=False, validation_alias="DD_TRACE_ENABLED")
+
+    @field_validator("datadog_enabled", mode="before")
+    @classmethod
+    def _true_or_false(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return value
+        spelled = str(value).strip().lower()
+        if spelled in {"true", "1"}:
+            return True
+        if spelled in {"false", "0"}:
+            return False
+        raise ValueError(f"must be 'true' or 'false', not {str(value)!r}")
 
 
 class TaskRunnerSettings(BaseSettings):

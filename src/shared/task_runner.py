@@ -10,6 +10,10 @@ For each record:
    ``maxReceiveCount`` receives, moves it to the dead-letter queue);
 3. publish the result. A redelivered task replays its stored result without sending
    again, and publishes it again: the backend applies results idempotently.
+
+Each task runs inside a ``herald.task`` span, child of the trace context its record
+carries in the ``_datadog`` attribute (the relay's span), so one email is one trace even
+when a batch holds many. A record without a usable context starts a new trace.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from shared.adapters.sqs import SqsDeadLetterSink, SqsResultPublisher
 from shared.contracts import AnyTask, TaskResult, describe_validation_error, utc_now
 from shared.errors import PermanentError, TransientError
 from shared.tasks import build_task_registry
+from shared.tracing import NO_TRACING, TRACE_CONTEXT_ATTRIBUTE, decode_trace_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,12 +61,13 @@ if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
 
-    from shared.ports import DeadLetterSink, ResultPublisher
+    from shared.ports import DeadLetterSink, ResultPublisher, Tracing
     from shared.registry import TaskRegistry
     from shared.settings import TaskRunnerSettings
 
 # Part of every idempotency key: fixed, so renaming a module never re-sends a task.
 IDEMPOTENCY_KEY_PREFIX = "herald.task"
+TASK_SPAN = "herald.task"
 TASKS_DEAD_LETTERED = "TasksDeadLettered"
 TASKS_REPLAYED = "TasksReplayed"
 SEND_LATENCY = "SendLatency"
@@ -75,6 +81,11 @@ class TaskQueueRecord(SqsRecordModel):
     """
 
     body: str
+
+    def trace_context(self) -> dict[str, str] | None:
+        """The carrier in the record's ``_datadog`` attribute, or None if absent or malformed."""
+        attribute = self.messageAttributes.get(TRACE_CONTEXT_ATTRIBUTE)
+        return decode_trace_context(attribute.stringValue if attribute is not None else None)
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,8 @@ class TaskRunner:
         where no two deliveries can happen (unit tests of the logic).
     clock
         The current time; injected for tests.
+    tracing
+        Where each task's ``herald.task`` span goes; no spans by default.
     """
 
     def __init__(
@@ -115,8 +128,10 @@ class TaskRunner:
         metrics: Metrics,
         idempotency: IdempotencySetup | None,
         clock: Callable[[], datetime] = utc_now,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._registry = registry
+        self._tracing = tracing
         self._results = results
         self._dead_letters = dead_letters
         self._logger = logger
@@ -154,8 +169,16 @@ class TaskRunner:
         task = self._parse(record)
         if task is None:
             return
-        with self._logger.append_context_keys(
-            task_id=str(task.task_id), tenant_id=str(task.tenant_id)
+        with (
+            self._tracing.start_span(
+                TASK_SPAN,
+                record.trace_context(),
+                resource=task.kind,
+                tags={"herald.task_id": str(task.task_id), "herald.tenant_id": str(task.tenant_id)},
+            ),
+            self._logger.append_context_keys(
+                task_id=str(task.task_id), tenant_id=str(task.tenant_id)
+            ),
         ):
             try:
                 result = self._execute_once(task=task)
@@ -227,6 +250,7 @@ def build_task_runner(
     dynamodb: DynamoDBClient,
     logger: Logger,
     metrics: Metrics,
+    tracing: Tracing = NO_TRACING,
 ) -> TaskRunner:
     """Wire a ``TaskRunner`` to AWS: SES, the result queue, the DLQ and DynamoDB."""
 
@@ -257,4 +281,5 @@ def build_task_runner(
         logger=logger,
         metrics=metrics,
         idempotency=idempotency,
+        tracing=tracing,
     )

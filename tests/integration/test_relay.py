@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -178,13 +178,18 @@ class FlakyProducer:
         self.real = real
         self.outages = outages
 
-    def send(self, tasks: Sequence[TaskEnvelope[Any]]) -> None:
+    def send(
+        self,
+        tasks: Sequence[TaskEnvelope[Any]],
+        *,
+        trace_contexts: Mapping[UUID, Mapping[str, str]] | None = None,
+    ) -> None:
         if self.outages:
             self.outages -= 1
             raise TaskBatchSendError(
                 dict.fromkeys((t.task_id for t in tasks), "ServiceUnavailable"), sent=[]
             )
-        self.real.send(tasks)
+        self.real.send(tasks, trace_contexts=trace_contexts)
 
 
 def test_sqs_outage_leaves_messages_scheduled_until_it_recovers(
@@ -212,7 +217,12 @@ def test_sqs_outage_leaves_messages_scheduled_until_it_recovers(
 class HalfFailingProducer:
     """SQS takes the first half of each batch and refuses the rest."""
 
-    def send(self, tasks: Sequence[TaskEnvelope[Any]]) -> None:
+    def send(
+        self,
+        tasks: Sequence[TaskEnvelope[Any]],
+        *,
+        trace_contexts: Mapping[UUID, Mapping[str, str]] | None = None,
+    ) -> None:
         half = len(tasks) // 2
         raise TaskBatchSendError(
             {t.task_id: "InternalError" for t in tasks[half:]},

@@ -90,6 +90,8 @@ def create_message(
             if idempotency_key
             else None,
             message_id=message_id,
+            # The request's span: the relay continues this trace when it sends the email.
+            trace_context=request.app.state.tracing.inject_context(),
         )
     except messages.IdempotencyKeyReusedError as error:
         raise problems.ProblemError(

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.adapters.client_errors import to_herald_error
+from shared.contracts import SQS_MAX_MESSAGE_BYTES
 from shared.errors import PermanentError, TaskBatchSendError
+from shared.tracing import TRACE_CONTEXT_ATTRIBUTE, encode_trace_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from uuid import UUID
 
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+    from mypy_boto3_sqs.type_defs import (
+        MessageAttributeValueTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
 
     from shared.contracts import TaskEnvelope, TaskResult
 
@@ -23,6 +29,9 @@ SQS_MAX_BATCH = 10  # SendMessageBatch's limit
 DEAD_LETTER_REASON_ATTRIBUTE = "herald-dead-letter-reason"
 SOURCE_MESSAGE_ID_ATTRIBUTE = "herald-source-message-id"
 MAX_ATTRIBUTE_VALUE = 1_000
+STRING_DATA_TYPE = "String"
+
+_log = logging.getLogger(__name__)
 
 
 class SqsTaskProducer:
@@ -31,6 +40,10 @@ class SqsTaskProducer:
     Tasks go out in chunks of 10. Entries SQS reports as failed are retried, and only
     they, with exponential back-off; entries that failed through the sender's fault are
     not retried. Whatever still failed is named in one ``TaskBatchSendError``.
+
+    A task's trace context travels in the ``_datadog`` message attribute. It never makes
+    a send fail: a context too large for the attribute or for SQS's 256 KiB beside the
+    body is left out (a debug line says so) and the task is sent without it.
 
     Parameters
     ----------
@@ -63,24 +76,36 @@ class SqsTaskProducer:
         self._backoff_seconds = backoff_seconds
         self._sleep = sleep
 
-    def send(self, tasks: Sequence[TaskEnvelope[Any]]) -> None:
-        """Queue every task, or raise ``TaskBatchSendError`` naming those not queued."""
+    def send(
+        self,
+        tasks: Sequence[TaskEnvelope[Any]],
+        *,
+        trace_contexts: Mapping[UUID, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Queue every task, or raise ``TaskBatchSendError`` naming those not queued.
+
+        ``trace_contexts`` maps a task id to its trace context, sent as ``_datadog``.
+        """
         ids = [task.task_id for task in tasks]
         if len(set(ids)) != len(ids):
             raise ValueError("a batch may not hold the same task_id twice")
+        contexts = trace_contexts or {}
         failed: dict[UUID, str] = {}
         for start in range(0, len(tasks), SQS_MAX_BATCH):
-            failed.update(self._send_chunk(tasks[start : start + SQS_MAX_BATCH]))
+            failed.update(self._send_chunk(tasks[start : start + SQS_MAX_BATCH], contexts))
         if failed:
             raise TaskBatchSendError(
                 failed, sent=[task_id for task_id in ids if task_id not in failed]
             )
 
-    def _send_chunk(self, chunk: Sequence[TaskEnvelope[Any]]) -> dict[UUID, str]:
+    def _send_chunk(
+        self,
+        chunk: Sequence[TaskEnvelope[Any]],
+        trace_contexts: Mapping[UUID, Mapping[str, str]],
+    ) -> dict[UUID, str]:
         """Send up to 10 tasks; return the ones that still failed, with their reasons."""
         pending: dict[str, SendMessageBatchRequestEntryTypeDef] = {
-            str(task.task_id): {"Id": str(task.task_id), "MessageBody": task.to_message_body()}
-            for task in chunk
+            str(task.task_id): _entry(task, trace_contexts.get(task.task_id)) for task in chunk
         }
         permanent: dict[str, str] = {}  # failed through the sender's fault: never retried
         last_errors: dict[str, str] = {}
@@ -116,6 +141,36 @@ class SqsTaskProducer:
             for task in chunk
             if str(task.task_id) in still_failed
         }
+
+
+def _entry(
+    task: TaskEnvelope[Any], trace_context: Mapping[str, str] | None
+) -> SendMessageBatchRequestEntryTypeDef:
+    """The batch entry of ``task``, with its trace context if it can be carried."""
+    body = task.to_message_body()
+    entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(task.task_id), "MessageBody": body}
+    attribute = _trace_context_attribute(trace_context, body_bytes=len(body.encode()))
+    if attribute is not None:
+        entry["MessageAttributes"] = {TRACE_CONTEXT_ATTRIBUTE: attribute}
+    return entry
+
+
+def _trace_context_attribute(
+    trace_context: Mapping[str, str] | None, *, body_bytes: int
+) -> MessageAttributeValueTypeDef | None:
+    if not trace_context:
+        return None
+    value = encode_trace_context(trace_context)
+    if value is None:
+        return None
+    # SQS counts an attribute's name, type and value towards the message's size.
+    size = body_bytes + sum(
+        len(part.encode()) for part in (TRACE_CONTEXT_ATTRIBUTE, STRING_DATA_TYPE, value)
+    )
+    if size > SQS_MAX_MESSAGE_BYTES:
+        _log.debug("trace context dropped: the message would exceed SQS's size limit")
+        return None
+    return {"DataType": STRING_DATA_TYPE, "StringValue": value}
 
 
 class SqsResultPublisher:
