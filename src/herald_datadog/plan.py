@@ -151,8 +151,33 @@ def make_plan(
 def _show(value: Any) -> str:
     if value is None:
         return "(unset)"
-    text = json.dumps(value, sort_keys=True, default=str)
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 1] + "…"
+
+
+def _show_pair(current: Any, desired: Any) -> tuple[str, str]:
+    """Both values, and for two long strings only where they differ, with some context."""
+    if not (isinstance(current, str) and isinstance(desired, str)):
+        return _show(current), _show(desired)
+    start = 0
+    while start < min(len(current), len(desired)) and current[start] == desired[start]:
+        start += 1
+    end = 0
+    while (
+        end < min(len(current), len(desired)) - start
+        and current[len(current) - 1 - end] == desired[len(desired) - 1 - end]
+    ):
+        end += 1
+    context = 20
+    begin = max(0, start - context)
+
+    def excerpt(text: str) -> str:
+        middle = text[begin : max(begin, len(text) - end + context)]
+        prefix = "…" if begin else ""
+        suffix = "…" if len(text) - end + context < len(text) else ""
+        return _show(prefix + middle + suffix)
+
+    return excerpt(current), excerpt(desired)
 
 
 def render_plan(plan: Sequence[Change]) -> list[str]:
@@ -169,7 +194,8 @@ def render_plan(plan: Sequence[Change]) -> list[str]:
             f"{change.name}{where}"
         )
         for item in change.fields:
-            lines.append(f"      {item.path}: {_show(item.current)} -> {_show(item.desired)}")
+            current, desired = _show_pair(item.current, item.desired)
+            lines.append(f"      {item.path}: {current} -> {desired}")
         if change.action is Action.ORPHAN:
             lines.append(
                 "      tagged as managed here but no longer defined: kept "

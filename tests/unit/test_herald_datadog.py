@@ -29,7 +29,7 @@ from datadog_api_client.v1.model.synthetics_api_test import SyntheticsAPITest
 from datadog_api_client.v1.model.synthetics_delete_tests_payload import (
     SyntheticsDeleteTestsPayload,
 )
-from pytest_socket import enable_socket, socket_allow_hosts
+from pytest_socket import SocketConnectBlockedError, enable_socket, socket_allow_hosts
 
 from herald_datadog.cli import datadog_configuration, main
 from herald_datadog.definitions import (
@@ -588,7 +588,7 @@ def test_an_edited_definition_is_an_update_with_its_diff(
     updates = plan_lines(output, "update")
     assert len(updates) == 1 and "API error rate" in updates[0]
     assert "options.thresholds.critical: 0.05 -> 0.1" in output
-    assert "      query: " in output
+    assert '      query: "…dev}.as_count() > 0.05" -> "…dev}.as_count() > 0.1"' in output
     assert len(datadog.fake.writes) == writes_before
 
     # When applied
@@ -705,3 +705,20 @@ def test_an_unreachable_datadog_exits_1(capsys: pytest.CaptureFixture[str]) -> N
     # Then
     assert code == 1
     assert "cannot reach Datadog" in capsys.readouterr().err
+
+
+# pytest-socket warns as it blocks: the warning is this test's expected outcome.
+@pytest.mark.filterwarnings("ignore:A test tried to use socket")
+def test_a_request_to_any_other_host_is_blocked() -> None:
+    # Given: Datadog's documentation address (TEST-NET-1), which must never be reached
+
+    # When / Then
+    with pytest.raises(SocketConnectBlockedError):
+        main(
+            ["plan", "--definitions", str(DEFINITIONS), "--datadog-url", "http://192.0.2.1"],
+            environ={
+                **ENVIRON,
+                "HERALD_API_URL": "https://a.example.org",
+                "HERALD_SITE_URL": "https://s.example.org",
+            },
+        )
