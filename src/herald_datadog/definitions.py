@@ -186,7 +186,10 @@ def strict_problems(value: Any, path: str) -> list[str]:
 
 def _load_yaml(path: Path) -> Any:
     # PyYAML ships no type stubs and types-PyYAML is not a dependency: it is loaded untyped.
-    yaml = importlib.import_module("yaml")
+    try:
+        yaml = importlib.import_module("yaml")
+    except ModuleNotFoundError as error:
+        raise DefinitionError("PyYAML is not installed: run `make install`") from error
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
