@@ -461,3 +461,22 @@ def test_migration_task_has_no_datadog() -> None:
 
     assert not [name for name in environment(migrate) if name.startswith("DD_")]
     assert migrate["LogConfiguration"]["LogDriver"] == "awslogs"
+
+
+@pytest.mark.parametrize("task_id", sorted(APP_SERVICES))
+def test_app_with_datadog_on_stays_non_root_capability_free_and_secret_free(task_id: str) -> None:
+    # Given the application container as deployed with Datadog on
+    service = APP_SERVICES[task_id]
+    app = containers(variant(BACKEND_TEMPLATE, enabled=True), task_id)[service]
+
+    # Then it is the same hardened container as with Datadog off: same image and command,
+    # non-root, no capability, only /tmp writable, and ECS injects no secret into it
+    assert app["Image"] == {"Ref": "ImageUri"}
+    assert app["Command"] == ["herald", service]
+    assert app["User"] == "10001:10001"
+    assert app["LinuxParameters"]["Capabilities"]["Drop"] == ["ALL"]
+    assert app["MountPoints"] == [
+        {"SourceVolume": "tmp", "ContainerPath": "/tmp", "ReadOnly": False}
+    ]
+    assert "Secrets" not in app
+    assert app["Essential"] is True

@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 
 from tests.infra.conftest import (
+    NESTED_STACKS,
     Template,
     container_definitions,
+    load_template,
     policy_statements,
     properties,
     referenced_id,
     resources_of_type,
 )
+from tests.infra.test_datadog_template import resolve_datadog
 
 # ELBSecurityPolicy-TLS13-1-2-2021-06 or a newer TLS 1.3 / 1.2-only policy without the
 # "Ext" variants' legacy ciphers.
@@ -40,6 +43,16 @@ COMMANDS = {
     "migrate": ["herald", "migrate"],
 }
 STOP_TIMEOUTS = {"api": 30, "worker": 60}
+
+
+@pytest.fixture(scope="module")
+def backend() -> Template:
+    """stacks/backend.yaml as deployed with Datadog off (its default). The Datadog sidecars,
+    and the app containers with Datadog on, are test_datadog_template.py's."""
+    resolved: Template = resolve_datadog(
+        load_template(NESTED_STACKS["BackendStack"]), enabled=False
+    )
+    return resolved
 
 
 def load_balancer_attributes(backend: Template) -> dict[str, Any]:
@@ -257,6 +270,7 @@ def test_containers_get_the_environment_the_contract_names(backend: Template) ->
         "DATABASE_SSLMODE",
         "DATABASE_SECRET_ARN",
         "SENDER_EMAIL",
+        "DD_TRACE_ENABLED",
     }
 
     assert set(api) == common | {"PORT", "CORS_ALLOWED_ORIGINS"}
