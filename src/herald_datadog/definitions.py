@@ -13,11 +13,11 @@ because the client is lenient where a definition must not be: it keeps unknown k
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import yaml
 from datadog_api_client import Configuration
 from datadog_api_client.exceptions import OpenApiException
 from datadog_api_client.model_utils import (
@@ -185,11 +185,6 @@ def strict_problems(value: Any, path: str) -> list[str]:
 
 
 def _load_yaml(path: Path) -> Any:
-    # PyYAML ships no type stubs and types-PyYAML is not a dependency: it is loaded untyped.
-    try:
-        yaml = importlib.import_module("yaml")
-    except ModuleNotFoundError as error:
-        raise DefinitionError("PyYAML is not installed: run `make install`") from error
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
