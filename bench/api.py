@@ -1,0 +1,483 @@
+"""API benchmark: Herald's ``POST /v1/messages`` and ``GET /v1/messages/{id}`` against a
+bare baseline doing the same single INSERT / SELECT, on real PostgreSQL, in the same run.
+
+What it measures
+    Requests per second, p50 and p99 latency of both endpoints of the real api (its
+    middleware, authentication with a real API key, validation, SQLAlchemy session,
+    problem details, request log line and metrics), and the same figures for the
+    baseline (``bench.support.baseline_app``: a bare ASGI app, one INSERT or SELECT on the
+    same ``messages`` table with the same driver, psycopg 3, pooled, and nothing else).
+
+How
+    PostgreSQL is started with the project's harness (``herald_local.postgres``) in a temp
+    folder with its default durability (fsync and synchronous_commit on: every POST waits
+    for a WAL flush), migrated with Herald's migrations; a tenant and an API key are made
+    as the ``herald`` CLI makes them. Each app runs under the same uvicorn settings and the
+    same number of worker processes (``--workers``, 2 by default: one per core of the
+    reference machine); Herald's is built as ``herald api`` builds it
+    (``bench.support.herald_app``). ``wrk`` (another process, keep-alive, concurrency 32)
+    drives each app: POST for a warm-up (discarded) then the measured duration, then GET
+    on ids the measured POST phase created. The table is emptied and checkpointed before
+    each app. The CPU time of uvicorn (all its processes), PostgreSQL (all backends) and
+    wrk is recorded as a share of one core; "other" is the rest of the machine's busy
+    time: noise from other work. Finally, unless ``--profile-requests 0``, Herald's api
+    is profiled in this process with cProfile, one request at a time
+    (``bench.support.profile_api``), to name where its per-request CPU goes; that run is
+    not part of the figures.
+
+Run
+    .venv/bin/python -m bench.api [--seconds 10] [--workers 2] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, create_engine, text
+
+from bench.result import BenchResult, Figure, at_least, plot_path
+from bench.support.processes import (
+    machine_busy_seconds,
+    postmaster_pid,
+    run_bounded,
+    tail,
+    tree_cpu_seconds,
+)
+from bench.support.profile_api import profile_api
+from bench.support.servers import (
+    UVICORN_OPTIONS,
+    Server,
+    create_tenant,
+    migrate,
+    uvicorn_server,
+)
+from bench.support.wrk import WRK_GRACE_SECONDS, run_wrk, wrk_command
+
+if TYPE_CHECKING:
+    import uuid
+
+NAME = "api"
+APPS = {
+    "herald": ["bench.support.herald_app:create_app", "--factory"],
+    "baseline": ["bench.support.baseline_app:app"],
+}
+BODY_VARIANTS = 200
+MAX_GET_IDS = 100_000
+P99_TARGET_MS = 50.0
+RATE_FACTOR = 0.5
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured wrk run against one endpoint of one app."""
+
+    app: str
+    endpoint: str
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    server_cpu: float  # CPU seconds per wall second (1.0 = one core busy)
+    postgres_cpu: float
+    wrk_cpu: float
+    other_cpu: float  # the rest of the machine (other users' work, steal)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def server_ms_per_request(self) -> float:
+        """uvicorn's CPU time per request: the app's cost, less sensitive to noise."""
+        return 1e3 * self.server_cpu / self.rate if self.rate else 0.0
+
+
+def write_bodies(path: Path) -> None:
+    """``BODY_VARIANTS`` POST bodies (one JSON per line), due in a month: nothing relays them."""
+    generator = random.Random(20_240_601)
+    send_at = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    text_body = (
+        "Hello {name},\n\nYour order {order} has shipped and should arrive within three "
+        "working days. You can follow the parcel from your account page at any time. If "
+        "anything is wrong with it, reply to this email and we will sort it out.\n\nThanks, "
+        "the Example Shop team"
+    )
+    lines = []
+    for number in range(BODY_VARIANTS):
+        name = f"customer{number:04d}"
+        body = {
+            "to": [f"{name}@mail.example.org"],
+            "subject": f"Your order {100_000 + number} has shipped",
+            "text": text_body.format(name=name, order=100_000 + number),
+            "send_at": (send_at + timedelta(minutes=generator.randrange(600))).isoformat(),
+        }
+        lines.append(json.dumps(body, separators=(",", ":")))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def reset_table(engine: Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("TRUNCATE messages"))
+        connection.execute(text("CHECKPOINT"))
+
+
+def prepare_reads(engine: Engine, ids_path: Path) -> int:
+    """Write ids of rows the POST phase created; vacuum, analyze and checkpoint."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        ids = connection.execute(
+            text("SELECT id FROM messages ORDER BY random() LIMIT :limit"), {"limit": MAX_GET_IDS}
+        ).scalars()
+        lines = [str(row_id) for row_id in ids]
+        connection.execute(text("VACUUM ANALYZE messages"))
+        connection.execute(text("CHECKPOINT"))
+    ids_path.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def measure(
+    app: str, endpoint: str, command: list[str], seconds: float, server: Server, postmaster: int
+) -> Measurement:
+    """Run wrk and attribute CPU time to uvicorn, PostgreSQL and wrk."""
+    machine_before = machine_busy_seconds()
+    server_before = tree_cpu_seconds(server.pid)
+    postgres_before = tree_cpu_seconds(postmaster)
+    run = run_wrk(command, seconds)
+    server_cpu = tree_cpu_seconds(server.pid) - server_before
+    postgres_cpu = tree_cpu_seconds(postmaster) - postgres_before
+    machine = machine_busy_seconds() - machine_before
+    other = max(0.0, machine - server_cpu - postgres_cpu - run.cpu_seconds)
+    result = run.result
+    return Measurement(
+        app=app,
+        endpoint=endpoint,
+        requests=int(result["requests"]),
+        seconds=result["duration_us"] / 1e6,
+        errors=run.errors,
+        p50_ms=result["p50_us"] / 1e3,
+        p90_ms=result["p90_us"] / 1e3,
+        p99_ms=result["p99_us"] / 1e3,
+        server_cpu=server_cpu / run.wall_seconds,
+        postgres_cpu=postgres_cpu / run.wall_seconds,
+        wrk_cpu=run.cpu_seconds / run.wall_seconds,
+        other_cpu=other / run.wall_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Setup:
+    args: argparse.Namespace
+    database_url: str
+    engine: Engine
+    postmaster: int
+    work_dir: Path
+    bodies: Path
+    tenant_id: uuid.UUID
+    api_key: str
+
+    def environment(self, app: str) -> dict[str, str]:
+        pool = str(self.args.pool_size)
+        overflow = str(self.args.max_overflow)
+        if app == "baseline":
+            return {
+                "HERALD_BENCH_DATABASE_URL": self.database_url.replace("+psycopg", ""),
+                "HERALD_BENCH_TENANT_ID": str(self.tenant_id),
+                "HERALD_BENCH_POOL_SIZE": pool,
+                "HERALD_BENCH_POOL_MAX": str(self.args.pool_size + self.args.max_overflow),
+            }
+        return {
+            "DATABASE_URL": self.database_url,
+            "DATABASE_POOL_SIZE": pool,
+            "DATABASE_MAX_OVERFLOW": overflow,
+            "SENDER_EMAIL": "herald@example.com",
+            "POWERTOOLS_SERVICE_NAME": "herald-api",
+            "POWERTOOLS_METRICS_NAMESPACE": "HeraldBench",
+        }
+
+
+def benchmark_app(app: str, setup: Setup) -> list[Measurement]:
+    args = setup.args
+    reset_table(setup.engine)
+    log_path = setup.work_dir / f"uvicorn-{app}.log"
+    results = []
+    with uvicorn_server(
+        APPS[app],
+        port=_free_port(),
+        workers=args.workers,
+        environment=setup.environment(app),
+        log_path=log_path,
+        api_key=setup.api_key,
+    ) as server:
+        for endpoint, mode in (("POST", "post"), ("GET", "get")):
+            data = setup.bodies
+            if mode == "get":
+                data = setup.work_dir / f"ids-{app}.txt"
+                print(f"  {app}: {prepare_reads(setup.engine, data)} ids for GET", flush=True)
+
+            def command(seconds: float, mode: str = mode, data: Path = data) -> list[str]:
+                return wrk_command(
+                    server.url, mode, data, setup.api_key, seconds=seconds,
+                    concurrency=args.concurrency, threads=args.wrk_threads,
+                )  # fmt: skip
+
+            print(f"  {app} {endpoint}: warm-up {args.warmup:g}s", flush=True)
+            run_wrk(command(args.warmup), args.warmup)
+            if mode == "post":
+                # GETs read rows of the measured POST phase only.
+                reset_table(setup.engine)
+            print(f"  {app} {endpoint}: measuring {args.seconds:g}s", flush=True)
+            measured = measure(
+                app, endpoint, command(args.seconds), args.seconds, server, setup.postmaster
+            )
+            results.append(measured)
+            print(f"    {_line(measured)}", flush=True)
+    return results
+
+
+def profile_herald(setup: Setup) -> dict[str, object]:
+    """Herald's api under cProfile, in this process (``bench.support.profile_api``)."""
+    from ecs_service.api.app import create_app
+    from ecs_service.settings import ApiSettings, DatabaseSettings
+
+    args = setup.args
+    print(f"  herald: profiling {args.profile_requests} requests per endpoint", flush=True)
+    app = create_app(
+        ApiSettings(SENDER_EMAIL="herald@example.com"),
+        DatabaseSettings(url=setup.database_url, pool_size=args.pool_size),
+    )
+    bodies = setup.bodies.read_text().splitlines()
+    ids = (setup.work_dir / "ids-herald.txt").read_text().split()
+    with contextlib.redirect_stdout(io.StringIO()):  # the api's log lines
+        return profile_api(app, setup.api_key, bodies, ids, args.profile_requests)
+
+
+def _free_port() -> int:
+    from herald_local.postgres import free_port
+
+    return free_port()
+
+
+def _line(m: Measurement) -> str:
+    return (
+        f"{m.app:<8} {m.endpoint:<4} {m.rate:>7.0f} req/s  p50 {m.p50_ms:>7.2f} ms  "
+        f"p99 {m.p99_ms:>7.2f} ms  errors {m.errors}  CPU: uvicorn {m.server_cpu:.0%} "
+        f"postgres {m.postgres_cpu:.0%} wrk {m.wrk_cpu:.0%} other {m.other_cpu:.0%}  "
+        f"uvicorn {m.server_ms_per_request:.2f} ms CPU/req"
+    )
+
+
+def build_result(
+    args: argparse.Namespace,
+    results: list[Measurement],
+    profiles: dict[str, object],
+    server_settings: str,
+) -> BenchResult:
+    by = {(m.app, m.endpoint): m for m in results}
+    figures: list[Figure] = []
+    notes: list[str] = []
+    for endpoint in ("POST", "GET"):
+        herald, baseline = by[("herald", endpoint)], by[("baseline", endpoint)]
+        clean = herald.errors == 0
+        figures += [
+            Figure(
+                f"{endpoint} requests/s", round(herald.rate, 1), "req/s",
+                baseline=round(baseline.rate, 1), baseline_name="bare INSERT/SELECT app",
+                target=f">= {RATE_FACTOR} x baseline",
+                met=clean and at_least(herald.rate, baseline.rate, RATE_FACTOR),
+            ),
+            Figure(
+                f"{endpoint} p50 latency", round(herald.p50_ms, 2), "ms",
+                baseline=round(baseline.p50_ms, 2), baseline_name="bare INSERT/SELECT app",
+                higher_is_better=False,
+            ),
+            Figure(
+                f"{endpoint} p99 latency", round(herald.p99_ms, 2), "ms",
+                baseline=round(baseline.p99_ms, 2), baseline_name="bare INSERT/SELECT app",
+                target=f"< {P99_TARGET_MS:g} ms", met=clean and herald.p99_ms < P99_TARGET_MS,
+                higher_is_better=False,
+            ),
+            Figure(
+                f"{endpoint} uvicorn CPU per request", round(herald.server_ms_per_request, 3),
+                "ms", baseline=round(baseline.server_ms_per_request, 3),
+                baseline_name="bare INSERT/SELECT app", higher_is_better=False,
+            ),
+        ]  # fmt: skip
+        for m in (herald, baseline):
+            if m.errors:
+                notes.append(f"{m.app} {endpoint}: {m.errors} errors (non-2xx or socket errors).")
+        busy = herald.server_cpu + herald.postgres_cpu + herald.wrk_cpu + herald.other_cpu
+        if busy > 0.85 * (os.cpu_count() or 1):
+            notes.append(
+                f"{endpoint}: the machine was CPU-bound during Herald's run "
+                f"(uvicorn {herald.server_cpu:.0%}, PostgreSQL {herald.postgres_cpu:.0%}, "
+                f"wrk {herald.wrk_cpu:.0%}, other {herald.other_cpu:.0%} of one core, "
+                f"{os.cpu_count()} cores): requests/s and p99 are bounded by Herald's CPU cost "
+                f"per request ({herald.server_ms_per_request:.2f} ms vs the baseline's "
+                f"{baseline.server_ms_per_request:.2f} ms) sharing the cores with PostgreSQL."
+            )
+        if herald.other_cpu > 0.2:
+            notes.append(
+                f"{endpoint}: other work took {herald.other_cpu:.0%} of a core during Herald's "
+                "run: a noisy machine; rerun on a quiet one."
+            )
+    for endpoint, profile in profiles.items():
+        steps = ", ".join(
+            f"{name} {ms:.2f}" for name, ms in profile["steps_ms_per_request"].items()
+        )  # type: ignore[index]
+        shares = ", ".join(
+            f"{name} {share:.0%}"
+            for name, share in profile["self_share_by_package"].items()  # type: ignore[index]
+        )
+        notes.append(
+            f"{endpoint} profile (cProfile, one request at a time, threads inline; "
+            f"{profile['profiled_ms_per_request']:.2f} ms/request profiled): ms per request "  # type: ignore[index]
+            f"by step (inclusive, steps overlap): {steps}. Self time by package: {shares}."
+        )
+    method = (
+        "Herald's api (`herald api`'s app, real API-key auth, Alembic schema) and a bare ASGI "
+        "baseline doing one INSERT / SELECT on the same `messages` table with psycopg 3 "
+        f"(pooled), each under uvicorn with `--workers {args.workers}` (uvloop, httptools, no "
+        "access log), against PostgreSQL with default durability "
+        f"({server_settings}). Pool per process: {args.pool_size} + {args.max_overflow} "
+        f"overflow for both. Load: `wrk -t{args.wrk_threads} -c{args.concurrency}` keep-alive, "
+        f"{args.warmup:g} s warm-up then {args.seconds:g} s measured per endpoint; POST "
+        f"cycles through {BODY_VARIANTS} ~500-byte bodies, GET draws ids the POST phase "
+        "created. Any status other than 201/200 is an error. CPU of uvicorn, PostgreSQL and "
+        "wrk is from /proc; the profile comes from a separate cProfile run, one request at a "
+        "time in process."
+    )
+    return BenchResult(
+        name=NAME,
+        title="API: POST and GET /v1/messages against a bare INSERT/SELECT",
+        command=f"python -m bench.api --seconds {args.seconds:g} --workers {args.workers}",
+        method=method,
+        figures=figures,
+        notes=notes,
+        plots=[_plot(results)],
+        extra={
+            "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",
+            "uvicorn": " ".join(UVICORN_OPTIONS),
+            "measurements": [asdict(m) | {"rate": m.rate} for m in results],
+            "profiles": profiles,
+        },
+    )
+
+
+def _plot(results: list[Measurement]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name = "api_latency.png"
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axis, endpoint in zip(axes, ("POST", "GET"), strict=True):
+        for offset, app in enumerate(("herald", "baseline")):
+            found = [m for m in results if m.app == app and m.endpoint == endpoint]
+            if found:
+                m = found[0]
+                positions = [i + offset * 0.4 for i in range(3)]
+                axis.bar(positions, [m.p50_ms, m.p90_ms, m.p99_ms], width=0.4, label=app)
+        axis.set_xticks([i + 0.2 for i in range(3)], ["p50", "p90", "p99"])
+        axis.axhline(P99_TARGET_MS, color="red", linestyle="--", linewidth=1, label="p99 target")
+        axis.set_title(f"{endpoint} /v1/messages latency")
+        axis.set_ylabel("ms")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(plot_path(name), dpi=110)
+    plt.close(figure)
+    return name
+
+
+def run(args: argparse.Namespace) -> None:
+    from herald_local.postgres import LocalPostgres
+
+    with contextlib.ExitStack() as cleanup:
+        work_dir = Path(tempfile.mkdtemp(prefix="herald-bench-api-"))
+        cleanup.callback(shutil.rmtree, work_dir, ignore_errors=True)
+        postgres = LocalPostgres(data_dir=work_dir / "pg")
+        cleanup.callback(postgres.stop)
+        postgres.start()
+        migrate(postgres.url())
+        tenant = create_tenant(postgres.url(), "bench")
+        engine = create_engine(postgres.url(), pool_size=1, max_overflow=0)
+        cleanup.callback(engine.dispose)
+        bodies = work_dir / "bodies.jsonl"
+        write_bodies(bodies)
+        names = ["fsync", "synchronous_commit", "shared_buffers", "max_wal_size"]
+        with engine.connect() as connection:
+            settings = ", ".join(
+                f"{name}={connection.execute(text(f'SHOW {name}')).scalar_one()}" for name in names
+            )
+        setup = Setup(
+            args, postgres.url(), engine, postmaster_pid(postgres.pgdata), work_dir, bodies,
+            tenant.id, tenant.api_key,
+        )  # fmt: skip
+        print(f"postgres: {settings}; uvicorn --workers {args.workers}", flush=True)
+        results: list[Measurement] = []
+        for app in ("baseline", "herald"):
+            print(f"{app}:", flush=True)
+            results += benchmark_app(app, setup)
+            # Herald logs a line per request; show the rest: warnings, errors, uvicorn's own.
+            lines = tail(work_dir / f"uvicorn-{app}.log", 20_000).splitlines()[1:]
+            if shown := [line for line in lines if '"level":"INFO"' not in line][-15:]:
+                print(f"  {app}: uvicorn logged:\n" + "\n".join(shown), flush=True)
+        profiles = profile_herald(setup) if args.profile_requests > 0 else {}
+        result = build_result(args, results, profiles, settings)
+        print(f"\n{result.title}")
+        for figure in result.figures:
+            ratio = f"x{figure.ratio:.2f}" if figure.ratio is not None else ""
+            print(
+                f"  {figure.name:<30} {figure.value:>9g} {figure.unit:<5} baseline "
+                f"{figure.baseline:>9g} {ratio:>6}  {figure.target or ''} "
+                f"{'' if figure.met is None else 'met' if figure.met else 'NOT met'}"
+            )
+        for note in result.notes:
+            print(f"  - {note}")
+        print(f"written: {result.write()}")
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per run")
+    parser.add_argument("--concurrency", type=int, default=32, help="open connections (wrk -c)")
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (wrk -t)")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--pool-size", type=int, default=10, help="pool per process (api's)")
+    parser.add_argument("--max-overflow", type=int, default=5, help="pool overflow (api's)")
+    parser.add_argument(
+        "--profile-requests", type=int, default=300, help="profiled requests per endpoint (0: none)"
+    )
+    args = parser.parse_args(argv)
+    if min(args.seconds, args.warmup) <= 0 or min(args.concurrency, args.workers) < 1:
+        parser.error("--seconds, --warmup, --concurrency and --workers must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    per_run = args.warmup + args.seconds + 2 * WRK_GRACE_SECONDS
+    budget = 240 + 2 * (120 + 2 * per_run) + 120 + args.profile_requests * 0.2
+    return run_bounded(lambda: run(args), budget)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

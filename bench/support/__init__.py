@@ -1,0 +1,1 @@
+"""What Herald's benchmarks share: processes and their CPU time, wrk, servers, deadlines."""

@@ -1,0 +1,139 @@
+"""Where Herald's api spends its CPU per request: a deterministic profile (cProfile).
+
+The api's routes and dependencies are ``def`` functions that FastAPI runs in worker
+threads, which a profiler of one thread cannot see and a sampler cannot attribute (a
+sampled thread is mostly seen where it blocks). So for this profile only, work that
+would go to a thread runs inline on the event loop (``anyio.to_thread.run_sync`` is
+replaced), requests are sent one at a time in process (``httpx.ASGITransport``, no
+sockets, no uvicorn), and everything is one thread under cProfile. cProfile's overhead
+inflates code that makes many small calls; the shares, not the milliseconds, are the
+point. The measured runs never use this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import pstats
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# (label, a path fragment of the function's file, its name): the steps of a request.
+STEPS = [
+    ("authentication (api key lookup + hash)", "ecs_service/api_keys.py", "authenticate"),
+    ("session commit", "sqlalchemy/orm/session.py", "commit"),
+    ("pool checkout (pre-ping)", "sqlalchemy/pool/base.py", "_checkout"),
+    ("create_message (INSERT + refresh)", "ecs_service/messages.py", "create_message"),
+    ("get_message (SELECT)", "ecs_service/messages.py", "get_message"),
+    ("task envelope validation", "ecs_service/api/routes/messages.py", "create_message"),
+    ("response model (MessageOut.of)", "ecs_service/api/schemas.py", "of"),
+    ("FastAPI response serialization", "fastapi/routing.py", "serialize_response"),
+    ("request body validation", "fastapi/dependencies/utils.py", "request_body_to_args"),
+    ("request log line", "aws_lambda_powertools/logging/logger.py", "info"),
+    ("metrics flush (EMF line)", "ecs_service/thread_safe_metrics.py", "flush"),
+    ("psycopg execute", "psycopg/cursor.py", "execute"),
+]
+
+
+@contextmanager
+def threads_inline() -> Iterator[None]:
+    """Run what FastAPI hands to worker threads on the event loop's thread instead."""
+    original = anyio.to_thread.run_sync
+
+    async def inline(func: Any, *args: Any, **_: Any) -> Any:
+        return func(*args)
+
+    anyio.to_thread.run_sync = inline  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        anyio.to_thread.run_sync = original  # type: ignore[assignment]
+
+
+def package_of(filename: str) -> str:
+    parts = Path(filename).parts
+    if "site-packages" in parts:
+        rest = parts[parts.index("site-packages") + 1 :]
+        return rest[0].removesuffix(".py") if rest else filename
+    for project in ("ecs_service", "shared"):
+        if project in parts:
+            return project
+    return "python (stdlib, builtins)"
+
+
+def profile_api(
+    app: Any, api_key: str, bodies: list[str], ids: list[str], requests: int
+) -> dict[str, Any]:
+    """Profile ``requests`` POSTs, then as many GETs; per endpoint, ms per request of each
+    step and the self time by package (shares of the profiled time)."""
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    results: dict[str, Any] = {}
+
+    async def drive(client: httpx.AsyncClient, endpoint: str) -> None:
+        for number in range(requests):
+            if endpoint == "POST":
+                answer = await client.post(
+                    "/v1/messages", content=bodies[number % len(bodies)], headers=headers
+                )
+                expected = 201
+            else:
+                answer = await client.get(f"/v1/messages/{ids[number % len(ids)]}", headers=headers)
+                expected = 200
+            if answer.status_code != expected:
+                raise RuntimeError(f"{endpoint} answered {answer.status_code}: {answer.text}")
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
+        ):
+            for endpoint in ("POST", "GET"):
+                await drive(client, endpoint)  # warm-up: imports, caches, prepared statements
+                profiler = cProfile.Profile()
+                started = time.perf_counter()
+                profiler.enable()
+                await drive(client, endpoint)
+                profiler.disable()
+                wall = time.perf_counter() - started
+                results[endpoint] = summarize(profiler, requests, wall)
+
+    with threads_inline():
+        asyncio.run(main())
+    return results
+
+
+def summarize(profiler: cProfile.Profile, requests: int, wall: float) -> dict[str, Any]:
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    entries: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in entries.values())  # tottime
+    by_package: Counter[str] = Counter()
+    for (filename, _, _), entry in entries.items():
+        by_package[package_of(filename)] += entry[2]
+    steps: dict[str, float] = {}
+    for label, fragment, name in STEPS:
+        cumulative = sum(
+            entry[3]
+            for (filename, _, function), entry in entries.items()
+            if function == name and fragment in filename
+        )
+        if cumulative:
+            steps[label] = round(1e3 * cumulative / requests, 3)
+    return {
+        "profiled_ms_per_request": round(1e3 * total / requests, 3),
+        "wall_ms_per_request": round(1e3 * wall / requests, 3),
+        "steps_ms_per_request": steps,
+        "self_share_by_package": {
+            name: round(value / total, 3) for name, value in by_package.most_common(10)
+        },
+    }
