@@ -344,7 +344,9 @@ def build_result(
         )
         notes.append(
             f"{endpoint} profile (cProfile, one request at a time, threads inline; "
-            f"{profile['profiled_ms_per_request']:.2f} ms/request profiled): ms per request "  # type: ignore[index]
+            f"{profile['profiled_ms_per_request']:.2f} ms CPU/request profiled, "  # type: ignore[index]
+            f"{profile['statements_per_request']:g} SQL statements + "  # type: ignore[index]
+            f"{profile['commits_per_request']:g} commits per request): CPU ms per request "  # type: ignore[index]
             f"by step (inclusive, steps overlap): {steps}. Self time by package: {shares}."
         )
     method = (

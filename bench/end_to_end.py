@@ -96,7 +96,7 @@ def wait_until_done(engine: Engine, emails: int, timeout: float) -> dict[str, in
     query = text("SELECT status, count(*) FROM messages GROUP BY status")
     while True:
         with engine.connect() as connection:
-            counts: dict[str, int] = dict(connection.execute(query).tuples().all())
+            counts: dict[str, int] = dict(connection.execute(query).all())
         done = counts.get("sent", 0) + counts.get("failed", 0)
         if done >= emails:
             return counts
