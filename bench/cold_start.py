@@ -36,11 +36,13 @@ import statistics
 import sys
 import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.lambda_support import artifact
-from bench.result import BenchResult, Figure, plot_path
+from bench.result import RESULTS_DIR, BenchResult, Figure
 
 NAME = "cold_start"
 TARGET_FACTOR = 1.5
@@ -125,37 +127,43 @@ class Prepared:
 
 
 def prepare(scratch: Path, labels: list[str]) -> Prepared:
-    """Build each recipe (host copy, read-only) and its arm64 twin; the floor first."""
-    runtime = artifact.install_runtime_boto3(scratch / "runtime")
-    subjects: list[Subject] = []
-    unlisted: list[str] = []
-    stale: list[str] = []
-    for index, label in enumerate(labels):
-        bytecode, prune = BUILDS[label]
-        host = artifact.build(scratch / f"host-{index}", bytecode=bytecode, prune=prune)
-        arm64 = artifact.build(
-            scratch / f"arm64-{index}",
-            bytecode=bytecode,
-            prune=prune,
-            pip_platform=LAMBDA_PLATFORM,
-        )
-        if index == 0:
-            listed = set(artifact.MANIFEST.read_text(encoding="utf-8").split())
-            loaded = set(artifact.init_modules(host, runtime))
-            unlisted, stale = sorted(loaded - listed), sorted(listed - loaded)
-        task = artifact.read_only_copy(host, scratch / f"task-{index}")
-        subjects.append(
-            Subject(
-                label,
-                "handlers.task_runner",
-                [task, runtime],
-                zipped_mb=zipped_megabytes(arm64, scratch),
+    """Build each recipe (host copy, read-only) and its arm64 twin; the floor first.
+
+    The builds and the runtime's boto3 install run three at a time: they are pip and
+    compileall processes, mostly waiting on the disk and the package index.
+    """
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        runtime_job = pool.submit(artifact.install_runtime_boto3, scratch / "runtime")
+        jobs = []
+        for index, label in enumerate(labels):
+            bytecode, prune = BUILDS[label]
+            options: dict[str, Any] = {"bytecode": bytecode, "prune": prune}
+            host = pool.submit(artifact.build, scratch / f"host-{index}", **options)
+            arm64 = pool.submit(
+                artifact.build,
+                scratch / f"arm64-{index}",
+                **options,
+                pip_platform=LAMBDA_PLATFORM,
             )
+            jobs.append((label, host, arm64))
+        runtime = runtime_job.result()
+        built = [(label, host.result(), arm64.result()) for label, host, arm64 in jobs]
+
+    listed = set(artifact.MANIFEST.read_text(encoding="utf-8").split())
+    loaded = set(artifact.init_modules(built[0][1], runtime))
+    subjects = [
+        Subject(
+            label,
+            "handlers.task_runner",
+            [artifact.read_only_copy(host, scratch / f"task-{index}"), runtime],
+            zipped_mb=zipped_megabytes(arm64, scratch),
         )
+        for index, (label, host, arm64) in enumerate(built)
+    ]
     chosen_path = subjects[0].path
     subjects.insert(0, Subject(FLOOR, "boto3", chosen_path))
     profile = artifact.import_profile(chosen_path)
-    return Prepared(subjects, profile, unlisted, stale)
+    return Prepared(subjects, profile, sorted(loaded - listed), sorted(listed - loaded))
 
 
 def measure(subjects: list[Subject], runs: int) -> None:
@@ -167,8 +175,8 @@ def measure(subjects: list[Subject], runs: int) -> None:
             subject.seconds.append(float(result["seconds"]))
 
 
-def plot(subjects: list[Subject]) -> str:
-    """A box plot of every run's init time per subject; returns the file name."""
+def plot(subjects: list[Subject], directory: Path) -> str:
+    """A box plot of every run's init time per subject, in ``directory``; its file name."""
     import matplotlib  # noqa: PLC0415 - only when plotting
 
     matplotlib.use("Agg")
@@ -183,7 +191,8 @@ def plot(subjects: list[Subject]) -> str:
     )
     axes.set_xlabel("init time (ms): import the module in a fresh python3.13 -I -S")
     figure.tight_layout()
-    figure.savefig(plot_path(name), dpi=110)
+    directory.mkdir(parents=True, exist_ok=True)
+    figure.savefig(directory / name, dpi=110)
     plt.close(figure)
     return name
 
@@ -292,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="build and time only the default recipe (quicker; no comparison of builds)",
     )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=argparse.SUPPRESS)
     parser.add_argument(
         "--write-manifest",
         action="store_true",
@@ -328,14 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     if prepared.unlisted or prepared.stale:
         print(f"WARNING: {MANIFEST_NAME} is stale: regenerate it with --write-manifest")
     result = report(prepared, args.runs)
-    result.plots.append(plot(subjects))
+    result.plots.append(plot(subjects, args.results_dir))
     for figure in result.figures:
         ratio = f" ({figure.ratio:.2f} x {figure.baseline_name})" if figure.ratio else ""
         verdict = "" if figure.met is None else (": met" if figure.met else ": NOT met")
-        print(
-            f"{figure.name}: {figure.value} {figure.unit}{ratio}, target {figure.target}{verdict}"
-        )
-    result.write()
+        target = f", target {figure.target}" if figure.target else ""
+        print(f"{figure.name}: {figure.value} {figure.unit}{ratio}{target}{verdict}")
+    result.write(args.results_dir)
     return 0
 
 

@@ -47,7 +47,7 @@ from typing import Any
 from unittest import mock
 
 from bench.lambda_support.fakes import LAMBDA_ENV, FakeAws, LambdaContext, sqs_event
-from bench.result import BenchResult, Figure, at_least
+from bench.result import RESULTS_DIR, BenchResult, Figure, at_least
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZE = 10  # the task queue's event source mapping (template.yaml: BatchSize)
@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=2000, help="records per round")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds (median)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.records < BATCH_SIZE or args.rounds < 1:
         parser.error("--records must be at least 10 and --rounds at least 1")
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             "profile": profile,
             "core": core,
         },
-    ).write()
+    ).write(args.results_dir)
     return 0
 
 
