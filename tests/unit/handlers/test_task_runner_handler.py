@@ -193,9 +193,28 @@ def test_every_log_line_of_a_task_names_its_task_and_tenant(task_runner: TaskRun
         assert line["tenant_id"] == "7d3f1a2e-5b6c-4d8e-9f01-23456789abcd"
 
 
+def test_a_record_with_trace_context_is_sent_alike_while_datadog_is_off(
+    task_runner: TaskRunnerHarness,
+) -> None:
+    # Given the sample record carrying Datadog's `_datadog` attribute, Datadog off (default)
+    # When it is handled
+    response = task_runner.invoke("email-traced.json")
+
+    # Then the attribute changes nothing: one email, one sent result
+    assert response == {"batchItemFailures": []}
+    [email] = task_runner.sent_emails()
+    assert email.subject == "Herald sample, traced"
+    [result] = task_runner.results()
+    assert (result.task_id, result.status) == (
+        task_ids("email-traced.json")[0],
+        MessageStatus.SENT,
+    )
+
+
 def test_every_sample_event_is_covered_by_a_test() -> None:
     covered = {
         "email-one.json",
+        "email-traced.json",
         "email-batch-10.json",
         "mixed-batch.json",
         "unparseable-body.json",
