@@ -296,9 +296,33 @@ def ingress_rules(template: Template) -> list[IngressRule]:
 
 
 def container_definitions(template: Template) -> dict[str, dict[str, Any]]:
-    """Every container definition of every ECS task definition, by container name."""
+    """Every container definition of every ECS task definition, by container name, as
+    deployed with Datadog off (the default; test_datadog_template.py checks it on)."""
+    deployed = resolve_datadog(template, enabled=False)
     return {
         container["Name"]: container
-        for task_id in resources_of_type(template, "AWS::ECS::TaskDefinition")
-        for container in properties(template, task_id)["ContainerDefinitions"]
+        for task_id in resources_of_type(deployed, "AWS::ECS::TaskDefinition")
+        for container in properties(deployed, task_id)["ContainerDefinitions"]
     }
+
+
+_NO_VALUE = object()
+
+
+def resolve_datadog(value: Any, *, enabled: bool) -> Any:
+    """``value`` with every ``Fn::If [DatadogEnabled, …]`` replaced by its chosen branch, and
+    dropped where that branch is ``AWS::NoValue``, as CloudFormation does when it deploys.
+    Other conditions stay as they are."""
+    if isinstance(value, dict):
+        if list(value) == ["Fn::If"] and value["Fn::If"][0] == "DatadogEnabled":
+            _, when_on, when_off = value["Fn::If"]
+            chosen = when_on if enabled else when_off
+            if chosen == {"Ref": "AWS::NoValue"}:
+                return _NO_VALUE
+            return resolve_datadog(chosen, enabled=enabled)
+        resolved = {str(k): resolve_datadog(v, enabled=enabled) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
+    if isinstance(value, list):
+        items = [resolve_datadog(item, enabled=enabled) for item in value]
+        return [item for item in items if item is not _NO_VALUE]
+    return value

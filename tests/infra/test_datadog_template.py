@@ -27,6 +27,7 @@ from tests.infra.conftest import (
     load_template,
     policy_statements,
     properties,
+    resolve_datadog,
     run_tool,
 )
 from tests.infra.test_template_linters import SAM_ENV, checkov_report
@@ -45,25 +46,6 @@ APP_SERVICES = {"ApiTaskDefinition": "api", "WorkerTaskDefinition": "worker"}
 SECRET_LOOKING = re.compile(r"API_KEY|APIKEY|SECRET|PASSWORD|TOKEN", re.I)
 # Named like secrets, hold ARNs: useless without the role that may read them.
 SECRET_ARN_VARIABLES = {"DD_API_KEY_SECRET_ARN", "DATABASE_SECRET_ARN"}
-
-_NO_VALUE = object()
-
-
-def resolve_datadog(value: Any, *, enabled: bool) -> Any:
-    """``value`` with every ``Fn::If [DatadogEnabled, …]`` replaced by its chosen branch and
-    every ``AWS::NoValue`` dropped, as CloudFormation does when it deploys."""
-    if isinstance(value, dict):
-        if list(value) == ["Fn::If"] and value["Fn::If"][0] == "DatadogEnabled":
-            _, when_on, when_off = value["Fn::If"]
-            return resolve_datadog(when_on if enabled else when_off, enabled=enabled)
-        if value == {"Ref": "AWS::NoValue"}:
-            return _NO_VALUE
-        resolved = {str(k): resolve_datadog(v, enabled=enabled) for k, v in value.items()}
-        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
-    if isinstance(value, list):
-        items = [resolve_datadog(item, enabled=enabled) for item in value]
-        return [item for item in items if item is not _NO_VALUE]
-    return value
 
 
 def variant(template_path: Path, *, enabled: bool) -> Template:

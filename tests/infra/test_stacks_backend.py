@@ -17,9 +17,9 @@ from tests.infra.conftest import (
     policy_statements,
     properties,
     referenced_id,
+    resolve_datadog,
     resources_of_type,
 )
-from tests.infra.test_datadog_template import resolve_datadog
 
 # ELBSecurityPolicy-TLS13-1-2-2021-06 or a newer TLS 1.3 / 1.2-only policy without the
 # "Ext" variants' legacy ciphers.
