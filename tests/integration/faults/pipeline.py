@@ -51,7 +51,8 @@ N = int(os.environ.get("HERALD_FAULT_N", "20"))
 SUBJECT_PREFIX = "herald-fault "
 FINAL_STATUSES = ("sent", "failed")
 REGION = "us-east-1"
-# A retried task comes back after this long (the template's 300 s would stall a test).
+# A retried task or result comes back after this long (the template's 300 s and 60 s
+# would stall a test).
 VISIBILITY_TIMEOUT_SECONDS = 1
 TEMPLATE = REPO_ROOT / "template.yaml"
 
@@ -332,7 +333,11 @@ def task_pipeline(engine: Engine, endpoint_url: str) -> Iterator[TaskPipeline]:
     task_arn = sqs.get_queue_attributes(QueueUrl=task_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
-    result_url = sqs.create_queue(QueueName=f"faults-results-{suffix}")["QueueUrl"]
+    # A result received just as the network failed comes back after this timeout too.
+    result_url = sqs.create_queue(
+        QueueName=f"faults-results-{suffix}",
+        Attributes={"VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS)},
+    )["QueueUrl"]
     table = f"faults-idempotency-{suffix}"
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=REGION)
     dynamodb.create_table(

@@ -113,8 +113,14 @@ class TcpProxy:
 
 
 def _reset(connection: socket.socket) -> None:
-    """Close with an RST (SO_LINGER 0), as a dropped connection looks to its peer."""
+    """Drop a connection at once, as a network failure does to its peer.
+
+    ``shutdown`` first: closing a socket another thread is blocked reading does not wake
+    that thread, and the peer would then wait for its read timeout instead of failing.
+    """
     with contextlib.suppress(OSError):
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         connection.close()
