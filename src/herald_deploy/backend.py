@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from herald_deploy.shell import Shell
 
 IMAGE_PARAMETER = "BackendImageUri"
+# The task runner's DD_VERSION: the commit, as the containers' image tag is.
+VERSION_PARAMETER = "ServiceVersion"
 ARCHITECTURE_PARAMETER = "BackendCpuArchitecture"
 
 
@@ -55,16 +57,20 @@ def sam_deploy(
     environment: Environment,
     *,
     image_uri: str,
+    version: str,
     confirm_changeset: bool,
     cloudformation_role_arn: str | None,
 ) -> None:
-    """`sam build` then `sam deploy` of the environment with the new image.
+    """`sam build` then `sam deploy` of the environment with the new image and version.
 
     The command line's --parameter-overrides replaces samconfig.toml's list instead of
     merging with it, so every parameter of the environment is passed, the image replaced.
     """
     shell.run(command("sam", "build", "--config-env", environment.config_env))
-    overrides = environment.with_parameter(IMAGE_PARAMETER, image_uri)
+    overrides = {
+        **environment.with_parameter(IMAGE_PARAMETER, image_uri),
+        VERSION_PARAMETER: version,
+    }
     blank = [
         key for key, value in overrides.items() if not value or any(c.isspace() for c in value)
     ]
@@ -108,6 +114,7 @@ def deploy_backend(
         shell,
         environment,
         image_uri=image_uri,
+        version=commit,
         confirm_changeset=confirm_changeset,
         cloudformation_role_arn=cloudformation_role_arn,
     )

@@ -139,6 +139,7 @@ def test_sam_deploy_passes_every_samconfig_parameter_with_the_new_image(
 
     # Then the command line replaces samconfig.toml's list, so all of it is there
     assert overrides["BackendImageUri"] == IMAGE
+    assert overrides["ServiceVersion"] == COMMIT  # the task runner's DD_VERSION
     assert overrides["Environment"] == "staging"
     assert overrides["DatabaseInstanceClass"] == "db.t4g.small"
     assert overrides["ApiDomainName"] == "api.staging.example.com"
