@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, text
 
-from bench.result import BenchResult, Figure, at_least, plot_path
+from bench.result import RESULTS_DIR, BenchResult, Figure, at_least
 from bench.support.processes import (
     machine_busy_seconds,
     postmaster_pid,
@@ -369,7 +369,7 @@ def build_result(
         method=method,
         figures=figures,
         notes=notes,
-        plots=[_plot(results)],
+        plots=[_plot(results, args.results_dir)],
         extra={
             "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",
             "uvicorn": " ".join(UVICORN_OPTIONS),
@@ -379,7 +379,7 @@ def build_result(
     )
 
 
-def _plot(results: list[Measurement]) -> str:
+def _plot(results: list[Measurement], directory: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,7 +400,8 @@ def _plot(results: list[Measurement]) -> str:
         axis.set_ylabel("ms")
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(plot_path(name), dpi=110)
+    directory.mkdir(parents=True, exist_ok=True)
+    figure.savefig(directory / name, dpi=110)
     plt.close(figure)
     return name
 
@@ -450,12 +451,12 @@ def run(args: argparse.Namespace) -> None:
             )
         for note in result.notes:
             print(f"  - {note}")
-        print(f"written: {result.write()}")
+        print(f"written: {result.write(args.results_dir)}")
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per run")
     parser.add_argument("--concurrency", type=int, default=32, help="open connections (wrk -c)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (wrk -t)")
@@ -465,9 +466,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-requests", type=int, default=300, help="profiled requests per endpoint (0: none)"
     )
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS_DIR, help="where the result is written"
+    )
     args = parser.parse_args(argv)
-    if min(args.seconds, args.warmup) <= 0 or min(args.concurrency, args.workers) < 1:
-        parser.error("--seconds, --warmup, --concurrency and --workers must be positive")
+    if min(args.seconds, args.warmup, args.concurrency, args.workers) < 1:
+        parser.error("--seconds, --warmup (whole seconds: wrk's), --concurrency, --workers >= 1")
+    args.seconds, args.warmup = round(args.seconds), round(args.warmup)
     return args
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import httpx
 from sqlalchemy import create_engine, text
 
-from bench.result import BenchResult, Figure, plot_path
+from bench.result import RESULTS_DIR, BenchResult, Figure
 from bench.support.local_system import LocalSystem, running_local_system
 from bench.support.processes import machine_busy_seconds, run_bounded, tree_cpu_seconds
 
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"  {figure.name}: {figure.value:g} {figure.unit} {figure.target or ''}{verdict}")
         for note in result.notes:
             print(f"  - {note}")
-        print(f"written: {result.write()}")
+        print(f"written: {result.write(args.results_dir)}")
         if not all(figure.met is not False for figure in result.figures):
             raise RuntimeError("the end-to-end run lost or duplicated emails: see above")
 
@@ -257,12 +257,12 @@ def build_result(
         ),
         figures=figures,
         notes=notes,
-        plots=[_plot(rows, first_post)],
+        plots=[_plot(rows, first_post, args.results_dir)],
         extra={"counts": counts, "cpu_share": cpu, "latency_mean_s": statistics.fmean(latencies)},
     )
 
 
-def _plot(rows: list[Delivered], first_post: float) -> str:
+def _plot(rows: list[Delivered], first_post: float, directory: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,7 +281,8 @@ def _plot(rows: list[Delivered], first_post: float) -> str:
     axis.set_title("End to end: emails due and sent over time")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(plot_path(name), dpi=110)
+    directory.mkdir(parents=True, exist_ok=True)
+    figure.savefig(directory / name, dpi=110)
     plt.close(figure)
     return name
 
@@ -294,6 +295,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent POST clients")
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for every email to finish"
+    )
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS_DIR, help="where the result is written"
     )
     args = parser.parse_args(argv)
     if min(args.emails, args.concurrency) < 1 or args.timeout <= 0:

@@ -49,7 +49,7 @@ from aws_lambda_powertools import Logger, Metrics
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from bench.result import BenchResult, Figure, at_least
+from bench.result import RESULTS_DIR, BenchResult, Figure, at_least
 from bench.support.processes import (
     cpu_seconds,
     postmaster_pid,
@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> None:
                   f" target {figure.target}: {'met' if figure.met else 'NOT met'}")  # fmt: skip
         for note in result.notes:
             print(f"  - {note}")
-        print(f"written: {result.write()}")
+        print(f"written: {result.write(args.results_dir)}")
 
 
 def build_result(args: argparse.Namespace, claim_size: int, phases: list[Phase]) -> BenchResult:
@@ -335,6 +335,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (medians are reported)")
     parser.add_argument(
         "--claim-size", type=int, default=0, help="rows per pass (default: the worker's)"
+    )
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS_DIR, help="where the result is written"
     )
     args = parser.parse_args(argv)
     if min(args.rows, args.rounds) < 1 or args.claim_size < 0:

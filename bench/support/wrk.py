@@ -41,10 +41,11 @@ def wrk_command(
     concurrency: int,
     threads: int = 1,
 ) -> list[str]:
-    """wrk with keep-alive connections, running ``wrk_messages.lua`` in ``mode``."""
+    """wrk with keep-alive connections, running ``wrk_messages.lua`` in ``mode``; wrk takes
+    whole seconds only."""
     return [
-        "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", WRK_TIMEOUT,
-        "-s", str(WRK_SCRIPT), base_url, "--", mode, str(data), api_key,
+        "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+        "--timeout", WRK_TIMEOUT, "-s", str(WRK_SCRIPT), base_url, "--", mode, str(data), api_key,
     ]  # fmt: skip
 
 

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import bench.result
 from bench import api, end_to_end, relay
 from bench.result import BenchResult
 
 
 @pytest.fixture
-def results_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(bench.result, "RESULTS_DIR", tmp_path)
-    return tmp_path
+def results_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
 
 
 def read_result(results_dir: Path, name: str) -> BenchResult:
@@ -34,7 +32,10 @@ def read_result(results_dir: Path, name: str) -> BenchResult:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 def test_api_benchmark_measures_herald_beside_the_baseline(results_dir: Path) -> None:
     # When
-    code = api.main(["--seconds", "1", "--warmup", "0.5", "--profile-requests", "20"])
+    code = api.main(
+        ["--seconds", "1", "--warmup", "1", "--profile-requests", "20"]
+        + ["--results-dir", str(results_dir)]
+    )
 
     # Then
     assert code == 0
@@ -52,7 +53,7 @@ def test_api_benchmark_measures_herald_beside_the_baseline(results_dir: Path) ->
 
 def test_relay_benchmark_moves_every_row(results_dir: Path) -> None:
     # When
-    code = relay.main(["--rows", "60", "--rounds", "1"])
+    code = relay.main(["--rows", "60", "--rounds", "1", "--results-dir", str(results_dir)])
 
     # Then
     assert code == 0
@@ -64,7 +65,10 @@ def test_relay_benchmark_moves_every_row(results_dir: Path) -> None:
 
 def test_end_to_end_benchmark_sends_every_email_once(results_dir: Path) -> None:
     # When
-    code = end_to_end.main(["--emails", "20", "--concurrency", "4", "--timeout", "120"])
+    code = end_to_end.main(
+        ["--emails", "20", "--concurrency", "4", "--timeout", "120"]
+        + ["--results-dir", str(results_dir)]
+    )
 
     # Then
     assert code == 0
