@@ -204,68 +204,28 @@ def run(args: argparse.Namespace) -> None:
                                 ("AWS_DEFAULT_REGION", REGION)):  # fmt: skip
             os.environ.setdefault(variable, value)  # moto accepts any; never real ones
         sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
-        relay_queue = sqs.create_queue(QueueName="bench-task-queue")["QueueUrl"]
-        baseline_queue = sqs.create_queue(QueueName="bench-baseline-queue")["QueueUrl"]
         engine = build_engine(
             DatabaseSettings(url=postgres.url()), application_name="herald-worker"
         )
         cleanup.callback(engine.dispose)
         published = ThreadSafeMetrics(Metrics(namespace="HeraldBench"))
-        relay = Relay(
-            engine,
-            SqsTaskProducer(sqs, relay_queue),
-            claim_size=claim_size,
-            logger=Logger(service="herald-bench-relay", level="WARNING"),
-            metrics=published,
-        )
         postmaster = postmaster_pid(postgres.pgdata)
-
-        def drain_with_relay() -> None:
-            # The worker's loop without its waits: a pass, a metrics flush, until idle.
-            while True:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    claimed = relay.relay_due_messages().claimed
-                    published.flush()
-                if not claimed:
-                    return
 
         phases: list[Phase] = []
         print(f"{args.rows} rows per round, claim size {claim_size}, {args.rounds} round(s)")
         for number in range(1, args.rounds + 1):
-            insert_due_rows(engine, tenant.id, args.rows)
-            bodies = due_bodies(engine)
-
-            def send_bare(bodies: list[tuple[str, str]] = bodies) -> None:
-                for start in range(0, len(bodies), SQS_BATCH):
-                    entries = [
-                        {"Id": task_id, "MessageBody": body}
-                        for task_id, body in bodies[start : start + SQS_BATCH]
-                    ]
-                    answer = sqs.send_message_batch(QueueUrl=baseline_queue, Entries=entries)
-                    if answer.get("Failed"):
-                        raise RuntimeError(f"baseline send failed: {answer['Failed'][:1]}")
-
-            order = [("relay", drain_with_relay), ("baseline", send_bare)]
-            for kind, action in order if number % 2 else order[::-1]:
-                phase = timed(kind, args.rows, action, moto_pid, postmaster)
-                phases.append(phase)
-                print(
-                    f"  round {number} {kind:<8} {phase.rate:>8.0f} rows/s  "
-                    f"({phase.seconds:.2f} s; CPU: this process {phase.own_cpu:.0%}, "
-                    f"moto {phase.moto_cpu:.0%}, postgres {phase.postgres_cpu:.0%})",
-                    flush=True,
-                )
-            for url in (relay_queue, baseline_queue):
-                if (size := queue_size(sqs, url)) != args.rows:
-                    raise RuntimeError(f"{url} holds {size} messages, not {args.rows}")
-                sqs.purge_queue(QueueUrl=url)
-            with engine.begin() as connection:
-                left = connection.exec_driver_sql(
-                    "SELECT count(*) FROM messages WHERE status <> 'queued'"
-                ).scalar_one()
-                if left:
-                    raise RuntimeError(f"{left} rows were not marked queued")
-                connection.exec_driver_sql("TRUNCATE messages")
+            # Fresh, empty queues per round (moto, like SQS, purges a queue once a minute).
+            relay_queue = sqs.create_queue(QueueName=f"bench-task-queue-{number}")["QueueUrl"]
+            baseline_queue = sqs.create_queue(QueueName=f"bench-baseline-{number}")["QueueUrl"]
+            relay = Relay(
+                engine,
+                SqsTaskProducer(sqs, relay_queue),
+                claim_size=claim_size,
+                logger=Logger(service="herald-bench-relay", level="WARNING"),
+                metrics=published,
+            )
+            phases += run_round(number, args, relay, published, sqs, (relay_queue, baseline_queue),
+                                engine, tenant.id, (moto_pid, postmaster))  # fmt: skip
         result = build_result(args, claim_size, phases)
         print(f"\n{result.title}")
         for figure in result.figures:
@@ -275,6 +235,67 @@ def run(args: argparse.Namespace) -> None:
         for note in result.notes:
             print(f"  - {note}")
         print(f"written: {result.write(args.results_dir)}")
+
+
+def run_round(
+    number: int,
+    args: argparse.Namespace,
+    relay: Any,
+    published: Any,
+    sqs: SQSClient,
+    queues: tuple[str, str],
+    engine: Engine,
+    tenant_id: Any,
+    pids: tuple[int, int],
+) -> list[Phase]:
+    """Insert N due rows; drain them with the relay and send their bodies bare (the order
+    alternates per round); check both queues hold N messages and every row is queued."""
+    relay_queue, baseline_queue = queues
+    insert_due_rows(engine, tenant_id, args.rows)
+    bodies = due_bodies(engine)
+
+    def drain_with_relay() -> None:
+        # The worker's loop without its waits: a pass, a metrics flush, until idle.
+        while True:
+            with contextlib.redirect_stdout(io.StringIO()):  # the EMF lines
+                claimed = relay.relay_due_messages().claimed
+                published.flush()
+            if not claimed:
+                return
+
+    def send_bare() -> None:
+        for start in range(0, len(bodies), SQS_BATCH):
+            entries = [
+                {"Id": task_id, "MessageBody": body}
+                for task_id, body in bodies[start : start + SQS_BATCH]
+            ]
+            answer = sqs.send_message_batch(QueueUrl=baseline_queue, Entries=entries)  # type: ignore[arg-type]
+            if answer.get("Failed"):
+                raise RuntimeError(f"baseline send failed: {answer['Failed'][:1]}")
+
+    phases = []
+    order = [("relay", drain_with_relay), ("baseline", send_bare)]
+    for kind, action in order if number % 2 else order[::-1]:
+        phase = timed(kind, args.rows, action, *pids)
+        phases.append(phase)
+        print(
+            f"  round {number} {kind:<8} {phase.rate:>8.0f} rows/s  "
+            f"({phase.seconds:.2f} s; CPU: this process {phase.own_cpu:.0%}, "
+            f"moto {phase.moto_cpu:.0%}, postgres {phase.postgres_cpu:.0%})",
+            flush=True,
+        )
+    for url in queues:
+        if (size := queue_size(sqs, url)) != args.rows:
+            raise RuntimeError(f"{url} holds {size} messages, not {args.rows}")
+        sqs.delete_queue(QueueUrl=url)
+    with engine.begin() as connection:
+        left = connection.exec_driver_sql(
+            "SELECT count(*) FROM messages WHERE status <> 'queued'"
+        ).scalar_one()
+        if left:
+            raise RuntimeError(f"{left} rows were not marked queued")
+        connection.exec_driver_sql("TRUNCATE messages")
+    return phases
 
 
 def build_result(args: argparse.Namespace, claim_size: int, phases: list[Phase]) -> BenchResult:
