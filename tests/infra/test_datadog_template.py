@@ -1,7 +1,8 @@
 """Datadog in the templates: off unless DatadogApiKeySecretArn is given, and then the task
 runner's layers and environment, the api's and worker's agent and FireLens log router, the
 API key read from its secret only (never an environment variable), IAM scoped to that one
-secret. Both variants pass cfn-lint, SAM's validation and checkov.
+secret. CloudWatch stays on: the log router also sends each app container's logs to that
+container's own log group, as EMF. Both variants pass cfn-lint, SAM's validation and checkov.
 
 The "off" variant is the repository's templates, which test_template_linters already lints
 and scans. The "on" variant is the same templates with a non-empty default for the secret,
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+from fnmatch import fnmatchcase
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,6 +31,7 @@ from tests.infra.conftest import (
     load_template,
     policy_statements,
     properties,
+    referenced_id,
     resolve_datadog,
     run_tool,
 )
@@ -41,8 +46,13 @@ SECRET_ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:herald/datado
 SECRET_PARAMETER = '  DatadogApiKeySecretArn:\n    Type: String\n    Default: ""\n'
 HANDLER = "handlers.task_runner.lambda_handler"
 LAYER_ACCOUNT = "464622532012"  # Datadog's account that publishes the Lambda layers
-SIDECARS = {"datadog-agent-init", "datadog-agent", "log_router"}
+SIDECARS = {"datadog-agent-init", "datadog-agent", "log-router-init", "log_router"}
 APP_SERVICES = {"ApiTaskDefinition": "api", "WorkerTaskDefinition": "worker"}
+TASK_ROLES = {"ApiTaskDefinition": "ApiTaskRole", "WorkerTaskDefinition": "WorkerTaskRole"}
+# The log router's extra Fluent Bit configuration, and the variable its init container
+# writes it from.
+CLOUDWATCH_CONFIG = "/fluent-bit/extra/cloudwatch.conf"
+CLOUDWATCH_CONFIG_VARIABLE = "HERALD_FLUENT_BIT_CLOUDWATCH_CONF"
 SECRET_LOOKING = re.compile(r"API_KEY|APIKEY|SECRET|PASSWORD|TOKEN", re.I)
 # Named like secrets, hold ARNs: useless without the role that may read them.
 SECRET_ARN_VARIABLES = {"DD_API_KEY_SECRET_ARN", "DATABASE_SECRET_ARN"}
@@ -75,6 +85,55 @@ def environment(container: dict[str, Any]) -> dict[str, Any]:
 
 def containers(backend: Template, task_id: str) -> dict[str, dict[str, Any]]:
     return {c["Name"]: c for c in properties(backend, task_id)["ContainerDefinitions"]}
+
+
+def fluent_bit_sections(config: str) -> list[tuple[str, dict[str, str]]]:
+    """The sections of a Fluent Bit classic-mode configuration, in order: each header's name
+    (``OUTPUT``) and its ``key value`` entries, keys lower-cased (Fluent Bit ignores case)."""
+    sections: list[tuple[str, dict[str, str]]] = []
+    for number, raw in enumerate(config.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        header = re.fullmatch(r"\[([A-Z]+)\]", line)
+        if header:
+            assert raw == line, f"line {number}: a section header is not indented"
+            sections.append((header.group(1), {}))
+            continue
+        assert sections, f"line {number}: an entry before any section"
+        assert raw != line, f"line {number}: an entry is indented under its section"
+        key, _, value = line.partition(" ")
+        entries = sections[-1][1]
+        assert key.lower() not in entries, f"line {number}: {key} given twice"
+        assert value.strip(), f"line {number}: {key} has no value"
+        entries[key.lower()] = value.strip()
+    return sections
+
+
+def cloudwatch_config(init: dict[str, Any]) -> str:
+    """The configuration text log-router-init writes (a Fn::Sub string, unresolved)."""
+    value = environment(init)[CLOUDWATCH_CONFIG_VARIABLE]
+    assert list(value) == ["Fn::Sub"] and isinstance(value["Fn::Sub"], str)
+    config: str = value["Fn::Sub"]
+    return config
+
+
+def log_group_with_datadog_off(task_id: str) -> str:
+    """The log group the app container of a task writes to with Datadog off."""
+    [app] = properties(variant(BACKEND_TEMPLATE, enabled=False), task_id)["ContainerDefinitions"]
+    return str(referenced_id(app["LogConfiguration"]["Options"]["awslogs-group"]))
+
+
+def logs_grants(template: Template, role_id: str) -> set[tuple[str, str]]:
+    """Every (logs action, resource logical ID) a role's own policies allow."""
+    return {
+        (action, str(referenced_id(resource)))
+        for statement in policy_statements(template)
+        if statement.owner == role_id and statement.allows
+        for action in statement.actions
+        if action.startswith("logs:")
+        for resource in statement.resources
+    }
 
 
 # ------------------------------------------------------------------- linters
@@ -416,12 +475,18 @@ def test_execution_role_may_read_exactly_the_datadog_secret_only_when_on(enabled
 
 
 def test_the_api_and_the_worker_run_the_same_sidecars() -> None:
-    # Given both tasks' sidecars with Datadog on, their log groups set aside
+    # Given both tasks' sidecars with Datadog on, their log groups and the log router's
+    # CloudWatch configuration (each task's own, checked below) set aside
     backend = variant(BACKEND_TEMPLATE, enabled=True)
 
     def sidecars(task_id: str) -> str:
         found = containers(backend, task_id)
         shapes = {name: dict(found[name]) for name in SIDECARS}
+        shapes["log-router-init"]["Environment"] = [
+            variable
+            for variable in shapes["log-router-init"]["Environment"]
+            if variable["Name"] != CLOUDWATCH_CONFIG_VARIABLE
+        ]
         for shape in shapes.values():
             shape["LogConfiguration"] = {
                 **shape["LogConfiguration"],
@@ -462,3 +527,182 @@ def test_app_with_datadog_on_stays_non_root_capability_free_and_secret_free(task
     ]
     assert "Secrets" not in app
     assert app["Essential"] is True
+
+
+# ------------------------------------------------- CloudWatch beside Datadog
+
+
+@pytest.mark.parametrize("task_id", sorted(APP_SERVICES))
+def test_log_router_with_datadog_on_includes_the_cloudwatch_config(task_id: str) -> None:
+    # Given the log router as deployed with Datadog on
+    found = containers(variant(BACKEND_TEMPLATE, enabled=True), task_id)
+    router = found["log_router"]
+    directory = str(PurePosixPath(CLOUDWATCH_CONFIG).parent)
+
+    # Then FireLens includes the extra configuration file, which the router reads from the
+    # volume its init container writes, read-only
+    assert router["FirelensConfiguration"]["Options"] == {
+        "enable-ecs-log-metadata": "true",
+        "config-file-type": "file",
+        "config-file-value": CLOUDWATCH_CONFIG,
+    }
+    [config_mount] = [m for m in router["MountPoints"] if m["ContainerPath"] == directory]
+    assert config_mount == {
+        "SourceVolume": "log-router-config",
+        "ContainerPath": directory,
+        "ReadOnly": True,
+    }
+    # And no other container than these two mounts that volume
+    holders = {
+        name
+        for name, container in found.items()
+        for mount in container.get("MountPoints", [])
+        if mount["SourceVolume"] == "log-router-config"
+    }
+    assert holders == {"log-router-init", "log_router"}
+
+
+@pytest.mark.parametrize("task_id", sorted(APP_SERVICES))
+def test_cloudwatch_config_sends_the_app_records_to_its_own_log_group_as_emf(task_id: str) -> None:
+    # Given the CloudWatch configuration of a task's log router with Datadog on, parsed
+    service = APP_SERVICES[task_id]
+    init = containers(variant(BACKEND_TEMPLATE, enabled=True), task_id)["log-router-init"]
+    sections = fluent_bit_sections(cloudwatch_config(init))
+
+    # Then it is one CloudWatch Logs output
+    assert [name for name, _ in sections] == ["OUTPUT"]
+    [(_, output)] = sections
+    assert output["name"] == "cloudwatch_logs"
+    # for exactly the app container's records (FireLens tags them <container>-firelens-<task>)
+    task = "0123456789abcdef0123456789abcdef"
+    assert fnmatchcase(f"{service}-firelens-{task}", output["match"])
+    for other in ({"api", "worker"} - {service}) | SIDECARS:
+        assert not fnmatchcase(f"{other}-firelens-{task}", output["match"]), other
+    # into the log group the container uses with Datadog off, in the stack's region
+    assert output["log_group_name"] == "${" + log_group_with_datadog_off(task_id) + "}"
+    assert output["region"] == "${AWS::Region}"
+    assert output["log_stream_prefix"] == f"{service}/"
+    # each line as the app wrote it, which CloudWatch reads as EMF (the metrics)
+    assert output["log_key"] == "log"
+    assert output["log_format"] == "json/emf"
+    # into the stack's own (encrypted, retained) group, never one Fluent Bit would create
+    assert output["auto_create_group"] == "false"
+    assert set(output) == {
+        "name",
+        "match",
+        "region",
+        "log_group_name",
+        "log_stream_prefix",
+        "log_key",
+        "log_format",
+        "auto_create_group",
+    }
+
+
+def test_the_config_parser_reads_sections_and_refuses_what_fluent_bit_would() -> None:
+    assert fluent_bit_sections("# a comment\n[OUTPUT]\n    Name  x\n    Match *\n") == [
+        ("OUTPUT", {"name": "x", "match": "*"})
+    ]
+    for broken in ("    Name x\n", "[OUTPUT]\nName x\n", "[OUTPUT]\n    Name x\n    name y\n"):
+        with pytest.raises(AssertionError):
+            fluent_bit_sections(broken)
+
+
+@pytest.mark.parametrize("task_id", sorted(APP_SERVICES))
+def test_log_router_init_writes_exactly_that_file_and_exits(task_id: str) -> None:
+    # Given the log router's init container with Datadog on
+    init = containers(variant(BACKEND_TEMPLATE, enabled=True), task_id)["log-router-init"]
+    directory = str(PurePosixPath(CLOUDWATCH_CONFIG).parent)
+
+    # Then it runs the log router's image, writes the variable's text to the included file
+    # and nothing else, and is not essential: it exits once that is done
+    assert init["Image"] == {"Ref": "FluentBitImage"}
+    shell, flag, script = init["Command"]
+    assert (shell, flag) == ("/bin/sh", "-c")
+    assert shlex.split(script) == [
+        "printf",
+        "%s",
+        f"${CLOUDWATCH_CONFIG_VARIABLE}",
+        ">",
+        CLOUDWATCH_CONFIG,
+    ]
+    assert init["Essential"] is False
+    assert init["MountPoints"] == [
+        {"SourceVolume": "log-router-config", "ContainerPath": directory, "ReadOnly": False}
+    ]
+    # And the text is configuration, not a secret: only that variable, and no secret
+    assert set(environment(init)) == {CLOUDWATCH_CONFIG_VARIABLE}
+    assert "Secrets" not in init
+
+
+@pytest.mark.parametrize("task_id", sorted(APP_SERVICES))
+def test_start_order_is_config_then_log_router_then_app(task_id: str) -> None:
+    # Given the task's containers with Datadog on
+    found = containers(variant(BACKEND_TEMPLATE, enabled=True), task_id)
+    service = APP_SERVICES[task_id]
+
+    # Then the init container waits for nothing, the log router starts only after it
+    # succeeded (so the file is there), and the app only once the log router started
+    assert "DependsOn" not in found["log-router-init"]
+    assert found["log_router"]["DependsOn"] == [
+        {"ContainerName": "log-router-init", "Condition": "SUCCESS"}
+    ]
+    assert found[service]["DependsOn"] == [{"ContainerName": "log_router", "Condition": "START"}]
+
+
+@pytest.mark.parametrize("task_id", sorted(APP_SERVICES))
+def test_task_role_with_datadog_on_may_write_exactly_its_log_group(task_id: str) -> None:
+    # Given the task role, with Datadog on and off (Fluent Bit uses the task role)
+    role_id = TASK_ROLES[task_id]
+    group = log_group_with_datadog_off(task_id)
+    on = variant(BACKEND_TEMPLATE, enabled=True)
+
+    # Then with Datadog on it may create streams in and write to exactly the app's log
+    # group, by the group's ARN (which covers its streams), and with it off, no log at all
+    assert logs_grants(on, role_id) == {
+        ("logs:CreateLogStream", group),
+        ("logs:PutLogEvents", group),
+    }
+    [statement] = [
+        s for s in policy_statements(on) if s.owner == role_id and s.sid.startswith("LogRouter")
+    ]
+    assert statement.resources == [{"Fn::GetAtt": [group, "Arn"]}]
+    assert "Condition" not in statement.statement
+    assert logs_grants(variant(BACKEND_TEMPLATE, enabled=False), role_id) == set()
+
+
+def test_with_datadog_off_nothing_of_the_cloudwatch_copy_exists() -> None:
+    # Given the backend as deployed with Datadog off
+    off = variant(BACKEND_TEMPLATE, enabled=False)
+    rendered = json.dumps(off)
+
+    # Then there is no log router, no extra configuration, no volume for it, no grant for it
+    assert "log-router" not in rendered
+    assert CLOUDWATCH_CONFIG_VARIABLE not in rendered
+    assert "cloudwatch_logs" not in rendered
+    assert "FirelensConfiguration" not in rendered
+    for role_id in TASK_ROLES.values():
+        assert not [
+            s for s in policy_statements(off) if s.owner == role_id and "LogRouter" in s.sid
+        ]
+
+
+def test_worker_with_datadog_on_does_not_let_botocore_inject_sqs_context() -> None:
+    # Given both apps' environments with Datadog on and off
+    on = variant(BACKEND_TEMPLATE, enabled=True)
+    off = variant(BACKEND_TEMPLATE, enabled=False)
+
+    # Then the worker (the one that relays to SQS) has ddtrace's botocore injection off,
+    # a second guard beside ecs_service.cli's; the api and the "off" variant do not need it
+    assert (
+        environment(containers(on, "WorkerTaskDefinition")["worker"])[
+            "DD_BOTOCORE_DISTRIBUTED_TRACING"
+        ]
+        == "false"
+    )
+    assert "DD_BOTOCORE_DISTRIBUTED_TRACING" not in environment(
+        containers(on, "ApiTaskDefinition")["api"]
+    )
+    assert "DD_BOTOCORE_DISTRIBUTED_TRACING" not in environment(
+        containers(off, "WorkerTaskDefinition")["worker"]
+    )
