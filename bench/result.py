@@ -71,10 +71,10 @@ class BenchResult:
         return cls(figures=figures, **data)
 
 
-def plot_path(name: str) -> Path:
+def plot_path(name: str, directory: Path = RESULTS_DIR) -> Path:
     """Where a benchmark saves a plot of its own (then lists ``name`` in ``plots``)."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    return RESULTS_DIR / name
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / name
 
 
 def at_least(value: float, baseline: float, factor: float) -> bool:
