@@ -107,18 +107,22 @@ def create_message(
         request_hash=request_hash,
         trace_context=trace_context,
     )
+    # The INSERT's RETURNING fills in the server defaults (the mapper's eager_defaults):
+    # no SELECT follows it.
+    if idempotency_key is None:
+        session.add(message)
+        session.flush()
+        return Created(message, created=True)
     try:
+        # A SAVEPOINT only with a key: losing the race for it must not undo the transaction.
         with session.begin_nested():
             session.add(message)
     except IntegrityError:
         # Another request with the same key won the race: answer as it did.
-        if idempotency_key is None:
-            raise
         earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
         if earlier is None:
             raise
         return _replay(earlier, request_hash)
-    session.refresh(message)
     return Created(message, created=True)
 
 

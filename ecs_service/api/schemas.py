@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from shared.contracts import EmailContent, MessageStatus
+from shared.contracts import EmailContent, EmailPayload, MessageStatus
 
 if TYPE_CHECKING:
     from ecs_service.db.models import Message
+
+# An address read back from the database: validated (as EmailStr) when it was stored, so
+# answering with it does not validate it again. Documented as the email it is.
+StoredEmail = Annotated[str, WithJsonSchema({"type": "string", "format": "email"})]
 
 
 class MessageCreate(EmailContent):
@@ -23,6 +27,15 @@ class MessageCreate(EmailContent):
         "at most one year ahead",
     )
 
+    def email_payload(self, sender: str) -> EmailPayload:
+        """The task contract's email: this body's content from ``sender``.
+
+        Built without validating again: this body passed the same rules (``EmailContent``)
+        on the way in, and ``sender`` is ``ApiSettings.sender_email``, validated at start-up.
+        """
+        content = {name: getattr(self, name) for name in EmailContent.model_fields}
+        return EmailPayload.model_construct(sender=sender, **content)
+
 
 class MessageOut(BaseModel):
     """A message and where it is in its life."""
@@ -31,11 +44,11 @@ class MessageOut(BaseModel):
 
     id: UUID
     status: MessageStatus
-    sender: EmailStr
-    to: list[EmailStr]
-    cc: list[EmailStr]
-    bcc: list[EmailStr]
-    reply_to: list[EmailStr]
+    sender: StoredEmail
+    to: list[StoredEmail]
+    cc: list[StoredEmail]
+    bcc: list[StoredEmail]
+    reply_to: list[StoredEmail]
     subject: str
     text: str | None
     html: str | None

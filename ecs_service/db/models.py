@@ -89,6 +89,9 @@ class Message(Base):
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
     )
+    # An INSERT (or ORM UPDATE) returns the server-generated columns (created_at,
+    # updated_at) with RETURNING instead of a SELECT after it.
+    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

@@ -58,9 +58,7 @@ def create_message(
         raise problems.validation_error(
             [problems.FieldError(location="body.send_at", message="must be at most one year ahead")]
         )
-    email = EmailPayload(
-        sender=request.app.state.sender_email, **body.model_dump(exclude={"send_at"})
-    )
+    email = body.email_payload(request.app.state.sender_email)
     message_id = uuid4()
     try:
         # The task the relay will send must fit in one SQS message: refuse it now, not later.
