@@ -82,15 +82,24 @@ def start_tracing() -> NoTracing | DatadogTracing:
 
 
 def run_api(_: argparse.Namespace) -> int:
-    tracing = start_tracing()
+    """Serve the api with ``API_WORKERS`` uvicorn processes.
+
+    The settings are checked here, so a bad one stops the command before any process
+    starts; each process then builds its app (and starts tracing) itself, through the
+    import string of ``ecs_service.api.asgi``. With several workers, this process
+    supervises them: SIGTERM stops them all, each finishing its in-flight requests.
+    """
+    settings = load(ApiSettings)
+    load(DatabaseSettings)
+    load(TracingSettings)
     import uvicorn
 
-    from ecs_service.api.app import create_app
+    from ecs_service.api.asgi import APP_FACTORY
 
-    settings = load(ApiSettings)
-    app = create_app(settings, load(DatabaseSettings), tracing=tracing)
     uvicorn.run(
-        app,
+        APP_FACTORY,
+        factory=True,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         # SIGTERM: stop accepting, finish in-flight requests, exit within this many seconds.

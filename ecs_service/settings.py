@@ -112,6 +112,10 @@ class ApiSettings(BaseSettings):
     graceful_shutdown_seconds: int = Field(
         default=20, ge=1, le=120, validation_alias="GRACEFUL_SHUTDOWN_SECONDS"
     )
+    # Processes serving the api (uvicorn workers). One by default: a Fargate api task has
+    # about one vCPU. Each process has its own connection pool, so the api holds up to
+    # workers x (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW) connections to PostgreSQL.
+    workers: int = Field(default=1, ge=1, le=16, validation_alias="API_WORKERS")
     cors_allowed_origins: Annotated[
         str, StringConstraints(pattern=r"^(|https?://[^,\s]+(,https?://[^,\s]+)*)$")
     ] = Field(default="", validation_alias="CORS_ALLOWED_ORIGINS")

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,6 +152,73 @@ def test_api_finishes_an_in_flight_request_on_sigterm_then_exits(
     assert "api stopped" in (process.stdout.read() if process.stdout else "")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+
+
+def uvicorn_workers(supervisor: int) -> list[int]:
+    """The api processes uvicorn's supervisor started (not multiprocessing's helpers)."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def test_api_workers_all_serve_and_all_stop_on_sigterm(
+    database_env: dict[str, str], caller: Caller, tmp_path: Path
+) -> None:
+    # Given herald api with API_WORKERS=2
+    port = free_port()
+    log_path = tmp_path / "api.log"
+    env = database_env | {"PORT": str(port), "HOST": "127.0.0.1", "API_WORKERS": "2"}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ecs_service", "api"],
+            cwd=REPO_ROOT,
+            env=os.environ | env | {"PYTHONPATH": f"{REPO_ROOT / 'src'}:{REPO_ROOT}"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: log_path.read_text().count('"api started"') == 2,
+            30,
+            "both api processes to start",
+        )
+        workers = uvicorn_workers(process.pid)
+        assert len(workers) == 2, workers
+
+        # Then each process answers on its own while the other is paused
+        body = {"to": ["reader@example.org"], "subject": "Hi", "text": "From one worker"}
+        for serving in workers:
+            paused = [pid for pid in workers if pid != serving]
+            for pid in paused:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/messages",
+                    json=body,
+                    headers=caller.headers,
+                    timeout=10,
+                )
+            finally:
+                for pid in paused:
+                    os.kill(pid, signal.SIGCONT)
+            assert answer.status_code == 201, answer.text
+
+        # When ECS sends SIGTERM, Then the supervisor and both workers exit cleanly
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=25) in (0, -signal.SIGTERM)
+        wait_for(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+            10,
+            "both api processes to exit",
+        )
+        assert log_path.read_text().count('"api stopped"') == 2
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def test_worker_relays_applies_results_and_stops_cleanly_on_sigterm(

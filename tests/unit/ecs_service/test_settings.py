@@ -142,3 +142,27 @@ def test_cors_origins_are_a_comma_separated_list_of_http_origins(
     monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "*")
     with pytest.raises(ValidationError, match="CORS_ALLOWED_ORIGINS"):
         ApiSettings()
+
+
+def test_api_workers_default_to_one_and_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENDER_EMAIL", "herald@example.com")
+    monkeypatch.delenv("API_WORKERS", raising=False)
+    assert ApiSettings().workers == 1
+    monkeypatch.setenv("API_WORKERS", "4")
+    assert ApiSettings().workers == 4
+    for wrong in ("0", "17", "two"):
+        monkeypatch.setenv("API_WORKERS", wrong)
+        with pytest.raises(ValidationError, match="API_WORKERS"):
+            ApiSettings()
+
+
+def test_herald_api_names_a_bad_api_workers_before_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ecs_service.cli import main
+
+    monkeypatch.setenv("SENDER_EMAIL", "herald@example.com")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/herald")
+    monkeypatch.setenv("API_WORKERS", "0")
+    with pytest.raises(SystemExit, match="invalid configuration: API_WORKERS: .*greater than"):
+        main(["api"])
