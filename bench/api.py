@@ -11,19 +11,19 @@ What it measures
 How
     PostgreSQL is started with the project's harness (``herald_local.postgres``) in a temp
     folder with its default durability (fsync and synchronous_commit on: every POST waits
-    for a WAL flush), migrated with Herald's migrations; a tenant and an API key are made
-    as the ``herald`` CLI makes them. Each app runs under the same uvicorn settings and the
+    for a WAL flush), migrated with Herald's migrations; a tenant and an API key are made as
+    the ``herald`` CLI makes them. Each app runs under the same uvicorn settings and the
     same number of worker processes (``--workers``, 2 by default: one per core of the
-    reference machine); Herald's is built as ``herald api`` builds it
-    (``bench.support.herald_app``). ``wrk`` (another process, keep-alive, concurrency 32)
-    drives each app: POST for a warm-up (discarded) then the measured duration, then GET
-    on ids the measured POST phase created. The table is emptied and checkpointed before
-    each app. The CPU time of uvicorn (all its processes), PostgreSQL (all backends) and
-    wrk is recorded as a share of one core; "other" is the rest of the machine's busy
-    time: noise from other work. Finally, unless ``--profile-requests 0``, Herald's api
-    is profiled in this process with cProfile, one request at a time
-    (``bench.support.profile_api``), to name where its per-request CPU goes; that run is
-    not part of the figures.
+    reference machine); Herald's is built as ``herald api`` builds it in each of its
+    ``API_WORKERS`` processes (``ecs_service.api.asgi:create_app``). ``wrk`` (another
+    process, keep-alive, concurrency 32) drives each app: POST for a warm-up (discarded)
+    then the measured duration, then GET on ids the measured POST phase created. The table
+    is emptied and checkpointed before each app. The CPU time of uvicorn (all its
+    processes), PostgreSQL (all backends) and wrk is recorded as a share of one core;
+    "other" is the rest of the machine's busy time: noise from other work. Finally, unless
+    ``--profile-requests 0``, Herald's api is profiled in this process with cProfile, one
+    request at a time (``bench.support.profile_api``), to name where its per-request CPU
+    goes; that run is not part of the figures.
 
 Run
     .venv/bin/python -m bench.api [--seconds 10] [--workers 2] [--concurrency 32]
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
 NAME = "api"
 APPS = {
-    "herald": ["bench.support.herald_app:create_app", "--factory"],
+    "herald": ["ecs_service.api.asgi:create_app", "--factory"],
     "baseline": ["bench.support.baseline_app:app"],
 }
 BODY_VARIANTS = 200
