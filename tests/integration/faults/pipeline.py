@@ -175,26 +175,22 @@ class TaskPipeline:
     errors: list[str] = field(default_factory=list)
     invocations: list[str] = field(default_factory=list)
 
-    def client(self, service: str, endpoint_url: str | None = None) -> Any:
+    def client(self, service: str) -> Any:
         return boto3.client(  # type: ignore[call-overload]
-            service, endpoint_url=endpoint_url or self.endpoint_url, region_name=REGION
+            service, endpoint_url=self.endpoint_url, region_name=REGION
         )
 
-    def relay(self, claim_size: int = 50, *, endpoint_url: str | None = None) -> Relay:
-        """The real relay, sending to this pipeline's task queue."""
-        producer = SqsTaskProducer(self.client("sqs", endpoint_url), self.task_queue_url)
-        return Relay(
+    def relay_until_idle(self, claim_size: int = 50) -> None:
+        """The real relay, passes until nothing is due; fails if a pass queues nothing."""
+        relay = Relay(
             self.engine,
-            producer,
+            SqsTaskProducer(self.client("sqs"), self.task_queue_url),
             claim_size=claim_size,
             logger=Logger(service="herald-faults", level="WARNING"),
             metrics=Metrics(namespace="HeraldTests"),
         )
-
-    def relay_until_idle(self, claim_size: int = 50) -> None:
-        relay = self.relay(claim_size)
-        while relay.relay_due_messages().claimed:
-            pass
+        while (relayed := relay.relay_due_messages()).claimed:
+            assert relayed.queued, f"the relay queued nothing: {relayed}"
 
     def worker_environment(self, database_url: str, endpoint_url: str) -> dict[str, str]:
         """What a ``herald worker`` process needs to serve this pipeline, quickly paced."""

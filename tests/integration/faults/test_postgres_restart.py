@@ -32,7 +32,7 @@ from tests.integration.faults.processes import herald_process, tail
 from tests.waits import wait_for
 
 CLIENTS = 4
-DOWN_SECONDS = 2
+DOWN_SECONDS = 1
 REQUEST_TIMEOUT_SECONDS = 30
 
 

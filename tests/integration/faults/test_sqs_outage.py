@@ -22,7 +22,7 @@ from tests.integration.faults.processes import herald_process, tail
 from tests.integration.faults.tcp_proxy import TcpProxy
 from tests.waits import wait_for
 
-OUTAGE_SECONDS = 3
+OUTAGE_SECONDS = 2
 
 
 def test_the_worker_rides_out_an_sqs_outage_and_catches_up(
