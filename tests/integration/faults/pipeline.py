@@ -147,7 +147,8 @@ class FlakySes:
                         "Code": "TooManyRequestsException",
                         "Message": "Maximum sending rate exceeded.",
                     },
-                    "ResponseMetadata": {"HTTPStatusCode": 429},
+                    # What the adapter reads; the rest of botocore's metadata is not needed.
+                    "ResponseMetadata": {"HTTPStatusCode": 429},  # type: ignore[typeddict-item]
                 },
                 "SendEmail",
             )
@@ -227,7 +228,7 @@ class TaskPipeline:
 
     def _run_tasks(self, stop: threading.Event, sesv2: Any) -> None:
         settings = TaskRunnerSettings(
-            RESULT_QUEUE_URL=self.result_queue_url,  # type: ignore[call-arg]
+            RESULT_QUEUE_URL=self.result_queue_url,
             TASK_DLQ_URL=self.dead_letter_queue_url,
             IDEMPOTENCY_TABLE=self.table_name,
             SENDER_EMAIL=SENDER,
@@ -397,11 +398,9 @@ def assert_no_email_lost_or_sent_twice(
     try:
         wait_for(settled, timeout or settle_timeout(len(message_ids)), "the pipeline to settle")
     except AssertionError:
-        statuses = Counter(
-            status for status, _ in statuses_of(pipeline.engine, message_ids).values()
-        )
+        where = Counter(status for status, _ in statuses_of(pipeline.engine, message_ids).values())
         raise AssertionError(
-            f"not settled: statuses {dict(statuses)}, {len(pipeline.dead_lettered)} dead-lettered,"
+            f"not settled: statuses {dict(where)}, {len(pipeline.dead_lettered)} dead-lettered,"
             f" pipeline errors {pipeline.errors[-3:]}, last invocations {pipeline.invocations[-3:]}"
         ) from None
     statuses = statuses_of(pipeline.engine, message_ids)
