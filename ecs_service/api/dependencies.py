@@ -25,7 +25,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits before the response is sent. With FastAPI's
+# default ("request") it committed after: a client could get 201 for a message whose
+# COMMIT then failed (PostgreSQL restarting), and the commit's error could never become
+# the 503 the client should see. tests/integration/faults found it.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_tenant_id(
