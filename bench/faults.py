@@ -41,8 +41,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS = "tests/integration/faults"
 TIMEOUT_SECONDS = 3600
 TARGET = "every invariant holds"
-# Marked xfail until the api commits before it answers (see its module).
-RESTART_TEST = "test_the_api_answers_503_while_postgres_restarts_then_recovers_by_itself"
 
 # Test name -> what the scenario does, in the report's words.
 SCENARIOS = {
@@ -58,7 +56,9 @@ SCENARIOS = {
     "test_a_task_delivered_twice_is_sent_once": (
         "every task delivered three times (two at once, one late redrive)"
     ),
-    RESTART_TEST: "PostgreSQL restarted under api load",
+    "test_the_api_answers_503_while_postgres_restarts_then_recovers_by_itself": (
+        "PostgreSQL restarted under api load"
+    ),
     "test_a_worker_stopped_mid_batch_finishes_it_and_the_next_worker_sends_the_rest": (
         "worker SIGTERMed mid-batch, then replaced"
     ),
@@ -159,14 +159,6 @@ def build_result(
         if outcome.outcome != "passed" and outcome.message:
             line += f" {_first_line(outcome.message)}"
         notes.append(line)
-    restart = outcomes.get(RESTART_TEST)
-    if restart is not None and restart.outcome == "passed":
-        notes.append(
-            "The PostgreSQL restart passing does not clear its known gap: the api commits "
-            "after the response is sent, so a COMMIT cut by the restart loses a message "
-            "answered 201 or drops the connection; a run only shows it when a COMMIT is in "
-            "flight as the server stops (see tests/integration/faults/test_postgres_restart.py)."
-        )
     notes.append(
         f"The whole package ran in {elapsed:.0f} s with {messages:,} messages per scenario; "
         "a scenario's time includes starting its processes and waiting out its fault "
