@@ -25,8 +25,9 @@ from tests.waits import wait_for
 
 # One SendMessageBatch per relay pass, and more than one pass however small N is.
 CLAIM_SIZE = max(1, min(10, N // 2))
-# SQS made slow enough that a pass is still sending when SIGTERM lands.
-SQS_DELAY_SECONDS = 0.3
+# The proxy counts a SendMessageBatch as it arrives, then holds it this long: SIGTERM,
+# sent once it is counted, lands while that pass is still sending.
+SQS_DELAY_SECONDS = 0.5
 
 
 def test_a_worker_stopped_mid_batch_finishes_it_and_the_next_worker_sends_the_rest(
