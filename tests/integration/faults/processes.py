@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.integration.conftest import REPO_ROOT
+from tests.waits import wait_for
 
 
 @contextmanager
@@ -40,3 +41,11 @@ def herald_process(
 def tail(log: Path, lines: int = 30) -> str:
     """The end of a process's output, for an assertion message."""
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_watching(condition: Callable[[], object], timeout: float, what: str, log: Path) -> None:
+    """``tests.waits.wait_for``; on a timeout, the process's latest output joins the error."""
+    try:
+        wait_for(condition, timeout, what)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; output:\n{tail(log)}") from None

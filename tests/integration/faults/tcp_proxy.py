@@ -70,6 +70,12 @@ class TcpProxy:
         self.cut()
         self._listener.close()
 
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def _accept(self) -> None:
         while not self._closed:
             try:

@@ -31,7 +31,7 @@ from herald_local.postgres import EPHEMERAL_SETTINGS, LocalPostgres, free_port
 from tests.integration.conftest import SENDER, Caller, make_caller
 from tests.integration.faults.conftest import RecordScenario
 from tests.integration.faults.pipeline import N
-from tests.integration.faults.processes import herald_process, tail
+from tests.integration.faults.processes import herald_process, tail, wait_watching
 from tests.waits import wait_for
 
 CLIENTS = 4
@@ -111,7 +111,7 @@ def test_the_api_answers_503_while_postgres_restarts_then_recovers_by_itself(
             except httpx.HTTPError:
                 return False
 
-        wait_for(ready, 60, f"the api to be ready; output:\n{tail(log)}")
+        wait_watching(ready, 60, "the api to be ready", log)
         clients = [threading.Thread(target=load.run) for _ in range(CLIENTS)]
         for client in clients:
             client.start()

@@ -18,9 +18,8 @@ from tests.integration.faults.pipeline import (
     insert_due_messages,
     statuses_of,
 )
-from tests.integration.faults.processes import herald_process, tail
+from tests.integration.faults.processes import herald_process, tail, wait_watching
 from tests.integration.faults.tcp_proxy import TcpProxy
-from tests.waits import wait_for
 
 OUTAGE_SECONDS = 2
 
@@ -36,24 +35,28 @@ def test_the_worker_rides_out_an_sqs_outage_and_catches_up(
     # Given a worker that reaches SQS through a link we can cut, and half the messages
     # relayed through it
     moto = urlsplit(pipeline.endpoint_url)
-    proxy = TcpProxy(str(moto.hostname), int(moto.port or 80)).start()
     log = tmp_path / "worker.log"
-    env = pipeline.worker_environment(postgres.url(), proxy.url)
     first_half = insert_due_messages(engine, caller.tenant_id, N // 2)
     with (
-        herald_process("worker", env, log) as worker,
+        TcpProxy(str(moto.hostname), int(moto.port or 80)) as proxy,
+        herald_process(
+            "worker", pipeline.worker_environment(postgres.url(), proxy.url), log
+        ) as worker,
         pipeline.task_runner(apply_results=False),
     ):
-        wait_for(
+        wait_watching(
             lambda: {s for s, _ in statuses_of(engine, first_half).values()} <= {"queued", "sent"},
             60,
-            f"the first half relayed; worker output:\n{tail(log)}",
+            "the first half relayed",
+            log,
         )
 
         # When SQS becomes unreachable and the other half falls due
         proxy.cut()
         second_half = insert_due_messages(engine, caller.tenant_id, N - N // 2)
-        wait_for(lambda: proxy.refused >= 2, 30, "the worker to try SQS during the outage")
+        wait_watching(
+            lambda: proxy.refused >= 2, 30, "the worker to try SQS during the outage", log
+        )
         time.sleep(OUTAGE_SECONDS)
 
         # Then nothing of the second half was marked queued while SQS was away
@@ -64,7 +67,6 @@ def test_the_worker_rides_out_an_sqs_outage_and_catches_up(
         proxy.restore()
         outcome = assert_no_email_lost_or_sent_twice(pipeline, first_half + second_half)
         assert worker.poll() is None, tail(log)
-    proxy.close()
     assert outcome.sent == N
     record_scenario(
         messages=N,

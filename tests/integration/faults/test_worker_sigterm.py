@@ -19,9 +19,8 @@ from tests.integration.faults.pipeline import (
     insert_due_messages,
     statuses_of,
 )
-from tests.integration.faults.processes import herald_process, tail
+from tests.integration.faults.processes import herald_process, tail, wait_watching
 from tests.integration.faults.tcp_proxy import TcpProxy
-from tests.waits import wait_for
 
 # One SendMessageBatch per relay pass, and more than one pass however small N is.
 CLAIM_SIZE = max(1, min(10, N // 2))
@@ -41,22 +40,21 @@ def test_a_worker_stopped_mid_batch_finishes_it_and_the_next_worker_sends_the_re
     # Given N due messages and a worker relaying them, 10 a pass, to a slow SQS
     message_ids = insert_due_messages(engine, caller.tenant_id, N)
     moto = urlsplit(pipeline.endpoint_url)
-    proxy = TcpProxy(
+    log = tmp_path / "worker.log"
+    with TcpProxy(
         str(moto.hostname),
         int(moto.port or 80),
         delay_seconds=SQS_DELAY_SECONDS,
         watch=b"SendMessageBatch",
-    ).start()
-    log = tmp_path / "worker.log"
-    slow = pipeline.worker_environment(postgres.url(), proxy.url)
-    with herald_process("worker", slow | {"RELAY_CLAIM_SIZE": str(CLAIM_SIZE)}, log) as first:
-        # When ECS sends SIGTERM while a pass is sending its batch
-        wait_for(lambda: proxy.watched >= 1, 60, f"a batch on its way; output:\n{tail(log)}")
-        first.send_signal(signal.SIGTERM)
+    ) as proxy:
+        slow = pipeline.worker_environment(postgres.url(), proxy.url)
+        with herald_process("worker", slow | {"RELAY_CLAIM_SIZE": str(CLAIM_SIZE)}, log) as first:
+            # When ECS sends SIGTERM while a pass is sending its batch
+            wait_watching(lambda: proxy.watched >= 1, 60, "a batch on its way", log)
+            first.send_signal(signal.SIGTERM)
 
-        # Then the worker finishes that batch and exits cleanly
-        assert first.wait(timeout=60) == 0, tail(log)
-    proxy.close()
+            # Then the worker finishes that batch and exits cleanly
+            assert first.wait(timeout=60) == 0, tail(log)
 
     # And every row it marked queued is on the task queue, the rest still scheduled
     statuses = Counter(status for status, _ in statuses_of(engine, message_ids).values())
