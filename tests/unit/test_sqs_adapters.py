@@ -19,9 +19,9 @@ from shared.adapters.sqs import (
     SqsResultPublisher,
     SqsTaskProducer,
 )
-from shared.contracts import AnyTask, TaskResult
+from shared.contracts import SQS_MAX_MESSAGE_BYTES, AnyTask, TaskResult
 from shared.errors import TaskBatchSendError, TransientError
-from tests.fakes import NOW, make_task
+from tests.fakes import NOW, make_email, make_task
 from tests.queues import drain
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/herald-tasks"
@@ -48,6 +48,29 @@ def test_producer_queues_every_task_in_batches_of_ten(sqs: SQSClient) -> None:
 
     # Then three calls of 10, 10 and 5 put every task on the queue as its JSON body
     assert calls == [10, 10, 5]
+    bodies = [AnyTask.model_validate_json(m["Body"]) for m in drain(sqs, queue_url)]
+    assert sorted(str(b.task_id) for b in bodies) == sorted(str(t.task_id) for t in tasks)
+
+
+def test_producer_keeps_each_batch_within_sqs_total_size(sqs: SQSClient) -> None:
+    # Given ten tasks of about 60 KB each: one batch of ten would be 600 KB, and SQS
+    # refuses a whole batch over 256 KiB
+    queue_url = sqs.create_queue(QueueName="herald-tasks")["QueueUrl"]
+    batches: list[list[dict[str, Any]]] = []
+    sqs.meta.events.register(
+        "before-call.sqs.SendMessageBatch",
+        lambda params, **_: batches.append(json.loads(params["body"])["Entries"]),
+    )
+    tasks = [make_task(make_email(text="x" * 60_000)) for _ in range(10)]
+
+    # When they are sent
+    SqsTaskProducer(sqs, queue_url).send(tasks)
+
+    # Then they went in several batches, none over the limit, and every task is queued
+    assert len(batches) > 1
+    for batch in batches:
+        assert sum(len(entry["MessageBody"].encode()) for entry in batch) <= SQS_MAX_MESSAGE_BYTES
+    assert sorted(len(batch) for batch in batches) == [2, 4, 4]
     bodies = [AnyTask.model_validate_json(m["Body"]) for m in drain(sqs, queue_url)]
     assert sorted(str(b.task_id) for b in bodies) == sorted(str(t.task_id) for t in tasks)
 

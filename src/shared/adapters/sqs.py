@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -14,8 +15,7 @@ from shared.errors import PermanentError, TaskBatchSendError
 from shared.tracing import TRACE_CONTEXT_ATTRIBUTE, encode_trace_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-    from uuid import UUID
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import (
@@ -90,22 +90,19 @@ class SqsTaskProducer:
         if len(set(ids)) != len(ids):
             raise ValueError("a batch may not hold the same task_id twice")
         contexts = trace_contexts or {}
+        entries = [_entry(task, contexts.get(task.task_id)) for task in tasks]
         failed: dict[UUID, str] = {}
-        for start in range(0, len(tasks), SQS_MAX_BATCH):
-            failed.update(self._send_chunk(tasks[start : start + SQS_MAX_BATCH], contexts))
+        for chunk in _batches(entries):
+            failed.update(self._send_chunk(chunk))
         if failed:
             raise TaskBatchSendError(
                 failed, sent=[task_id for task_id in ids if task_id not in failed]
             )
 
-    def _send_chunk(
-        self,
-        chunk: Sequence[TaskEnvelope[Any]],
-        trace_contexts: Mapping[UUID, Mapping[str, str]],
-    ) -> dict[UUID, str]:
-        """Send up to 10 tasks; return the ones that still failed, with their reasons."""
+    def _send_chunk(self, chunk: Sequence[SendMessageBatchRequestEntryTypeDef]) -> dict[UUID, str]:
+        """Send one batch; return the tasks that still failed, with their reasons."""
         pending: dict[str, SendMessageBatchRequestEntryTypeDef] = {
-            str(task.task_id): _entry(task, trace_contexts.get(task.task_id)) for task in chunk
+            entry["Id"]: entry for entry in chunk
         }
         permanent: dict[str, str] = {}  # failed through the sender's fault: never retried
         last_errors: dict[str, str] = {}
@@ -136,11 +133,35 @@ class SqsTaskProducer:
             if not pending:
                 break
         still_failed = {**permanent, **{entry_id: last_errors[entry_id] for entry_id in pending}}
-        return {
-            task.task_id: still_failed[str(task.task_id)]
-            for task in chunk
-            if str(task.task_id) in still_failed
-        }
+        return {UUID(entry_id): reason for entry_id, reason in still_failed.items()}
+
+
+def _batches(
+    entries: Sequence[SendMessageBatchRequestEntryTypeDef],
+) -> Iterator[list[SendMessageBatchRequestEntryTypeDef]]:
+    """``entries`` in SendMessageBatch calls: at most 10 each, and at most SQS's 256 KiB
+    in all (SQS refuses a whole batch whose messages add up to more, so ten large emails
+    in one call would never be queued and would block the relay)."""
+    batch: list[SendMessageBatchRequestEntryTypeDef] = []
+    batch_bytes = 0
+    for entry in entries:
+        size = _entry_bytes(entry)
+        if batch and (len(batch) == SQS_MAX_BATCH or batch_bytes + size > SQS_MAX_MESSAGE_BYTES):
+            yield batch
+            batch, batch_bytes = [], 0
+        batch.append(entry)
+        batch_bytes += size
+    if batch:
+        yield batch
+
+
+def _entry_bytes(entry: SendMessageBatchRequestEntryTypeDef) -> int:
+    """What SQS counts of an entry: its body and its attributes' names, types and values."""
+    size = len(entry["MessageBody"].encode())
+    for name, attribute in entry.get("MessageAttributes", {}).items():
+        size += len(name.encode()) + len(attribute["DataType"].encode())
+        size += len(attribute.get("StringValue", "").encode())
+    return size
 
 
 def _entry(
