@@ -42,8 +42,8 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from bench.result import RESULTS_DIR, BenchResult, Figure
-from bench.support.local_system import LocalSystem, running_local_system
 from bench.support.processes import machine_busy_seconds, run_bounded, tree_cpu_seconds
+from tests.local_system import RunningSystem, postmaster_pid, running_local_system
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -64,10 +64,10 @@ class Delivered:
     finished_at: datetime | None
 
 
-def schedule(system: LocalSystem, emails: int, concurrency: int) -> tuple[float, float]:
+def schedule(system: RunningSystem, emails: int, concurrency: int) -> tuple[float, float]:
     """POST ``emails`` messages from ``concurrency`` threads; (first start, last end) as
     UNIX times."""
-    headers = {"Authorization": f"Bearer {system.api_key}"}
+    headers = {"Authorization": f"Bearer {system.key}"}
     local = threading.local()
 
     def post(number: int) -> None:
@@ -111,7 +111,7 @@ def delivered(engine: Engine) -> list[Delivered]:
         return [Delivered(*row) for row in connection.execute(query)]
 
 
-def part_cpu(system: LocalSystem) -> dict[str, float]:
+def part_cpu(system: RunningSystem) -> dict[str, float]:
     """CPU seconds so far of each part (the runner's children, by command) and PostgreSQL."""
     from bench.support.processes import descendants
 
@@ -126,7 +126,7 @@ def part_cpu(system: LocalSystem) -> dict[str, float]:
             label = _label([word.decode(errors="replace") for word in words if word])
             found[label] = found.get(label, 0.0) + tree_cpu_seconds(pid)
     found["runner (local AWS endpoint, moto)"] = _own_cpu(runner)
-    if (postmaster := system.postmaster_pid()) is not None:
+    if (postmaster := postmaster_pid(system)) is not None:
         found["postgres"] = tree_cpu_seconds(postmaster)
     return found
 

@@ -53,6 +53,16 @@ class RunningSystem:
         return {"Authorization": f"Bearer {self.key}"}
 
     @property
+    def aws_url(self) -> str:
+        """The local AWS endpoint (moto), as the banner's ``local AWS`` line names it."""
+        return f"http://127.0.0.1:{self.ports['aws']}"
+
+    @property
+    def database_url(self) -> str:
+        """The system's PostgreSQL, as the banner's ``PostgreSQL`` line names it."""
+        return f"postgresql+psycopg://herald@127.0.0.1:{self.ports['postgres']}/herald"
+
+    @property
     def postmaster_pid_file(self) -> Path:
         return self.data_dir / "postgres" / "pgdata" / "postmaster.pid"
 
