@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -31,23 +32,33 @@ SENDER = "herald@example.com"
 __all__ = ["drain"]  # test modules take it from here too
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[LocalPostgres]:
-    """A real PostgreSQL server for the whole session, its schema migrated to head.
+@contextmanager
+def migrated_postgres(prefix: str) -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server in a new folder, its schema migrated to head, until the
+    block ends; then stopped and its folder removed.
 
-    Its folder is made under the system's temp folder rather than pytest's: as root the
+    The folder is made under the system's temp folder rather than pytest's: as root the
     server runs as the postgres account, which must traverse the path, and every pytest
     session on the machine resets pytest-of-<user> to 0700.
     """
-    folder = Path(tempfile.mkdtemp(prefix="herald-tests-postgres-"))
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     server = LocalPostgres(folder / "data", settings=EPHEMERAL_SETTINGS)
     server.start()
     migrator = create_engine(server.url())
     upgrade_to_head(migrator)
     migrator.dispose()
-    yield server
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server for the whole session, its schema migrated to head."""
+    with migrated_postgres("herald-tests-postgres-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ every run has one in flight, so such a regression shows in some runs, not all.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -25,10 +23,9 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.db.models import Message
-from herald_local.postgres import EPHEMERAL_SETTINGS, LocalPostgres, free_port
-from tests.integration.conftest import SENDER, Caller, make_caller
+from herald_local.postgres import LocalPostgres, free_port
+from tests.integration.conftest import SENDER, Caller, make_caller, migrated_postgres
 from tests.integration.faults.conftest import RecordScenario
 from tests.integration.faults.pipeline import N
 from tests.integration.faults.processes import herald_process, tail, wait_watching
@@ -41,15 +38,9 @@ REQUEST_TIMEOUT_SECONDS = 30
 
 @pytest.fixture
 def own_postgres() -> Iterator[LocalPostgres]:
-    # Under the system's temp folder, as the session's server: see tests/integration/conftest.
-    folder = Path(tempfile.mkdtemp(prefix="herald-faults-postgres-"))
-    server = LocalPostgres(folder / "data", settings=EPHEMERAL_SETTINGS).start()
-    migrator = create_engine(server.url())
-    upgrade_to_head(migrator)
-    migrator.dispose()
-    yield server
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+    # Its own server, so restarting it never disturbs the session's.
+    with migrated_postgres("herald-faults-postgres-") as server:
+        yield server
 
 
 @dataclass
