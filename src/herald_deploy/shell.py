@@ -139,4 +139,6 @@ class DryRunShell:
         self._print(f"+ write {path}: {text}")
 
     def say(self, message: str) -> None:
-        self._print(f"==> {message}")
+        # Nothing ran: a progress line ("migrations applied", "live at <example URL>") is
+        # what a real run would say, so it is labelled as such, never stated as a fact.
+        self._print(f"==> [dry run, example outputs] {message}")

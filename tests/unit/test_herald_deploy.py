@@ -62,3 +62,17 @@ def test_dev_is_samconfigs_default_environment_with_all_its_parameters() -> None
 def test_an_unknown_environment_is_refused_with_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="known: dev, prod, staging"):
         load_environment(REPO_ROOT / "samconfig.toml", "qa")
+
+
+def test_a_dry_run_labels_its_progress_lines_as_examples() -> None:
+    # Given a dry run's shell
+    out = io.StringIO()
+
+    # When a step reports what a real run would have done
+    DryRunShell(out).say("migrations applied: the schema is current")
+
+    # Then the line says it is a dry run on example outputs, not that it happened
+    assert (
+        out.getvalue()
+        == "==> [dry run, example outputs] migrations applied: the schema is current\n"
+    )
