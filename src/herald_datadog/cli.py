@@ -1,4 +1,4 @@
-"""`herald-datadog`: Datadog monitors, dashboards and Synthetics from ``datadog/``.
+"""herald-datadog: Datadog monitors, dashboards and Synthetics from datadog/.
 
     herald-datadog validate --env dev             check the definitions; no keys, no network
     herald-datadog plan     --env dev             what apply would change; writes nothing
@@ -23,6 +23,8 @@ from herald_datadog.account import DatadogAccount
 from herald_datadog.definitions import Settings, load_definitions, untyped
 from herald_datadog.errors import DefinitionError, HeraldDatadogError
 from herald_datadog.plan import apply_plan, has_changes, make_plan, render_plan
+from herald_deploy.errors import DeployError
+from herald_deploy.samconfig import load_environment
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -32,9 +34,24 @@ DEFAULT_SITE = "datadoghq.com"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        epilog="Environment: DD_API_KEY and DD_APP_KEY (plan, apply), DD_SITE (default "
+        f"{DEFAULT_SITE}), HERALD_API_URL, HERALD_SITE_URL, HERALD_DATADOG_NOTIFY.",
+    )
     parser.add_argument("command", choices=["validate", "plan", "apply"])
-    parser.add_argument("--env", default="dev", help="dev, staging or prod: tags and names")
+    parser.add_argument(
+        "--env",
+        default="dev",
+        help="an environment of samconfig.toml (dev, staging, prod): tags and names",
+    )
+    parser.add_argument(
+        "--samconfig",
+        type=Path,
+        default=Path("samconfig.toml"),
+        help="where the environments are (default: samconfig.toml), as for herald-deploy",
+    )
     parser.add_argument(
         "--definitions", type=Path, default=Path("datadog"), help="the folder of definitions"
     )
@@ -81,14 +98,19 @@ def _https_url(option: str, value: str | None) -> str:
 
 def settings_from(arguments: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """What the definitions are rendered with, from the options (and their variables)."""
-    env: str = arguments.env
+    # The same environments, checked the same way, as herald-deploy: the stack name too.
+    try:
+        environment = load_environment(arguments.samconfig, arguments.env)
+    except DeployError as error:
+        raise DefinitionError(str(error)) from error
+    env = environment.name
     notify = arguments.notify
     if notify is None:
         notify = environ.get("HERALD_DATADOG_NOTIFY", "").split()
     return Settings(
         env=env,
         variables={
-            "stack": arguments.stack or f"herald-{env}",
+            "stack": arguments.stack or environment.stack_name,
             "api_url": _https_url("--api-url", arguments.api_url or environ.get("HERALD_API_URL")),
             "site_url": _https_url(
                 "--site-url", arguments.site_url or environ.get("HERALD_SITE_URL")

@@ -44,6 +44,7 @@ from herald_datadog.definitions import (
     parse_model,
 )
 from herald_datadog.errors import DefinitionError
+from tests.conftest import REPO_ROOT
 
 DEFINITIONS = Path(__file__).resolve().parents[2] / "datadog"
 API_KEY = "fake-api-key"
@@ -447,6 +448,24 @@ def test_validate_needs_no_keys(capsys: pytest.CaptureFixture[str]) -> None:
     # Then
     assert code == 0
     assert "are valid for dev" in capsys.readouterr().out
+
+
+def test_an_environment_samconfig_does_not_name_is_refused_as_herald_deploy_refuses_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given / When
+    code = main(
+        ["validate", "--env", "qa", "--samconfig", str(REPO_ROOT / "samconfig.toml")],
+        environ={},
+    )
+
+    # Then one line names the environment and the known ones, and nothing was validated
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "herald-datadog: error: "
+        f"{REPO_ROOT / 'samconfig.toml'} has no environment 'qa' (known: dev, prod, staging)\n"
+    )
 
 
 # ---------------------------------------------------------------------------- configuration
