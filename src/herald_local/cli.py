@@ -1,10 +1,10 @@
 """The ``herald-local`` command: the whole system on this machine, and its mailbox.
 
     herald-local run [--reset] [--api-port N] [--aws-port N] [--mailbox-port N] ...
-    herald-local mailbox [--json] [--aws-port N]
+    herald-local mailbox [--json] [--aws-port N] [--data-dir DIR]
 
 ``make run`` and ``make mailbox`` call these. ``herald-local event-source`` is the task
-runner's process, started by ``run``; people do not call it.
+runner's process, started by ``run``; people do not call it, and ``--help`` hides it.
 """
 
 from __future__ import annotations
@@ -83,9 +83,20 @@ def run(args: argparse.Namespace) -> int:
 
 def mailbox(args: argparse.Namespace) -> int:
     from herald_local.mailbox import MailboxUnavailableError, format_mailbox, read_mailbox
+    from herald_local.ports import read_running_ports
+    from herald_local.system import PORTS
 
+    # The running system's own port first (it may have been started with --aws-port),
+    # then the flag's or variable's, then the default.
+    project = project_dir()
+    running = read_running_ports((project / args.data_dir).resolve())
+    port = (
+        args.aws_port
+        or running.get("aws")
+        or _env_port(PORTS["aws"].variable, PORTS["aws"].default)
+    )
     try:
-        emails = read_mailbox(f"http://127.0.0.1:{args.aws_port}")
+        emails = read_mailbox(f"http://127.0.0.1:{port}")
     except MailboxUnavailableError as error:
         print(f"herald-local: {error}", file=sys.stderr)
         return 1
@@ -120,7 +131,8 @@ def parser() -> argparse.ArgumentParser:
         prog="herald-local",
         description="Herald on this machine: no AWS account, no Docker.",
     )
-    commands = root.add_subparsers(dest="command", required=True)
+    # The metavar leaves out `event-source`, which only `run` starts.
+    commands = root.add_subparsers(dest="command", required=True, metavar="{run,mailbox}")
 
     start = commands.add_parser(
         "run",
@@ -146,7 +158,8 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--data-dir",
         default=os.environ.get(DATA_DIR_VARIABLE, ".local"),
-        help=f"where PostgreSQL keeps its data (default .local, or ${DATA_DIR_VARIABLE})",
+        help="where PostgreSQL keeps its data and the demo API key is kept "
+        f"(default .local, or ${DATA_DIR_VARIABLE})",
     )
     start.add_argument(
         "--sender-email",
@@ -184,8 +197,14 @@ def parser() -> argparse.ArgumentParser:
     box.add_argument(
         "--aws-port",
         type=_port,
-        default=_env_port(PORTS["aws"].variable, PORTS["aws"].default),
-        help=f"the local AWS endpoint's port (default {PORTS['aws'].default})",
+        default=None,
+        help="the local AWS endpoint's port (default: the one the system running on "
+        f"--data-dir uses, else ${PORTS['aws'].variable}, else {PORTS['aws'].default})",
+    )
+    box.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_VARIABLE, ".local"),
+        help=f"the running system's data directory (default .local, or ${DATA_DIR_VARIABLE})",
     )
     box.add_argument("--json", action="store_true", help="as JSON")
     box.set_defaults(run=mailbox)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -10,23 +11,34 @@ from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
 from ecs_service.db.migrations import upgrade_to_head
-from ecs_service.db.models import Message, Tenant
+from ecs_service.db.models import ApiKey, Message, Tenant
 from ecs_service.messages import task_of
 from shared.contracts import MessageStatus
 
 if TYPE_CHECKING:
-    from ecs_service.api_keys import IssuedKey
+    from pathlib import Path
+
     from shared.ports import TaskProducer
 
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "herald-local"
 
 
-def prepare_database(database_url: str) -> IssuedKey:
-    """Migrate, make sure the demo tenant exists, and issue it a key.
+@dataclass(frozen=True)
+class DemoKey:
+    """The demo tenant's key for this data directory, and whether an earlier run made it."""
 
-    A fresh key per run: only keys' hashes are stored, so last run's key cannot be shown
-    again. Older demo keys stay valid until revoked (``herald keys revoke``).
+    plaintext: str
+    reused: bool
+
+
+def prepare_database(database_url: str, key_file: Path) -> DemoKey:
+    """Migrate, make sure the demo tenant exists, and give it one key per data directory.
+
+    Only keys' hashes are stored, so the plaintext is kept in ``key_file`` (mode 0600,
+    beside the local database it opens): the next run reuses it while it is active. When
+    it is missing or no longer active, the demo keys of earlier runs are revoked before a
+    new one is issued, so a data directory never collects live demo keys.
     """
     engine = create_engine(database_url)
     try:
@@ -35,9 +47,42 @@ def prepare_database(database_url: str) -> IssuedKey:
             tenant = session.scalar(select(Tenant).where(Tenant.name == DEMO_TENANT))
             if tenant is None:
                 tenant = api_keys.create_tenant(session, DEMO_TENANT)
-            return api_keys.issue_key(session, tenant, DEMO_KEY_NAME)
+            kept = _active_key_in(key_file, session, tenant)
+            if kept is not None:
+                return DemoKey(kept, reused=True)
+            earlier = session.scalars(
+                select(ApiKey.key_id).where(
+                    ApiKey.tenant_id == tenant.id,
+                    ApiKey.name == DEMO_KEY_NAME,
+                    ApiKey.revoked_at.is_(None),
+                )
+            ).all()
+            for key_id in earlier:
+                api_keys.revoke_key(session, key_id)
+            issued = api_keys.issue_key(session, tenant, DEMO_KEY_NAME)
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.chmod(0o600)
+        key_file.write_text(issued.plaintext + "\n", encoding="utf-8")
+        return DemoKey(issued.plaintext, reused=False)
     finally:
         engine.dispose()
+
+
+def _active_key_in(key_file: Path, session: Session, tenant: Tenant) -> str | None:
+    """The plaintext in ``key_file`` if it is an active demo key of ``tenant``."""
+    try:
+        plaintext = key_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    stored = session.scalar(
+        select(ApiKey).where(
+            ApiKey.tenant_id == tenant.id,
+            ApiKey.key_hash == api_keys.hash_key(plaintext),
+            ApiKey.revoked_at.is_(None),
+        )
+    )
+    return plaintext if stored is not None else None
 
 
 def resend_stranded_tasks(database_url: str, producer: TaskProducer) -> int:

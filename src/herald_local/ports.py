@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import errno
+import json
+import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -56,3 +63,26 @@ def is_port_free(port: int) -> bool:
                 return False
             raise
     return True
+
+
+RUNNING_PORTS_FILE = "running-ports.json"
+
+
+def write_running_ports(data_dir: Path, ports: Mapping[str, int]) -> None:
+    """Record a running system's ports in its data directory, for ``herald-local mailbox``."""
+    record = {"pid": os.getpid(), "ports": dict(ports)}
+    (data_dir / RUNNING_PORTS_FILE).write_text(json.dumps(record), encoding="utf-8")
+
+
+def remove_running_ports(data_dir: Path) -> None:
+    (data_dir / RUNNING_PORTS_FILE).unlink(missing_ok=True)
+
+
+def read_running_ports(data_dir: Path) -> dict[str, int]:
+    """The ports of the system running on ``data_dir``; empty when none runs there."""
+    try:
+        record = json.loads((data_dir / RUNNING_PORTS_FILE).read_text(encoding="utf-8"))
+        os.kill(int(record["pid"]), 0)  # a record a killed run left behind does not count
+        return {str(name): int(port) for name, port in record["ports"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

@@ -40,7 +40,12 @@ from herald_local.aws_isolation import REGION, isolated_environment, use_only_lo
 from herald_local.local_aws import LocalAwsEndpoint
 from herald_local.part_process import PartProcess
 from herald_local.pipeline_resources import create_pipeline_resources
-from herald_local.ports import PortRequest, check_ports_free
+from herald_local.ports import (
+    PortRequest,
+    check_ports_free,
+    remove_running_ports,
+    write_running_ports,
+)
 from herald_local.postgres import LocalPostgres
 from herald_local.template import read_pipeline_template
 from herald_local.web_servers import frontend_server, mailbox_server
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import FrameType
 
+    from herald_local.local_database import DemoKey
     from herald_local.log_lines import Terminal
     from herald_local.pipeline_resources import LocalPipeline
     from herald_local.template import FunctionConfiguration
@@ -84,6 +90,7 @@ PORTS = {
     "frontend": Port("front-end", "--frontend-port", "HERALD_LOCAL_FRONTEND_PORT", 8080),
     "postgres": Port("PostgreSQL", "--postgres-port", "HERALD_LOCAL_POSTGRES_PORT", 5433),
 }
+DEMO_KEY_FILE = "demo-api-key"
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,10 @@ class RunOptions:
     log_level: str | None = None
     ses_throttle: Mapping[str, int] = field(default_factory=dict)
     task_visibility_timeout: int | None = None
+
+    @property
+    def demo_key_file(self) -> Path:
+        return self.data_dir / DEMO_KEY_FILE
 
     @property
     def frontend_dist(self) -> Path:
@@ -184,7 +195,7 @@ def run_local_system(options: RunOptions, terminal: Terminal) -> int:
             from herald_local.local_database import prepare_database, resend_stranded_tasks
             from shared.adapters.sqs import SqsTaskProducer
 
-            key = prepare_database(postgres.url())
+            key = prepare_database(postgres.url(), options.demo_key_file)
             producer = SqsTaskProducer(boto3.client("sqs"), pipeline.task_queue_url)
             if resent := resend_stranded_tasks(postgres.url(), producer):
                 say(
@@ -214,12 +225,15 @@ def run_local_system(options: RunOptions, terminal: Terminal) -> int:
                     ).start()
                 )
             _wait_until_ready(parts, api_url)
+            # `herald-local mailbox` finds this run's ports here, whatever flags it had.
+            write_running_ports(options.data_dir, options.ports)
+            cleanup.callback(remove_running_ports, options.data_dir)
         except StopRequestedError:
             return 0
         finally:
             stopping.starting = False
         terminal.block(
-            banner(options, pipeline, key.plaintext, aws.url, postgres, time.monotonic() - started)
+            banner(options, pipeline, key, aws.url, postgres, time.monotonic() - started)
         )
         return _supervise(parts, stopping, say)
 
@@ -418,7 +432,7 @@ def _answers(url: str) -> bool:
 def banner(
     options: RunOptions,
     pipeline: LocalPipeline,
-    key: str,
+    key: DemoKey,
     aws_url: str,
     postgres: LocalPostgres,
     seconds: float,
@@ -443,12 +457,13 @@ def banner(
     if options.ses_throttle:
         rules = ", ".join(f"{who} x{count}" for who, count in options.ses_throttle.items())
         notes.append(f"  note: the local SES throttles SendEmail for {rules} (--ses-throttle)")
+    kept = "the same as last run" if key.reused else "new, kept for the next run"
     lines = [
         "",
         f"Herald is running (ready in {seconds:.1f} s). Ctrl-C stops everything.",
         "",
         f"  API          {api}   docs: {api}/docs",
-        f"  API key      {key}   (tenant demo, a new key each run)",
+        f"  API key      {key.plaintext}   (tenant demo; {kept}: {options.demo_key_file})",
         f"  mailbox      {mailbox}   or: make mailbox",
         f"  front-end    {frontend}",
         f"  local AWS    {aws_url}   (moto: task queue + DLQ, result queue + DLQ, "
@@ -457,7 +472,7 @@ def banner(
         *notes,
         "",
         "Schedule an email, then watch it arrive in the mailbox:",
-        f"  curl -s {api}/v1/messages -H 'Authorization: Bearer {key}' \\",
+        f"  curl -s {api}/v1/messages -H 'Authorization: Bearer {key.plaintext}' \\",
         "    -H 'Content-Type: application/json' \\",
         '    -d \'{"to": ["you@example.org"], "subject": "Hello", "text": "Sent by Herald"}\'',
         "",

@@ -9,6 +9,7 @@ template's 300 s, so the redelivery comes in seconds. The last test stops it.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -77,6 +78,33 @@ def test_emails_scheduled_through_the_api_are_sent_and_reach_the_local_mailbox(
     assert f"Later {run}" in subjects
     page = httpx.get(f"http://127.0.0.1:{local_system.ports['mailbox']}/emails.json").json()
     assert {f"Now {run}", f"Later {run}"} <= {email["subject"] for email in page}
+
+
+def test_the_mailbox_command_finds_the_running_systems_port_by_its_data_directory(
+    local_system: RunningSystem,
+) -> None:
+    # Given a system started on ports of its own (not the defaults)
+    expected = local_system.mailbox()
+
+    # When `herald-local mailbox` is asked without --aws-port
+    listed = subprocess.run(
+        [
+            require_tool("herald-local"),
+            "mailbox",
+            "--json",
+            "--data-dir",
+            str(local_system.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+    )
+
+    # Then it reads that system's mailbox, the same one the explicit port shows
+    assert json.loads(listed.stdout) == expected
+    # And the banner says the demo key is kept for the next run
+    assert f"kept for the next run: {local_system.data_dir / 'demo-api-key'}" in local_system.text()
 
 
 def test_a_throttled_send_goes_back_to_sqs_and_is_sent_once_on_redelivery(
