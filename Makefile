@@ -19,7 +19,9 @@ PYTHON_DIRS := src ecs_service tests $(wildcard bench)
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
+	  '{ name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1) } \
+	   END { for (i = 1; i <= NR; i++) printf "  make %-*s  %s\n", width, name[i], text[i] }'
 
 FRONTEND_STAMP := frontend/node_modules/.installed
 
@@ -109,8 +111,12 @@ datadog-apply: $(STAMP) ## Create or update the Datadog monitors, dashboard and 
 # The whole system on this machine (README: "Running Herald on your machine"). Flags go
 # through ARGS, e.g. `make run ARGS="--reset --api-port 9000"`.
 .PHONY: run
-run: $(STAMP) ## Run the whole system locally: PostgreSQL, local AWS (moto), api, worker, task runner
+run: $(STAMP) | frontend/dist/index.html ## Run the whole system locally: PostgreSQL, local AWS (moto), api, worker, task runner, web app
 	exec $(BIN)/herald-local run $(ARGS)
+
+# `make run` builds the web app the first time only (order-only); `make frontend` rebuilds it.
+frontend/dist/index.html: | $(FRONTEND_STAMP)
+	cd frontend && npm run build
 
 .PHONY: mailbox
 mailbox: $(STAMP) ## List the emails the local system sent (make run must be running)
