@@ -78,7 +78,9 @@ export function startApp(options: AppOptions): RunningApp {
       reportFailure(error) {
         // Several requests may fail with the same refused key: go back to connect once.
         if (error instanceof ApiProblem && error.status === 401 && keys.get() !== null) {
-          showConnect(`Your API key was refused (${error.detail}). Connect again.`);
+          showConnect(
+            "Herald no longer accepts your API key (it may have been revoked). Connect again.",
+          );
         }
         return describeFailure(error, config.apiBaseUrl);
       },
@@ -91,7 +93,7 @@ export function startApp(options: AppOptions): RunningApp {
       await new HeraldApi(config.apiBaseUrl, apiKey, options.fetch).listMessages({ limit: 1 });
     } catch (error) {
       return error instanceof ApiProblem && error.status === 401
-        ? `This key was refused: ${error.detail}.`
+        ? "This key was refused: check that it is complete and has not been revoked."
         : describeFailure(error, config.apiBaseUrl);
     }
     keys.set(apiKey);

@@ -100,6 +100,11 @@ const FIELD_OF_BODY_KEY: Record<string, ComposeField> = {
   send_at: "sendAt",
 };
 
+function fieldOf(location: string): ComposeField | undefined {
+  const [source, key] = location.split(".");
+  return source === "body" && key !== undefined ? FIELD_OF_BODY_KEY[key] : undefined;
+}
+
 /**
  * Puts the API's field errors next to the fields they name: `body.to.1` is the second
  * address of To, so its message names that address. Errors about no field of the form
@@ -108,8 +113,8 @@ const FIELD_OF_BODY_KEY: Record<string, ComposeField> = {
 export function messagesFromFieldErrors(errors: FieldError[], draft: MessageDraft): FieldMessages {
   const messages: FieldMessages = {};
   for (const { location, message } of errors) {
-    const [source, key, index] = location.split(".");
-    const field = source === "body" && key !== undefined ? FIELD_OF_BODY_KEY[key] : undefined;
+    const [, key, index] = location.split(".");
+    const field = fieldOf(location);
     if (!field) continue;
     const address =
       index !== undefined && (key === "to" || key === "cc" || key === "bcc")
@@ -119,4 +124,20 @@ export function messagesFromFieldErrors(errors: FieldError[], draft: MessageDraf
     messages[field] = messages[field] ? `${messages[field]} ${text}` : text;
   }
   return messages;
+}
+
+/**
+ * The API's field errors that no field of the form can show (`body` as a whole, or a field
+ * the form does not have, such as `reply_to`), as sentences for the form's summary.
+ */
+export function unplacedFieldErrors(errors: FieldError[]): string[] {
+  return errors
+    .filter(({ location }) => fieldOf(location) === undefined)
+    .map(({ location, message }) => {
+      // "body.reply_to.0" -> "Reply to: …"; "body" -> the message alone.
+      const key = location.split(".")[1]?.replace(/_/g, " ");
+      const text = key ? `${key}: ${message}` : message;
+      const capital = text.charAt(0).toUpperCase() + text.slice(1);
+      return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+    });
 }

@@ -137,11 +137,19 @@ export function zonedDateTime(wall: WallTime, timeZone: string): ZonedDateTime |
   return { rfc3339: `${date}T${time}${formatOffset(first.offset)}`, instant: new Date(first.time) };
 }
 
-/** An API time (RFC 3339) for people: "1 Dec 2026, 09:00" in the given zone. */
-export function formatDateTime(rfc3339: string, timeZone: string, locale?: string): string {
-  return new Intl.DateTimeFormat(locale, {
+/**
+ * An API time (RFC 3339) for people: "1 Dec 2026, 09:00" in the given zone, or
+ * "1 Dec 2026, 09:00:05" with `seconds` (a message's own page, where the seconds between
+ * created, queued and sent matter).
+ */
+export function formatDateTime(
+  rfc3339: string,
+  timeZone: string,
+  options: { locale?: string; seconds?: boolean } = {},
+): string {
+  return new Intl.DateTimeFormat(options.locale, {
     dateStyle: "medium",
-    timeStyle: "short",
+    timeStyle: options.seconds ? "medium" : "short",
     timeZone,
   }).format(new Date(rfc3339));
 }

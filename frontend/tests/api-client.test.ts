@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 
 import { HeraldApi } from "../src/api/client";
-import { ApiProblem, NetworkError } from "../src/api/errors";
+import { ApiProblem, NetworkError, retryAfterSeconds } from "../src/api/errors";
 import { aMessage, API, jsonResponse, problemResponse } from "./fixtures";
 
 function apiAnswering(...responses: Response[]) {
@@ -111,6 +111,34 @@ describe("HeraldApi", () => {
       requestId: "req-1",
       errors: [{ location: "body.to.0", message: "value is not a valid email address" }],
     });
+  });
+
+  it("keeps a problem's Retry-After, so the app can say when to try again", async () => {
+    const { api } = apiAnswering(
+      problemResponse(
+        {
+          type: "urn:herald:problem:rate-limited",
+          title: "Too Many Requests",
+          status: 429,
+          detail: "over 50 requests/s for this key",
+        },
+        { "Retry-After": "3" },
+      ),
+    );
+
+    const error = await api.listMessages().catch((caught: unknown) => caught);
+
+    expect(error).toMatchObject({ status: 429, kind: "rate-limited", retryAfterSeconds: 3 });
+  });
+
+  it.each([
+    ["7", 7],
+    ["Mon, 30 Nov 2026 08:01:30 GMT", 90],
+    ["Mon, 30 Nov 2026 07:00:00 GMT", 0],
+    ["soon", null],
+    [null, null],
+  ])("reads Retry-After %j as %j seconds", (value, seconds) => {
+    expect(retryAfterSeconds(value, new Date("2026-11-30T08:00:00Z"))).toBe(seconds);
   });
 
   it("explains an error answer that is not a problem, such as a proxy's HTML page", async () => {

@@ -103,8 +103,9 @@ describe("compose", () => {
     expect(error?.textContent).toBe("bob@example.invalid: value is not a valid email address");
     expect(to.getAttribute("aria-describedby")).toContain("to-error");
     expect(document.activeElement).toBe(to);
+    // And the summary points at the fields without repeating what they say
     expect(screen.getByRole("alert").textContent).toBe(
-      "Invalid Request: body.to.1: value is not a valid email address",
+      "Herald did not accept some of the fields: see the messages next to them.",
     );
     // And the corrected email goes out with a new idempotency key
     type("To", "ann@example.org");
@@ -130,6 +131,53 @@ describe("compose", () => {
 
     const keys = herald.requests.map((request) => request.headers.get("Idempotency-Key"));
     expect(keys).toEqual(["key-1", "key-1", null]);
+  });
+
+  it("shows an API error that names no field of the form in the summary", async () => {
+    // Given an API that refuses the body as a whole
+    const herald = new FakeHerald();
+    herald.nextProblem = {
+      type: "urn:herald:problem:validation-error",
+      title: "Invalid Request",
+      status: 422,
+      detail: "body: text or html is required",
+      errors: [{ location: "body", message: "text or html is required" }],
+    };
+    start(herald, "/compose");
+    type("To", "ann@example.org");
+    type("Subject", "Hello");
+    type("Text", "Hi");
+    // When
+    send();
+    // Then the summary says it, in a sentence, and no field is marked
+    const alert = await screen.findByText(/Herald did not accept this email/);
+    expect(alert.textContent).toBe("Herald did not accept this email. Text or html is required.");
+    expect(document.querySelector("[aria-invalid=true]")).toBeNull();
+  });
+
+  it("says when to try again when Herald is busy", async () => {
+    // Given an API that sheds load for two seconds
+    const herald = new FakeHerald();
+    herald.nextProblem = {
+      type: "urn:herald:problem:overloaded",
+      title: "Service Unavailable",
+      status: 503,
+      detail: "the api is saturated; retry after Retry-After",
+    };
+    herald.nextHeaders = { "Retry-After": "2" };
+    start(herald, "/compose");
+    type("To", "ann@example.org");
+    type("Subject", "Hello");
+    type("Text", "Hi");
+    // When
+    send();
+    // Then
+    const alert = await screen.findByRole("alert");
+    await waitFor(() =>
+      expect(alert.textContent).toBe(
+        "Herald is busy right now. Try again in 2 seconds. If you send again, it will not be sent twice.",
+      ),
+    );
   });
 
   it("explains what to fix before sending anything", () => {
@@ -200,6 +248,32 @@ describe("messages", () => {
     expect(await screen.findByText("No messages yet. Compose one to get started.")).toBeTruthy();
   });
 
+  it("lists messages without their bodies, and reads the body on the message's page", async () => {
+    // Given a sent message
+    const herald = new FakeHerald();
+    herald.messages = [
+      aMessage({
+        id: "m1",
+        subject: "Hello",
+        text: "The body",
+        status: "sent",
+        created_at: "2026-11-30T08:00:01Z",
+        finished_at: "2026-11-30T08:00:07Z",
+      }),
+    ];
+    start(herald, "/");
+    const link = await screen.findByRole("link", { name: /^Hello Sent/ });
+    expect(screen.queryByText("The body")).toBeNull();
+    // When it is opened
+    fireEvent.click(link);
+    // Then its body comes from GET /v1/messages/m1, and its times show seconds
+    expect(await screen.findByText("The body")).toBeTruthy();
+    expect(herald.requests.at(-1)?.url.pathname).toBe("/v1/messages/m1");
+    const finished = formatDateTime("2026-11-30T08:00:07Z", "Europe/Paris", { seconds: true });
+    expect(screen.getByText(`${finished} (Europe/Paris)`)).toBeTruthy();
+    expect(finished).toMatch(/:07/);
+  });
+
   it("cancels a scheduled message after confirming", async () => {
     // Given
     const herald = new FakeHerald();
@@ -237,10 +311,10 @@ describe("connection", () => {
   it("goes back to connect, saying why, when the key is refused", async () => {
     start(new FakeHerald(), "/", "hrld_revoked");
 
-    const reason = await screen.findByText(/Your API key was refused/);
+    const reason = await screen.findByText(/Herald no longer accepts your API key/);
 
     expect(reason.textContent).toBe(
-      "Your API key was refused (send an active API key as 'Authorization: Bearer <key>'). Connect again.",
+      "Herald no longer accepts your API key (it may have been revoked). Connect again.",
     );
     expect(sessionStorage.getItem("herald.apiKey")).toBeNull();
     expect(document.activeElement).toBe(screen.getByRole("heading", { name: "Connect to Herald" }));

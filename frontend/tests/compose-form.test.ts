@@ -4,6 +4,7 @@ import {
   type ComposeInput,
   messagesFromFieldErrors,
   parseAddresses,
+  unplacedFieldErrors,
   validateCompose,
 } from "../src/compose-form";
 
@@ -130,5 +131,17 @@ describe("messagesFromFieldErrors", () => {
     );
 
     expect(messages).toEqual({});
+  });
+});
+
+describe("unplacedFieldErrors", () => {
+  it("words the errors no field of the form shows as sentences for the summary", () => {
+    const messages = unplacedFieldErrors([
+      { location: "body", message: "text or html is required" },
+      { location: "body.reply_to.0", message: "bad" },
+      { location: "body.to.0", message: "value is not a valid email address" },
+    ]);
+
+    expect(messages).toEqual(["Text or html is required.", "Reply to: bad."]);
   });
 });

@@ -17,6 +17,8 @@ export class FakeHerald {
   readonly requests: Recorded[] = [];
   /** When set, the next request is answered with this problem instead. */
   nextProblem: Record<string, unknown> | null = null;
+  /** Headers of the next problem answer, such as Retry-After. */
+  nextHeaders: Record<string, string> = {};
   /** When set, every request fails as if the network were down. */
   offline = false;
 
@@ -37,8 +39,10 @@ export class FakeHerald {
     }
     if (this.nextProblem) {
       const problem = this.nextProblem;
+      const problemHeaders = this.nextHeaders;
       this.nextProblem = null;
-      return problemResponse(problem);
+      this.nextHeaders = {};
+      return problemResponse(problem, problemHeaders);
     }
     return this.route(method, url, body as MessageDraft);
   };
@@ -61,7 +65,10 @@ export class FakeHerald {
       const limit = Number(url.searchParams.get("limit") ?? 20);
       const start = Number(url.searchParams.get("cursor") ?? 0);
       const matching = this.messages.filter((candidate) => !status || candidate.status === status);
-      const items = matching.slice(start, start + limit);
+      // List items leave the bodies out (MessageSummary), as the API's do.
+      const items = matching
+        .slice(start, start + limit)
+        .map(({ text: _text, html: _html, ...summary }) => summary);
       const more = start + limit < matching.length;
       return jsonResponse({ items, next_cursor: more ? String(start + limit) : null });
     }

@@ -34,9 +34,12 @@ export function jsonResponse(body: unknown, status = 200, headers: Record<string
   });
 }
 
-export function problemResponse(problem: Record<string, unknown>) {
+export function problemResponse(
+  problem: Record<string, unknown>,
+  headers: Record<string, string> = {},
+) {
   return new Response(JSON.stringify(problem), {
     status: Number(problem["status"]),
-    headers: { "Content-Type": "application/problem+json" },
+    headers: { "Content-Type": "application/problem+json", ...headers },
   });
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import { ApiProblem, NetworkError } from "../src/api/errors";
-import { describeFailure, recipientsSummary } from "../src/views/format";
+import { describeFailure, duration, recipientsSummary } from "../src/views/format";
 import { aMessage, API } from "./fixtures";
 
 describe("recipientsSummary", () => {
@@ -18,8 +18,11 @@ describe("recipientsSummary", () => {
 });
 
 describe("describeFailure", () => {
-  it("shows a problem's title and detail with the request id that finds its logs", () => {
-    const problem = new ApiProblem({
+  const problem = (fields: Partial<ConstructorParameters<typeof ApiProblem>[0]>) =>
+    new ApiProblem({ status: 400, type: "about:blank", title: "", detail: "", ...fields });
+
+  it("says in plain words that a message can no longer be canceled", () => {
+    const refused = problem({
       status: 409,
       type: "urn:herald:problem:not-cancelable",
       title: "Not Cancelable",
@@ -27,9 +30,67 @@ describe("describeFailure", () => {
       requestId: "req-9",
     });
 
-    expect(describeFailure(problem, API)).toBe(
-      "Not Cancelable: the message is sent; only a scheduled message can be canceled (request id req-9)",
+    expect(describeFailure(refused, API)).toBe(
+      "It is too late to cancel this email: it is no longer scheduled.",
     );
+  });
+
+  it("never shows the developer's wording of a refused key", () => {
+    const refused = problem({
+      status: 401,
+      type: "urn:herald:problem:unauthorized",
+      detail: "send an active API key as 'Authorization: Bearer <key>'",
+    });
+
+    expect(describeFailure(refused, API)).toBe(
+      "Herald did not accept this API key: check that it is complete and has not been revoked.",
+    );
+  });
+
+  it.each([
+    [
+      { status: 429, type: "urn:herald:problem:rate-limited", retryAfterSeconds: 1 },
+      "Too many requests in a short time. Try again in 1 second.",
+    ],
+    [
+      { status: 429, type: "urn:herald:problem:quota-exceeded", retryAfterSeconds: 19_000 },
+      "Your account has sent its daily quota of emails. Try again in 5 hours 17 minutes.",
+    ],
+    [
+      { status: 429, type: "urn:herald:problem:quota-exceeded" },
+      "Your account has sent its daily quota of emails. " +
+        "Try again tomorrow (the quota restarts at midnight UTC).",
+    ],
+    [
+      { status: 503, type: "urn:herald:problem:overloaded", retryAfterSeconds: 90 },
+      "Herald is busy right now. Try again in 2 minutes.",
+    ],
+    [
+      { status: 503, type: "urn:herald:problem:overloaded" },
+      "Herald is busy right now. Try again in a few seconds.",
+    ],
+  ])("says when to try again after %j", (fields, sentence) => {
+    expect(describeFailure(problem(fields), API)).toBe(sentence);
+  });
+
+  it("gives the request id of a server error as a reference, and nothing more technical", () => {
+    const failed = problem({
+      status: 500,
+      type: "urn:herald:problem:internal-error",
+      detail: "an unexpected error; quote the request id",
+      requestId: "req-7",
+    });
+
+    expect(describeFailure(failed, API)).toBe(
+      "Something went wrong inside Herald. Try again in a moment. " +
+        "If it keeps happening, give this reference to whoever runs Herald: req-7.",
+    );
+  });
+
+  it("turns the detail of any other problem into a sentence", () => {
+    const other = problem({ status: 405, detail: "method not allowed" });
+
+    expect(describeFailure(other, API)).toBe("Method not allowed.");
   });
 
   it("hints at a retry when the API could not be reached", () => {
@@ -37,5 +98,17 @@ describe("describeFailure", () => {
       `Could not reach the API at ${API}. Check your connection ` +
         "(or that the API allows this site's origin), then try again.",
     );
+  });
+});
+
+describe("duration", () => {
+  it.each([
+    [0, "1 second"],
+    [45, "45 seconds"],
+    [60, "1 minute"],
+    [3_600, "1 hour"],
+    [19_000, "5 hours 17 minutes"],
+  ])("reads %d seconds as %s", (seconds, text) => {
+    expect(duration(seconds)).toBe(text);
   });
 });

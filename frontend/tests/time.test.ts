@@ -76,8 +76,14 @@ describe("local date-time to RFC 3339", () => {
   });
 
   it("shows an API time in the person's zone", () => {
-    expect(formatDateTime("2026-12-01T08:00:00Z", "Europe/Paris", "en-GB")).toBe(
+    expect(formatDateTime("2026-12-01T08:00:00Z", "Europe/Paris", { locale: "en-GB" })).toBe(
       "1 Dec 2026, 09:00",
     );
+  });
+
+  it("shows an API time to the second when asked", () => {
+    expect(
+      formatDateTime("2026-12-01T08:00:05Z", "Europe/Paris", { locale: "en-GB", seconds: true }),
+    ).toBe("1 Dec 2026, 09:00:05");
   });
 });

@@ -13,6 +13,11 @@ export class ApiProblem extends Error {
   readonly errors: FieldError[];
   /** Finds the request's log lines on the server. */
   readonly requestId: string | null;
+  /**
+   * When to try again, from `Retry-After` (429 and 503): seconds from now, or null when
+   * the answer had none (or the API does not expose the header to this origin).
+   */
+  readonly retryAfterSeconds: number | null;
 
   constructor(fields: {
     status: number;
@@ -21,6 +26,7 @@ export class ApiProblem extends Error {
     detail: string;
     errors?: FieldError[];
     requestId?: string | null;
+    retryAfterSeconds?: number | null;
   }) {
     super(fields.detail);
     this.name = "ApiProblem";
@@ -30,6 +36,7 @@ export class ApiProblem extends Error {
     this.detail = fields.detail;
     this.errors = fields.errors ?? [];
     this.requestId = fields.requestId ?? null;
+    this.retryAfterSeconds = fields.retryAfterSeconds ?? null;
   }
 
   /** The kind after `urn:herald:problem:`, e.g. `validation-error`. */
@@ -61,12 +68,22 @@ function fieldErrors(value: unknown): FieldError[] {
   );
 }
 
+/** `Retry-After` as seconds from `now`: either delay-seconds or an HTTP date (RFC 9110). */
+export function retryAfterSeconds(value: string | null, now: Date = new Date()): number | null {
+  if (value === null) return null;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text);
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - now.getTime()) / 1000));
+}
+
 /**
  * The problem an error response describes. A body that is not a problem (a load balancer's
  * HTML page, say) still yields one, so every caller has a `detail` to show.
  */
 export function problemFrom(response: Response, body: unknown): ApiProblem {
   const requestId = response.headers.get("X-Request-ID");
+  const retryAfter = retryAfterSeconds(response.headers.get("Retry-After"));
   if (isRecord(body) && typeof body["detail"] === "string") {
     return new ApiProblem({
       status: typeof body["status"] === "number" ? body["status"] : response.status,
@@ -75,6 +92,7 @@ export function problemFrom(response: Response, body: unknown): ApiProblem {
       detail: body["detail"],
       errors: fieldErrors(body["errors"]),
       requestId: typeof body["request_id"] === "string" ? body["request_id"] : requestId,
+      retryAfterSeconds: retryAfter,
     });
   }
   const status = `${response.status} ${response.statusText}`.trim();
@@ -84,5 +102,6 @@ export function problemFrom(response: Response, body: unknown): ApiProblem {
     title: response.statusText,
     detail: `the API answered ${status} without details`,
     requestId,
+    retryAfterSeconds: retryAfter,
   });
 }

@@ -47,9 +47,15 @@ export interface Message {
   error: string | null;
 }
 
+/**
+ * A message as a list page gives it (MessageSummary): everything but the bodies, which
+ * keep a page small; GET /v1/messages/{id} has them.
+ */
+export type MessageSummary = Omit<Message, "text" | "html">;
+
 /** One page of GET /v1/messages, newest first (MessagePage). */
 export interface MessagePage {
-  items: Message[];
+  items: MessageSummary[];
   /** Pass back as `cursor` for the next page; null on the last. */
   next_cursor: string | null;
 }

@@ -8,6 +8,7 @@ import {
   type ComposeInput,
   type FieldMessages,
   messagesFromFieldErrors,
+  unplacedFieldErrors,
   validateCompose,
 } from "../compose-form";
 import { listPath } from "../router";
@@ -154,17 +155,22 @@ export function composeView(ctx: ViewContext): View {
     if (!(error instanceof ApiProblem) || error.status >= 500) {
       // The email may have been stored before the answer was lost: the same key makes a
       // retry return it instead of scheduling it again.
-      showErrors({}, `${explanation} Press Send to try again: it will not be sent twice.`);
+      showErrors({}, `${explanation} If you send again, it will not be sent twice.`);
       return;
     }
     // The API refused this body, so a corrected one is a new request and needs a new key
     // (the same key with another body is refused as a reuse).
     idempotencyKey = ctx.newIdempotencyKey();
-    const reused =
-      error.kind === "idempotency-key-reused"
-        ? " An earlier version of this email reached Herald: check the messages before sending."
-        : "";
-    showErrors(messagesFromFieldErrors(error.errors, draft), explanation + reused);
+    const placed = messagesFromFieldErrors(error.errors, draft);
+    const unplaced = unplacedFieldErrors(error.errors);
+    // Each field's message is shown once, next to it; the summary only points there (and
+    // says what no field of the form can show).
+    let summaryText = explanation;
+    if (error.kind === "validation-error" && Object.keys(placed).length === 0) {
+      summaryText = "Herald did not accept this email.";
+    }
+    if (unplaced.length > 0) summaryText = `${summaryText} ${unplaced.join(" ")}`;
+    showErrors(placed, summaryText);
   }
 
   sendNow.addEventListener("change", onWhenChange);

@@ -1,7 +1,7 @@
 /** How API values read on screen. */
 
 import { ApiProblem, NetworkError } from "../api/errors";
-import type { Message, MessageStatus } from "../api/types";
+import type { MessageStatus, MessageSummary } from "../api/types";
 import { formatDateTime } from "../time";
 import { h } from "./dom";
 
@@ -19,13 +19,18 @@ export function statusBadge(status: MessageStatus): HTMLSpanElement {
 }
 
 /** "To ann@example.org", "To ann@example.org and 2 more", or "Bcc only". */
-export function recipientsSummary(message: Message): string {
+export function recipientsSummary(message: MessageSummary): string {
   const [first, ...others] = [...message.to, ...message.cc];
   if (first === undefined) return "Bcc only";
   return others.length === 0 ? `To ${first}` : `To ${first} and ${others.length} more`;
 }
 
-/** The sentence that explains a failed request to a person. */
+/**
+ * The sentences that explain a failed request to a person. The API's `detail` is written
+ * for the developer calling it ("send an active API key as 'Authorization: Bearer
+ * <key>'"), so the common answers get words of their own; the field list of a 422 is
+ * shown next to the fields by the form, never here.
+ */
 export function describeFailure(error: unknown, apiBaseUrl: string): string {
   if (error instanceof NetworkError) {
     return (
@@ -33,16 +38,74 @@ export function describeFailure(error: unknown, apiBaseUrl: string): string {
       "(or that the API allows this site's origin), then try again."
     );
   }
-  if (error instanceof ApiProblem) {
-    const reference = error.requestId ? ` (request id ${error.requestId})` : "";
-    return `${error.title ? `${error.title}: ` : ""}${error.detail}${reference}`;
-  }
+  if (error instanceof ApiProblem) return describeProblem(error);
   // Not a request failure: a bug. Say so rather than pretend it was the network.
   return `Unexpected error: ${error instanceof Error ? error.message : String(error)}`;
 }
 
+function describeProblem(problem: ApiProblem): string {
+  const wait = problem.retryAfterSeconds;
+  switch (problem.status) {
+    case 400:
+      return "Herald could not read this request. Reload the page and try again.";
+    case 401:
+      return "Herald did not accept this API key: check that it is complete and has not been revoked.";
+    case 403:
+      return "This API key is not allowed to do that.";
+    case 404:
+      return "Herald has no such message for this API key: it may belong to another key, or the link may be wrong.";
+    case 409:
+      return problem.kind === "not-cancelable"
+        ? "It is too late to cancel this email: it is no longer scheduled."
+        : "This changed meanwhile: reload the page to see it as it is now.";
+    case 413:
+      return "This email is too large to send. Shorten the text or the HTML, then send it again.";
+    case 422:
+      return problem.kind === "idempotency-key-reused"
+        ? "An earlier version of this email already reached Herald: check the messages before sending it again."
+        : "Herald did not accept some of the fields: see the messages next to them.";
+    case 429:
+      return problem.kind === "quota-exceeded"
+        ? `Your account has sent its daily quota of emails. ${tryAgain(wait, "tomorrow (the quota restarts at midnight UTC)")}`
+        : `Too many requests in a short time. ${tryAgain(wait, "in a few seconds")}`;
+    case 503:
+      return `Herald is busy right now. ${tryAgain(wait, "in a few seconds")}`;
+  }
+  const reference = problem.requestId
+    ? ` If it keeps happening, give this reference to whoever runs Herald: ${problem.requestId}.`
+    : "";
+  if (problem.status >= 500) {
+    return `Something went wrong inside Herald. Try again in a moment.${reference}`;
+  }
+  return `${sentence(problem.detail)}${reference}`;
+}
+
+/** "Try again in 30 seconds.", or the fallback when the answer said nothing (or hid it). */
+function tryAgain(seconds: number | null, fallback: string): string {
+  return `Try again ${seconds === null ? fallback : `in ${duration(seconds)}`}.`;
+}
+
+/** 1 -> "1 second", 90 -> "2 minutes", 18_000 -> "5 hours", 19_000 -> "5 hours 17 minutes". */
+export function duration(seconds: number): string {
+  const plural = (count: number, unit: string): string =>
+    `${count} ${unit}${count === 1 ? "" : "s"}`;
+  if (seconds < 60) return plural(Math.max(1, Math.ceil(seconds)), "second");
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes < 60) return plural(minutes, "minute");
+  const hours = Math.floor(minutes / 60);
+  const rest = minutes % 60;
+  return rest === 0 ? plural(hours, "hour") : `${plural(hours, "hour")} ${plural(rest, "minute")}`;
+}
+
+/** "no such route" -> "No such route." */
+function sentence(text: string): string {
+  const trimmed = text.trim();
+  const capital = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
+
 /** The moment that matters for the message's status: "Sends 1 Dec 2026, 09:00", "Sent …". */
-export function statusMoment(message: Message, timeZone: string): string {
+export function statusMoment(message: MessageSummary, timeZone: string): string {
   const at = (time: string | null): string => formatDateTime(time ?? message.updated_at, timeZone);
   switch (message.status) {
     case "scheduled":

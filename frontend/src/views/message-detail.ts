@@ -33,7 +33,8 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
   }
 
   function time(value: string | null): string | null {
-    return value === null ? null : `${formatDateTime(value, ctx.timeZone)} (${ctx.timeZone})`;
+    if (value === null) return null;
+    return `${formatDateTime(value, ctx.timeZone, { seconds: true })} (${ctx.timeZone})`;
   }
 
   function show(next: Message): void {

@@ -1,6 +1,6 @@
 /** The messages, newest first: live status, a status filter, and "load more". */
 
-import type { Message, MessageStatus } from "../api/types";
+import type { MessageStatus, MessageSummary } from "../api/types";
 import { isMessageStatus, MESSAGE_STATUSES } from "../api/types";
 import { Poller } from "../polling";
 import { COMPOSE_PATH, listPath, messagePath } from "../router";
@@ -14,7 +14,7 @@ const MAX_PAGE_SIZE = 100;
 
 export function messageListView(ctx: ViewContext, initialStatus: MessageStatus | null): View {
   let status = initialStatus;
-  let items: Message[] = [];
+  let items: MessageSummary[] = [];
   let nextCursor: string | null = null;
   // Bumped by every change of the list, so that an answer to an older request is dropped.
   let version = 0;
@@ -37,7 +37,7 @@ export function messageListView(ctx: ViewContext, initialStatus: MessageStatus |
   const live = h("p", { class: "hint" });
   const poller = new Poller(refresh);
 
-  function row(message: Message): HTMLLIElement {
+  function row(message: MessageSummary): HTMLLIElement {
     return h(
       "li",
       {},
@@ -62,7 +62,7 @@ export function messageListView(ctx: ViewContext, initialStatus: MessageStatus |
     return [...list.querySelectorAll("a")].find((link) => link.dataset["id"] === id);
   }
 
-  function show(next: Message[], cursor: string | null): void {
+  function show(next: MessageSummary[], cursor: string | null): void {
     // Rows are rebuilt, so a focused row is focused again once rebuilt.
     const focused = document.activeElement;
     const focusedId =
@@ -127,7 +127,7 @@ export function messageListView(ctx: ViewContext, initialStatus: MessageStatus |
     }
   }
 
-  function announceChanges(before: Message[], after: Message[]): void {
+  function announceChanges(before: MessageSummary[], after: MessageSummary[]): void {
     const previous = new Map(before.map((message) => [message.id, message.status]));
     const changes = after
       .filter((message) => previous.has(message.id) && previous.get(message.id) !== message.status)
@@ -205,6 +205,6 @@ export function messageListView(ctx: ViewContext, initialStatus: MessageStatus |
 }
 
 /** What polling compares: a message changed when its status or its update time did. */
-function fingerprint(messages: Message[]): string {
+function fingerprint(messages: MessageSummary[]): string {
   return messages.map((message) => `${message.id} ${message.status} ${message.updated_at}`).join();
 }
