@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -47,6 +49,11 @@ class Tenant(Base):
     id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Emails the tenant may schedule per UTC day (issue 13); ``herald tenants set-quota``.
+    daily_quota: Mapped[int] = mapped_column(
+        Integer, CheckConstraint("daily_quota >= 0", name="daily_quota_not_negative"),
+        server_default=text("10000"),
+    )  # fmt: skip
 
 
 class ApiKey(Base):
@@ -110,3 +117,35 @@ class Message(Base):
     # The creating request's trace context (Datadog propagation headers), when Datadog is
     # on: the relay sends it with the task, so the email's send joins the request's trace.
     trace_context: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+
+
+class TenantDailyUsage(Base):
+    """Emails a tenant scheduled on one UTC day, counted by ``ecs_service.tenant_limits``.
+
+    One row per counting connection (``slot``), so concurrent transactions of one tenant
+    never wait for each other's row; the day's usage is the sum of its rows.
+    """
+
+    __tablename__ = "tenant_daily_usage"
+
+    tenant_id: Mapped[UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(primary_key=True, index=True)
+    slot: Mapped[int] = mapped_column(primary_key=True)
+    used: Mapped[int] = mapped_column(CheckConstraint("used >= 0", name="used_not_negative"))
+
+
+class ApiRateBucket(Base):
+    """The token bucket of one API key, shared by every api process (UNLOGGED: lost in a
+    crash, which only refills it). ``granted`` is the last lease's size."""
+
+    __tablename__ = "api_rate_buckets"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    key_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("api_keys.key_id", ondelete="CASCADE"), primary_key=True
+    )
+    tokens: Mapped[float] = mapped_column(Double)
+    granted: Mapped[int]
+    refilled_at: Mapped[datetime]
