@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -22,6 +23,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
@@ -119,10 +121,23 @@ def run_worker(_: argparse.Namespace) -> int:
     return run(load(DatabaseSettings), load(WorkerSettings), tracing=tracing)
 
 
+class DatabaseUnreachableError(SystemExit):
+    """The database refused or did not answer: exit 1 with one line naming the variables."""
+
+    def __init__(self, error: OperationalError) -> None:
+        # psycopg's first line names host, port and the reason; the rest is SQLAlchemy's.
+        reason = str(error.orig or error).strip().splitlines()[0]
+        super().__init__(
+            f"herald: cannot use the database set by DATABASE_URL (or DATABASE_HOST): {reason}"
+        )
+
+
 def run_migrate(_: argparse.Namespace) -> int:
     engine = build_engine(load(DatabaseSettings), application_name="herald-migrate")
     try:
         upgrade_to_head(engine)
+    except OperationalError as error:
+        raise DatabaseUnreachableError(error) from None
     finally:
         engine.dispose()
     print("herald: database schema is up to date")
@@ -137,6 +152,8 @@ def _admin(action: Callable[[Session], int]) -> int:
     except (api_keys.NotFoundError, api_keys.TenantExistsError) as error:
         print(f"herald: {error}", file=sys.stderr)
         return 1
+    except OperationalError as error:
+        raise DatabaseUnreachableError(error) from None
     finally:
         engine.dispose()
 
@@ -178,12 +195,43 @@ def keys_list(args: argparse.Namespace) -> int:
         query = select(ApiKey, Tenant.name).join(Tenant).order_by(ApiKey.created_at)
         if args.tenant:
             query = query.where(ApiKey.tenant_id == api_keys.find_tenant(session, args.tenant).id)
-        for key, tenant_name in session.execute(query):
-            state = f"revoked {key.revoked_at.isoformat()}" if key.revoked_at else "active"
-            print(f"{key.key_id}\t{tenant_name}\t{key.name}\t{state}")
+        rows = [
+            {
+                "key_id": key.key_id,
+                "tenant": tenant_name,
+                "name": key.name,
+                "created_at": key.created_at.isoformat(timespec="seconds"),
+                "revoked_at": key.revoked_at.isoformat(timespec="seconds")
+                if key.revoked_at
+                else None,
+            }
+            for key, tenant_name in session.execute(query)
+        ]
+        if args.json:
+            for row in rows:
+                print(json.dumps(row))
+            return 0
+        print_table(
+            ("KEY ID", "TENANT", "NAME", "CREATED", "STATE"),
+            [
+                (row["key_id"], row["tenant"], row["name"], row["created_at"],
+                 f"revoked {row['revoked_at']}" if row["revoked_at"] else "active")
+                for row in rows
+            ],
+        )  # fmt: skip
         return 0
 
     return _admin(action)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Rows under a header, in columns as wide as their widest cell."""
+    cells = [[str(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    for row in cells:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def keys_revoke(args: argparse.Namespace) -> int:
@@ -195,19 +243,52 @@ def keys_revoke(args: argparse.Namespace) -> int:
     return _admin(action)
 
 
+def environment_help(*settings_classes: type[BaseSettings]) -> str:
+    """The environment variables these settings read, with their defaults, for ``--help``.
+
+    Generated from the settings models, so the help cannot drift from what is read.
+    """
+    lines = ["environment variables:"]
+    for settings_class in settings_classes:
+        prefix = str(settings_class.model_config.get("env_prefix", ""))
+        for name, field in settings_class.model_fields.items():
+            variable = (
+                str(field.validation_alias) if field.validation_alias else prefix + name
+            ).upper()
+            if field.is_required():
+                default = "required"
+            elif field.default in (None, ""):
+                default = "unset"
+            else:
+                default = f"default {field.default}"
+            lines.append(f"  {variable:<34} {default}")
+    return "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="herald",
         description="Herald's backend: api, worker, migrations, tenants and API keys.",
+        epilog="Each command lists the environment variables it reads: herald COMMAND --help.",
     )
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("api", help="serve the HTTP API").set_defaults(run=run_api)
-    commands.add_parser("worker", help="run the relay and the results consumer").set_defaults(
-        run=run_worker
-    )
-    commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(
-        run=run_migrate
-    )
+    for name, help_text, run, settings_classes in (
+        ("api", "serve the HTTP API", run_api, (ApiSettings, DatabaseSettings, TracingSettings)),
+        (
+            "worker",
+            "run the relay and the results consumer",
+            run_worker,
+            (WorkerSettings, DatabaseSettings, TracingSettings),
+        ),
+        ("migrate", "bring the database schema up to date", run_migrate, (DatabaseSettings,)),
+    ):
+        commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=environment_help(*settings_classes),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ).set_defaults(run=run)
 
     tenants = commands.add_parser("tenants", help="manage tenants").add_subparsers(
         dest="action", required=True
@@ -226,6 +307,7 @@ def parser() -> argparse.ArgumentParser:
     key_create.set_defaults(run=keys_create)
     key_list = keys.add_parser("list", help="list keys (never their secrets)")
     key_list.add_argument("tenant", nargs="?", help="only this tenant's")
+    key_list.add_argument("--json", action="store_true", help="as JSON lines, one per key")
     key_list.set_defaults(run=keys_list)
     key_revoke = keys.add_parser("revoke", help="revoke a key at once")
     key_revoke.add_argument("key_id")

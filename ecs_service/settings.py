@@ -21,12 +21,29 @@ from typing import Annotated, Literal, Self
 from pydantic import EmailStr, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from ecs_service.db.credentials import credentials_from_secret
 from shared.settings import QueueUrl
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$")
+
+
+POSTGRESQL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+URL_SHAPE = "postgresql://USER:PASSWORD@HOST:PORT/NAME"
+
+
+def _check_postgresql_url(text: str) -> None:
+    """Refuse a DATABASE_URL that is not a PostgreSQL URL, without echoing its password."""
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError(f"DATABASE_URL is not a URL: expected {URL_SHAPE}") from None
+    if url.drivername not in POSTGRESQL_SCHEMES:
+        raise ValueError(
+            f"DATABASE_URL must be a PostgreSQL URL ({URL_SHAPE}), not {url.drivername}://"
+        )
 
 
 class DatabaseSettings(BaseSettings):
@@ -70,6 +87,8 @@ class DatabaseSettings(BaseSettings):
             raise ValueError(f"{source} needs DATABASE_HOST (and optionally DATABASE_PORT, _NAME)")
         if self.secret is not None:
             credentials_from_secret(self.secret.get_secret_value(), source="DATABASE_SECRET")
+        if self.url is not None:
+            _check_postgresql_url(self.url.get_secret_value())
         return self
 
     @cached_property

@@ -38,9 +38,12 @@ def project_dir() -> Path:
 
 
 def _port(text: str) -> int:
-    port = int(text)
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
     if not 1 <= port <= 65_535:
-        raise argparse.ArgumentTypeError(f"{port} is not a TCP port")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
     return port
 
 
@@ -51,7 +54,9 @@ def _env_port(variable: str, default: int) -> int:
     try:
         return _port(value)
     except (ValueError, argparse.ArgumentTypeError):
-        raise SystemExit(f"herald-local: {variable}={value!r} is not a TCP port") from None
+        raise SystemExit(
+            f"herald-local: {variable}={value!r} is not a TCP port (1-65535)"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,7 +61,10 @@ def test_cli_issues_a_key_the_api_accepts_and_revokes_it(
     assert client.get("/v1/messages", headers=headers).status_code == 200
     _, listing, _ = run_cli(capsys, "keys", "list", "initech")
     key_id = key.split("_")[1]
-    assert f"{key_id}\tinitech\tbilling\tactive" in listing
+    header, row = listing.splitlines()
+    assert header.split() == ["KEY", "ID", "TENANT", "NAME", "CREATED", "STATE"]
+    assert row.split()[:3] == [key_id, "initech", "billing"]
+    assert row.split()[-1] == "active"
     assert key not in listing
 
     # When it is revoked, Then the API refuses it at once
