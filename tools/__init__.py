@@ -1,0 +1,1 @@
+"""Repository tooling run with .venv/bin/python -m tools.<module> (not shipped)."""
