@@ -2,29 +2,73 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+import re
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
-from shared.contracts import EmailContent, EmailPayload, MessageStatus
+from shared.contracts import EmailContent, EmailPayload, MessageStatus, utc_now
 
 if TYPE_CHECKING:
     from ecs_service.db.models import Message
 
-# An address read back from the database: validated (as EmailStr) when it was stored, so
-# answering with it does not validate it again. Documented as the email it is.
+# How far send_at may be from now. The past allows for clock skew between a client and
+# Herald; the database holds wider bounds (migration 0004) around each row's created_at.
+SEND_AT_GRACE = timedelta(minutes=5)
+MAX_SCHEDULE_AHEAD = timedelta(days=365)
+# A date and a time come first: a number, or a string of digits that pydantic would read
+# as seconds or milliseconds since 1970, is not a send_at.
+_LOOKS_LIKE_A_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+# An address read back from the database: validated (as an EmailAddress) when it was
+# stored, so answering with it does not validate it again. Documented as the email it is.
 StoredEmail = Annotated[str, WithJsonSchema({"type": "string", "format": "email"})]
+
+
+def _date_time_string(value: Any) -> Any:
+    if isinstance(value, datetime) or (
+        isinstance(value, str) and _LOOKS_LIKE_A_DATE_TIME.match(value)
+    ):
+        return value
+    raise ValueError(
+        "must be a date-time string with a UTC offset (RFC 3339), such as 2030-01-01T09:00:00+01:00"
+    )
+
+
+def _within_schedule_window(value: datetime) -> datetime:
+    now = utc_now()
+    if value < now - SEND_AT_GRACE:
+        minutes = SEND_AT_GRACE // timedelta(minutes=1)
+        raise ValueError(f"must be at most {minutes} minutes in the past (omit it to send now)")
+    if value > now + MAX_SCHEDULE_AHEAD:
+        raise ValueError("must be at most one year ahead")
+    return value
+
+
+SendAt = Annotated[
+    AwareDatetime,
+    BeforeValidator(_date_time_string),
+    AfterValidator(_within_schedule_window),
+]
 
 
 class MessageCreate(EmailContent):
     """An email to send now (no ``send_at``) or at ``send_at``, with its time zone."""
 
-    send_at: AwareDatetime | None = Field(
+    send_at: SendAt | None = Field(
         default=None,
-        description="When to send, with a UTC offset (RFC 3339); now when omitted; "
-        "at most one year ahead",
+        description="When to send: a date-time string with a UTC offset (RFC 3339); now "
+        "when omitted; from 5 minutes in the past (clock skew) to one year (365 days) ahead",
     )
 
     def email_payload(self, sender: str) -> EmailPayload:
@@ -37,10 +81,12 @@ class MessageCreate(EmailContent):
         return EmailPayload.model_construct(sender=sender, **content)
 
 
-class MessageOut(BaseModel):
-    """A message and where it is in its life."""
+class MessageSummary(BaseModel):
+    """A message and where it is in its life, without its bodies (``text``, ``html``):
+    an item of a list page, so a page stays small however large the emails are."""
 
-    model_config = ConfigDict(frozen=True)
+    # The stored payload's bodies are ignored, not refused: a summary leaves them out.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: UUID
     status: MessageStatus
@@ -50,8 +96,6 @@ class MessageOut(BaseModel):
     bcc: list[StoredEmail]
     reply_to: list[StoredEmail]
     subject: str
-    text: str | None
-    html: str | None
     send_at: datetime
     created_at: datetime
     updated_at: datetime
@@ -61,7 +105,7 @@ class MessageOut(BaseModel):
     error: str | None
 
     @classmethod
-    def of(cls, message: Message) -> MessageOut:
+    def of(cls, message: Message) -> Self:
         return cls(
             id=message.id,
             status=MessageStatus(message.status),
@@ -76,10 +120,18 @@ class MessageOut(BaseModel):
         )
 
 
-class MessagePage(BaseModel):
-    """One page of messages, newest first."""
+class MessageOut(MessageSummary):
+    """A message, its bodies included, and where it is in its life."""
 
-    items: list[MessageOut]
+    text: str | None
+    html: str | None
+
+
+class MessagePage(BaseModel):
+    """One page of messages, newest first. Items leave out the bodies: read them with
+    ``GET /v1/messages/{id}``."""
+
+    items: list[MessageSummary]
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null on the last"
     )

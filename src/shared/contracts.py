@@ -7,18 +7,21 @@ SQS body of the result queue). Everything that crosses a queue is validated here
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Generic, Literal, Self, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 from uuid import UUID
 
+import email_validator
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -27,7 +30,10 @@ SQS_MAX_MESSAGE_BYTES = 262_144
 MESSAGE_ATTRIBUTES_ALLOWANCE_BYTES = 4_096
 MAX_TASK_BODY_BYTES = SQS_MAX_MESSAGE_BYTES - MESSAGE_ATTRIBUTES_ALLOWANCE_BYTES
 MAX_RECIPIENTS = 50  # SES's limit across To, Cc and Bcc
+MAX_REPLY_TO = 10
 MAX_SUBJECT_LENGTH = 998  # RFC 5322's line length limit
+# Longer input is refused before it is parsed (pydantic's EmailStr used the same bound).
+MAX_ADDRESS_INPUT_LENGTH = 2_048
 MAX_RESULT_ERROR_LENGTH = 2_000
 
 TASK_CONTRACT_VERSION: Literal[1] = 1
@@ -46,6 +52,80 @@ class MessageStatus(StrEnum):
     CANCELED = "canceled"
 
 
+def _ascii_address(value: str) -> str:
+    """An email address as Amazon SES sends it: the domain in ASCII (punycode).
+
+    SES takes 7-bit ASCII addresses only, so a non-ASCII local part (which would need
+    SMTPUTF8) is refused, and an internationalized domain is stored and sent as its
+    ``xn--`` form. Parsed once, by email-validator, as pydantic's ``EmailStr`` did
+    (display names such as ``Ann <ann@example.org>`` keep only the address).
+    """
+    if len(value) > MAX_ADDRESS_INPUT_LENGTH:
+        raise ValueError(
+            f"value is not a valid email address: longer than {MAX_ADDRESS_INPUT_LENGTH} characters"
+        )
+    try:
+        parsed = email_validator.validate_email(
+            value.strip(),
+            check_deliverability=False,
+            allow_smtputf8=False,
+            allow_display_name=True,
+        )
+    except email_validator.EmailNotValidError as error:
+        raise ValueError(f"value is not a valid email address: {error}") from error
+    # Always set when allow_smtputf8 is False: the address is all ASCII.
+    return parsed.ascii_email or parsed.normalized
+
+
+EmailAddress = Annotated[
+    str,
+    AfterValidator(_ascii_address),
+    WithJsonSchema({"type": "string", "format": "email"}),
+]
+"""An email address SES can send to, normalized to ASCII (see ``_ascii_address``)."""
+
+# Unicode category Cc (C0, DEL, C1: NUL, tab, CR, LF, VT, FF, U+0085 …), the line and
+# paragraph separators, and lone surrogates (which cannot be encoded as UTF-8).
+_NOT_IN_A_SUBJECT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_UNENCODABLE = "is not valid Unicode: a lone surrogate (U+{code:04X}) cannot be encoded as UTF-8"
+
+
+def _single_printable_line(value: str) -> str:
+    found = _NOT_IN_A_SUBJECT.search(value)
+    if found is None:
+        return value
+    char = found.group()
+    if "\ud800" <= char <= "\udfff":
+        raise ValueError(_UNENCODABLE.format(code=ord(char)))
+    raise ValueError(
+        f"must be a single line of printable text: U+{ord(char):04X} is a control or "
+        "line-separator character"
+    )
+
+
+def _mail_text(value: str | None) -> str | None:
+    if value is None:
+        return value
+    if "\x00" in value:
+        # No mail system, and no PostgreSQL text column, carries a NUL character.
+        raise ValueError("may not contain NUL characters")
+    if value.isascii():  # O(1) in CPython: most bodies end here
+        return value
+    try:
+        value.encode()
+    except UnicodeEncodeError as error:
+        raise ValueError(_UNENCODABLE.format(code=ord(value[error.start]))) from error
+    return value
+
+
+Subject = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_SUBJECT_LENGTH),
+    AfterValidator(_single_printable_line),
+]
+MailText = Annotated[str | None, AfterValidator(_mail_text)]
+
+
 class EmailContent(BaseModel):
     """What an email says and to whom: everything but its sender.
 
@@ -55,13 +135,13 @@ class EmailContent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    to: list[EmailStr] = Field(default_factory=list)
-    cc: list[EmailStr] = Field(default_factory=list)
-    bcc: list[EmailStr] = Field(default_factory=list)
-    reply_to: list[EmailStr] = Field(default_factory=list)
-    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_LENGTH)
-    text: str | None = None
-    html: str | None = None
+    to: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    cc: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    reply_to: list[EmailAddress] = Field(default_factory=list, max_length=MAX_REPLY_TO)
+    subject: Subject
+    text: MailText = None
+    html: MailText = None
 
     @model_validator(mode="after")
     def _check_email(self) -> Self:
@@ -72,20 +152,15 @@ class EmailContent(BaseModel):
             raise ValueError(
                 f"{recipients} recipients in to, cc and bcc; at most {MAX_RECIPIENTS} are allowed"
             )
-        if any(char in self.subject for char in "\r\n"):
-            raise ValueError("subject must be a single line (no CR or LF)")
         if not (self.text or self.html):
             raise ValueError("text or html is required")
-        if any("\x00" in (value or "") for value in (self.subject, self.text, self.html)):
-            # No mail system, and no PostgreSQL text column, carries a NUL character.
-            raise ValueError("subject, text and html may not contain NUL characters")
         return self
 
 
 class EmailPayload(EmailContent):
     """One email to send: the payload of the ``email.send`` task kind."""
 
-    sender: EmailStr
+    sender: EmailAddress
 
 
 class TaskEnvelope(BaseModel, Generic[PayloadT]):

@@ -105,7 +105,7 @@ def test_send_at_more_than_a_year_ahead_is_rejected(client: TestClient, caller: 
         ({"text": None}, "body", "text or html is required"),
         ({"bcc": [f"r{i}@example.org" for i in range(50)]}, "body", "51 recipients"),
         ({"sender": "boss@example.com"}, "body.sender", "Extra inputs are not permitted"),
-        ({"text": "nul\x00byte"}, "body", "may not contain NUL characters"),
+        ({"text": "nul\x00byte"}, "body.text", "may not contain NUL characters"),
     ],
 )
 def test_invalid_email_gets_a_validation_problem_naming_the_field(
