@@ -5,6 +5,10 @@ moto keeps every email SES accepted; its ``GET /moto-api/data.json`` lists them 
 ``body``, where the body is the HTML part when there is one, else the text) and
 ``ses`` -> ``RawMessage`` (raw MIME). The page the runner serves and ``herald-local
 mailbox`` both read them from there.
+
+SES knows nothing of Herald, and moto keeps no time: given the local database,
+``HeraldMessages`` adds which Herald message each email is and when the task runner sent
+it (the message's ``provider_message_id`` is SES's id, its ``finished_at`` the send time).
 """
 
 from __future__ import annotations
@@ -12,8 +16,17 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ecs_service.db.models import Message
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+    from datetime import datetime
 
 MODEL_DATA_PATH = "/moto-api/data.json"
 
@@ -33,9 +46,65 @@ class SentEmail:
     bcc: tuple[str, ...]
     subject: str
     body: str
+    # From Herald's database, when it has recorded the send (see HeraldMessages).
+    herald_message_id: str | None = None
+    sent_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        fields = asdict(self)
+        fields["sent_at"] = self.sent_at.isoformat() if self.sent_at else None
+        return fields
+
+
+@dataclass(frozen=True)
+class HeraldSend:
+    """Which Herald message an SES email is, and when the task runner sent it."""
+
+    message_id: str
+    sent_at: datetime | None
+
+
+class HeraldMessages:
+    """Herald's side of the local mailbox: SES message id -> Herald message and send time.
+
+    One small connection pool for the page's lifetime (it asks every few seconds);
+    ``close`` releases it.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._engine = create_engine(database_url, pool_size=1, max_overflow=0)
+
+    def sends(self, provider_ids: Collection[str]) -> dict[str, HeraldSend]:
+        """The sends Herald has recorded among ``provider_ids``; none when it cannot say."""
+        if not provider_ids:
+            return {}
+        query = select(Message.id, Message.provider_message_id, Message.finished_at).where(
+            Message.provider_message_id.in_(list(provider_ids))
+        )
+        try:
+            with self._engine.connect() as connection:
+                rows = connection.execute(query).all()
+        except SQLAlchemyError:
+            # The mailbox still lists what SES got while the database restarts or stops.
+            return {}
+        return {
+            str(provider_id): HeraldSend(str(message_id), finished_at)
+            for message_id, provider_id, finished_at in rows
+        }
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def with_herald_sends(emails: list[SentEmail], herald: HeraldMessages) -> list[SentEmail]:
+    """``emails`` with the Herald message id and send time of each that Herald recorded."""
+    sends = herald.sends({email.message_id for email in emails})
+    return [
+        replace(email, herald_message_id=send.message_id, sent_at=send.sent_at)
+        if (send := sends.get(email.message_id))
+        else email
+        for email in emails
+    ]
 
 
 def read_mailbox(endpoint_url: str, *, timeout: float = 5) -> list[SentEmail]:
@@ -91,6 +160,10 @@ def format_mailbox(emails: list[SentEmail]) -> str:
             lines.append(f"    cc:   {', '.join(email.cc)}")
         if email.bcc:
             lines.append(f"    bcc:  {', '.join(email.bcc)}")
+        if email.sent_at:
+            lines.append(f"    sent: {email.sent_at.isoformat(timespec='seconds')}")
+        if email.herald_message_id:
+            lines.append(f"    herald message: {email.herald_message_id}")
         lines.append(f"    id:   {email.message_id}")
         lines += [f"    | {line}" for line in email.body.splitlines() or [""]]
         blocks.append("\n".join(lines))

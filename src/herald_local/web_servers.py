@@ -2,17 +2,18 @@
 
 Both listen on 127.0.0.1 only and run in threads of the runner's process.
 
-- The mailbox (``/``) lists the emails the local SES accepted, newest first, refreshing
-  itself; ``/emails.json`` is the same as JSON. An HTML body is shown in a sandboxed
-  frame (no scripts, no forms, no navigation).
+- The mailbox (``/``) lists the emails the local SES accepted, newest first, keeping
+  itself current (``herald_local.mailbox_page``); ``/emails.json`` is the same as JSON.
+  Given the local database, each email names its Herald message and send time.
 - The front-end serves ``frontend/dist`` as CloudFront serves the bucket: files as they
-  are, any other path gets ``index.html`` (the SPA's own routes), and ``/config.json``
-  is generated so the app calls the local api.
+  are (``robots.txt`` too), any other path gets ``index.html`` (the SPA's own routes),
+  and ``/config.json`` is generated so the app calls the local api. Until the web app is
+  built it answers with a page that says how to build it, and serves the build as soon
+  as it exists (no restart).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import threading
 from functools import partial
@@ -20,21 +21,31 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from herald_local.mailbox import MailboxUnavailableError, read_mailbox
+from herald_local.mailbox import (
+    HeraldMessages,
+    MailboxUnavailableError,
+    read_mailbox,
+    with_herald_sends,
+)
+from herald_local.mailbox_page import mailbox_html
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from herald_local.mailbox import SentEmail
-
-REFRESH_SECONDS = 3
 
 
 class BackgroundHttpServer:
     """A ``ThreadingHTTPServer`` on ``127.0.0.1:port``, serving from a daemon thread."""
 
-    def __init__(self, name: str, port: int, handler: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        handler: Callable[..., Any],
+        *,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
+        self._on_stop = on_stop
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
@@ -51,10 +62,12 @@ class BackgroundHttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        if self._on_stop:
+            self._on_stop()
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
-    """No access log: the page refreshes itself every few seconds."""
+    """No access log: the mailbox page asks again every few seconds."""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         return
@@ -64,6 +77,7 @@ class MailboxPageHandler(QuietHandler):
     """``/``: the mailbox page; ``/emails.json``: the emails as JSON."""
 
     endpoint_url: ClassVar[str] = ""
+    herald: ClassVar[HeraldMessages | None] = None
 
     def do_GET(self) -> None:
         try:
@@ -71,6 +85,8 @@ class MailboxPageHandler(QuietHandler):
         except MailboxUnavailableError as error:
             self._send(503, "text/plain; charset=utf-8", str(error).encode())
             return
+        if self.herald is not None:
+            emails = with_herald_sends(emails, self.herald)
         if self.path.split("?")[0] == "/emails.json":
             body = json.dumps([email.as_json() for email in emails], indent=2).encode()
             self._send(200, "application/json", body)
@@ -88,45 +104,17 @@ class MailboxPageHandler(QuietHandler):
         self.wfile.write(body)
 
 
-def mailbox_html(emails: list[SentEmail]) -> str:
-    """The mailbox page: every email, newest first."""
-    items = []
-    for number, email in reversed(list(enumerate(emails, start=1))):
-        recipients = ", ".join(email.to + email.cc + email.bcc)
-        # moto keeps the HTML part when there is one, else the text: show text as text.
-        body = email.body
-        if "<" not in body:
-            body = f'<pre style="white-space: pre-wrap">{html.escape(body)}</pre>'
-
-        frame = html.escape(body, quote=True)
-        items.append(
-            f"<article><h2>#{number} {html.escape(email.subject)}</h2>"
-            f"<p class=meta>from {html.escape(email.sender)} to {html.escape(recipients)}"
-            f" &middot; SES id {html.escape(email.message_id)}</p>"
-            f'<iframe sandbox srcdoc="{frame}" title="body of #{number}"></iframe></article>'
-        )
-    content = "\n".join(items) or "<p>No email yet. Schedule one through the API.</p>"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<title>Herald local mailbox ({len(emails)})</title>
-<style>
-body {{ font: 15px system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; }}
-article {{ border: 1px solid #ccc; border-radius: 6px; margin: 1rem 0; padding: .5rem 1rem; }}
-h2 {{ font-size: 1.1rem; margin: .3rem 0; }} .meta {{ color: #555; margin: .2rem 0 .5rem; }}
-iframe {{ border: 1px solid #eee; width: 100%; height: 8rem; background: #fff; }}
-</style></head><body>
-<h1>Herald local mailbox</h1>
-<p>{len(emails)} email(s) sent through the local SES. This page refreshes every
-{REFRESH_SECONDS} s; <a href="/emails.json">as JSON</a>.</p>
-{content}
-</body></html>
-"""
-
-
-def mailbox_server(port: int, endpoint_url: str) -> BackgroundHttpServer:
-    handler = type("BoundMailboxPageHandler", (MailboxPageHandler,), {"endpoint_url": endpoint_url})
-    return BackgroundHttpServer("mailbox", port, handler)
+def mailbox_server(
+    port: int, endpoint_url: str, database_url: str | None = None
+) -> BackgroundHttpServer:
+    """The mailbox page; with ``database_url``, each email names its Herald message."""
+    herald = HeraldMessages(database_url) if database_url else None
+    handler = type(
+        "BoundMailboxPageHandler",
+        (MailboxPageHandler,),
+        {"endpoint_url": endpoint_url, "herald": herald},
+    )
+    return BackgroundHttpServer("mailbox", port, handler, on_stop=herald.close if herald else None)
 
 
 def frontend_config(api_url: str) -> dict[str, str]:
@@ -149,9 +137,31 @@ class FrontendHandler(QuietHandler):
             self.end_headers()
             self.wfile.write(self.config)
             return
+        if not Path(self.translate_path("/index.html")).is_file():
+            self._not_built()
+            return
         if not Path(self.translate_path(path)).exists():
             self.path = "/index.html"  # a route of the SPA, as CloudFront's fallback does
         super().do_GET()
+
+    def _not_built(self) -> None:
+        body = NOT_BUILT_PAGE.encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+NOT_BUILT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Herald: the web app is not built yet</title></head>
+<body><main><h1>The web app is not built yet</h1>
+<p>Run <code>make frontend</code>, then reload this page: it is served as soon as it is
+built.</p></main></body></html>
+"""
 
 
 def frontend_server(port: int, dist: Path, api_url: str) -> BackgroundHttpServer:

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
@@ -70,9 +71,12 @@ def chromium_path() -> str:
     raise AssertionError("unreachable")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
-    """``herald-local run`` with the built web app; stopped with Ctrl-C, nothing left."""
+    """``herald-local run`` with the built web app; stopped with Ctrl-C, nothing left.
+
+    One for the package: the web app's and the mailbox's tests share it.
+    """
     if not (REPO_ROOT / "frontend" / "dist" / "index.html").is_file():
         missing("the web app is not built (no frontend/dist/index.html): run `make frontend`")
     with running_local_system(tmp_path_factory.mktemp("herald-local")) as system:
@@ -81,9 +85,9 @@ def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSy
         stop_and_check_nothing_is_left(system)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the module; afterwards none of its processes is left."""
+    """One headless Chromium for the package; afterwards none of its processes is left."""
     executable = chromium_path()
     before = set(children_of(os.getpid()))
     playwright: Playwright = sync_playwright().start()
@@ -104,13 +108,20 @@ def browser() -> Iterator[Browser]:
     assert left == [], f"browser processes left running: {left}"
 
 
-@pytest.fixture
-def page(
-    browser: Browser, local_system: RunningSystem, request: pytest.FixtureRequest
+# A phone held upright (the width of an iPhone 12 to 15): a mobile viewport, so a page
+# without a viewport meta is laid out 980 px wide and shrunk, as on a real phone.
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+
+
+def open_tab(
+    browser: Browser,
+    local_system: RunningSystem,
+    request: pytest.FixtureRequest,
+    **options: Any,
 ) -> Iterator[Page]:
     """A fresh tab (its own session storage) on the web app, reaching 127.0.0.1 only."""
     context = browser.new_context(
-        base_url=local_system.frontend_url, timezone_id=TIME_ZONE, locale="en-US"
+        base_url=local_system.frontend_url, timezone_id=TIME_ZONE, locale="en-US", **options
     )
     context.set_default_timeout(ACTION_TIMEOUT_MS)
     refused: list[str] = []
@@ -127,6 +138,22 @@ def page(
     finally:
         context.close()
     assert refused == [], f"the page tried to reach beyond 127.0.0.1: {refused}"
+
+
+@pytest.fixture
+def page(
+    browser: Browser, local_system: RunningSystem, request: pytest.FixtureRequest
+) -> Iterator[Page]:
+    """A desktop tab (1280 × 720) on the web app."""
+    yield from open_tab(browser, local_system, request)
+
+
+@pytest.fixture
+def phone(
+    browser: Browser, local_system: RunningSystem, request: pytest.FixtureRequest
+) -> Iterator[Page]:
+    """A phone's tab (390 × 844, mobile) on the web app."""
+    yield from open_tab(browser, local_system, request, **PHONE)
 
 
 _screenshots: list[Path] = []

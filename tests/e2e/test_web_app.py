@@ -8,18 +8,23 @@ and a screen reader reads: headings, labels, roles and link names.
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
+import httpx
 from playwright.sync_api import Dialog, Locator, Page, expect
 
+from tests.e2e.accessibility import assert_accessible
 from tests.e2e.conftest import TIME_ZONE
 from tests.local_system import RunningSystem
 
 READER = "reader@example.org"
 # The polling backs off from 2 s (2, 4, 8, 16 s between looks) while nothing changes.
 SENT_TIMEOUT_MS = 45_000
+# The app's --danger colour: an invalid field's border.
+DANGER = "rgb(180, 35, 24)"
 
 
 def connect(page: Page, key: str) -> None:
@@ -181,3 +186,131 @@ def test_an_address_the_api_refuses_is_explained_next_to_the_to_field(
     expect(page.get_by_role("heading", name="Compose an email")).to_be_visible()
     # And nothing was scheduled
     assert subject not in {message["subject"] for message in local_system.messages()}
+
+
+def wait_until_sent(local_system: RunningSystem, message_id: str) -> None:
+    deadline = time.monotonic() + SENT_TIMEOUT_MS / 1000
+    while local_system.status(message_id) != "sent":
+        assert time.monotonic() < deadline, f"{message_id} was not sent in time"
+        time.sleep(0.5)
+
+
+def test_every_view_of_the_web_app_has_no_accessibility_violations(
+    page: Page, local_system: RunningSystem
+) -> None:
+    # Given a message that was sent, and one scheduled for tomorrow
+    tag = uuid4().hex[:8]
+    sent = local_system.schedule(READER, f"Axe sent {tag}")
+    later = datetime.now(ZoneInfo("UTC")) + timedelta(days=1)
+    scheduled = local_system.schedule(READER, f"Axe later {tag}", send_at=later)
+    wait_until_sent(local_system, sent)
+
+    # When each view is shown in turn, Then axe-core finds nothing wrong with any of them
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Connect to Herald")).to_be_visible()
+    assert_accessible(page, "the connect screen")
+    page.get_by_label("API key").fill("hrld_not_a_key")
+    page.get_by_role("button", name="Connect").click()
+    expect(page.get_by_label("API key")).to_have_attribute("aria-invalid", "true")
+    assert_accessible(page, "the connect screen with a refused key")
+
+    connect(page, local_system.key)
+    expect(message_link(page, f"Axe sent {tag}", "Sent")).to_be_visible()
+    assert_accessible(page, "the message list")
+    page.get_by_label("Status").select_option(label="Failed")
+    expect(page.get_by_role("link", name=f"Axe sent {tag}")).to_be_hidden()
+    assert_accessible(page, "the message list filtered on a status")
+
+    open_compose(page)
+    assert_accessible(page, "the compose form")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_label("Subject", exact=True)).to_have_attribute("aria-invalid", "true")
+    assert_accessible(page, "the compose form with its own errors")
+    fill_email(page, "bad@example.invalid", f"Axe refused {tag}")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#to-error")).to_contain_text("bad@example.invalid")
+    assert_accessible(page, "the compose form with the API's errors")
+
+    page.goto(f"/messages/{scheduled}")
+    expect(page.get_by_role("button", name="Cancel this email")).to_be_visible()
+    assert_accessible(page, "a scheduled message")
+    page.goto(f"/messages/{sent}")
+    expect(page.locator("#message-status")).to_have_text("Sent")
+    assert_accessible(page, "a sent message")
+    page.goto(f"/messages/{uuid4()}")
+    expect(page.get_by_role("button", name="Try again")).to_be_visible()
+    assert_accessible(page, "a message that does not exist")
+    page.goto("/nowhere")
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    assert_accessible(page, "an unknown address")
+
+    page.get_by_role("button", name="Disconnect").click()
+    expect(page.get_by_text("Disconnected")).to_be_visible()
+    assert_accessible(page, "the connect screen after disconnecting")
+
+
+def test_a_message_page_shows_its_times_to_the_second(
+    page: Page, local_system: RunningSystem
+) -> None:
+    # Given a scheduled message
+    later = datetime.now(ZoneInfo("UTC")) + timedelta(days=1)
+    message_id = local_system.schedule(READER, f"Seconds {uuid4().hex[:8]}", send_at=later)
+
+    # When its page is opened
+    connect(page, local_system.key)
+    page.goto(f"/messages/{message_id}")
+
+    # Then its creation time reads to the second, in the browser's zone
+    created = page.locator("dt", has_text="Created").locator("xpath=following-sibling::dd[1]")
+    expect(created).to_have_text(re.compile(rf"\d:\d\d:\d\d [AP]M \({re.escape(TIME_ZONE)}\)$"))
+
+
+def test_on_a_phone_the_header_keeps_its_words_whole(
+    phone: Page, local_system: RunningSystem
+) -> None:
+    # Given a phone 390 px wide
+    # When the web app is connected
+    connect(phone, local_system.key)
+
+    # Then each word of the header sits on one line, and nothing scrolls sideways
+    header = phone.get_by_role("banner")
+    for item in [
+        header.get_by_role("link", name="Herald"),
+        header.get_by_role("link", name="Messages"),
+        header.get_by_role("link", name="Compose"),
+        header.get_by_role("button", name="Disconnect"),
+    ]:
+        lines = item.evaluate(
+            "e => { const r = document.createRange(); r.selectNodeContents(e);"
+            " return r.getClientRects().length; }"
+        )
+        assert lines == 1, f"{item.inner_text()!r} is broken over {lines} lines"
+    assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+    assert_accessible(phone, "the message list on a phone")
+
+
+def test_an_invalid_field_is_outlined_in_red(page: Page, local_system: RunningSystem) -> None:
+    # Given the compose screen
+    connect(page, local_system.key)
+    open_compose(page)
+
+    # When it is sent empty
+    page.get_by_role("button", name="Send").click()
+
+    # Then the invalid text input and text area have the red border, a valid one does not
+    for invalid in [page.get_by_label("Subject", exact=True), page.get_by_label("To", exact=True)]:
+        expect(invalid).to_have_attribute("aria-invalid", "true")
+        expect(invalid).to_have_css("border-top-color", DANGER)
+        expect(invalid).to_have_css("border-top-width", "2px")
+    expect(page.get_by_label("Cc", exact=True)).not_to_have_css("border-top-color", DANGER)
+
+
+def test_robots_txt_is_served_as_a_text_file(local_system: RunningSystem) -> None:
+    # Given the web app as the local system serves its build
+    # When a crawler asks for /robots.txt
+    answer = httpx.get(f"{local_system.frontend_url}/robots.txt")
+
+    # Then it gets the file, not the app's index.html
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert answer.text.startswith("User-agent: *\n")
