@@ -3,6 +3,10 @@
 A key reads ``hrld_<key_id>_<secret>``. Only the SHA-256 of the whole key is stored
 (the key has 256 bits of randomness, so a plain hash is enough — no slow KDF needed);
 the public ``key_id`` finds the row, and the hashes are compared in constant time.
+
+Revoking a key notifies ``REVOKED_CHANNEL`` (PostgreSQL NOTIFY, delivered at commit), so
+the api processes, which keep known keys in memory for a short while
+(``ecs_service.api.key_cache``), forget it at once.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ecs_service.db.models import ApiKey, Tenant
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
 KEY_PREFIX = "hrld"
 KEY_PATTERN = re.compile(r"^hrld_(?P<key_id>[A-Za-z0-9]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
+# NOTIFY channel of revocations; the payload is the revoked key's public key_id.
+REVOKED_CHANNEL = "herald_api_key_revoked"
 
 
 class TenantExistsError(ValueError):
@@ -44,6 +51,23 @@ class IssuedKey:
     tenant_id: UUID
     key_id: str
     plaintext: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: the tenant, and the public id of the key it presented."""
+
+    tenant_id: UUID
+    key_id: str
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """What checking a presented key needs of its row (an active key)."""
+
+    key_id: str
+    key_hash: str
+    tenant_id: UUID
 
 
 def hash_key(plaintext: str) -> str:
@@ -93,20 +117,37 @@ def revoke_key(session: Session, key_id: str) -> None:
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFoundError(f"no active key {key_id!r}")
+    # Delivered when the transaction commits (not at all if it rolls back).
+    session.execute(select(func.pg_notify(REVOKED_CHANNEL, key_id)))
 
 
-def authenticate(session: Session, presented: str) -> UUID | None:
-    """The tenant id of an active key, or None — in the same time whatever is wrong."""
+def key_id_of(presented: str) -> str | None:
+    """The public key id of a well-formed key, or None."""
     match = KEY_PATTERN.match(presented)
-    key = (
-        session.scalar(
-            select(ApiKey).where(ApiKey.key_id == match["key_id"], ApiKey.revoked_at.is_(None))
+    return match["key_id"] if match else None
+
+
+def find_active_key(connection: Connection | Session, key_id: str) -> StoredKey | None:
+    """The active key with this public id, or None (unknown or revoked)."""
+    row = connection.execute(
+        select(ApiKey.key_hash, ApiKey.tenant_id).where(
+            ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None)
         )
-        if match
-        else None
-    )
+    ).one_or_none()
+    return StoredKey(key_id, row.key_hash, row.tenant_id) if row is not None else None
+
+
+def check_key(stored: StoredKey | None, presented: str) -> Principal | None:
+    """The principal of ``presented`` if it is the stored key, or None — in the same time
+    whatever is wrong."""
     # Compare even when nothing was found, so timing does not tell which part was wrong.
-    expected = key.key_hash if key is not None else hash_key("")
-    if hmac.compare_digest(expected, hash_key(presented)) and key is not None:
-        return key.tenant_id
+    expected = stored.key_hash if stored is not None else hash_key("")
+    if hmac.compare_digest(expected, hash_key(presented)) and stored is not None:
+        return Principal(tenant_id=stored.tenant_id, key_id=stored.key_id)
     return None
+
+
+def authenticate(session: Session, presented: str) -> Principal | None:
+    """The principal of an active key, or None — in the same time whatever is wrong."""
+    key_id = key_id_of(presented)
+    return check_key(find_active_key(session, key_id) if key_id else None, presented)

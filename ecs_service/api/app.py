@@ -1,4 +1,10 @@
-"""The FastAPI application: routes, problem details, request ids, and its lifespan."""
+"""The FastAPI application: routes, problem details, request ids, and its lifespan.
+
+Outside FastAPI's own stack, every request passes, in order: ``RequestContextMiddleware``
+(request id, one log line), ``ResponseHeadersMiddleware`` (security and rate-limit
+headers on every response), ``BodyLimitMiddleware`` (the body's cap and read timeout,
+before anything parses it or looks at a key).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -16,10 +23,16 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from ecs_service.api import problems
+from ecs_service.api.admission import AdmissionGate
+from ecs_service.api.dependencies import ApiServices
+from ecs_service.api.key_cache import Authenticator, KeyCache, RevocationListener
+from ecs_service.api.request_limits import BodyLimitMiddleware
+from ecs_service.api.response_headers import ResponseHeadersMiddleware
 from ecs_service.api.routes import health
 from ecs_service.api.routes import messages as message_routes
 from ecs_service.db.engine import build_engine, build_sessions
@@ -186,6 +199,22 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
 
+class HeraldApi(FastAPI):
+    """FastAPI with the request id, response headers and body limit outside its whole
+    stack: so they apply to every answer, its 500s included, and the body limit answers
+    before anything in the app runs."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestContextMiddleware(
+            ResponseHeadersMiddleware(BodyLimitMiddleware(super().build_middleware_stack()))
+        )
+
+
+def admission_capacity(database: DatabaseSettings) -> int:
+    """The admission gate's slots: one per pooled connection, less one kept for /readyz."""
+    return max(1, database.pool_size + database.max_overflow - 1)
+
+
 def create_app(
     api: ApiSettings, database: DatabaseSettings, *, tracing: Tracing = NO_TRACING
 ) -> FastAPI:
@@ -198,17 +227,33 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = build_engine(database, application_name="herald-api")
-        app.state.sessions = build_sessions(engine)
+        cache = KeyCache()
+        listener = RevocationListener(
+            build_engine(database, application_name="herald-api-keys", pooled=False), cache
+        )
+        gate = AdmissionGate(admission_capacity(database))
+        # More worker threads than slots: an admitted request never waits for a thread.
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(threads.total_tokens, gate.capacity + 8)
+        app.state.services = ApiServices(
+            engine=engine,
+            sessions=build_sessions(engine),
+            gate=gate,
+            authenticator=Authenticator(cache, engine),
+        )
         app.state.sender_email = api.sender_email
-        logger.info("api started", extra={"pool_size": database.pool_size})
+        listener.start()
+        logger.info("api started", extra={"pool_size": database.pool_size, "slots": gate.capacity})
         try:
             yield
         finally:
+            await run_in_threadpool(listener.stop)
+            listener.engine.dispose()
             engine.dispose()
             published.flush()
             logger.info("api stopped")
 
-    app = FastAPI(
+    app = HeraldApi(
         title="Herald",
         version="1",
         summary="Scheduled email: write it, choose when, watch it go out.",
@@ -229,7 +274,6 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(MetricsFlushMiddleware, published=published)
-    app.add_middleware(RequestContextMiddleware)
     install_problem_schema(app)
     return app
 

@@ -1,54 +1,207 @@
-"""What routes receive: a database session in a transaction, the caller's tenant, and the
-process's metrics."""
+"""What routes receive: the caller's tenant, a database session in a transaction, and the
+process's metrics — and how a request gets to use the database at all.
+
+A /v1 request goes through these steps, all but the last on the event loop:
+
+1. Authentication (``get_principal``): the key is checked against the process's key cache
+   (no I/O). Only a key the cache does not know is read from the database, admitted as
+   "unauthenticated", in a worker thread that returns its connection before it ends.
+2. Admission (``admit``): the request takes a slot of the admission gate for its tenant,
+   or is refused at once with 503 "overloaded" (``ecs_service.api.admission``).
+3. One worker thread (``UnitOfWorkRoute``) then runs the request's whole database work:
+   the rate limiter's ``take``, the route, and the commit. So a request holds at most one
+   connection, never waits for a thread while holding it, and its transaction commits
+   before the response is sent (a 201 always means a committed message; a failed COMMIT
+   is the 503 the client sees — tests/integration/faults found that).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 from uuid import UUID
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from ecs_service.api import problems
-from ecs_service.api_keys import authenticate
+from ecs_service.api.admission import UNAUTHENTICATED, AdmissionGate, OverloadedError
+from ecs_service.api.key_cache import MISS, Authenticator
+from ecs_service.api.response_headers import STATE_KEY
+from ecs_service.api_keys import Principal
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import sessionmaker
+
+T = TypeVar("T")
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer hrld_…`")
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A session whose transaction commits when the route returns, and rolls back if it raises."""
-    sessions: sessionmaker[Session] = request.app.state.sessions
-    with sessions() as session, session.begin():
-        yield session
+class RateDecision(Protocol):
+    """What the request rate limiter answers (``ecs_service.tenant_limits``)."""
+
+    @property
+    def allowed(self) -> bool: ...
 
 
-# scope="function": the transaction commits before the response is sent. With FastAPI's
-# default ("request") it committed after: a client could get 201 for a message whose
-# COMMIT then failed (PostgreSQL restarting), and the commit's error could never become
-# the 503 the client should see. tests/integration/faults found it.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+class RateLimiter(Protocol):
+    """Takes one request from an API key's budget (``ecs_service.tenant_limits``)."""
+
+    def take(self, key_id: str) -> Any: ...
 
 
-def get_tenant_id(
-    session: SessionDep,
+@dataclass(frozen=True)
+class ApiServices:
+    """What the api builds once per process (its lifespan) and every request uses."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    gate: AdmissionGate
+    authenticator: Authenticator
+    limiter: RateLimiter | None = None
+    limit_policy: Any = None
+
+    def rate_limit_headers(self, decision: Any) -> dict[str, str]:
+        headers: dict[str, str] = decision.headers(self.limit_policy)
+        return headers
+
+
+def services_of(request: Request) -> ApiServices:
+    services: ApiServices = request.app.state.services
+    return services
+
+
+class UnitOfWork:
+    """One admitted request's database work, run in one worker thread by ``run``."""
+
+    def __init__(self, services: ApiServices, principal: Principal, state: dict[str, Any]) -> None:
+        self.services = services
+        self.principal = principal
+        self.state = state
+        # No I/O: the session takes a connection when the route first uses it.
+        self.session = services.sessions()
+
+    def run(self, work: Callable[[], T]) -> T:
+        """Take one request from the key's rate limit, then do ``work`` in a transaction
+        that commits when it returns (rolls back if it raises). Blocking: a worker thread."""
+        limiter = self.services.limiter
+        if limiter is not None:
+            decision = limiter.take(self.principal.key_id)
+            headers = self.services.rate_limit_headers(decision)
+            # ResponseHeadersMiddleware puts them on the response, whatever it is.
+            self.state[STATE_KEY] = headers
+            if not decision.allowed:
+                raise problems.rate_limited(headers)
+        with self.session, self.session.begin():
+            return work()
+
+
+_current_unit: ContextVar[UnitOfWork | None] = ContextVar("herald_unit_of_work", default=None)
+
+
+def _in_unit_of_work(endpoint: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> T:
+        # FastAPI runs a sync route in a worker thread with a copy of the request's
+        # context: the unit of work ``admit`` set is there.
+        unit = _current_unit.get()
+        if unit is None:
+            return endpoint(*args, **kwargs)
+        return unit.run(functools.partial(endpoint, *args, **kwargs))
+
+    return run
+
+
+class UnitOfWorkRoute(APIRoute):
+    """A route whose sync endpoint runs inside its request's ``UnitOfWork``: rate limit,
+    route and commit in the one worker thread FastAPI runs the endpoint in."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = _in_unit_of_work(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+@asynccontextmanager
+async def _admitted(gate: AdmissionGate, party: Hashable) -> AsyncIterator[None]:
+    try:
+        async with gate.admitted(party):
+            yield
+    except OverloadedError:
+        raise problems.overloaded() from None
+
+
+async def get_principal(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> UUID:
-    """The tenant whose active API key the request carries; 401 otherwise."""
+) -> Principal:
+    """The tenant and key of the request's active API key; 401 otherwise."""
     if credentials is None:
         raise problems.unauthorized()
-    tenant_id = authenticate(session, credentials.credentials)
-    if tenant_id is None:
+    services = services_of(request)
+    found = services.authenticator.from_cache(credentials.credentials)
+    if found is MISS:
+        async with _admitted(services.gate, UNAUTHENTICATED):
+            found = await run_in_threadpool(
+                services.authenticator.from_database, credentials.credentials
+            )
+    if not isinstance(found, Principal):
         raise problems.unauthorized()
-    return tenant_id
+    return found
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def admit(request: Request, principal: PrincipalDep) -> AsyncIterator[UnitOfWork]:
+    """Admit the request for its tenant (503 "overloaded" when no slot comes free), and
+    give it its unit of work; the slot is released when the route has returned."""
+    services = services_of(request)
+    async with _admitted(services.gate, principal.tenant_id):
+        unit = UnitOfWork(services, principal, request.scope.setdefault("state", {}))
+        token = _current_unit.set(unit)
+        try:
+            yield unit
+        finally:
+            _current_unit.reset(token)
+
+
+# scope="function": the slot is released as soon as the route has returned (and, with
+# it, its commit), not after the response is sent.
+UnitDep = Annotated[UnitOfWork, Depends(admit, scope="function")]
+
+
+async def get_session(unit: UnitDep) -> Session:
+    """The request's session: its transaction commits when the route returns, and rolls
+    back if it raises (``UnitOfWork.run``)."""
+    return unit.session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def get_tenant_id(unit: UnitDep) -> UUID:
+    """The tenant whose active API key the request carries."""
+    return unit.principal.tenant_id
 
 
 TenantDep = Annotated[UUID, Depends(get_tenant_id)]
 
 
-def get_metrics(request: Request) -> ThreadSafeMetrics:
+async def get_metrics(request: Request) -> ThreadSafeMetrics:
     """The api's metrics; MetricsFlushMiddleware publishes what a request added."""
     published: ThreadSafeMetrics = request.app.state.metrics
     return published

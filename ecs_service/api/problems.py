@@ -6,11 +6,15 @@
 | ``unauthorized`` | 401 | no bearer key, or not an active one |
 | ``not-found`` | 404 | no such message (or route) for this tenant |
 | ``method-not-allowed`` | 405 | the route exists, the method does not |
+| ``request-timeout`` | 408 | the request body did not arrive within the read timeout |
 | ``not-cancelable`` | 409 | cancel of a message that is no longer scheduled |
-| ``payload-too-large`` | 413 | the email would not fit in one task (256 KiB) |
+| ``payload-too-large`` | 413 | a body over 300,000 bytes, or an email over one task (256 KiB) |
 | ``validation-error`` | 422 | the request does not match the schema; ``errors`` lists each field |
 | ``idempotency-key-reused`` | 422 | same Idempotency-Key, different body |
+| ``rate-limited`` | 429 | the key's request rate is over its limit; retry after ``Retry-After`` |
+| ``quota-exceeded`` | 429 | the daily email quota is used up; retry at the next UTC midnight |
 | ``service-unavailable`` | 503 | the database cannot be reached; retry after ``Retry-After`` |
+| ``overloaded`` | 503 | every database slot of the process is busy; retry after ``Retry-After`` |
 | ``internal-error`` | 500 | a bug; the request id in the response finds it in the logs |
 """
 
@@ -99,6 +103,56 @@ def service_unavailable() -> ProblemError:
         "Service Unavailable",
         "the database cannot be reached right now; retry shortly",
         headers={"Retry-After": "2"},
+    )
+
+
+def overloaded() -> ProblemError:
+    return ProblemError(
+        503,
+        "overloaded",
+        "Service Overloaded",
+        "the api is at capacity right now; retry after Retry-After seconds",
+        headers={"Retry-After": "1"},
+    )
+
+
+def payload_too_large(limit: int) -> ProblemError:
+    return ProblemError(
+        413,
+        "payload-too-large",
+        "Payload Too Large",
+        f"the request body is over the maximum of {limit:,} bytes",
+    )
+
+
+def request_timeout(seconds: float) -> ProblemError:
+    return ProblemError(
+        408,
+        "request-timeout",
+        "Request Timeout",
+        f"the request body did not arrive within {seconds:g} seconds",
+        headers={"Connection": "close"},
+    )
+
+
+def rate_limited(headers: dict[str, str]) -> ProblemError:
+    return ProblemError(
+        429,
+        "rate-limited",
+        "Too Many Requests",
+        "this API key is over its request rate; retry after Retry-After seconds",
+        headers=headers,
+    )
+
+
+def quota_exceeded(limit: int, used: int, retry_after_seconds: int) -> ProblemError:
+    return ProblemError(
+        429,
+        "quota-exceeded",
+        "Daily Quota Exceeded",
+        f"the tenant's daily quota of {limit:,} emails is used up ({used:,} today); "
+        "it renews at midnight UTC",
+        headers={"Retry-After": str(retry_after_seconds)},
     )
 
 

@@ -8,6 +8,7 @@ import boto3
 from botocore.config import Config
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from ecs_service.db.credentials import SecretsManagerCredentials, supply_credentials_on_connect
 
@@ -28,26 +29,40 @@ def build_engine(
     *,
     application_name: str,
     credentials: CredentialsSource | None = None,
+    pooled: bool = True,
 ) -> Engine:
     """An engine whose pool is sized by settings; connections are checked before use.
 
     With ``DATABASE_SECRET_ARN`` every new connection logs in with the credentials of that
     secret, read through boto3 (its own configuration: region, ``AWS_ENDPOINT_URL``) unless
     ``credentials`` are given.
+
+    ``pooled=False``: no pool, for a process's one long-lived connection (a LISTEN): each
+    connection is opened for its user and closed with it, and TCP keepalives notice a
+    peer that went away while the connection sat idle.
     """
-    engine = create_engine(
-        settings.sqlalchemy_url,
-        pool_size=settings.pool_size,
-        max_overflow=settings.max_overflow,
-        pool_timeout=settings.pool_timeout_seconds,
-        # A connection the database dropped (restart, failover) is replaced, not handed out.
-        pool_pre_ping=True,
-        connect_args={
-            "application_name": application_name,
-            "connect_timeout": 5,
-            "options": f"-c statement_timeout={settings.statement_timeout_ms}",
-        },
-    )
+    connect_args: dict[str, object] = {
+        "application_name": application_name,
+        "connect_timeout": 5,
+        "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+    }
+    if pooled:
+        engine = create_engine(
+            settings.sqlalchemy_url,
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout_seconds,
+            # A connection the database dropped (restart, failover) is replaced, not handed out.
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
+    else:
+        keepalives = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
+        engine = create_engine(
+            settings.sqlalchemy_url,
+            poolclass=NullPool,
+            connect_args=connect_args | keepalives | {"keepalives_count": 3},
+        )
     if credentials is None and settings.secret_arn is not None:
         credentials = SecretsManagerCredentials(
             settings.secret_arn, boto3.client("secretsmanager", config=SECRETS_MANAGER_CONFIG)

@@ -1,0 +1,209 @@
+"""Authentication without a database round trip for a key this process saw recently.
+
+``KeyCache`` keeps the rows of recently presented keys (active ones, and the key ids
+that are not active) for ``ttl_seconds``. A presented key is still hashed and compared
+in constant time against the cached hash on every request.
+
+Revocation is immediate: ``revoke_key`` notifies ``REVOKED_CHANNEL`` when its transaction
+commits, and ``RevocationListener`` (one thread and one connection per process) drops
+that key from the cache as the notification arrives. The cache is trusted only while
+the listener is connected and listening: until it is (at start, after a lost
+connection) every request reads its key from the database, and each (re)connection
+empties the cache, so a revocation missed while disconnected is never served from it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from psycopg import sql
+
+from ecs_service.api_keys import (
+    REVOKED_CHANNEL,
+    Principal,
+    StoredKey,
+    check_key,
+    find_active_key,
+    key_id_of,
+)
+from shared.observability import logger
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+CACHE_TTL_SECONDS = 60.0
+CACHE_MAX_KEYS = 10_000
+# How often an idle listener checks that its connection still works.
+HEARTBEAT_SECONDS = 10.0
+MAX_RECONNECT_SECONDS = 5.0
+
+
+class _Miss:
+    """The key's row is not in the cache: read it from the database."""
+
+
+MISS: Final = _Miss()
+
+
+@dataclass(frozen=True)
+class _Entry:
+    stored: StoredKey | None  # None: no active key has this id
+    expires_at: float
+
+
+class KeyCache:
+    """Rows of recently presented keys by key id, thread-safe, bounded in size and age."""
+
+    def __init__(
+        self,
+        ttl_seconds: float = CACHE_TTL_SECONDS,
+        max_keys: int = CACHE_MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # Bumped by every invalidation: a row read from the database before one is not
+        # remembered after it (it may be the revoked key's, read before the revocation).
+        self._generation = 0
+        self._trusted = False
+
+    def lookup(self, key_id: str) -> StoredKey | None | _Miss:
+        """The cached row of ``key_id`` (None: not an active key), or ``MISS``."""
+        with self._lock:
+            entry = self._entries.get(key_id) if self._trusted else None
+            if entry is None:
+                return MISS
+            if entry.expires_at <= self._clock():
+                del self._entries[key_id]
+                return MISS
+            self._entries.move_to_end(key_id)
+            return entry.stored
+
+    def generation(self) -> int:
+        """Read before a database lookup, and given back to ``remember``."""
+        with self._lock:
+            return self._generation
+
+    def remember(self, key_id: str, stored: StoredKey | None, generation: int) -> None:
+        """Keep a row read from the database, unless an invalidation came in between."""
+        with self._lock:
+            if not self._trusted or generation != self._generation:
+                return
+            self._entries[key_id] = _Entry(stored, self._clock() + self.ttl_seconds)
+            self._entries.move_to_end(key_id)
+            while len(self._entries) > self.max_keys:
+                self._entries.popitem(last=False)
+
+    def forget(self, key_id: str) -> None:
+        """A key was revoked."""
+        with self._lock:
+            self._entries.pop(key_id, None)
+            self._generation += 1
+
+    def trust(self, trusted: bool) -> None:
+        """The listener (re)connected (True) or lost its connection (False): start empty."""
+        with self._lock:
+            self._entries.clear()
+            self._generation += 1
+            self._trusted = trusted
+
+
+class Authenticator:
+    """Checks presented keys against the cache, or the database on a miss."""
+
+    def __init__(self, cache: KeyCache, engine: Engine) -> None:
+        self.cache = cache
+        self.engine = engine
+
+    def from_cache(self, presented: str) -> Principal | None | _Miss:
+        """The principal (None: refused) from memory only, or ``MISS``; no I/O."""
+        key_id = key_id_of(presented)
+        if key_id is None:
+            return check_key(None, presented)
+        stored = self.cache.lookup(key_id)
+        if isinstance(stored, _Miss):
+            return MISS
+        return check_key(stored, presented)
+
+    def from_database(self, presented: str) -> Principal | None:
+        """The principal (None: refused), reading the key's row; remembers it. Blocking:
+        run it in a worker thread. Holds a pooled connection only while it reads."""
+        key_id = key_id_of(presented)
+        if key_id is None:
+            return check_key(None, presented)
+        generation = self.cache.generation()
+        with self.engine.connect() as connection:
+            stored = find_active_key(connection, key_id)
+        self.cache.remember(key_id, stored, generation)
+        return check_key(stored, presented)
+
+
+class RevocationListener:
+    """A thread that LISTENs for revocations on its own connection and drops each revoked
+    key from ``cache``; it reconnects (with back-off) whenever the connection is lost."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cache: KeyCache,
+        *,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        max_reconnect_seconds: float = MAX_RECONNECT_SECONDS,
+    ) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.heartbeat_seconds = heartbeat_seconds
+        self.max_reconnect_seconds = max_reconnect_seconds
+        self._stopping = threading.Event()
+        self._delay = 0.1
+        self._thread = threading.Thread(target=self._run, name="key-revocations", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except Exception as error:  # noqa: BLE001 - whatever failed: reconnect, never die
+                first_line = (str(error) or repr(error)).splitlines()[0]
+                logger.warning(
+                    "key revocation listener disconnected; keys are read from the database "
+                    "until it reconnects",
+                    extra={"error": first_line, "retry_in_seconds": self._delay},
+                )
+                self._stopping.wait(self._delay)
+                self._delay = min(self._delay * 2, self.max_reconnect_seconds)
+
+    def _listen(self) -> None:
+        raw = self.engine.raw_connection()
+        try:
+            connection = raw.driver_connection
+            assert connection is not None
+            connection.rollback()
+            connection.autocommit = True
+            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(REVOKED_CHANNEL)))
+            self.cache.trust(True)
+            self._delay = 0.1
+            last_heartbeat = time.monotonic()
+            while not self._stopping.is_set():
+                for notification in connection.notifies(timeout=0.5):
+                    self.cache.forget(notification.payload)
+                if time.monotonic() - last_heartbeat >= self.heartbeat_seconds:
+                    connection.execute("SELECT 1")  # a dead connection raises here
+                    last_heartbeat = time.monotonic()
+        finally:
+            self.cache.trust(False)
+            raw.close()
