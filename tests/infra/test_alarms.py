@@ -1,8 +1,10 @@
-"""Every component has its alarms; every alarm notifies, says what to do, has a runbook entry.
+"""Every component has its alarms; every alarm follows one pattern and has a runbook entry.
 
-Herald's alarms are instances of stacks/alarm.yaml (one AWS::CloudFormation::Stack per
-alarm). These tests expand each instance as CloudFormation will: alarm.yaml's parameters
-with their defaults, overridden by what the instance passes.
+Herald's alarms are plain AWS::CloudWatch::Alarm resources declared beside what they watch
+(template.yaml, stacks/backend.yaml, stacks/database.yaml). The pattern they share is
+enforced here, for every alarm of every template: it notifies the alarm topic when it fires
+and when it clears, treats a missing datapoint deliberately, says what it means and what to
+do, names its runbook entry, and has a literal (or per-environment mapped) threshold.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from tests.conftest import REPO_ROOT
 from tests.infra.conftest import (
     NESTED_STACKS,
     ROOT_TEMPLATE,
-    STACKS_DIR,
     TEMPLATES,
     SamBuild,
     Template,
@@ -34,92 +35,145 @@ from tests.infra.conftest import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-ALARM_TEMPLATE = STACKS_DIR / "alarm.yaml"
-RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
+DOCS = REPO_ROOT / "docs"
 # Words an alarm description uses to tell the reader what to do.
 ACTION_WORDS = ("fix", "raise", "lower", "redrive", "roll back", "add", "reduce", "delete")
+MISSING_DATA_TREATMENTS = {"breaching", "notBreaching", "ignore", "missing"}
+# Where the code of each Herald process lives: a Herald metric an alarm watches must be
+# named there.
+SOURCES_OF_SERVICE = {
+    "herald-api": REPO_ROOT / "ecs_service" / "api",
+    "herald-worker": REPO_ROOT / "ecs_service" / "worker",
+    "herald-task-runner": REPO_ROOT / "src",
+}
 
 
 @dataclass(frozen=True)
-class AlarmInstance:
-    """One alarm as CloudFormation creates it: an instance of stacks/alarm.yaml, expanded."""
+class WatchedMetric:
+    """One metric an alarm reads: directly, or as one input of its metric math."""
 
-    name: str  # the instance's logical ID: the alarm's name in the runbook
-    template_path: Path  # the template that declares the instance
-    parameters: dict[str, Any]  # alarm.yaml's defaults overridden by the instance's values
+    namespace: str
+    name: str
+    dimensions: dict[str, Any]
+    stat: str
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One AWS::CloudWatch::Alarm as a template declares it."""
+
+    name: str  # its logical ID: the alarm's name in the runbook
+    template_path: Path
+    props: dict[str, Any]
 
     @property
-    def template(self) -> Template:
-        return load_template(self.template_path)
+    def metrics(self) -> list[WatchedMetric]:
+        if "Metrics" not in self.props:
+            return [
+                WatchedMetric(
+                    self.props["Namespace"],
+                    self.props["MetricName"],
+                    dimensions(self.props.get("Dimensions", [])),
+                    self.props.get("Statistic") or self.props["ExtendedStatistic"],
+                )
+            ]
+        return [
+            WatchedMetric(
+                stat["Metric"]["Namespace"],
+                stat["Metric"]["MetricName"],
+                dimensions(stat["Metric"].get("Dimensions", [])),
+                stat["Stat"],
+            )
+            for query in self.props["Metrics"]
+            if (stat := query.get("MetricStat"))
+        ]
+
+    @property
+    def metric(self) -> WatchedMetric:
+        """The one metric of an alarm that watches a single metric."""
+        (metric,) = self.metrics
+        return metric
+
+    @property
+    def expression(self) -> str | None:
+        """The metric math the alarm compares with its threshold, if any."""
+        returned = [query for query in self.props.get("Metrics", []) if query["ReturnData"]]
+        return str(returned[0]["Expression"]) if returned else None
+
+    def metric_of(self, query_id: str) -> str:
+        """The metric name behind one id of the alarm's metric math."""
+        (query,) = [query for query in self.props["Metrics"] if query["Id"] == query_id]
+        return str(query["MetricStat"]["Metric"]["MetricName"])
+
+    @property
+    def description(self) -> str:
+        """The description's text (the string of a !Sub, its placeholders unresolved)."""
+        description = self.props["AlarmDescription"]
+        if isinstance(description, dict):
+            sub = description["Fn::Sub"]
+            return str(sub[0] if isinstance(sub, list) else sub)
+        return str(description)
 
     def dimension_targets(self) -> set[str]:
-        """The logical IDs the alarm's dimension values point to."""
+        """The logical IDs the dimension values of its metrics point to."""
         return {
             target
-            for key in ("DimensionValue", "SecondDimensionValue")
-            if (target := referenced_id(self.parameters.get(key)))
+            for metric in self.metrics
+            for value in metric.dimensions.values()
+            if (target := referenced_id(value))
         }
 
 
-def alarm_instances(template_path: Path) -> list[AlarmInstance]:
-    """Every instance of stacks/alarm.yaml a template declares, expanded."""
-    defaults = {
-        name: parameter["Default"]
-        for name, parameter in load_template(ALARM_TEMPLATE)["Parameters"].items()
-        if "Default" in parameter
-    }
+def dimensions(declared: list[dict[str, Any]]) -> dict[str, Any]:
+    return {dimension["Name"]: dimension["Value"] for dimension in declared}
+
+
+def alarms_of(template_path: Path) -> list[Alarm]:
     template = load_template(template_path)
     return [
-        AlarmInstance(logical_id, template_path, {**defaults, **props.get("Parameters", {})})
-        for logical_id in resources_of_type(template, "AWS::CloudFormation::Stack")
-        if (props := properties(template, logical_id))
-        and (template_path.parent / props["TemplateURL"]).resolve() == ALARM_TEMPLATE.resolve()
+        Alarm(logical_id, template_path, properties(template, logical_id))
+        for logical_id in resources_of_type(template, "AWS::CloudWatch::Alarm")
     ]
 
 
-ALARMS = [alarm for path in TEMPLATES for alarm in alarm_instances(path)]
+ALARMS = [alarm for path in TEMPLATES for alarm in alarms_of(path)]
 
 
-def alarm_id(alarm: AlarmInstance) -> str:
+def alarm_id(alarm: Alarm) -> str:
     return f"{template_id(alarm.template_path)}:{alarm.name}"
 
 
-def runbook_headings() -> set[str]:
-    """The alarm names docs/runbook.md has an entry for (`## Name — what it means`)."""
-    text = RUNBOOK.read_text(encoding="utf-8")
-    return set(re.findall(r"^## (\w+) — ", text, flags=re.MULTILINE))
-
-
-def the_alarm(name: str) -> AlarmInstance:
+def the_alarm(name: str) -> Alarm:
     (alarm,) = [alarm for alarm in ALARMS if alarm.name == name]
     return alarm
+
+
+def runbook() -> Path:
+    """The page holding one entry per alarm: docs/monitoring.md, else docs/runbook.md."""
+    monitoring = DOCS / "monitoring.md"
+    return monitoring if monitoring.is_file() else DOCS / "runbook.md"
+
+
+def runbook_entries() -> set[str]:
+    """The alarm names the runbook has a heading for (`## Name — what it means`)."""
+    text = runbook().read_text(encoding="utf-8")
+    headings = re.findall(r"^#{2,4} +(.+)$", text, flags=re.MULTILINE)
+    return {
+        name
+        for heading in headings
+        for name in re.findall(r"\b([A-Z][A-Za-z0-9]*Alarm)\b", heading.split(" — ")[0])
+    }
 
 
 # ----------------------------------------------------------------- the pattern
 
 
-def test_the_alarm_pattern_notifies_its_topic_on_alarm_and_on_ok() -> None:
-    # Given the one alarm stacks/alarm.yaml declares
-    pattern = load_template(ALARM_TEMPLATE)
-    (alarm_id_,) = resources_of_type(pattern, "AWS::CloudWatch::Alarm")
-    alarm = properties(pattern, alarm_id_)
+def test_there_are_alarms_in_each_template_that_owns_a_component() -> None:
+    # Given the templates that declare alarms
+    owners = {alarm.template_path for alarm in ALARMS}
 
-    # Then it notifies the topic it is given when it fires and when it clears
-    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopicArn"}]
-    assert alarm["OKActions"] == [{"Ref": "AlarmTopicArn"}]
-    # and its description, threshold and missing-data treatment are the instance's
-    assert alarm["AlarmDescription"] == {"Ref": "AlarmDescription"}
-    assert alarm["Threshold"] == {"Ref": "Threshold"}
-    assert alarm["TreatMissingData"] == {"Ref": "TreatMissingData"}
-
-
-@pytest.mark.parametrize(
-    "template_path", [path for path in TEMPLATES if path != ALARM_TEMPLATE], ids=template_id
-)
-def test_no_alarm_is_declared_outside_the_pattern(template_path: Path) -> None:
-    # Given a template other than the pattern itself
-    # Then it declares no alarm of its own: alarms are instances of stacks/alarm.yaml
-    assert resources_of_type(load_template(template_path), "AWS::CloudWatch::Alarm") == {}
+    # Then the root (runner, queues), the backend and the database each declare theirs
+    assert owners == {ROOT_TEMPLATE, NESTED_STACKS["BackendStack"], NESTED_STACKS["DatabaseStack"]}
 
 
 def test_alarm_names_are_unique_across_templates() -> None:
@@ -130,112 +184,119 @@ def test_alarm_names_are_unique_across_templates() -> None:
     assert len(names) == len(set(names)), sorted(names)
 
 
-# ------------------------------------------------------------ every instance
-
-
 @pytest.mark.parametrize("alarm", ALARMS, ids=alarm_id)
-def test_alarm_notifies_the_alarm_topic(alarm: AlarmInstance) -> None:
-    # Given an alarm and the topic its template knows as the alarm topic
-    topic = alarm.parameters["AlarmTopicArn"]
+def test_alarm_notifies_the_alarm_topic_when_it_fires_and_when_it_clears(alarm: Alarm) -> None:
+    # Given an alarm's actions
+    actions, ok_actions = alarm.props.get("AlarmActions"), alarm.props.get("OKActions")
 
-    # Then it is the root's AlarmTopic, directly or through the stack's AlarmTopicArn,
+    # Then both are the root's AlarmTopic, directly or through the stack's AlarmTopicArn,
     # which the root sets to AlarmTopic
     if alarm.template_path == ROOT_TEMPLATE:
-        assert topic == {"Ref": "AlarmTopic"}
+        assert actions == ok_actions == [{"Ref": "AlarmTopic"}]
     else:
-        assert topic == {"Ref": "AlarmTopicArn"}
-        stack_id = next(
+        assert actions == ok_actions == [{"Ref": "AlarmTopicArn"}]
+        (stack_id,) = [
             stack_id
             for stack_id, path in NESTED_STACKS.items()
             if path.resolve() == alarm.template_path.resolve()
-        )
-        root = load_template(ROOT_TEMPLATE)
-        passed = nested_stack_parameters(root, stack_id)
+        ]
+        passed = nested_stack_parameters(load_template(ROOT_TEMPLATE), stack_id)
         assert passed["AlarmTopicArn"] == {"Ref": "AlarmTopic"}
 
 
 @pytest.mark.parametrize("alarm", ALARMS, ids=alarm_id)
-def test_alarm_description_says_what_to_do_and_names_its_runbook_entry(
-    alarm: AlarmInstance,
-) -> None:
-    # Given an alarm's description
-    description = str(alarm.parameters["AlarmDescription"])
-
-    # Then it names an action and the runbook entry to read
-    assert any(word in description.lower() for word in ACTION_WORDS), description
-    assert f"Runbook: {alarm.name}." in description
+def test_alarm_chooses_how_to_treat_missing_data(alarm: Alarm) -> None:
+    # Given an alarm (CloudWatch's default, "missing", would be a choice nobody made)
+    # Then it says what a period without data counts as
+    assert alarm.props.get("TreatMissingData") in MISSING_DATA_TREATMENTS
 
 
 @pytest.mark.parametrize("alarm", ALARMS, ids=alarm_id)
-def test_alarm_has_a_runbook_entry(alarm: AlarmInstance) -> None:
+def test_alarm_description_says_what_to_do_and_names_its_runbook_entry(alarm: Alarm) -> None:
+    # Given an alarm's description
+    description = alarm.description
+
+    # Then it says what the alarm means, names an action and the runbook entry to read
+    assert len(description) >= 120, description
+    assert any(word in description.lower() for word in ACTION_WORDS), description
+    assert description.rstrip().endswith(f"Runbook: {alarm.name}."), description
+
+
+@pytest.mark.parametrize("alarm", ALARMS, ids=alarm_id)
+def test_alarm_has_a_runbook_entry(alarm: Alarm) -> None:
     # Given the runbook's entries
     # Then one of them is this alarm's
-    assert alarm.name in runbook_headings()
+    assert alarm.name in runbook_entries(), f"no entry for {alarm.name} in {runbook()}"
 
 
 def test_runbook_has_no_entry_for_an_alarm_that_does_not_exist() -> None:
     # Given the runbook's entries and every alarm
     # Then each entry belongs to an alarm
-    assert runbook_headings() == {alarm.name for alarm in ALARMS}
-
-
-def test_readme_says_what_each_alarm_means() -> None:
-    # Given the README's table of alarms ("What each alarm means": one row per alarm,
-    # some rows naming two alarms) and every alarm
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("### What each alarm means", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| (`\w+`(?:, `\w+`)*) \|", section, flags=re.MULTILINE)
-    named = {name for row in rows for name in re.findall(r"`(\w+)`", row)}
-    # Then the table names exactly the alarms there are
-    assert named == {alarm.name for alarm in ALARMS}
+    assert runbook_entries() <= {alarm.name for alarm in ALARMS}
 
 
 @pytest.mark.parametrize("alarm", ALARMS, ids=alarm_id)
-def test_alarm_chooses_how_to_treat_missing_data(alarm: AlarmInstance) -> None:
-    # Given an alarm (alarm.yaml gives TreatMissingData no default)
-    # Then it says what a period without data counts as
-    assert alarm.parameters.get("TreatMissingData") in {
-        "breaching",
-        "notBreaching",
-        "ignore",
-        "missing",
+def test_alarm_threshold_is_a_literal_a_mapping_or_a_setting_of_what_it_watches(
+    alarm: Alarm,
+) -> None:
+    # Given an alarm's threshold and its template
+    threshold = alarm.props["Threshold"]
+    template = load_template(alarm.template_path)
+
+    # Then it is a number written beside the alarm, a per-environment mapping with a value
+    # for every environment, or a parameter that configures the component itself (used
+    # by another resource), never a parameter that exists only to tune the alarm
+    if isinstance(threshold, int | float):
+        return
+    if isinstance(threshold, dict) and "Fn::FindInMap" in threshold:
+        mapping, key, _ = threshold["Fn::FindInMap"]
+        assert key == {"Ref": "Environment"}
+        environments = template["Parameters"]["Environment"]["AllowedValues"]
+        assert set(template["Mappings"][mapping]) == set(environments)
+        return
+    name = referenced_id(threshold)
+    assert name in template["Parameters"], f"{alarm.name}: threshold {threshold!r}"
+    other_resources = {
+        logical_id: resource
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] != "AWS::CloudWatch::Alarm"
     }
+    assert {"Ref": name} in list(walk(other_resources)), f"{name} configures nothing else"
 
 
-@pytest.mark.parametrize("alarm", ALARMS, ids=alarm_id)
-def test_alarm_threshold_is_a_bounded_described_parameter(alarm: AlarmInstance) -> None:
-    # Given an alarm's threshold
-    name = referenced_id(alarm.parameters["Threshold"])
-
-    # Then it is a parameter of its template, described and bounded
-    assert name is not None, f"{alarm.name}: threshold {alarm.parameters['Threshold']!r}"
-    parameter = alarm.template.get("Parameters", {}).get(name)
-    assert parameter is not None, f"{alarm.name}: {name} is not a parameter"
-    assert parameter["Type"] == "Number"
-    assert len(str(parameter.get("Description", ""))) >= 20
-    assert ("MinValue" in parameter and "MaxValue" in parameter) or "AllowedValues" in parameter
+def walk(value: Any) -> Any:
+    """Every value nested in ``value``, itself included."""
+    yield value
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from walk(item)
 
 
-@pytest.mark.parametrize("alarm", ALARMS, ids=alarm_id)
-def test_alarm_threshold_has_one_default_in_the_root_template(alarm: AlarmInstance) -> None:
-    # Given an alarm's threshold parameter and the root template
-    name = str(referenced_id(alarm.parameters["Threshold"]))
-    root = load_template(ROOT_TEMPLATE)
+@pytest.mark.parametrize("template_path", TEMPLATES, ids=template_id)
+def test_no_parameter_exists_to_tune_an_alarm(template_path: Path) -> None:
+    # Given a template's parameters
+    parameters = load_template(template_path).get("Parameters", {})
 
-    # Then the root declares it with a default, within the same bounds as the stack's
-    root_parameter = root["Parameters"][name]
-    assert "Default" in root_parameter
-    if alarm.template_path != ROOT_TEMPLATE:
-        stack_parameter = alarm.template["Parameters"][name]
-        assert "Default" not in stack_parameter  # one default, the root's
-        for bound in ("MinValue", "MaxValue"):
-            assert stack_parameter.get(bound) == root_parameter.get(bound), bound
-        stack_id = next(
-            stack_id
-            for stack_id, path in NESTED_STACKS.items()
-            if path.resolve() == alarm.template_path.resolve()
-        )
-        assert nested_stack_parameters(root, stack_id)[name] == {"Ref": name}
+    # Then none is an alarm's threshold: the only alarm parameters are where they notify
+    alarm_parameters = {name for name in parameters if "Alarm" in name}
+    assert alarm_parameters <= {"AlarmEmail", "AlarmTopicArn"}
+
+
+@pytest.mark.parametrize("template_path", TEMPLATES, ids=template_id)
+def test_no_template_nests_a_stack_per_alarm_or_switches_a_lint_check_off_for_it(
+    template_path: Path,
+) -> None:
+    # Given a template
+    template = load_template(template_path)
+
+    # Then it nests no CloudFormation stack (alarms are plain resources), and cfn-lint's
+    # warning about nested templates (W3002) is not switched off
+    assert resources_of_type(template, "AWS::CloudFormation::Stack") == {}
+    config = template.get("Metadata", {}).get("cfn-lint", {}).get("config", {})
+    assert "W3002" not in config.get("ignore_checks", [])
 
 
 # --------------------------------------------------------- every component
@@ -278,47 +339,47 @@ def test_component_has_its_alarm(namespace: str, metric: str, resource: str) -> 
     watching = [
         alarm.name
         for alarm in ALARMS
-        if alarm.parameters["Namespace"] == namespace
-        and alarm.parameters["MetricName"] == metric
+        for watched in alarm.metrics
+        if (watched.namespace, watched.name) == (namespace, metric)
         and resource in alarm.dimension_targets()
     ]
     assert watching, f"no alarm on {namespace} {metric} of {resource}"
 
 
-def test_running_task_alarms_compare_running_with_desired() -> None:
-    # Given the two running-tasks alarms
-    for name in ("ApiRunningTasksAlarm", "WorkerRunningTasksAlarm"):
-        parameters = the_alarm(name).parameters
+@pytest.mark.parametrize("name", ["ApiRunningTasksAlarm", "WorkerRunningTasksAlarm"])
+def test_running_task_alarm_compares_running_with_desired(name: str) -> None:
+    # Given a running-tasks alarm
+    alarm = the_alarm(name)
 
-        # Then each alarms on desired minus running
-        assert parameters["SecondMetricName"] == "DesiredTaskCount"
-        assert parameters["Expression"] == "m2 - m1"
-        assert parameters["ComparisonOperator"] == "GreaterThanThreshold"
+    # Then it alarms on desired minus running
+    assert alarm.expression == "desired - running"
+    assert alarm.metric_of("desired") == "DesiredTaskCount"
+    assert alarm.metric_of("running") == "RunningTaskCount"
+    assert alarm.props["ComparisonOperator"] == "GreaterThanThreshold"
 
 
 def test_target_5xx_alarm_is_a_rate_of_the_requests() -> None:
     # Given the api's target 5XX alarm
-    parameters = the_alarm("ApiTarget5xxRateAlarm").parameters
+    alarm = the_alarm("ApiTarget5xxRateAlarm")
 
     # Then it divides the 5XX count by the request count, a missing count being none
-    assert parameters["SecondMetricName"] == "RequestCount"
-    assert parameters["Expression"] == "100 * FILL(m1, 0) / m2"
+    assert alarm.expression == "100 * FILL(errors, 0) / requests"
+    assert alarm.metric_of("errors") == "HTTPCode_Target_5XX_Count"
+    assert alarm.metric_of("requests") == "RequestCount"
 
 
 def test_response_time_alarm_watches_the_99th_percentile() -> None:
-    assert the_alarm("ApiResponseTimeAlarm").parameters["Statistic"] == "p99"
+    assert the_alarm("ApiResponseTimeAlarm").metric.stat == "p99"
 
 
 def test_duration_alarm_watches_p99_below_the_task_runners_timeout(template: Template) -> None:
     # Given the task runner's timeout and its duration alarm
     timeout_ms = int(function_properties(template, "TaskRunnerFunction")["Timeout"]) * 1000
-    alarm = the_alarm("TaskRunnerDurationAlarm").parameters
-    threshold = template["Parameters"][str(referenced_id(alarm["Threshold"]))]
+    alarm = the_alarm("TaskRunnerDurationAlarm")
 
-    # Then it watches p99 and can only be set below the timeout, by default at 80 % of it
-    assert alarm["Statistic"] == "p99"
-    assert int(threshold["MaxValue"]) <= timeout_ms
-    assert int(threshold["Default"]) == timeout_ms * 8 // 10
+    # Then it watches p99 and fires at 80 % of the timeout
+    assert alarm.metric.stat == "p99"
+    assert alarm.props["Threshold"] == timeout_ms * 8 // 10
 
 
 def test_concurrency_alarm_fires_at_the_task_runners_maximum_concurrency(
@@ -327,61 +388,93 @@ def test_concurrency_alarm_fires_at_the_task_runners_maximum_concurrency(
     # Given the SQS event source's concurrency cap and the concurrency alarm
     (event,) = properties(template, "TaskRunnerFunction")["Events"].values()
     cap = event["Properties"]["ScalingConfig"]["MaximumConcurrency"]
-    alarm = the_alarm("TaskRunnerConcurrencyAlarm").parameters
+    alarm = the_alarm("TaskRunnerConcurrencyAlarm")
 
     # Then the alarm's threshold is that cap
-    assert alarm["Threshold"] == cap
-    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm.props["Threshold"] == cap
+    assert alarm.props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
 
 
-def assert_watches_the_workers_metric(
-    backend: Template, alarm: dict[str, Any], metric: str
+WORKER_METRIC_ALARMS = {
+    "RelayLagAlarm": "RelayLag",
+    "RelayBacklogAlarm": "RelayBacklog",
+    "RelayRowsFailedAlarm": "RelayRowsFailed",
+    "ResultsRejectedAlarm": "ResultsRejected",
+}
+
+
+@pytest.mark.parametrize(("name", "metric"), WORKER_METRIC_ALARMS.items())
+def test_worker_alarm_watches_the_metric_in_the_workers_namespace_and_dimensions(
+    backend: Template, name: str, metric: str
 ) -> None:
-    """The alarm watches ``metric`` in the worker's namespace, service and environment."""
+    # Given the worker's metric settings and one of the alarms on its metrics
     worker = {
         variable["Name"]: variable["Value"]
         for variable in container_definitions(backend)["worker"]["Environment"]
     }
-    assert alarm["Namespace"] == worker["POWERTOOLS_METRICS_NAMESPACE"]
-    assert alarm["MetricName"] == metric
-    assert (alarm["DimensionName"], alarm["DimensionValue"]) == (
-        "service",
-        worker["POWERTOOLS_SERVICE_NAME"],
-    )
-    assert (alarm["SecondDimensionName"], alarm["SecondDimensionValue"]) == (
-        "environment",
-        worker["ENVIRONMENT"],
-    )
+    watched = the_alarm(name).metric
+
+    # Then it watches that metric in the worker's namespace, service and environment
+    assert watched.namespace == worker["POWERTOOLS_METRICS_NAMESPACE"]
+    assert watched.name == metric
+    assert watched.dimensions == {
+        "service": worker["POWERTOOLS_SERVICE_NAME"],
+        "environment": worker["ENVIRONMENT"],
+    }
 
 
-def test_relay_lag_alarm_watches_the_metric_the_worker_emits(backend: Template) -> None:
-    assert_watches_the_workers_metric(backend, the_alarm("RelayLagAlarm").parameters, "RelayLag")
+@pytest.mark.parametrize(
+    "alarm",
+    [alarm for alarm in ALARMS if any(m.namespace == "Herald" for m in alarm.metrics)],
+    ids=alarm_id,
+)
+def test_herald_metric_alarm_watches_a_metric_its_process_emits(alarm: Alarm) -> None:
+    # Given an alarm on one of Herald's own metrics and the code of the process it names
+    sources = SOURCES_OF_SERVICE[alarm.metric.dimensions["service"]]
+    code = "\n".join(path.read_text(encoding="utf-8") for path in sources.rglob("*.py"))
+
+    # Then that code emits the metric
+    assert f'"{alarm.metric.name}"' in code, f"{alarm.metric.name} is not emitted"
 
 
-def test_relay_backlog_alarm_watches_the_metric_the_worker_emits(backend: Template) -> None:
+def test_relay_backlog_alarm_fires_only_on_a_backlog_that_stays() -> None:
     # Given the relay backlog alarm
-    alarm = the_alarm("RelayBacklogAlarm").parameters
+    alarm = the_alarm("RelayBacklogAlarm")
 
-    # Then it watches RelayBacklog in the worker's namespace, service and environment,
-    # and fires only on a backlog that stays: the minimum of 5 minutes in a row
-    assert_watches_the_workers_metric(backend, alarm, "RelayBacklog")
-    assert alarm["Statistic"] == "Minimum"
-    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (5, 5)
+    # Then it compares the minimum of each minute, 5 minutes in a row
+    assert alarm.metric.stat == "Minimum"
+    assert (alarm.props["EvaluationPeriods"], alarm.props["DatapointsToAlarm"]) == (5, 5)
+
+
+@pytest.mark.parametrize("name", ["RelayRowsFailedAlarm", "ResultsRejectedAlarm"])
+def test_worker_failure_count_alarm_fires_on_any_count_in_5_minutes(name: str) -> None:
+    # Given an alarm on a count of rows or results the worker had to give up on
+    alarm = the_alarm(name)
+
+    # Then a single one in 5 minutes sets it off
+    assert alarm.metric.stat == "Sum"
+    assert alarm.props["Period"] * alarm.props["EvaluationPeriods"] == 300
+    assert alarm.props["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm.props["Threshold"] == 0
+    assert alarm.props["TreatMissingData"] == "notBreaching"
 
 
 # ----------------------------------------------------------------- the build
 
 
-def test_sam_build_carries_the_alarm_pattern_for_every_alarm(sam_build: SamBuild) -> None:
-    # Given the built application
-    # Then every alarm's nested template is there, as sam deploy will upload it
+def test_sam_build_carries_every_alarm(sam_build: SamBuild) -> None:
+    # Given the built application (the root and each nested template, as sam deploy
+    # uploads them)
     for alarm in ALARMS:
         folder = sam_build.build_dir
         if alarm.template_path != ROOT_TEMPLATE:
-            folder /= next(
+            (stack_id,) = [
                 stack_id
                 for stack_id, path in NESTED_STACKS.items()
                 if path.resolve() == alarm.template_path.resolve()
-            )
-        built = load_template(folder / alarm.name / "template.yaml")
-        assert resources_of_type(built, "AWS::CloudWatch::Alarm"), alarm.name
+            ]
+            folder /= stack_id
+        built = load_template(folder / "template.yaml")
+
+        # Then every alarm is in the template that declares it
+        assert alarm.name in resources_of_type(built, "AWS::CloudWatch::Alarm"), alarm.name

@@ -205,3 +205,25 @@ def test_an_output_links_to_the_dashboard(template: Template) -> None:
     assert "console.aws.amazon.com/cloudwatch" in url
     assert "${PipelineDashboard}" in url
     assert "region=${AWS::Region}" in url
+
+
+def test_each_threshold_line_is_its_alarms_threshold(template: Template) -> None:
+    # Given the horizontal lines the dashboard draws, each labelled with an alarm's name,
+    # and every alarm of the root and its nested stacks
+    lines = [
+        line
+        for widget in substituted(template)["widgets"]
+        if widget["type"] == "metric"
+        for line in widget["properties"].get("annotations", {}).get("horizontal", [])
+    ]
+    thresholds = {
+        logical_id: resource["Properties"]["Threshold"]
+        for stack in [template, *(load_template(path) for path in NESTED_STACKS.values())]
+        for logical_id, resource in stack["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+    # Then each line sits at the threshold of the alarm it names
+    assert lines
+    for line in lines:
+        assert line["value"] == thresholds[line["label"]], line
