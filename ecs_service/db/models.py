@@ -83,6 +83,12 @@ class Message(Base):
         CheckConstraint(
             "(idempotency_key IS NULL) = (request_hash IS NULL)", name="idempotency_pair"
         ),
+        # Wider than the api's window (5 minutes ago to 365 days ahead), so clock skew
+        # never trips it; no send_at a reader cannot load (migration 0004).
+        CheckConstraint(
+            "send_at BETWEEN created_at - interval '1 day' AND created_at + interval '366 days'",
+            name="send_at_bounds",
+        ),
         # The relay's claim: due scheduled rows in send_at order.
         Index("ix_messages_due", "send_at", postgresql_where=text("status = 'scheduled'")),
         # Listing: a tenant's messages, newest first, optionally by status (keyset pages).
