@@ -1,64 +1,136 @@
 """The results consumer: task results from the result queue to the messages' status.
 
-A result is applied in a transaction, and its queue message deleted only after that
-transaction committed: a crash in between redelivers it, and applying it again does no
-harm. A status only moves forward (scheduled/queued -> sent/failed); a repeated result,
-or one for a message this database does not know, changes nothing. A body that is not a
-result is left on the queue: after five receives SQS moves it to the result DLQ, where
-an alarm fires.
+A result is a claim read from a queue, so it is checked, not trusted:
+
+- It changes a message only while that message is ``queued`` (the task id is the
+  message id): ``queued -> sent | failed``. A result for a message that is scheduled,
+  canceled, sent, failed or unknown is rejected: logged (one line with the task id and
+  why), counted in ``ResultsRejected``, deleted, and the row is left as it is. That
+  includes a repeated result, so a repeat is a no-op.
+- What a tenant reads as the error of a failed message is Herald's fixed text for the
+  result's ``error_code`` (``shared.errors.failure_text``), never the result's free
+  ``error`` text, which only reaches the worker's log.
+- ``finished_at`` is stored within what the row already says: not before the message was
+  queued, not after the result was applied.
+
+Each result is applied under its own savepoint, inside one transaction per received
+batch: a result the database refuses is rolled back alone and left on the queue (SQS
+moves it to the result DLQ after five receives, where an alarm fires), and its
+neighbours are applied. A body that is not a valid ``TaskResult`` (``SqsResultReceiver``
+parses and bounds it) is left on the queue the same way, without holding up the rest.
+
+The consumer first locks the batch's messages (``SELECT ... FOR UPDATE``, in id order).
+A relay that sent a task but has not committed ``queued`` yet holds that row's lock, so a
+result that overtakes the relay's commit waits for it, and then finds the row ``queued``.
+If the relay rolled back instead, the row is still ``scheduled`` and the result is
+rejected; the relay sends the task again, and the task runner republishes the stored
+result, which then applies.
+
+Messages are deleted only after the transaction committed: a crash in between redelivers
+them, and applying them again changes nothing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message
-from shared.adapters.client_errors import to_herald_error
-from shared.contracts import MessageStatus, TaskResult, describe_validation_error
+from shared.adapters.sqs import SqsResultReceiver
+from shared.contracts import MessageStatus
+from shared.errors import HeraldError, failure_text
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from uuid import UUID
+
     from aws_lambda_powertools import Logger
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
-    from sqlalchemy import ColumnElement
     from sqlalchemy.engine import Engine
 
     from ecs_service.thread_safe_metrics import MetricRecorder
+    from shared.adapters.sqs import ReceivedResult
+    from shared.contracts import TaskResult
 
-OPEN_STATUSES = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value)
+RESULTS_REJECTED = "ResultsRejected"
+MESSAGES_SENT = "MessagesSent"
+MESSAGES_FAILED = "MessagesFailed"
+
+
+class ResultReceiver(Protocol):
+    """Where results come from, and how handled ones are forgotten (``SqsResultReceiver``)."""
+
+    def receive(self) -> list[ReceivedResult]: ...
+
+    def delete(self, receipt_handles: Sequence[str]) -> int: ...
+
+
+def lock_messages(session: Session, task_ids: Sequence[UUID]) -> dict[UUID, str]:
+    """Lock the messages of ``task_ids`` (waiting for a relay's commit); return their status.
+
+    Locked in id order, so two consumers locking overlapping batches cannot deadlock. An
+    unknown id is absent from the answer.
+    """
+    rows = session.execute(
+        select(Message.id, Message.status)
+        .where(Message.id.in_(sorted(set(task_ids))))
+        .order_by(Message.id)
+        .with_for_update()
+    )
+    return {row.id: row.status for row in rows}
 
 
 def apply_result(session: Session, result: TaskResult) -> bool:
-    """Move the result's message forward; False if nothing changed (repeat, unknown, final).
+    """Move the result's message from ``queued`` to its final status; False if not queued.
 
-    ``sent`` also overrides ``canceled``: a cancel can only win the race against a relay
-    that crashed between sending and committing, and then the email did go out.
+    The error stored is Herald's text for the result's code, and ``finished_at`` is kept
+    between the message's ``queued_at`` and now.
     """
-    may_change: ColumnElement[bool] = Message.status.in_(OPEN_STATUSES)
-    if result.status is MessageStatus.SENT:
-        may_change = or_(may_change, Message.status == MessageStatus.CANCELED.value)
+    failed = result.status is MessageStatus.FAILED
     changed = session.execute(
         update(Message)
-        .where(Message.id == result.task_id, may_change)
+        .where(Message.id == result.task_id, Message.status == MessageStatus.QUEUED.value)
         .values(
             status=result.status.value,
             provider_message_id=result.provider_message_id,
-            error=result.error,
-            finished_at=result.finished_at,
+            error=failure_text(result.error_code) if failed else None,
+            finished_at=func.least(
+                func.greatest(result.finished_at, Message.queued_at), func.now()
+            ),
             updated_at=func.now(),
         )
     )
     return bool(changed.rowcount)  # type: ignore[attr-defined]
 
 
+@dataclass
+class _Outcome:
+    """What became of one received batch's results."""
+
+    applied: list[TaskResult] = field(default_factory=list)
+    rejected: list[tuple[TaskResult, str]] = field(default_factory=list)
+    refused: list[tuple[TaskResult, str]] = field(default_factory=list)
+    handled: list[str] = field(default_factory=list)  # receipt handles to delete
+
+
 class ResultsConsumer:
-    """Long-polls the result queue and applies what it receives."""
+    """Long-polls the result queue and applies what it receives.
+
+    Parameters
+    ----------
+    engine
+        The database.
+    sqs, queue_url, wait_seconds
+        The SQS client, the result queue and how long one receive waits; the consumer
+        reads and deletes through an ``SqsResultReceiver`` on them.
+    logger, metrics
+        The process's Powertools Logger and (thread-safe) metrics.
+    """
 
     def __init__(
         self,
@@ -71,72 +143,111 @@ class ResultsConsumer:
         metrics: MetricRecorder,
     ) -> None:
         self._engine = engine
-        self._sqs = sqs
-        self._queue_url = queue_url
-        self._wait_seconds = wait_seconds
+        self._receiver: ResultReceiver = SqsResultReceiver(
+            sqs, queue_url, wait_seconds=wait_seconds
+        )
         self._logger = logger
         self._metrics = metrics
 
     def consume_once(self) -> int:
-        """Receive up to 10 results, apply them, delete them; return how many were applied."""
-        try:
-            received = self._sqs.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=self._wait_seconds,
-                AttributeNames=["ApproximateReceiveCount"],
-            ).get("Messages", [])
-        except (ClientError, BotoCoreError) as error:
-            raise to_herald_error(error, "SQS ReceiveMessage (results)") from error
-        results: list[tuple[str, TaskResult]] = []
+        """Receive up to 10 results, apply them, delete the handled; return how many applied.
+
+        Raises
+        ------
+        HeraldError
+            SQS could not be read.
+        sqlalchemy.exc.SQLAlchemyError
+            The database failed as a whole: nothing is deleted, every result comes back.
+        """
+        received = self._receiver.receive()
+        valid: list[tuple[str, TaskResult]] = []
         for message in received:
-            try:
-                results.append(
-                    (message["ReceiptHandle"], TaskResult.model_validate_json(message["Body"]))
-                )
-            except ValidationError as error:
+            if message.result is None:
                 self._logger.error(
                     "not a task result; left for the result DLQ",
+                    extra={"message_id": message.message_id, "error": message.problem},
+                )
+            else:
+                valid.append((message.receipt_handle, message.result))
+        if not valid:
+            return 0
+        outcome = self._apply(valid)
+        self._report(outcome)
+        # Only now that the transaction committed may SQS forget the results.
+        self._delete(outcome.handled)
+        return len(outcome.applied)
+
+    def _apply(self, results: Sequence[tuple[str, TaskResult]]) -> _Outcome:
+        outcome = _Outcome()
+        with Session(self._engine) as session, session.begin():
+            statuses = lock_messages(session, [result.task_id for _, result in results])
+            for handle, result in results:
+                status = statuses.get(result.task_id)
+                if status != MessageStatus.QUEUED.value:
+                    why = "no such message" if status is None else f"the message is {status}"
+                    outcome.rejected.append((result, why))
+                    outcome.handled.append(handle)
+                    continue
+                try:
+                    with session.begin_nested():
+                        changed = apply_result(session, result)
+                except (DataError, IntegrityError) as error:
+                    # The database refused this row's values: it alone is rolled back.
+                    outcome.refused.append((result, type(error.orig).__name__))
+                    continue
+                if changed:
+                    statuses[result.task_id] = result.status.value
+                    outcome.applied.append(result)
+                else:
+                    outcome.rejected.append((result, "the message is no longer queued"))
+                outcome.handled.append(handle)
+        return outcome
+
+    def _report(self, outcome: _Outcome) -> None:
+        for result in outcome.applied:
+            failed = result.status is MessageStatus.FAILED
+            self._metrics.add_metric(
+                name=MESSAGES_FAILED if failed else MESSAGES_SENT, unit=MetricUnit.Count, value=1
+            )
+            if failed:
+                # The runner's detail is for operators: it is logged, never stored.
+                self._logger.info(
+                    "message failed",
                     extra={
-                        "message_id": message["MessageId"],
-                        "error": describe_validation_error(error),
+                        "task_id": str(result.task_id),
+                        "error_code": result.error_code,
+                        "detail": result.error,
                     },
                 )
-        if not results:
-            return 0
-        with Session(self._engine) as session, session.begin():
-            changed = {result.task_id: apply_result(session, result) for _, result in results}
-            known = set(session.scalars(select(Message.id).where(Message.id.in_(list(changed)))))
-        for _, result in results:
-            if result.task_id not in known:
-                self._logger.warning(
-                    "result for an unknown message; ignored", extra={"task_id": str(result.task_id)}
-                )
-            elif not changed[result.task_id]:
-                self._logger.info(
-                    "repeated or late result; nothing to change",
-                    extra={"task_id": str(result.task_id)},
-                )
-        # Only now that the transaction committed may SQS forget the results.
-        self._delete([handle for handle, _ in results])
-        applied = sum(changed.values())
-        for _, result in results:
-            if changed[result.task_id]:
-                name = "MessagesSent" if result.status is MessageStatus.SENT else "MessagesFailed"
-                self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-        return applied
+        for result, why in outcome.rejected:
+            self._logger.warning(
+                "result rejected: it does not match a queued message",
+                extra={
+                    "task_id": str(result.task_id),
+                    "result_status": result.status.value,
+                    "reason": why,
+                },
+            )
+        if outcome.rejected:
+            self._metrics.add_metric(
+                name=RESULTS_REJECTED, unit=MetricUnit.Count, value=len(outcome.rejected)
+            )
+        for result, why in outcome.refused:
+            self._logger.error(
+                "the database refused a result; left for the result DLQ",
+                extra={"task_id": str(result.task_id), "error": why},
+            )
 
     def _delete(self, receipt_handles: list[str]) -> None:
-        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
-            {"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(receipt_handles)
-        ]
-        try:
-            response = self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
-        except (ClientError, BotoCoreError) as error:
-            # Applied but not deleted: they come back and are applied again, harmlessly.
-            self._logger.warning("could not delete applied results", extra={"error": str(error)})
+        if not receipt_handles:
             return
-        if response.get("Failed"):
+        try:
+            not_deleted = self._receiver.delete(receipt_handles)
+        except HeraldError as error:
+            # Handled but not deleted: they come back and change nothing.
+            self._logger.warning("could not delete handled results", extra={"error": str(error)})
+            return
+        if not_deleted:
             self._logger.warning(
-                "some applied results were not deleted", extra={"failed": len(response["Failed"])}
+                "some handled results were not deleted", extra={"failed": not_deleted}
             )

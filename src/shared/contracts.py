@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.errors import FailureCode
+
 SQS_MAX_MESSAGE_BYTES = 262_144
 # Message attributes (trace context) count towards the same SQS limit: keep room for them.
 MESSAGE_ATTRIBUTES_ALLOWANCE_BYTES = 4_096
@@ -35,6 +37,13 @@ MAX_SUBJECT_LENGTH = 998  # RFC 5322's line length limit
 # Longer input is refused before it is parsed (pydantic's EmailStr used the same bound).
 MAX_ADDRESS_INPUT_LENGTH = 2_048
 MAX_RESULT_ERROR_LENGTH = 2_000
+# SES message ids are about 60 printable ASCII characters; the messages table's
+# provider_message_id column (String(200)) holds any id within this bound.
+MAX_PROVIDER_MESSAGE_ID_LENGTH = 128
+PROVIDER_MESSAGE_ID_PATTERN = r"^[!-~]+$"  # printable ASCII, no space
+# The shape of any failure code, known or not: a newer task runner's code is read as
+# FailureCode.SEND_FAILED, anything else makes the result invalid.
+FAILURE_CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 TASK_CONTRACT_VERSION: Literal[1] = 1
 EMAIL_SEND: str = "email.send"
@@ -201,16 +210,46 @@ EmailTask = TaskEnvelope[EmailPayload]
 
 
 class TaskResult(BaseModel):
-    """The outcome of one task: the SQS body of the result queue."""
+    """The outcome of one task: the SQS body of the result queue.
+
+    Every field is bounded, because the result queue is an input like any other: a
+    ``provider_message_id`` is printable ASCII of at most 128 characters, ``error`` at
+    most 2,000 characters, ``finished_at`` a time that exists in UTC. A body outside
+    these bounds is not a result (the backend leaves it for the result DLQ).
+
+    ``error`` is the detail for operators; what a tenant is told comes from
+    ``error_code`` (``shared.errors.FailureCode``), optional so that contract version 1
+    results without it stay readable: a missing code, or a well-formed code this side
+    does not know, reads as ``FailureCode.SEND_FAILED``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1] = TASK_CONTRACT_VERSION
     task_id: UUID
     status: Literal[MessageStatus.SENT, MessageStatus.FAILED]
-    provider_message_id: str | None = None
+    provider_message_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PROVIDER_MESSAGE_ID_LENGTH,
+        pattern=PROVIDER_MESSAGE_ID_PATTERN,
+    )
     error: str | None = Field(default=None, max_length=MAX_RESULT_ERROR_LENGTH)
+    # Left out of the body when None: a sent result keeps contract version 1's exact shape.
+    error_code: FailureCode | None = Field(default=None, exclude_if=lambda code: code is None)
     finished_at: AwareDatetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_code_reads_as_send_failed(cls, data: Any) -> Any:
+        code = data.get("error_code") if isinstance(data, dict) else None
+        if (
+            isinstance(code, str)
+            and code not in {member.value for member in FailureCode}
+            and FAILURE_CODE_PATTERN.fullmatch(code)
+        ):
+            return {**data, "error_code": FailureCode.SEND_FAILED}
+        return data
 
     @model_validator(mode="after")
     def _reason_only_when_failed(self) -> Self:
@@ -218,6 +257,12 @@ class TaskResult(BaseModel):
             raise ValueError("a failed result needs an error that says why")
         if self.status is MessageStatus.SENT and self.error is not None:
             raise ValueError("a sent result carries no error")
+        if self.status is MessageStatus.SENT and self.error_code is not None:
+            raise ValueError("a sent result carries no error_code")
+        try:
+            self.finished_at.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("finished_at is not a time that exists in UTC") from None
         return self
 
     @classmethod
@@ -231,11 +276,23 @@ class TaskResult(BaseModel):
         )
 
     @classmethod
-    def failed(cls, task_id: UUID, error: str, finished_at: datetime) -> Self:
-        """The result of a task that can never succeed, with the reason (truncated)."""
+    def failed(
+        cls,
+        task_id: UUID,
+        error: str,
+        finished_at: datetime,
+        *,
+        code: FailureCode | None = None,
+    ) -> Self:
+        """The result of a task that can never succeed: why in Herald's words (``code``)
+        and in detail for operators (``error``, truncated to its bound)."""
         reason = error if len(error) <= MAX_RESULT_ERROR_LENGTH else error[:1_997] + "..."
         return cls(
-            task_id=task_id, status=MessageStatus.FAILED, error=reason, finished_at=finished_at
+            task_id=task_id,
+            status=MessageStatus.FAILED,
+            error=reason,
+            error_code=code,
+            finished_at=finished_at,
         )
 
 

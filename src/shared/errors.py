@@ -6,15 +6,58 @@ logic decides what to do by kind of failure, never by a provider's error code:
 - ``PermanentError``: the task can never succeed as it is. Report ``failed``, no retry.
 - ``TransientError``: it may succeed later. Retry; SQS redelivers it and, after
   ``maxReceiveCount`` receives, moves it to the dead-letter queue where an alarm fires.
+
+A permanent failure also says why in Herald's own words: a ``FailureCode``, the closed set
+a ``failed`` task result names, each with the one fixed sentence a tenant is shown
+(``failure_text``). The error's message is the detail for operators' logs; it never
+reaches a tenant, because whoever can write to the result queue could write anything.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from uuid import UUID
+
+
+class FailureCode(StrEnum):
+    """Why a task failed for good, in Herald's vocabulary (``TaskResult.error_code``).
+
+    The set is closed and small on purpose: each code has one fixed text in
+    ``FAILURE_TEXTS``, and a code the backend does not know (a newer task runner's) or
+    no code at all (an older one's) reads as ``SEND_FAILED``.
+    """
+
+    REJECTED = "rejected"
+    """The email service refused this email (SES ``MessageRejected`` and the like)."""
+    INVALID_ADDRESS = "invalid_address"
+    """The email service refused an address of the email as invalid."""
+    SENDER_NOT_ALLOWED = "sender_not_allowed"
+    """The sender is not an identity Herald may send from."""
+    INVALID_TASK = "invalid_task"
+    """The task is not one Herald can run: an unknown kind or an invalid payload."""
+    SEND_FAILED = "send_failed"
+    """Any other permanent failure, and the reading of an unknown or missing code."""
+
+
+FAILURE_TEXTS: Final[Mapping[FailureCode, str]] = MappingProxyType(
+    {
+        FailureCode.REJECTED: "The email service rejected this email.",
+        FailureCode.INVALID_ADDRESS: "The email service refused an address of this email.",
+        FailureCode.SENDER_NOT_ALLOWED: "The sender address is not one Herald may send from.",
+        FailureCode.INVALID_TASK: "Herald could not read this message as an email to send.",
+        FailureCode.SEND_FAILED: "The email could not be sent.",
+    }
+)
+
+
+def failure_text(code: FailureCode | None) -> str:
+    """The sentence a tenant sees for a failure with ``code`` (the generic one for None)."""
+    return FAILURE_TEXTS[code or FailureCode.SEND_FAILED]
 
 
 class HeraldError(Exception):
@@ -22,7 +65,20 @@ class HeraldError(Exception):
 
 
 class PermanentError(HeraldError):
-    """The request is invalid and retrying it cannot help."""
+    """The request is invalid and retrying it cannot help.
+
+    Parameters
+    ----------
+    message
+        What went wrong, in detail, for operators (logged, carried as the result's
+        ``error``; never shown to a tenant).
+    code
+        Why, in Herald's vocabulary: what the tenant is told.
+    """
+
+    def __init__(self, message: str, *, code: FailureCode = FailureCode.SEND_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TransientError(HeraldError):

@@ -5,7 +5,9 @@ For each record:
 1. parse the body into a ``TaskEnvelope``; a body that is not one is moved to the
    dead-letter queue at once (retrying cannot fix it) and counted in ``TasksDeadLettered``;
 2. run the task once per ``task_id`` (Powertools idempotency on DynamoDB): a
-   ``PermanentError`` becomes a ``failed`` result with its reason, a ``TransientError``
+   ``PermanentError`` becomes a ``failed`` result with its ``FailureCode`` (Herald's
+   reason, the only one a tenant is shown) and its message (the detail for
+   operators), a ``TransientError``
    leaves the record in ``batchItemFailures`` so SQS redelivers it (and, after
    ``maxReceiveCount`` receives, moves it to the dead-letter queue);
 3. publish the result. A redelivered task replays its stored result without sending
@@ -199,7 +201,12 @@ class TaskRunner:
                 self._logger.exception("unexpected error: the record goes back to the queue")
                 raise
             self._logger.info(
-                "task finished", extra={"status": result.status.value, "error": result.error}
+                "task finished",
+                extra={
+                    "status": result.status.value,
+                    "error": result.error,
+                    "error_code": result.error_code,
+                },
             )
 
     def _parse(self, record: TaskQueueRecord) -> AnyTask | None:
@@ -229,9 +236,12 @@ class TaskRunner:
         try:
             provider_message_id = self._registry.run(task)
         except PermanentError as error:
-            self._logger.error("task failed permanently", extra={"error": str(error)})
+            self._logger.error(
+                "task failed permanently",
+                extra={"error": str(error), "error_code": error.code.value},
+            )
             self._metrics.add_metric(name=names.failed, unit=MetricUnit.Count, value=1)
-            return TaskResult.failed(task.task_id, str(error), self._clock())
+            return TaskResult.failed(task.task_id, str(error), self._clock(), code=error.code)
         finished_at = self._clock()
         # Measured from when the task was due, so a message scheduled for next week
         # reports the pipeline's latency, not the schedule.

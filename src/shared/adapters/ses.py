@@ -1,4 +1,4 @@
-"""Sends email through SES (API v2)."""
+"""Sends email through SES (API v2), and says in Herald's words why SES refused one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.adapters.client_errors import to_herald_error
+from shared.adapters.client_errors import error_code, to_herald_error
+from shared.errors import FailureCode, HeraldError, PermanentError
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from shared.contracts import EmailPayload
 
 UTF8 = "UTF-8"
+SENDER_REFUSED_CODES = frozenset({"MailFromDomainNotVerifiedException"})
+# SES names a bad address only in its message ("Illegal address", "Missing final
+# '@domain'", "Domain contains illegal character"...), under BadRequestException.
+ADDRESS_WORDS = ("address", "domain")
 
 
 class SesEmailSender:
@@ -41,7 +46,8 @@ class SesEmailSender:
         Raises
         ------
         PermanentError
-            SES refused this email for good (``MessageRejected``, a bad request).
+            SES refused this email for good (``MessageRejected``, a bad request), with
+            the ``FailureCode`` that says why in Herald's words.
         TransientError
             Throttling, an outage or a configuration problem: retry later.
         """
@@ -69,5 +75,24 @@ class SesEmailSender:
         try:
             response = self._client.send_email(**request)
         except (ClientError, BotoCoreError) as error:
-            raise to_herald_error(error, "SES SendEmail") from error
+            raise send_error(error) from error
         return response["MessageId"]
+
+
+def send_error(error: ClientError | BotoCoreError) -> HeraldError:
+    """What a failed ``SendEmail`` means to Herald: transient, or permanent with its code."""
+    herald_error = to_herald_error(error, "SES SendEmail")
+    if not isinstance(herald_error, PermanentError) or not isinstance(error, ClientError):
+        return herald_error
+    return PermanentError(str(herald_error), code=failure_code(error))
+
+
+def failure_code(error: ClientError) -> FailureCode:
+    """The ``FailureCode`` of an SES error that is permanent."""
+    code = error_code(error)
+    if code in SENDER_REFUSED_CODES:
+        return FailureCode.SENDER_NOT_ALLOWED
+    message = str(error.response.get("Error", {}).get("Message", "")).lower()
+    if code == "BadRequestException" and any(word in message for word in ADDRESS_WORDS):
+        return FailureCode.INVALID_ADDRESS
+    return FailureCode.REJECTED

@@ -1,16 +1,18 @@
-"""SQS adapters: the task producer, the result publisher and the dead-letter sink."""
+"""SQS adapters: the task producer, the result publisher and receiver, the dead-letter sink."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from shared.adapters.client_errors import to_herald_error
-from shared.contracts import SQS_MAX_MESSAGE_BYTES
+from shared.contracts import SQS_MAX_MESSAGE_BYTES, TaskResult, describe_validation_error
 from shared.errors import PermanentError, TaskBatchSendError
 from shared.tracing import TRACE_CONTEXT_ATTRIBUTE, encode_trace_context
 
@@ -19,11 +21,12 @@ if TYPE_CHECKING:
 
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import (
+        DeleteMessageBatchRequestEntryTypeDef,
         MessageAttributeValueTypeDef,
         SendMessageBatchRequestEntryTypeDef,
     )
 
-    from shared.contracts import TaskEnvelope, TaskResult
+    from shared.contracts import TaskEnvelope
 
 SQS_MAX_BATCH = 10  # SendMessageBatch's limit
 DEAD_LETTER_REASON_ATTRIBUTE = "herald-dead-letter-reason"
@@ -209,6 +212,97 @@ class SqsResultPublisher:
             )
         except (ClientError, BotoCoreError) as error:
             raise to_herald_error(error, "SQS SendMessage (result)") from error
+
+
+@dataclass(frozen=True)
+class ReceivedResult:
+    """One message of the result queue: its result, or why its body is not one.
+
+    Attributes
+    ----------
+    message_id
+        SQS's id of the message, for logs.
+    receipt_handle
+        What deletes it.
+    result
+        The parsed ``TaskResult``; None when the body is not a valid one.
+    problem
+        Why the body is not a valid result (one line), when ``result`` is None.
+    """
+
+    message_id: str
+    receipt_handle: str
+    result: TaskResult | None
+    problem: str | None = None
+
+
+class SqsResultReceiver:
+    """Receives task results from the result queue and deletes those that were handled.
+
+    Bodies are parsed here, at the edge: the consumer gets ``TaskResult`` models, and
+    for a body that is not one, the reason. Such a message is simply not deleted: SQS
+    receives it again and, after ``maxReceiveCount`` receives, moves it to the DLQ.
+
+    Parameters
+    ----------
+    client
+        A ``boto3.client("sqs")``.
+    queue_url
+        The result queue's URL.
+    wait_seconds
+        How long one receive long-polls for results (0 to 20).
+    """
+
+    def __init__(self, client: SQSClient, queue_url: str, *, wait_seconds: int) -> None:
+        self._client = client
+        self._queue_url = queue_url
+        self._wait_seconds = wait_seconds
+
+    def receive(self) -> list[ReceivedResult]:
+        """Up to 10 messages, each parsed; raise a Herald error if SQS refuses."""
+        try:
+            messages = self._client.receive_message(
+                QueueUrl=self._queue_url,
+                MaxNumberOfMessages=SQS_MAX_BATCH,
+                WaitTimeSeconds=self._wait_seconds,
+            ).get("Messages", [])
+        except (ClientError, BotoCoreError) as error:
+            raise to_herald_error(error, "SQS ReceiveMessage (results)") from error
+        received: list[ReceivedResult] = []
+        for message in messages:
+            message_id, handle = message["MessageId"], message["ReceiptHandle"]
+            try:
+                result = TaskResult.model_validate_json(message.get("Body", ""))
+            except ValidationError as error:
+                received.append(
+                    ReceivedResult(message_id, handle, None, describe_validation_error(error))
+                )
+            else:
+                received.append(ReceivedResult(message_id, handle, result))
+        return received
+
+    def delete(self, receipt_handles: Sequence[str]) -> int:
+        """Delete the messages of ``receipt_handles``; return how many SQS did not delete.
+
+        Raises
+        ------
+        TransientError, PermanentError
+            SQS refused the call itself.
+        """
+        not_deleted = 0
+        for start in range(0, len(receipt_handles), SQS_MAX_BATCH):
+            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "ReceiptHandle": handle}
+                for i, handle in enumerate(receipt_handles[start : start + SQS_MAX_BATCH])
+            ]
+            try:
+                response = self._client.delete_message_batch(
+                    QueueUrl=self._queue_url, Entries=entries
+                )
+            except (ClientError, BotoCoreError) as error:
+                raise to_herald_error(error, "SQS DeleteMessageBatch (results)") from error
+            not_deleted += len(response.get("Failed", []))
+        return not_deleted
 
 
 class SqsDeadLetterSink:
