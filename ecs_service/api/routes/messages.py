@@ -12,11 +12,12 @@ from pydantic import ValidationError
 
 from ecs_service import messages
 from ecs_service.api import problems
-from ecs_service.api.dependencies import MetricsDep, SessionDep, TenantDep
+from ecs_service.api.dependencies import MetricsDep, SessionDep, TenantDep, UnitOfWorkRoute
 from ecs_service.api.schemas import MessageCreate, MessageOut, MessagePage, MessageSummary
 from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope, utc_now
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"])
+# UnitOfWorkRoute: each route's rate limit, work and commit run in one worker thread.
+router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=UnitOfWorkRoute)
 REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {
         "model": MessageOut,
