@@ -19,7 +19,8 @@ README_MAX_BYTES = 12 * 1024
 PAGES = [README, REPO_ROOT / "bench" / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 # [text](target) and [text](target "title"); images too. Code spans are removed first.
 LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-CODE = re.compile(r"```.*?```|`[^`\n]*`", flags=re.DOTALL)
+FENCED = re.compile(r"```.*?```", flags=re.DOTALL)
+CODE = re.compile(FENCED.pattern + r"|`[^`\n]*`", flags=re.DOTALL)
 # An entry of the monitoring page: `## AlarmName — what it means`.
 ENTRY = re.compile(r"^## (\w+) — ", flags=re.MULTILINE)
 
@@ -45,7 +46,8 @@ def github_anchor(heading: str) -> str:
 
 
 def anchors(page: Path) -> set[str]:
-    text = CODE.sub("", page.read_text(encoding="utf-8"))
+    """The anchors of a page's headings (code spans in a heading keep their text)."""
+    text = FENCED.sub("", page.read_text(encoding="utf-8"))
     return {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE)}
 
 
