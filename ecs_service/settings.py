@@ -138,6 +138,20 @@ class ApiSettings(BaseSettings):
     cors_allowed_origins: Annotated[
         str, StringConstraints(pattern=r"^(|https?://[^,\s]+(,https?://[^,\s]+)*)$")
     ] = Field(default="", validation_alias="CORS_ALLOWED_ORIGINS")
+    # Each API key's request rate (a token bucket shared by every api process): sustained
+    # requests per second, and how many may come at once.
+    rate_limit_per_second: float = Field(
+        default=50, gt=0, le=1_000_000, validation_alias="API_RATE_LIMIT_PER_SECOND"
+    )
+    rate_limit_burst: int = Field(
+        default=100, ge=1, le=10_000_000, validation_alias="API_RATE_LIMIT_BURST"
+    )
+    # Open connections (and requests) one api process accepts; past it uvicorn answers
+    # 503 at once. A backstop behind the admission gate: it bounds memory (each request
+    # body is read whole, up to 300,000 bytes, before routing).
+    max_connections: int = Field(
+        default=512, ge=1, le=100_000, validation_alias="API_MAX_CONNECTIONS"
+    )
 
     @property
     def cors_origins(self) -> list[str]:
@@ -159,6 +173,20 @@ class WorkerSettings(BaseSettings):
     )
     relay_max_backoff_seconds: float = Field(
         default=30.0, gt=0, validation_alias="RELAY_MAX_BACKOFF_SECONDS"
+    )
+    # Most tasks in flight (queued, no result yet): a backlog waits in PostgreSQL, where the
+    # relay's claim is fair across tenants, not in the task queue. 50 is 2.5 x what the task
+    # runner holds at once by default (TaskRunnerMaxConcurrency 2 x TaskRunnerBatchSize 10):
+    # enough to keep it busy while results come back, and a newly claimed email waits
+    # behind at most 50 (about 3.5 s at SES's starting 14 emails/s). Scale it with those.
+    relay_max_in_flight: int = Field(
+        default=50, ge=1, le=10_000, validation_alias="RELAY_MAX_IN_FLIGHT"
+    )
+    # A task queued longer ago than this stops counting as in flight: its result is late
+    # or lost (a runner crash, the DLQ) and must not hold the budget forever. 300 s is the
+    # task queue's visibility timeout: a task not finished by then is being retried.
+    relay_in_flight_expiry_seconds: float = Field(
+        default=300.0, ge=10, le=3_600, validation_alias="RELAY_IN_FLIGHT_EXPIRY_SECONDS"
     )
     # Long-poll wait of the results consumer; bounded so shutdown stays prompt.
     results_wait_seconds: int = Field(

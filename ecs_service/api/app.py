@@ -36,6 +36,7 @@ from ecs_service.api.response_headers import ResponseHeadersMiddleware
 from ecs_service.api.routes import health
 from ecs_service.api.routes import messages as message_routes
 from ecs_service.db.engine import build_engine, build_sessions
+from ecs_service.tenant_limits import DailyQuotaExceededError, RateLimitPolicy, RequestRateLimiter
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 from shared.observability import logger, metrics
 from shared.tracing import NO_TRACING
@@ -172,6 +173,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         problem = problems.ProblemError(error.status_code, kind, title, detail, headers=headers)
         return _problem_response(request, problem)
 
+    @app.exception_handler(DailyQuotaExceededError)
+    async def on_quota_exceeded(request: Request, error: DailyQuotaExceededError) -> JSONResponse:
+        return _problem_response(
+            request, problems.quota_exceeded(error.limit, error.used, error.retry_after_seconds)
+        )
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
     async def on_database_unavailable(request: Request, error: Exception) -> JSONResponse:
@@ -232,6 +239,8 @@ def create_app(
             build_engine(database, application_name="herald-api-keys", pooled=False), cache
         )
         gate = AdmissionGate(admission_capacity(database))
+        policy = RateLimitPolicy(api.rate_limit_per_second, api.rate_limit_burst)
+        limiter = RequestRateLimiter(engine, policy)
         # More worker threads than slots: an admitted request never waits for a thread.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, gate.capacity + 8)
@@ -240,6 +249,7 @@ def create_app(
             sessions=build_sessions(engine),
             gate=gate,
             authenticator=Authenticator(cache, engine),
+            limiter=limiter,
         )
         app.state.sender_email = api.sender_email
         listener.start()
@@ -249,6 +259,7 @@ def create_app(
         finally:
             await run_in_threadpool(listener.stop)
             listener.engine.dispose()
+            limiter.close()
             engine.dispose()
             published.flush()
             logger.info("api stopped")

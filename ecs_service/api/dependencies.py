@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 from fastapi import Depends, Request
@@ -45,22 +45,11 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import sessionmaker
 
+    from ecs_service.tenant_limits import RequestRateLimiter
+
 T = TypeVar("T")
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer hrld_…`")
-
-
-class RateDecision(Protocol):
-    """What the request rate limiter answers (``ecs_service.tenant_limits``)."""
-
-    @property
-    def allowed(self) -> bool: ...
-
-
-class RateLimiter(Protocol):
-    """Takes one request from an API key's budget (``ecs_service.tenant_limits``)."""
-
-    def take(self, key_id: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -71,12 +60,8 @@ class ApiServices:
     sessions: sessionmaker[Session]
     gate: AdmissionGate
     authenticator: Authenticator
-    limiter: RateLimiter | None = None
-    limit_policy: Any = None
-
-    def rate_limit_headers(self, decision: Any) -> dict[str, str]:
-        headers: dict[str, str] = decision.headers(self.limit_policy)
-        return headers
+    # None: no request rate limit (an app built for a test of something else).
+    limiter: RequestRateLimiter | None = None
 
 
 def services_of(request: Request) -> ApiServices:
@@ -100,7 +85,7 @@ class UnitOfWork:
         limiter = self.services.limiter
         if limiter is not None:
             decision = limiter.take(self.principal.key_id)
-            headers = self.services.rate_limit_headers(decision)
+            headers = decision.headers(limiter.policy)
             # ResponseHeadersMiddleware puts them on the response, whatever it is.
             self.state[STATE_KEY] = headers
             if not decision.allowed:
