@@ -1,7 +1,7 @@
 """The ``herald`` command: run the api, the worker or the migrations, and manage tenants and keys.
 
     herald api | worker | migrate
-    herald tenants create NAME | tenants list
+    herald tenants create NAME | tenants list [--json] | tenants set-quota TENANT EMAILS_PER_DAY
     herald keys create TENANT [--name NAME] | keys list [TENANT] | keys revoke KEY_ID
 
 Configuration comes from the environment (see ``ecs_service.settings``); a missing or
@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from ecs_service import api_keys
+from ecs_service import api_keys, tenant_limits
 from ecs_service.db.engine import build_engine
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.db.models import ApiKey, Tenant
@@ -176,10 +176,47 @@ def tenants_create(args: argparse.Namespace) -> int:
     return _admin(action)
 
 
-def tenants_list(_: argparse.Namespace) -> int:
+def tenants_list(args: argparse.Namespace) -> int:
     def action(session: Session) -> int:
-        for tenant in session.scalars(select(Tenant).order_by(Tenant.created_at)):
-            print(f"{tenant.id}\t{tenant.name}\t{tenant.created_at.isoformat()}")
+        rows = [
+            {
+                "id": str(tenant.tenant_id),
+                "name": tenant.name,
+                "created_at": tenant.created_at.isoformat(timespec="seconds"),
+                "daily_quota": tenant.daily_quota,
+                "used_today": tenant.used_today,
+            }
+            for tenant in tenant_limits.quotas(session)
+        ]
+        if args.json:
+            for row in rows:
+                print(json.dumps(row))
+            return 0
+        print_table(
+            ("TENANT ID", "NAME", "CREATED", "DAILY QUOTA", "USED TODAY (UTC)"),
+            [list(row.values()) for row in rows],
+        )
+        return 0
+
+    return _admin(action)
+
+
+def tenants_set_quota(args: argparse.Namespace) -> int:
+    raw: str = args.emails_per_day
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= tenant_limits.MAX_DAILY_QUOTA):
+        print(
+            "herald: the daily quota must be a whole number of emails from 0 to "
+            f"{tenant_limits.MAX_DAILY_QUOTA}, not {raw!r}",
+            file=sys.stderr,
+        )
+        return 2
+
+    def action(session: Session) -> int:
+        tenant = api_keys.find_tenant(session, args.tenant)
+        tenant_limits.set_daily_quota(session, tenant.id, int(raw))
+        (quota,) = tenant_limits.quotas(session, tenant.id)
+        used = f"{quota.used_today} used today"
+        print(f"{tenant.name}: {quota.daily_quota} emails per UTC day ({used})")
         return 0
 
     return _admin(action)
@@ -305,7 +342,17 @@ def parser() -> argparse.ArgumentParser:
     create = tenants.add_parser("create", help="create a tenant")
     create.add_argument("name")
     create.set_defaults(run=tenants_create)
-    tenants.add_parser("list", help="list tenants").set_defaults(run=tenants_list)
+    tenant_list = tenants.add_parser(
+        "list", help="list tenants with their daily quota and today's usage"
+    )
+    tenant_list.add_argument("--json", action="store_true", help="as JSON lines, one per tenant")
+    tenant_list.set_defaults(run=tenants_list)
+    set_quota = tenants.add_parser(
+        "set-quota", help="set the emails a tenant may schedule per UTC day (default 10000)"
+    )
+    set_quota.add_argument("tenant", help="tenant name or id")
+    set_quota.add_argument("emails_per_day", help="a whole number, 0 to stop it scheduling")
+    set_quota.set_defaults(run=tenants_set_quota)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True

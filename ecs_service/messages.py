@@ -18,6 +18,7 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service.db.models import Message
+from ecs_service.tenant_limits import reserve_daily_quota
 from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope
 
 if TYPE_CHECKING:
@@ -86,12 +87,16 @@ def create_message(
 ) -> Created:
     """Store a scheduled message, or return the one an earlier request with the same key made.
 
-    ``trace_context`` is the creating request's trace context, kept for the relay.
+    ``trace_context`` is the creating request's trace context, kept for the relay. A new
+    message counts against the tenant's daily quota in the caller's transaction (a
+    rollback gives it back); a replay does not.
 
     Raises
     ------
     IdempotencyKeyReusedError
         The key was used before with a different request (``request_hash`` differs).
+    ecs_service.tenant_limits.DailyQuotaExceededError
+        The tenant's daily quota is used up; nothing was stored or counted.
     """
     if idempotency_key is not None:
         earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
@@ -110,6 +115,8 @@ def create_message(
     # The INSERT's RETURNING fills in the server defaults (the mapper's eager_defaults):
     # no SELECT follows it.
     if idempotency_key is None:
+        # Counted first: a refusal leaves nothing in the caller's transaction.
+        reserve_daily_quota(session, tenant_id)
         session.add(message)
         session.flush()
         return Created(message, created=True)
@@ -117,6 +124,10 @@ def create_message(
         # A SAVEPOINT only with a key: losing the race for it must not undo the transaction.
         with session.begin_nested():
             session.add(message)
+            session.flush()
+            # After the INSERT: a request that loses the race for the key is a replay, and
+            # the SAVEPOINT's rollback takes back what it counted.
+            reserve_daily_quota(session, tenant_id)
     except IntegrityError:
         # Another request with the same key won the race: answer as it did.
         earlier = _by_idempotency_key(session, tenant_id, idempotency_key)

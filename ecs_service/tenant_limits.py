@@ -40,7 +40,7 @@ from ecs_service.db.models import Tenant, TenantDailyUsage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from datetime import date
+    from datetime import date, datetime
     from uuid import UUID
 
     from sqlalchemy.engine import Connection, Engine
@@ -376,6 +376,7 @@ class TenantQuota:
 
     tenant_id: UUID
     name: str
+    created_at: datetime
     daily_quota: int
     used_today: int
 
@@ -394,9 +395,9 @@ def quotas(session: Session, tenant_id: UUID | None = None) -> list[TenantQuota]
         .where(TenantDailyUsage.tenant_id == Tenant.id, TenantDailyUsage.day == _utc_today())
         .scalar_subquery()
     )
-    query = select(Tenant.id, Tenant.name, Tenant.daily_quota, used_today).order_by(
-        Tenant.created_at, Tenant.name
-    )
+    query = select(
+        Tenant.id, Tenant.name, Tenant.created_at, Tenant.daily_quota, used_today
+    ).order_by(Tenant.created_at, Tenant.name)
     if tenant_id is not None:
         query = query.where(Tenant.id == tenant_id)
     return [TenantQuota(*row) for row in session.execute(query)]
