@@ -94,7 +94,8 @@ EmailAddress = Annotated[
 """An email address SES can send to, normalized to ASCII (see ``_ascii_address``)."""
 
 # Unicode category Cc (C0, DEL, C1: NUL, tab, CR, LF, VT, FF, U+0085 …), the line and
-# paragraph separators, and lone surrogates (which cannot be encoded as UTF-8).
+# paragraph separators, and lone surrogates (which cannot be encoded as UTF-8; pydantic
+# refuses them first in a length-bounded str, this keeps the rule from resting on that).
 _NOT_IN_A_SUBJECT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _UNENCODABLE = "is not valid Unicode: a lone surrogate (U+{code:04X}) cannot be encoded as UTF-8"
 
