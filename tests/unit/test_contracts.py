@@ -17,6 +17,7 @@ from shared.contracts import (
     TaskResult,
     describe_validation_error,
 )
+from shared.errors import FailureCode
 from tests.fakes import NOW, make_email, make_task
 
 
@@ -195,6 +196,78 @@ def test_long_failure_reason_is_truncated_to_fit() -> None:
     assert result.error is not None
     assert len(result.error) == 2_000
     assert result.error.endswith("...")
+
+
+def result_body(**changes: object) -> str:
+    """The JSON of a sent result, with ``changes``."""
+    return json.dumps(
+        json.loads(TaskResult.sent(uuid4(), "ses-1", NOW).model_dump_json()) | changes
+    )
+
+
+def test_provider_message_id_over_128_characters_is_not_a_result() -> None:
+    # Given a sent result whose provider id is 300 characters (issue 13, item 5)
+    body = result_body(provider_message_id="x" * 300)
+
+    # When it is read, Then it is invalid, naming the field
+    with pytest.raises(ValidationError, match="provider_message_id"):
+        TaskResult.model_validate_json(body)
+
+
+def test_an_ses_message_id_is_a_valid_provider_message_id() -> None:
+    ses_id = "010001a2b3c4d5e6-7f8a9b0c-1d2e-3f4a-5b6c-7d8e9f0a1b2c-000000"
+    assert TaskResult.model_validate_json(result_body(provider_message_id=ses_id))
+
+
+@pytest.mark.parametrize("provider_id", ["", "ses 1", "ses-\u00e9", "ses-1\n", "ses-\u0000"])
+def test_provider_message_id_must_be_printable_ascii(provider_id: str) -> None:
+    body = result_body(provider_message_id=provider_id)
+    with pytest.raises(ValidationError, match="provider_message_id"):
+        TaskResult.model_validate_json(body)
+
+
+def test_failed_result_carries_its_code_in_the_body() -> None:
+    # Given a failed result with a code
+    result = TaskResult.failed(uuid4(), "detail", NOW, code=FailureCode.INVALID_ADDRESS)
+
+    # When it is serialized, Then the body names the code beside the detail
+    body = json.loads(result.model_dump_json())
+    assert (body["error_code"], body["error"]) == ("invalid_address", "detail")
+
+
+def test_result_without_error_code_is_read_as_contract_version_1() -> None:
+    # Given a failed result as a task runner before error_code wrote it
+    body = json.loads(result_body(status="failed", provider_message_id=None, error="detail"))
+    assert "error_code" not in body
+
+    # When it is read, Then it is valid and has no code
+    assert TaskResult.model_validate(body).error_code is None
+
+
+def test_well_formed_code_this_side_does_not_know_reads_as_send_failed() -> None:
+    body = result_body(status="failed", error="detail", error_code="quota_exhausted")
+    assert TaskResult.model_validate_json(body).error_code is FailureCode.SEND_FAILED
+
+
+@pytest.mark.parametrize("code", ["Rejected", "rejected!", "x" * 65, "", 7])
+def test_malformed_error_code_is_not_a_result(code: object) -> None:
+    body = result_body(status="failed", error="detail", error_code=code)
+    with pytest.raises(ValidationError, match="error_code"):
+        TaskResult.model_validate_json(body)
+
+
+def test_sent_result_carries_no_error_code() -> None:
+    with pytest.raises(ValidationError, match="carries no error_code"):
+        TaskResult.model_validate_json(result_body(error_code="rejected"))
+
+
+def test_finished_at_that_does_not_exist_in_utc_is_not_a_result() -> None:
+    # Given a finished_at of year 1 at +14:00: before year 1 in UTC (issue 13, item 1's value)
+    body = result_body(finished_at="0001-01-01T00:00:00+14:00")
+
+    # When it is read, Then it is invalid
+    with pytest.raises(ValidationError, match="finished_at is not a time that exists in UTC"):
+        TaskResult.model_validate_json(body)
 
 
 def test_validation_error_is_described_on_one_line_per_field() -> None:

@@ -17,6 +17,7 @@ from shared.adapters.sqs import (
     SOURCE_MESSAGE_ID_ATTRIBUTE,
     SqsDeadLetterSink,
     SqsResultPublisher,
+    SqsResultReceiver,
     SqsTaskProducer,
 )
 from shared.contracts import SQS_MAX_MESSAGE_BYTES, AnyTask, TaskResult
@@ -216,6 +217,49 @@ def test_result_publisher_raises_a_herald_error_when_the_queue_is_missing(sqs: S
     publisher = SqsResultPublisher(sqs, f"{QUEUE_URL}-missing")
     with pytest.raises(TransientError, match="SQS SendMessage \\(result\\) failed"):
         publisher.publish(TaskResult.sent(make_task().task_id, "ses-1", NOW))
+
+
+def test_result_receiver_parses_results_and_says_why_a_body_is_not_one(sqs: SQSClient) -> None:
+    # Given a result and a body that is not one on the result queue
+    queue_url = sqs.create_queue(QueueName="herald-results")["QueueUrl"]
+    result = TaskResult.sent(make_task().task_id, "ses-1", NOW)
+    SqsResultPublisher(sqs, queue_url).publish(result)
+    sqs.send_message(QueueUrl=queue_url, MessageBody='{"task_id": "nope"}')
+
+    # When they are received
+    received = SqsResultReceiver(sqs, queue_url, wait_seconds=0).receive()
+
+    # Then the result is parsed, and the other names its problem
+    by_kind = {message.result is None: message for message in received}
+    assert by_kind[False].result == result
+    assert "task_id" in str(by_kind[True].problem)
+    assert all(message.receipt_handle and message.message_id for message in received)
+
+
+def test_result_receiver_deletes_only_the_handles_it_is_given(sqs: SQSClient) -> None:
+    # Given two results received
+    queue_url = sqs.create_queue(QueueName="herald-results", Attributes={"VisibilityTimeout": "0"})[
+        "QueueUrl"
+    ]
+    publisher = SqsResultPublisher(sqs, queue_url)
+    kept, deleted = (TaskResult.sent(make_task().task_id, "ses-1", NOW) for _ in range(2))
+    publisher.publish(kept)
+    publisher.publish(deleted)
+    receiver = SqsResultReceiver(sqs, queue_url, wait_seconds=0)
+    handles = {m.result: m.receipt_handle for m in receiver.receive()}
+
+    # When one of them is deleted
+    not_deleted = receiver.delete([handles[deleted]])
+
+    # Then only the other is still on the queue
+    assert not_deleted == 0
+    assert [TaskResult.model_validate_json(m["Body"]) for m in drain(sqs, queue_url)] == [kept]
+
+
+def test_result_receiver_raises_a_herald_error_when_the_queue_is_missing(sqs: SQSClient) -> None:
+    receiver = SqsResultReceiver(sqs, f"{QUEUE_URL}-missing", wait_seconds=0)
+    with pytest.raises(TransientError, match="SQS ReceiveMessage \\(results\\) failed"):
+        receiver.receive()
 
 
 def test_dead_letter_sink_keeps_the_body_and_says_why(sqs: SQSClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from aws_lambda_powertools import Logger, Metrics
 
 from shared.contracts import MessageStatus
-from shared.errors import PermanentError, TransientError
+from shared.errors import FailureCode, PermanentError, TransientError
 from shared.task_runner import TaskQueueRecord, TaskRunner
 from shared.tasks import build_task_registry
 from tests.fakes import (
@@ -47,7 +48,7 @@ class Runner:
 
 
 @pytest.fixture
-def runner() -> Runner:
+def runner() -> Iterator[Runner]:
     fixture = Runner()
     yield fixture
     fixture.metrics.clear_metrics()
@@ -112,6 +113,38 @@ def test_permanent_send_error_publishes_a_failed_result_without_retry(runner: Ru
     assert result.status is MessageStatus.FAILED
     assert result.error == "SES SendEmail failed: MessageRejected: bad"
     assert runner.metric("EmailsFailed") == [1.0]
+
+
+def test_permanent_error_publishes_its_code_beside_the_detail(runner: Runner) -> None:
+    # Given the sender port refuses the email for good, saying why in Herald's words
+    runner.sender.errors.append(
+        PermanentError(
+            "SES SendEmail failed: BadRequestException: Illegal address",
+            code=FailureCode.INVALID_ADDRESS,
+        )
+    )
+
+    # When the record is processed
+    runner.runner.process_record(record(make_task().to_message_body()))
+
+    # Then the failed result names the code, and keeps the detail for operators
+    [result] = runner.results.results
+    assert (result.error_code, result.error) == (
+        FailureCode.INVALID_ADDRESS,
+        "SES SendEmail failed: BadRequestException: Illegal address",
+    )
+
+
+def test_permanent_error_without_a_code_publishes_send_failed(runner: Runner) -> None:
+    # Given a permanent error raised without a code
+    runner.sender.errors.append(PermanentError("something we did not foresee"))
+
+    # When the record is processed
+    runner.runner.process_record(record(make_task().to_message_body()))
+
+    # Then the failed result carries the generic code
+    [result] = runner.results.results
+    assert result.error_code is FailureCode.SEND_FAILED
 
 
 def test_transient_send_error_raises_so_the_record_is_retried(runner: Runner) -> None:
@@ -189,7 +222,7 @@ def test_result_publish_failure_raises_so_the_record_is_retried(runner: Runner) 
     def unavailable(result: object) -> None:
         raise TransientError("SQS SendMessage (result) failed: ServiceUnavailable")
 
-    runner.results.publish = unavailable  # type: ignore[method-assign,assignment]
+    runner.results.publish = unavailable  # type: ignore[method-assign]
     with pytest.raises(TransientError):
         runner.runner.process_record(record(make_task().to_message_body()))
     # and the email went out once: a redelivery replays the stored result instead

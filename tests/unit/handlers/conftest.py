@@ -14,8 +14,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 from mypy_boto3_sqs import SQSClient
 
@@ -68,6 +69,8 @@ class TaskRunnerHarness:
     result_queue_url: str
     logs: LogCapture
     throttled_recipients: set[str] = field(default_factory=set)
+    # recipient -> (SES error code, message) SES answers 400 with for it
+    refused_recipients: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def invoke(self, event_file: str) -> dict[str, Any]:
         event = json.loads((EVENTS / event_file).read_text())
@@ -87,17 +90,27 @@ class TaskRunnerHarness:
     def sent_emails() -> list[Any]:
         return list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)
 
-    def throttle_ses(
+    def ses_faults(
         self, params: dict[str, Any], **_: Any
     ) -> tuple[AWSResponse, dict[str, Any]] | None:
-        """A botocore ``before-call`` hook: SES answers 429 for the chosen recipients."""
+        """A botocore ``before-call`` hook: SES answers 429 for the throttled recipients,
+        and 400 with the chosen error for the refused ones."""
         body = params.get("body", b"")
         body = body.decode() if isinstance(body, bytes) else str(body)
-        if not any(recipient in body for recipient in self.throttled_recipients):
-            return None
-        error = {"Code": "TooManyRequestsException", "Message": "Maximum sending rate exceeded."}
-        response = AWSResponse("https://email.us-east-1.amazonaws.com", 429, {}, None)
-        return response, {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 429}}
+        if any(recipient in body for recipient in self.throttled_recipients):
+            status = 429
+            error = {
+                "Code": "TooManyRequestsException",
+                "Message": "Maximum sending rate exceeded.",
+            }
+        else:
+            refusals = [r for address, r in self.refused_recipients.items() if address in body]
+            if not refusals:
+                return None
+            status = 400
+            error = {"Code": refusals[0][0], "Message": refusals[0][1]}
+        response = AWSResponse("https://email.us-east-1.amazonaws.com", status, HTTPHeaders(), None)
+        return response, {"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}
 
 
 @pytest.fixture
@@ -143,7 +156,11 @@ def task_runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskRunnerHarness]:
         # Clients are built from the default session at import: hook faults in before.
         boto3.setup_default_session()
         assert boto3.DEFAULT_SESSION is not None
-        boto3.DEFAULT_SESSION.events.register("before-call.sesv2.SendEmail", harness.throttle_ses)
+        # A before-call handler may answer in SES's place; the stubs type it as returning None.
+        boto3.DEFAULT_SESSION.events.register(
+            "before-call.sesv2.SendEmail",
+            harness.ses_faults,  # type: ignore[arg-type]
+        )
         import handlers.task_runner
 
         harness.module = importlib.reload(handlers.task_runner)

@@ -10,6 +10,7 @@ import pytest
 
 from shared.adapters.sqs import DEAD_LETTER_REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE
 from shared.contracts import MessageStatus
+from shared.errors import FailureCode
 from tests.emf import emitted_metrics
 from tests.unit.handlers.conftest import EVENTS, TaskRunnerHarness
 
@@ -65,6 +66,7 @@ def test_mixed_batch_ends_each_record_in_sent_failed_retry_or_dlq(
         "mixed-batch.json"
     )
     _, throttled_message, _, _, not_json_message = message_ids("mixed-batch.json")
+    assert sent_id and unknown_kind_id and no_recipient_id
 
     # When the batch is handled
     response = task_runner.invoke("mixed-batch.json")
@@ -176,6 +178,35 @@ def test_invalid_payload_is_reported_failed_without_retry(task_runner: TaskRunne
     assert result.error is not None
     assert "to.0: value is not a valid email address" in result.error
     assert task_runner.sent_emails() == []
+
+
+@pytest.mark.parametrize(
+    ("ses_code", "ses_message", "failure_code"),
+    [
+        ("MessageRejected", "Email address is not verified.", FailureCode.REJECTED),
+        ("BadRequestException", "Illegal address", FailureCode.INVALID_ADDRESS),
+        ("BadRequestException", "Missing final '@domain'", FailureCode.INVALID_ADDRESS),
+        (
+            "MailFromDomainNotVerifiedException",
+            "MAIL FROM domain is not verified",
+            FailureCode.SENDER_NOT_ALLOWED,
+        ),
+    ],
+)
+def test_ses_refusal_is_reported_failed_with_herald_code(
+    task_runner: TaskRunnerHarness, ses_code: str, ses_message: str, failure_code: FailureCode
+) -> None:
+    # Given SES refuses the sample email for good, with its own code and words
+    task_runner.refused_recipients["reader1@example.org"] = (ses_code, ses_message)
+
+    # When it is handled
+    response = task_runner.invoke("email-one.json")
+
+    # Then it is not retried, and its failed result names Herald's code, SES's words as detail
+    assert response == {"batchItemFailures": []}
+    [result] = task_runner.results()
+    assert (result.status, result.error_code) == (MessageStatus.FAILED, failure_code)
+    assert result.error == f"SES SendEmail failed: {ses_code}: {ses_message}"
 
 
 def test_every_log_line_of_a_task_names_its_task_and_tenant(task_runner: TaskRunnerHarness) -> None:
