@@ -7,17 +7,22 @@ and a screen reader reads: headings, labels, roles and link names.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
 import httpx
-from playwright.sync_api import Dialog, Locator, Page, expect
+import pytest
+from playwright.sync_api import Browser, Dialog, Locator, Page, Route, expect
 
+from tests.conftest import REPO_ROOT
 from tests.e2e.accessibility import assert_accessible
-from tests.e2e.conftest import TIME_ZONE
+from tests.e2e.conftest import TIME_ZONE, open_tab
 from tests.local_system import RunningSystem
 
 READER = "reader@example.org"
@@ -314,3 +319,92 @@ def test_robots_txt_is_served_as_a_text_file(local_system: RunningSystem) -> Non
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     assert answer.text.startswith("User-agent: *\n")
+
+
+# The README's picture: the list as a customer sees it, with every status. Its data and
+# clock are fixed (the API's list answers are replaced with these), so that the picture
+# only changes when the app's looks do.
+SCREENSHOT = REPO_ROOT / "docs" / "images" / "web-app.png"
+SCREENSHOT_VIEWPORT = {"width": 1280, "height": 800}
+SCREENSHOT_NOW = datetime(2026, 12, 1, 14, 30, 12, tzinfo=ZoneInfo("UTC"))
+SCREENSHOT_MESSAGES = [
+    ("Team lunch on Friday", "scheduled", ["team@example.org"], timedelta(days=2, hours=1)),
+    ("Your invoice for November", "queued", ["billing@example.net"], timedelta(seconds=-2)),
+    (
+        "Quarterly report is ready",
+        "sent",
+        ["finance@example.org", "board@example.org", "audit@example.com"],
+        timedelta(minutes=-12),
+    ),
+    ("Password reset", "failed", ["old-address@example.com"], timedelta(hours=-3)),
+    ("Webinar reminder", "canceled", ["guests@example.org"], timedelta(days=1)),
+    ("Welcome to Herald", "sent", ["ann@example.org"], timedelta(days=-1, hours=-2)),
+]
+
+
+def screenshot_page() -> dict[str, Any]:
+    """A list page as the API answers it (MessageSummary items), at SCREENSHOT_NOW."""
+    items = []
+    for number, (subject, status, to, offset) in enumerate(SCREENSHOT_MESSAGES):
+        send_at = SCREENSHOT_NOW + offset
+        finished = send_at + timedelta(seconds=1) if status in ("sent", "failed") else None
+        items.append(
+            {
+                "id": f"00000000-0000-4000-8000-{number:012d}",
+                "status": status,
+                "sender": "herald@example.com",
+                "to": to,
+                "cc": [],
+                "bcc": [],
+                "reply_to": [],
+                "subject": subject,
+                "send_at": send_at.isoformat(),
+                "created_at": (SCREENSHOT_NOW - timedelta(days=2)).isoformat(),
+                "updated_at": (finished or SCREENSHOT_NOW - timedelta(hours=1)).isoformat(),
+                "queued_at": send_at.isoformat() if status != "scheduled" else None,
+                "finished_at": finished.isoformat() if finished else None,
+                "provider_message_id": None,
+                "error": "The address was refused (bounced)" if status == "failed" else None,
+            }
+        )
+    return {"items": items, "next_cursor": None}
+
+
+@pytest.fixture
+def wide(
+    browser: Browser, local_system: RunningSystem, request: pytest.FixtureRequest
+) -> Iterator[Page]:
+    """A 1280 × 800 tab: the README's screenshot."""
+    yield from open_tab(browser, local_system, request, viewport=SCREENSHOT_VIEWPORT)
+
+
+def test_the_readme_screenshot_shows_the_message_list(
+    wide: Page, local_system: RunningSystem
+) -> None:
+    # Given the API's list answers fixed to six messages, one of each status, and the clock
+    page_body = json.dumps(screenshot_page())
+
+    def answer_list(route: Route) -> None:
+        origin = local_system.frontend_url
+        route.fulfill(
+            status=200,
+            content_type="application/json",
+            body=page_body,
+            headers={"Access-Control-Allow-Origin": origin},
+        )
+
+    wide.route(re.compile(r"/v1/messages\?"), answer_list)
+    wide.clock.set_fixed_time(SCREENSHOT_NOW)
+
+    # When the web app lists them
+    connect(wide, local_system.key)
+    expect(message_link(wide, "Welcome to Herald", "Sent")).to_be_visible()
+    expect(wide.get_by_text(re.compile(r"^Live status, updated at"))).to_be_visible()
+
+    # Then the picture is written (only when it changed), and stays small
+    wide.mouse.move(0, SCREENSHOT_VIEWPORT["height"] - 1)  # no row underlined by a hover
+    picture = wide.screenshot(animations="disabled", caret="hide")
+    assert len(picture) < 150_000, f"the screenshot is {len(picture)} bytes"
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    if not SCREENSHOT.is_file() or SCREENSHOT.read_bytes() != picture:
+        SCREENSHOT.write_bytes(picture)
