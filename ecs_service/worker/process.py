@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 # How often a waiting loop looks at the stop event.
 STOP_CHECK_SECONDS = 0.5
+# How soon a relay held back by its in-flight budget looks again: results free it.
+IN_FLIGHT_RECHECK_SECONDS = 0.25
 
 
 class Backoff:
@@ -163,6 +165,8 @@ def run_worker(
         engine,
         SqsTaskProducer(sqs, settings.task_queue_url),
         claim_size=settings.relay_claim_size,
+        max_in_flight=settings.relay_max_in_flight,
+        in_flight_expiry_seconds=settings.relay_in_flight_expiry_seconds,
         logger=logger,
         metrics=published,
         tracing=tracing,
@@ -180,9 +184,12 @@ def run_worker(
     def relay_pass() -> None:
         result = relay.relay_due_messages()
         if result.not_queued:
-            # SQS is failing: the rows stay scheduled; back off before claiming them again.
+            # SQS took nothing: the rows stay scheduled; back off before claiming them again.
             raise TransientError(f"{result.not_queued} due message(s) could not be queued")
-        if result.claimed < settings.relay_claim_size:
+        if result.capped:
+            # Due rows wait for results to free the in-flight budget, not for a NOTIFY.
+            stop.wait(IN_FLIGHT_RECHECK_SECONDS)
+        elif result.claimed < settings.relay_claim_size:
             waiter.wait()
 
     failures: list[str] = []
@@ -199,7 +206,13 @@ def run_worker(
         threading.Thread(target=guarded, args=("relay", relay_pass), name="relay"),
         threading.Thread(target=guarded, args=("results", consumer.consume_once), name="results"),
     ]
-    logger.info("worker started", extra={"claim_size": settings.relay_claim_size})
+    logger.info(
+        "worker started",
+        extra={
+            "claim_size": settings.relay_claim_size,
+            "max_in_flight": settings.relay_max_in_flight,
+        },
+    )
     for thread in threads:
         thread.start()
     stop.wait()

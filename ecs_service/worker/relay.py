@@ -7,6 +7,27 @@ leaves the rows ``scheduled``: they are sent again later and the task runner's
 idempotency record makes the second send a no-op. A row is never lost and never
 marked ``queued`` unless SQS has it.
 
+Fair across tenants. The claim takes due rows in turns: every tenant's first due row
+(by its send_at), then every tenant's second, and so on; within a turn, the row that
+has been due longest first, where a row is due since ``greatest(send_at, created_at)``,
+so a send_at far in the past does not put a row ahead of other tenants' rows. A tenant
+with thousands of due rows and a tenant with one: the one is in the next pass.
+
+Never far ahead of the task runner. At most ``max_in_flight`` tasks are in flight
+(``queued`` within the last ``in_flight_expiry_seconds``, no result yet); a pass claims
+no more than what is left of that budget, so a backlog waits in PostgreSQL, where the
+claim is fair, instead of in the task queue, where it is first come first served. A task
+whose result never comes back stops counting after the expiry, so it cannot hold the
+budget forever.
+
+One bad row never stops a pass. A row that is not a valid task, would not fit in SQS,
+has characters SQS refuses, or a time Python cannot hold becomes ``failed`` with a
+fixed reason (``RelayFailure``) before anything is sent. If SQS refuses some tasks while
+it takes others of the same pass, each refused one is tried once more on its own; one
+refused on its own becomes ``failed`` too. Each such row is logged and counted in
+``RelayRowsFailed``. If SQS takes nothing at all, it is down: every row stays
+``scheduled`` and the worker backs off.
+
 After a pass the relay reports ``RelayBacklog``: the messages due but still not queued.
 ``RelayLag`` only exists when something is queued; a relay that queues nothing while
 messages pile up shows in the backlog. Counting is cheap (a range scan of the
@@ -20,18 +41,22 @@ message attribute: one email, one trace. Without Datadog the spans are no-ops.
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message
 from ecs_service.messages import task_of
+from shared.adapters.sqs import SQS_MAX_BATCH
 from shared.contracts import (
     EmailPayload,
     MessageStatus,
@@ -47,27 +72,85 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from aws_lambda_powertools import Logger
+    from sqlalchemy import ColumnElement
     from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import InstrumentedAttribute
 
     from ecs_service.thread_safe_metrics import MetricRecorder
     from shared.ports import TaskProducer, Tracing
 
 # How often, at most, a relay counts the backlog: several datapoints per one-minute period.
 BACKLOG_INTERVAL_SECONDS = 15.0
+# A task queued longer ago than this no longer counts as in flight (see the module doc).
+IN_FLIGHT_EXPIRY_SECONDS = 300.0
 RELAY_SPAN = "herald.relay"
+# Rows the claim considers per row it may lock: the rest may be locked by other relays.
+CANDIDATES_PER_CLAIMED_ROW = 4
+# What Python's datetime holds, a day inside each end so no time zone takes a value out.
+# PostgreSQL holds more (4713 BC to 294276 AD, and infinity); such a row is failed, not read.
+READABLE_TIMES = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
+# Characters SQS accepts in a message body; any other makes SQS refuse the message.
+SQS_REFUSED_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class RelayFailure(StrEnum):
+    """Why the relay failed a message: the fixed text the tenant sees as its ``error``."""
+
+    INVALID_TASK = "the stored message is not a valid task"
+    TOO_LARGE = "the message is too large for the task queue"
+    REFUSED_CHARACTERS = "the message has characters the task queue does not accept"
+    UNREADABLE_TIME = "the stored message has a time outside the supported range"
+    REFUSED = "the task queue refused the message"
 
 
 @dataclass(frozen=True)
 class RelayPass:
-    """What one pass did."""
+    """What one pass did.
+
+    ``not_queued`` rows stay scheduled (SQS took nothing: back off); ``failed`` rows were
+    made ``failed``; ``capped``: the in-flight budget, not the due rows, limited the claim.
+    """
 
     claimed: int
     queued: int
     not_queued: int
+    failed: int = 0
+    capped: bool = False
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A claimed row, as read: a time Python cannot hold is None."""
+
+    id: UUID
+    tenant_id: UUID
+    payload: dict[str, Any]
+    trace_context: dict[str, str] | None
+    send_at: datetime | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message_id: UUID
+    tenant_id: UUID
+    reason: RelayFailure
+    detail: str  # for the log only: the tenant sees ``reason``
+
+
+@dataclass(frozen=True)
+class _Sent:
+    queued: list[UUID]
+    not_queued: dict[UUID, str]
+    refused: dict[UUID, str]
 
 
 class Relay:
-    """Moves due messages to the task queue, a claim of up to ``claim_size`` rows per pass."""
+    """Moves due messages to the task queue, a claim of up to ``claim_size`` rows per pass.
+
+    ``max_in_flight`` bounds the tasks queued and not yet finished (None: no bound, for
+    benchmarks that drain a table without a task runner).
+    """
 
     def __init__(
         self,
@@ -77,6 +160,8 @@ class Relay:
         claim_size: int,
         logger: Logger,
         metrics: MetricRecorder,
+        max_in_flight: int | None = None,
+        in_flight_expiry_seconds: float = IN_FLIGHT_EXPIRY_SECONDS,
         backlog_interval_seconds: float = BACKLOG_INTERVAL_SECONDS,
         tracing: Tracing = NO_TRACING,
     ) -> None:
@@ -84,6 +169,8 @@ class Relay:
         self._tracing = tracing
         self._producer = producer
         self._claim_size = claim_size
+        self._max_in_flight = max_in_flight
+        self._in_flight_expiry = timedelta(seconds=in_flight_expiry_seconds)
         self._logger = logger
         self._metrics = metrics
         self._backlog_interval_seconds = backlog_interval_seconds
@@ -122,49 +209,166 @@ class Relay:
                 or 0
             )
 
+    def count_in_flight(self, session: Session) -> int:
+        """Tasks queued within the expiry and not finished: a range of ix_messages_in_flight."""
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Message)
+                .where(
+                    Message.status == MessageStatus.QUEUED.value,
+                    Message.queued_at > func.now() - self._in_flight_expiry,
+                )
+            )
+            or 0
+        )
+
+    def _budget(self, session: Session) -> int:
+        """How many rows this pass may claim: 0 while the task queue holds enough."""
+        if self._max_in_flight is None:
+            return self._claim_size
+        room = self._max_in_flight - self.count_in_flight(session)
+        # Wait for room for a whole SQS batch: every claim ranks all due rows, so a backlog
+        # claimed one row at a time as results trickle in would cost a ranking per email.
+        if room < min(SQS_MAX_BATCH, self._max_in_flight, self._claim_size):
+            return 0
+        return min(self._claim_size, room)
+
     def _relay_pass(self) -> RelayPass:
         with Session(self._engine) as session, session.begin():
-            rows = session.scalars(
-                select(Message)
-                .where(
-                    Message.status == MessageStatus.SCHEDULED.value, Message.send_at <= func.now()
-                )
-                .order_by(Message.send_at)
-                .limit(self._claim_size)
-                .with_for_update(skip_locked=True)
-            ).all()
+            # The claim's cost grows with the backlog; JIT compiling it would cost more.
+            session.execute(text("SET LOCAL jit = off"))
+            budget = self._budget(session)
+            if budget <= 0:
+                return RelayPass(0, 0, 0, capped=True)
+            rows = self._claim(session, budget)
             if not rows:
                 return RelayPass(0, 0, 0)
-            lag = max(_seconds_late(row) for row in rows)
-            tasks, invalid = self._tasks_of(rows)
-            if invalid:
-                self._fail_invalid(session, invalid)
-            sent: list[UUID] = [task.task_id for task in tasks]
-            failed: dict[UUID, str] = {}
-            if tasks:
-                try:
-                    self._send(tasks, {row.id: row.trace_context for row in rows})
-                except TaskBatchSendError as error:
-                    sent, failed = list(error.sent), error.failed
-            if sent:
+            tasks, failures = self._tasks_of(rows)
+            outcome = self._send_isolating(tasks, {row.id: row.trace_context for row in rows})
+            tenants = {row.id: row.tenant_id for row in rows}
+            failures += [
+                _Failure(task_id, tenants[task_id], RelayFailure.REFUSED, reason)
+                for task_id, reason in outcome.refused.items()
+            ]
+            if outcome.queued:
                 session.execute(
                     update(Message)
-                    .where(Message.id.in_(sent))
+                    .where(Message.id.in_(outcome.queued))
                     .values(
                         status=MessageStatus.QUEUED.value,
                         queued_at=func.now(),
                         updated_at=func.now(),
                     )
                 )
-        if failed:
-            self._logger.warning(
-                "SQS did not take every task; they stay scheduled and are retried",
-                extra={"not_queued": len(failed), "first_error": next(iter(failed.values()))},
+            for failure in failures:
+                session.execute(
+                    update(Message)
+                    .where(Message.id == failure.message_id)
+                    .values(
+                        status=MessageStatus.FAILED.value,
+                        error=failure.reason.value,
+                        finished_at=func.now(),
+                        updated_at=func.now(),
+                    )
+                )
+        self._report(rows, outcome, failures)
+        return RelayPass(
+            claimed=len(rows),
+            queued=len(outcome.queued),
+            not_queued=len(outcome.not_queued),
+            failed=len(failures),
+            capped=budget < self._claim_size and len(rows) >= budget,
+        )
+
+    def _claim(self, session: Session, limit: int) -> list[_Claimed]:
+        """Lock up to ``limit`` due rows, in turns across tenants (see the module doc).
+
+        FOR UPDATE may not sit on the query that numbers the turns (a window function),
+        so the numbering is a subquery and the lock is on ``messages`` joined to it; the
+        outer WHERE rechecks that a row is still due once it is locked.
+        """
+        due = (Message.status == MessageStatus.SCHEDULED.value, Message.send_at <= func.now())
+        ranked = (
+            select(
+                Message.id,
+                func.row_number()
+                .over(partition_by=Message.tenant_id, order_by=(Message.send_at, Message.id))
+                .label("turn"),
+                func.greatest(Message.send_at, Message.created_at).label("due_since"),
             )
-        if sent:
-            self._metrics.add_metric(name="MessagesRelayed", unit=MetricUnit.Count, value=len(sent))
-            self._metrics.add_metric(name="RelayLag", unit=MetricUnit.Seconds, value=lag)
-        return RelayPass(claimed=len(rows), queued=len(sent), not_queued=len(failed))
+            .where(*due)
+            .subquery("ranked")
+        )
+        # The first turns, with room for rows another relay has locked (SKIP LOCKED passes
+        # over them); materialized, so the planner knows it is small and locks by primary key.
+        candidates = (
+            select(ranked)
+            .where(ranked.c.turn <= limit)
+            .order_by(ranked.c.turn, ranked.c.due_since, ranked.c.id)
+            .limit(limit * CANDIDATES_PER_CLAIMED_ROW)
+            .cte("candidates")
+            .prefix_with("MATERIALIZED")
+        )
+        rows = session.execute(
+            select(
+                Message.id,
+                Message.tenant_id,
+                Message.payload,
+                Message.trace_context,
+                _readable(Message.send_at).label("send_at"),
+                _readable(Message.created_at).label("created_at"),
+            )
+            .join(candidates, candidates.c.id == Message.id)
+            .where(*due)
+            .order_by(candidates.c.turn, candidates.c.due_since, Message.id)
+            .limit(limit)
+            .with_for_update(of=Message, skip_locked=True)
+        ).all()
+        return [_Claimed(*row) for row in rows]
+
+    def _tasks_of(
+        self, rows: Sequence[_Claimed]
+    ) -> tuple[list[TaskEnvelope[EmailPayload]], list[_Failure]]:
+        tasks: list[TaskEnvelope[EmailPayload]] = []
+        failures: list[_Failure] = []
+        for row in rows:
+            task, reason, detail = _task_of(row)
+            if task is not None:
+                tasks.append(task)
+            else:
+                assert reason is not None
+                failures.append(_Failure(row.id, row.tenant_id, reason, detail))
+        return tasks, failures
+
+    def _send_isolating(
+        self,
+        tasks: Sequence[TaskEnvelope[EmailPayload]],
+        stored_contexts: dict[UUID, dict[str, str] | None],
+    ) -> _Sent:
+        """Send ``tasks``; if SQS refuses some while taking others, try each refused alone."""
+        if not tasks:
+            return _Sent([], {}, {})
+        try:
+            self._send(tasks, stored_contexts)
+        except TaskBatchSendError as error:
+            queued, failed = list(error.sent), error.failed
+        else:
+            return _Sent([task.task_id for task in tasks], {}, {})
+        if not queued:
+            # SQS took nothing: it is down (or every task is bad); all stay scheduled.
+            return _Sent([], failed, {})
+        # SQS works, so what it refused may be refused for what it is: find out one by one.
+        by_id = {task.task_id: task for task in tasks}
+        refused: dict[UUID, str] = {}
+        for task_id, reason in failed.items():
+            try:
+                self._send([by_id[task_id]], stored_contexts)
+            except TaskBatchSendError as alone:
+                refused[task_id] = alone.failed.get(task_id, reason)
+            else:
+                queued.append(task_id)
+        return _Sent(queued, {}, refused)
 
     def _send(
         self,
@@ -192,38 +396,75 @@ class Relay:
                     trace_contexts[task.task_id] = carrier
             self._producer.send(tasks, trace_contexts=trace_contexts)
 
-    def _tasks_of(
-        self, rows: Sequence[Message]
-    ) -> tuple[list[TaskEnvelope[EmailPayload]], dict[UUID, str]]:
-        tasks: list[TaskEnvelope[EmailPayload]] = []
-        invalid: dict[UUID, str] = {}
-        for row in rows:
-            try:
-                tasks.append(task_of(row))
-            except ValidationError as error:
-                invalid[row.id] = (
-                    f"the stored message is not a valid task: {describe_validation_error(error)}"
-                )
-        return tasks, invalid
-
-    def _fail_invalid(self, session: Session, invalid: dict[UUID, str]) -> None:
-        # A row no task can be made of would block the relay forever: it fails, with why.
-        for message_id, reason in invalid.items():
+    def _report(self, rows: Sequence[_Claimed], outcome: _Sent, failures: list[_Failure]) -> None:
+        """Log and count what the committed pass did."""
+        for failure in failures:
             self._logger.error(
-                "message cannot be relayed", extra={"message_id": str(message_id), "error": reason}
+                "message cannot be relayed; failed",
+                extra={
+                    "message_id": str(failure.message_id),
+                    "tenant_id": str(failure.tenant_id),
+                    "reason": failure.reason.value,
+                    "error": failure.detail,
+                },
             )
-            session.execute(
-                update(Message)
-                .where(Message.id == message_id)
-                .values(
-                    status=MessageStatus.FAILED.value,
-                    error=reason,
-                    finished_at=func.now(),
-                    updated_at=func.now(),
-                )
+        if failures:
+            self._metrics.add_metric(
+                name="RelayRowsFailed", unit=MetricUnit.Count, value=len(failures)
             )
+        if outcome.not_queued:
+            self._logger.warning(
+                "SQS did not take any task; they stay scheduled and are retried",
+                extra={
+                    "not_queued": len(outcome.not_queued),
+                    "first_error": next(iter(outcome.not_queued.values())),
+                },
+            )
+        if outcome.queued:
+            queued = set(outcome.queued)
+            lag = max(_seconds_late(row) for row in rows if row.id in queued)
+            self._metrics.add_metric(
+                name="MessagesRelayed", unit=MetricUnit.Count, value=len(outcome.queued)
+            )
+            self._metrics.add_metric(name="RelayLag", unit=MetricUnit.Seconds, value=lag)
 
 
-def _seconds_late(row: Message) -> float:
-    """How long after its send_at a row was relayed: the relay's lag."""
-    return max(0.0, (utc_now() - row.send_at).total_seconds())
+def _readable(column: InstrumentedAttribute[datetime]) -> ColumnElement[datetime | None]:
+    """``column`` where Python can hold it, else NULL: one bad time cannot fail the claim."""
+    low, high = READABLE_TIMES
+    return case((column.between(literal(low), literal(high)), column), else_=None)
+
+
+def _task_of(
+    row: _Claimed,
+) -> tuple[TaskEnvelope[EmailPayload] | None, RelayFailure | None, str]:
+    """The task of a claimed row, or why it cannot be one (a reason and a detail to log)."""
+    if row.send_at is None or row.created_at is None:
+        return None, RelayFailure.UNREADABLE_TIME, "send_at or created_at outside year 1..9999"
+    message = Message(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        payload=row.payload,
+        send_at=row.send_at,
+        created_at=row.created_at,
+    )
+    try:
+        task = task_of(message)
+    except ValidationError as error:
+        # The payload is validated on its own first; the envelope only checks its size.
+        reason = (
+            RelayFailure.INVALID_TASK
+            if error.title == EmailPayload.__name__
+            else RelayFailure.TOO_LARGE
+        )
+        return None, reason, describe_validation_error(error)
+    if found := SQS_REFUSED_CHARACTER.search(task.to_message_body()):
+        return None, RelayFailure.REFUSED_CHARACTERS, f"U+{ord(found[0]):04X} in the task"
+    return task, None, ""
+
+
+def _seconds_late(row: _Claimed) -> float:
+    """How long a relayed row had been due: since its send_at, or its creation if later."""
+    assert row.send_at is not None and row.created_at is not None  # else it was not relayed
+    due_since = max(row.send_at, row.created_at)
+    return max(0.0, (utc_now() - due_since).total_seconds())

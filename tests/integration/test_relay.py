@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,13 +13,13 @@ from uuid import UUID, uuid4
 import pytest
 from aws_lambda_powertools import Logger, Metrics
 from mypy_boto3_sqs import SQSClient
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message
 from ecs_service.worker.process import DueWaiter
-from ecs_service.worker.relay import Relay
+from ecs_service.worker.relay import Relay, RelayFailure
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask, TaskEnvelope
 from shared.errors import TaskBatchSendError
@@ -38,7 +39,12 @@ PAYLOAD = {
 
 
 def insert_messages(
-    engine: Engine, tenant_id: UUID, count: int, *, send_at: datetime | None = None
+    engine: Engine,
+    tenant_id: UUID,
+    count: int,
+    *,
+    send_at: datetime | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> list[UUID]:
     ids = [uuid4() for _ in range(count)]
     when = send_at or datetime.now(UTC) - timedelta(seconds=1)
@@ -50,7 +56,7 @@ def insert_messages(
                     "id": i,
                     "tenant_id": tenant_id,
                     "status": "scheduled",
-                    "payload": PAYLOAD,
+                    "payload": payload or PAYLOAD,
                     "send_at": when,
                 }
                 for i in ids
@@ -63,7 +69,7 @@ def statuses(engine: Engine) -> dict[str, int]:
     with Session(engine) as session:
         return dict(
             session.execute(select(Message.status, func.count()).group_by(Message.status)).all()
-        )  # type: ignore[arg-type]
+        )
 
 
 def make_relay(engine: Engine, producer: Any, claim_size: int = 50) -> Relay:
@@ -74,6 +80,15 @@ def make_relay(engine: Engine, producer: Any, claim_size: int = 50) -> Relay:
         logger=Logger(service="relay-test"),
         metrics=Metrics(namespace="HeraldTests"),
     )
+
+
+def error_of(engine: Engine, message_id: UUID) -> tuple[str, str | None]:
+    """A message's status and error (only those: its times may be ones Python cannot hold)."""
+    with Session(engine) as session:
+        status, error = session.execute(
+            select(Message.status, Message.error).where(Message.id == message_id)
+        ).one()
+        return status, error
 
 
 def relay_until_idle(relay: Relay) -> None:
@@ -215,7 +230,7 @@ def test_sqs_outage_leaves_messages_scheduled_until_it_recovers(
 
 
 class HalfFailingProducer:
-    """SQS takes the first half of each batch and refuses the rest."""
+    """SQS takes the first half of each batch and refuses the rest (a task sent alone too)."""
 
     def send(
         self,
@@ -235,8 +250,136 @@ def test_only_messages_sqs_took_are_marked_queued(engine: Engine, caller: Caller
 
     outcome = make_relay(engine, HalfFailingProducer()).relay_due_messages()
 
-    assert (outcome.queued, outcome.not_queued) == (5, 5)
-    assert statuses(engine) == {"queued": 5, "scheduled": 5}
+    # SQS took 5 and refused the other 5 even alone, while it took their neighbours: those
+    # fail with a reason instead of being retried forever.
+    assert (outcome.queued, outcome.not_queued, outcome.failed) == (5, 0, 5)
+    assert statuses(engine) == {"queued": 5, "failed": 5}
+
+
+class RefusingProducer:
+    """The real producer, except that SQS refuses ``refused`` per entry, every time."""
+
+    def __init__(self, real: SqsTaskProducer, refused: UUID) -> None:
+        self.real = real
+        self.refused = refused
+
+    def send(
+        self,
+        tasks: Sequence[TaskEnvelope[Any]],
+        *,
+        trace_contexts: Mapping[UUID, Mapping[str, str]] | None = None,
+    ) -> None:
+        others = [t for t in tasks if t.task_id != self.refused]
+        if others:
+            self.real.send(others, trace_contexts=trace_contexts)
+        if len(others) < len(tasks):
+            raise TaskBatchSendError(
+                {self.refused: "InvalidMessageContents: Invalid characters found."},
+                sent=[t.task_id for t in others],
+            )
+
+
+def test_a_message_sqs_refuses_fails_and_its_neighbours_are_queued_in_the_same_pass(
+    engine: Engine, sqs: SQSClient, caller: Caller, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 12 due messages, one of which SQS refuses whenever it is sent
+    due = insert_messages(engine, caller.tenant_id, 12)
+    poisoned = due[5]
+    queue_url = new_queue(sqs, "tasks")
+    metrics = Metrics(namespace="HeraldTests")
+    metrics.clear_metrics()
+    relay = Relay(
+        engine,
+        RefusingProducer(SqsTaskProducer(sqs, queue_url), refused=poisoned),
+        claim_size=50,
+        logger=Logger(service="relay-test"),
+        metrics=metrics,
+    )
+    capsys.readouterr()
+
+    # When the relay runs one pass
+    outcome = relay.relay_due_messages()
+    metrics.flush_metrics()
+
+    # Then the refused one is failed with Herald's reason and counted; the 11 are queued
+    assert (outcome.claimed, outcome.queued, outcome.failed) == (12, 11, 1)
+    assert error_of(engine, poisoned) == ("failed", RelayFailure.REFUSED.value)
+    assert statuses(engine) == {"queued": 11, "failed": 1}
+    queued = {AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)}
+    assert queued == set(due) - {poisoned}
+    assert emitted_metrics(capsys.readouterr().out)["RelayRowsFailed"] == [1.0]
+
+
+def test_a_task_too_large_for_sqs_fails_and_its_neighbours_are_queued(
+    engine: Engine, sqs: SQSClient, caller: Caller
+) -> None:
+    # Given three due messages, one with a body that makes its task larger than SQS takes
+    due = insert_messages(engine, caller.tenant_id, 3)
+    huge = insert_messages(engine, caller.tenant_id, 1, payload=PAYLOAD | {"text": "x" * 300_000})[
+        0
+    ]
+    queue_url = new_queue(sqs, "tasks")
+
+    # When the relay runs one pass
+    make_relay(engine, SqsTaskProducer(sqs, queue_url)).relay_due_messages()
+
+    # Then the large one fails with Herald's reason, and the others are on the queue
+    assert error_of(engine, huge) == ("failed", RelayFailure.TOO_LARGE.value)
+    queued = {AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)}
+    assert queued == set(due)
+
+
+def test_a_task_with_characters_sqs_refuses_fails_before_it_is_sent(
+    engine: Engine, sqs: SQSClient, caller: Caller
+) -> None:
+    # Given a due message whose text holds U+FFFF, which SQS refuses in a message body
+    # (the moto server does not check it: AWS does), and a neighbour
+    due = insert_messages(engine, caller.tenant_id, 1)
+    bad = insert_messages(engine, caller.tenant_id, 1, payload=PAYLOAD | {"text": "a\uffffb"})[0]
+    queue_url = new_queue(sqs, "tasks")
+
+    # When the relay runs one pass
+    make_relay(engine, SqsTaskProducer(sqs, queue_url)).relay_due_messages()
+
+    # Then it is failed without being sent; its neighbour is on the queue
+    assert error_of(engine, bad) == ("failed", RelayFailure.REFUSED_CHARACTERS.value)
+    queued = [AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)]
+    assert queued == due
+
+
+def test_a_row_with_times_python_cannot_hold_fails_and_the_pass_goes_on(
+    engine: Engine, sqs: SQSClient, caller: Caller
+) -> None:
+    # Given two rows written by hand with times the send_at CHECK still allows (send_at
+    # within a day of created_at) but Python cannot hold: BC, and minus infinity
+    odd = {uuid4(): "0002-01-01 00:00:00+00 BC", uuid4(): "-infinity"}
+    with engine.begin() as connection:
+        for message_id, when in odd.items():
+            connection.execute(
+                text(
+                    "INSERT INTO messages (id, tenant_id, status, payload, send_at, created_at)"
+                    " VALUES (:id, :tenant, 'scheduled', CAST(:payload AS jsonb),"
+                    " CAST(:when AS timestamptz), CAST(:when AS timestamptz))"
+                ),
+                {
+                    "id": message_id,
+                    "tenant": caller.tenant_id,
+                    "payload": json.dumps(PAYLOAD),
+                    "when": when,
+                },
+            )
+    due = insert_messages(engine, caller.tenant_id, 2)
+    queue_url = new_queue(sqs, "tasks")
+
+    # When the relay runs one pass
+    outcome = make_relay(engine, SqsTaskProducer(sqs, queue_url)).relay_due_messages()
+
+    # Then both odd rows are failed with Herald's reason, and the two others are queued
+    assert (outcome.claimed, outcome.queued, outcome.failed) == (4, 2, 2)
+    for message_id in odd:
+        assert error_of(engine, message_id) == ("failed", RelayFailure.UNREADABLE_TIME.value)
+    queued = {AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)}
+    assert queued == set(due)
 
 
 def test_a_stored_message_that_is_not_a_valid_task_fails_with_a_reason(
@@ -265,6 +408,8 @@ def test_a_stored_message_that_is_not_a_valid_task_fails_with_a_reason(
     assert message.status == "failed"
     assert message.error is not None
     assert message.error.startswith("the stored message is not a valid task")
+    # Herald's own words, not the validation error's text
+    assert message.error == RelayFailure.INVALID_TASK.value
     assert drain(sqs, queue_url) == []
 
 
@@ -274,7 +419,12 @@ def waiting_relay(engine: Engine) -> Iterator[threading.Event]:
     stop = threading.Event()
     waiter = DueWaiter(engine, poll_seconds=30, stop=stop)
     woke = threading.Event()
-    thread = threading.Thread(target=lambda: (waiter.wait(), woke.set()))
+
+    def wait_then_say_so() -> None:
+        waiter.wait()
+        woke.set()
+
+    thread = threading.Thread(target=wait_then_say_so)
     thread.start()
     time.sleep(0.5)
     yield woke
