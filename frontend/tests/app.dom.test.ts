@@ -308,6 +308,21 @@ describe("connection", () => {
     expect(screen.getByRole("heading", { name: "Connect to Herald" })).toBeTruthy();
   });
 
+  it("explains a refused key in plain words next to the field", async () => {
+    // Given the connect screen
+    start(new FakeHerald(), "/", null);
+    // When a key the API refuses is entered
+    type("API key", "hrld_wrong");
+    fireEvent.click(screen.getByRole("button", { name: "Connect" }));
+    // Then the field says so, without the API's developer wording
+    const field = screen.getByLabelText("API key");
+    await waitFor(() => expect(field.getAttribute("aria-invalid")).toBe("true"));
+    expect(document.getElementById("api-key-error")?.textContent).toBe(
+      "This key was refused: check that it is complete and has not been revoked.",
+    );
+    expect(document.body.textContent).not.toContain("Authorization");
+  });
+
   it("goes back to connect, saying why, when the key is refused", async () => {
     start(new FakeHerald(), "/", "hrld_revoked");
 
