@@ -72,7 +72,14 @@ class HeraldMessages:
     """
 
     def __init__(self, database_url: str) -> None:
-        self._engine = create_engine(database_url, pool_size=1, max_overflow=0)
+        # Short waits: a page that cannot ask the database shows what SES got, promptly.
+        self._engine = create_engine(
+            database_url,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=2,
+            connect_args={"connect_timeout": 2},
+        )
 
     def sends(self, provider_ids: Collection[str]) -> dict[str, HeraldSend]:
         """The sends Herald has recorded among ``provider_ids``; none when it cannot say."""
