@@ -348,7 +348,9 @@ def parser() -> argparse.ArgumentParser:
     tenant_list.add_argument("--json", action="store_true", help="as JSON lines, one per tenant")
     tenant_list.set_defaults(run=tenants_list)
     set_quota = tenants.add_parser(
-        "set-quota", help="set the emails a tenant may schedule per UTC day (default 10000)"
+        "set-quota",
+        help="set the emails a tenant may schedule per UTC day "
+        f"(default {tenant_limits.DEFAULT_DAILY_QUOTA})",
     )
     set_quota.add_argument("tenant", help="tenant name or id")
     set_quota.add_argument("emails_per_day", help="a whole number, 0 to stop it scheduling")

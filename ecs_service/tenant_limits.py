@@ -200,8 +200,9 @@ class RequestRateLimiter:
                 now = self._clock()
                 lease.tokens = lease.granted = leased.granted
                 lease.level, lease.leased_at = leased.level, now
-                if leased.granted == 0:
-                    # Less than one token left: the next is due in (1 - level) / rate.
+                if leased.level < 1:
+                    # No whole token is left for anyone until (1 - level) / rate from now (other
+                    # processes only take): once this lease is spent, refuse until then.
                     lease.refused_until = now + (1 - leased.level) / self.policy.rate_per_second
                 # Tokens were granted, or refused_until lies ahead: decided either way.
                 return self._decide_locally(lease, now) or RateDecision(False, 0, 1, 1)

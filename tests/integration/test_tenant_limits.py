@@ -375,6 +375,25 @@ def test_usage_older_than_a_week_is_pruned(engine: Engine, caller: Caller) -> No
     assert pruned == 1
 
 
+def test_an_api_process_prunes_old_usage_when_it_first_leases(
+    engine: Engine, caller: Caller, limiters: list[RequestRateLimiter]
+) -> None:
+    # Given usage rows of 30 days ago and today
+    today = datetime.now(UTC).date()
+    with Session(engine) as session, session.begin():
+        for days_ago in (30, 0):
+            day = today - timedelta(days=days_ago)
+            session.add(TenantDailyUsage(tenant_id=caller.tenant_id, day=day, slot=0, used=1))
+
+    # When an api process starts and takes its first request
+    limiter, _ = new_limiter(engine, RateLimitPolicy(), limiters)
+    limiter.take(caller.key_id)
+
+    # Then the old row is gone (it prunes hourly from then on), today's is kept
+    with Session(engine) as session:
+        assert list(session.scalars(select(TenantDailyUsage.day))) == [today]
+
+
 # The CLI
 
 
