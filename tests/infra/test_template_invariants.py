@@ -384,15 +384,6 @@ def test_every_queue_table_and_function_has_a_name_and_an_arn_output(
             assert (logical_id, "Arn") in exported, logical_id
 
 
-def test_readme_documents_every_template_parameter(template: Template) -> None:
-    # Given the README
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-
-    # Then each parameter is named there (in backticks, as the parameter table has it)
-    missing = [name for name in template["Parameters"] if f"`{name}`" not in readme]
-    assert missing == []
-
-
 # ------------------------------------------------------------------------ samconfig
 
 
