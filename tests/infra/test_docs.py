@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from herald_local.cli import DATA_DIR_VARIABLE, parser
+from herald_local.system import DEMO_KEY_FILE, PORTS
 from tests.conftest import REPO_ROOT
 from tests.infra.conftest import TEMPLATES, load_template, resources_of_type
 from tools import parameters_page
@@ -66,6 +68,23 @@ def test_readme_is_a_front_page_under_12_kb() -> None:
 
     # Then it reads in a few minutes: detail lives in docs/
     assert size < README_MAX_BYTES, f"README.md is {size} bytes"
+
+
+def test_quick_start_uses_the_key_file_and_ports_make_run_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given what `make run` uses when nothing overrides it
+    for port in PORTS.values():
+        monkeypatch.delenv(port.variable, raising=False)
+    monkeypatch.delenv(DATA_DIR_VARIABLE, raising=False)
+    run = parser().parse_args(["run"])
+    readme = README.read_text(encoding="utf-8")
+
+    # Then the README's curl reads the demo key where the run keeps it
+    assert f"$(cat {run.data_dir}/{DEMO_KEY_FILE})" in readme
+    # and its addresses are the run's ports
+    for part in ("api", "frontend", "mailbox"):
+        assert f"http://127.0.0.1:{getattr(run, f'{part}_port')}" in readme
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
