@@ -11,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ecs_service import messages
+from ecs_service.api.app import create_app
 from ecs_service.cli import main
 from ecs_service.db.models import Message, TenantDailyUsage
+from ecs_service.settings import ApiSettings
 from ecs_service.tenant_limits import (
     USAGE_SLOTS,
     DailyQuotaExceededError,
@@ -30,6 +33,8 @@ from ecs_service.tenant_limits import (
     set_daily_quota,
 )
 from shared.contracts import EmailPayload
+from tests.integration.conftest import SENDER
+from tests.integration.test_api_messages import assert_problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,10 +42,12 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection, Engine
 
+    from ecs_service.settings import DatabaseSettings
     from herald_local.postgres import LocalPostgres
     from tests.integration.conftest import Caller
 
 EMAIL = EmailPayload(sender="herald@example.com", to=["ada@example.org"], subject="Hi", text="x")
+EMAIL_BODY = {"to": ["ada@example.org"], "subject": "Hi", "text": "x"}
 
 
 @pytest.fixture
@@ -392,6 +399,54 @@ def test_an_api_process_prunes_old_usage_when_it_first_leases(
     # Then the old row is gone (it prunes hourly from then on), today's is kept
     with Session(engine) as session:
         assert list(session.scalars(select(TenantDailyUsage.day))) == [today]
+
+
+# Over HTTP
+
+
+def test_a_post_past_the_daily_quota_is_a_429_that_says_when_it_renews(
+    engine: Engine, client: TestClient, caller: Caller
+) -> None:
+    # Given a tenant allowed one email a day, which has scheduled it with a key
+    set_quota(engine, caller.tenant_id, 1)
+    keyed = {**caller.headers, "Idempotency-Key": "welcome-1"}
+    assert client.post("/v1/messages", json=EMAIL_BODY, headers=keyed).status_code == 201
+
+    # When it posts another
+    refused = client.post("/v1/messages", json=EMAIL_BODY, headers=caller.headers)
+
+    # Then the answer is a quota-exceeded problem, to retry at the next UTC midnight
+    problem = assert_problem(refused, 429, "quota-exceeded")
+    assert "daily quota of 1 emails is used up" in problem["detail"]
+    assert abs(int(refused.headers["retry-after"]) - seconds_to_utc_midnight()) <= 5
+    # And a replay of the first request is still answered as before
+    replay = client.post("/v1/messages", json=EMAIL_BODY, headers=keyed)
+    assert (replay.status_code, replay.headers["idempotent-replayed"]) == (200, "true")
+
+
+def test_a_key_over_its_request_rate_gets_a_429_with_ratelimit_headers(
+    database_settings: DatabaseSettings, caller: Caller, other_caller: Caller
+) -> None:
+    # Given an api whose keys may make 2 requests at once, then one every 10 s
+    settings = ApiSettings(
+        SENDER_EMAIL=SENDER, API_RATE_LIMIT_PER_SECOND=0.1, API_RATE_LIMIT_BURST=2
+    )
+    with TestClient(create_app(settings, database_settings)) as api:
+        # When one key makes 3 requests at once
+        answers = [api.get("/v1/messages", headers=caller.headers) for _ in range(3)]
+
+        # Then the third is refused with when to retry, and every answer says what is left
+        assert [answer.status_code for answer in answers[:2]] == [200, 200]
+        assert_problem(answers[2], 429, "rate-limited")
+        assert 9 <= int(answers[2].headers["retry-after"]) <= 10
+        assert [answer.headers["ratelimit"] for answer in answers] == [
+            '"api-key";r=1;t=10',
+            '"api-key";r=0;t=20',
+            f'"api-key";r=0;t={answers[2].headers["retry-after"]}',
+        ]
+        assert answers[0].headers["ratelimit-policy"] == '"api-key";q=2;w=20'
+        # And another tenant's key is not held back
+        assert api.get("/v1/messages", headers=other_caller.headers).status_code == 200
 
 
 # The CLI
