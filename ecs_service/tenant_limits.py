@@ -37,6 +37,7 @@ from sqlalchemy import Date, cast, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ecs_service.db.models import Tenant, TenantDailyUsage
+from shared.observability import logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -258,10 +259,6 @@ class PostgresTokenBuckets:
                 self.round_trips += 1
                 row = connection.execute(LEASE_TOKENS, parameters).one()
                 connection.commit()  # autocommit: ends SQLAlchemy's autobegun block only
-                if self._clock() >= self._next_prune:
-                    self._next_prune = self._clock() + PRUNE_EVERY_SECONDS
-                    prune_usage(connection)
-                    connection.commit()
             except IntegrityError:
                 connection.rollback()
                 return None  # no such key (any more)
@@ -269,7 +266,19 @@ class PostgresTokenBuckets:
                 # This request answers 503 (the app's handler); the next lease reconnects.
                 self._drop_connection()
                 raise
+            if self._clock() >= self._next_prune:
+                self._next_prune = self._clock() + PRUNE_EVERY_SECONDS
+                self._prune(connection)
             return Lease(int(row.granted), float(row.tokens))
+
+    def _prune(self, connection: Connection) -> None:
+        """Housekeeping that must never fail the request it runs in: logged, retried in an hour."""
+        try:
+            prune_usage(connection)
+            connection.commit()
+        except DBAPIError as error:
+            logger.warning("usage prune failed", extra={"error": str(error).splitlines()[0]})
+            self._drop_connection()
 
     def close(self) -> None:
         with self._lock:
@@ -318,12 +327,16 @@ RETURNING granted, tokens
 class DailyQuotaExceededError(Exception):
     """The tenant has scheduled its daily quota of emails; the quota renews at UTC midnight."""
 
-    def __init__(self, limit: int, used: int, retry_after_seconds: int) -> None:
+    def __init__(
+        self, limit: int, used: int, retry_after_seconds: int, *, requested: int = 1
+    ) -> None:
         self.limit = limit
         self.used = used
         self.retry_after_seconds = retry_after_seconds
+        self.requested = requested  # emails the refused request would have added
+        refused = "is used up" if requested == 1 else f"has no room for {requested} more emails"
         super().__init__(
-            f"the daily quota of {limit} emails is used up ({used} scheduled today); "
+            f"the daily quota of {limit} emails {refused} ({used} scheduled today); "
             f"it renews at 00:00 UTC, in {retry_after_seconds} s"
         )
 
@@ -368,7 +381,9 @@ def reserve_daily_quota(session: Session | Connection, tenant_id: UUID, count: i
     if row is None:
         raise LookupError(f"no tenant {tenant_id}")
     if not row.reserved:
-        raise DailyQuotaExceededError(int(row.quota), int(row.used), max(1, row.seconds_left))
+        raise DailyQuotaExceededError(
+            int(row.quota), int(row.used), max(1, row.seconds_left), requested=count
+        )
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,14 @@ def test_quota_error_says_the_limit_usage_and_when_it_renews() -> None:
         "the daily quota of 500 emails is used up (500 scheduled today); "
         "it renews at 00:00 UTC, in 3600 s"
     )
+
+
+def test_quota_error_of_a_batch_says_how_many_did_not_fit() -> None:
+    # Given / When a batch of 3 is refused with 498 of 500 used
+    error = DailyQuotaExceededError(500, 498, 60, requested=3)
+
+    # Then
+    assert error.requested == 3
+    assert str(error).startswith(
+        "the daily quota of 500 emails has no room for 3 more emails (498 scheduled today)"
+    )
