@@ -13,11 +13,12 @@ A result is a claim read from a queue, so it is checked, not trusted:
 - ``finished_at`` is stored within what the row already says: not before the message was
   queued, not after the result was applied.
 
-Each result is applied under its own savepoint, inside one transaction per received
-batch: a result the database refuses is rolled back alone and left on the queue (SQS
-moves it to the result DLQ after five receives, where an alarm fires), and its
-neighbours are applied. A body that is not a valid ``TaskResult`` (``SqsResultReceiver``
-parses and bounds it) is left on the queue the same way, without holding up the rest.
+Each result is applied on its own: a received batch is applied in one transaction and,
+if the database refuses one of its results, applied again with a savepoint per result,
+so the refused one is rolled back alone and left on the queue (SQS moves it to the
+result DLQ after five receives, where an alarm fires) while its neighbours are applied.
+A body that is not a valid ``TaskResult`` (``SqsResultReceiver`` parses and bounds it)
+is left on the queue the same way, without holding up the rest.
 
 The consumer first locks the batch's messages (``SELECT ... FOR UPDATE``, in id order).
 A relay that sent a task but has not committed ``queued`` yet holds that row's lock, so a
@@ -32,6 +33,7 @@ them, and applying them again changes nothing.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -178,6 +180,19 @@ class ResultsConsumer:
         return len(outcome.applied)
 
     def _apply(self, results: Sequence[tuple[str, TaskResult]]) -> _Outcome:
+        """Apply the batch in one transaction; if the database refuses one of its results,
+        apply it again with a savepoint per result, so only the refused one is left out.
+
+        The common batch pays no savepoint round trips; a refused one is rare.
+        """
+        try:
+            return self._apply_in_one_transaction(results, isolate=False)
+        except (DataError, IntegrityError):
+            return self._apply_in_one_transaction(results, isolate=True)
+
+    def _apply_in_one_transaction(
+        self, results: Sequence[tuple[str, TaskResult]], *, isolate: bool
+    ) -> _Outcome:
         outcome = _Outcome()
         with Session(self._engine) as session, session.begin():
             statuses = lock_messages(session, [result.task_id for _, result in results])
@@ -189,9 +204,11 @@ class ResultsConsumer:
                     outcome.handled.append(handle)
                     continue
                 try:
-                    with session.begin_nested():
+                    with session.begin_nested() if isolate else nullcontext():
                         changed = apply_result(session, result)
                 except (DataError, IntegrityError) as error:
+                    if not isolate:
+                        raise
                     # The database refused this row's values: it alone is rolled back.
                     outcome.refused.append((result, type(error.orig).__name__))
                     continue
