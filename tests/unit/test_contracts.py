@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from shared.contracts import (
     MAX_TASK_BODY_BYTES,
     AnyTask,
+    EmailTask,
     MessageStatus,
     TaskEnvelope,
     TaskResult,
@@ -48,6 +49,22 @@ def test_recipient_must_be_a_real_email_address(address: str) -> None:
 def test_sender_must_be_a_real_email_address() -> None:
     with pytest.raises(ValidationError, match="sender"):
         make_email(sender="herald")
+
+
+def test_a_task_read_by_the_runner_carries_ascii_domains_whatever_was_stored() -> None:
+    # Given a task whose payload names IDN domains in Unicode (as rows stored before
+    # issue 13 do), sender included
+    task = make_task().model_dump(mode="json")
+    task["payload"] |= {"sender": "herald@bücher.example", "to": ["leser@bücher.example"]}
+
+    # When the runner reads it as an email
+    email = EmailTask.model_validate(task).payload
+
+    # Then SES is given the punycode form it can send
+    assert (email.sender, email.to) == (
+        "herald@xn--bcher-kva.example",
+        ["leser@xn--bcher-kva.example"],
+    )
 
 
 def test_email_needs_at_least_one_recipient() -> None:
