@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from shared.contracts import describe_validation_error
-from shared.errors import PermanentError
+from shared.errors import FailureCode, PermanentError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,13 +94,15 @@ class TaskRegistry:
         if registration is None:
             known = ", ".join(sorted(self._registrations)) or "none"
             raise PermanentError(
-                f"no handler is registered for task kind {task.kind!r} (known: {known})"
+                f"no handler is registered for task kind {task.kind!r} (known: {known})",
+                code=FailureCode.INVALID_TASK,
             )
         try:
             payload = registration.payload_model.model_validate(task.payload)
         except ValidationError as error:
             raise PermanentError(
-                f"invalid {task.kind} payload: {describe_validation_error(error)}"
+                f"invalid {task.kind} payload: {describe_validation_error(error)}",
+                code=FailureCode.INVALID_TASK,
             ) from error
         # The envelope was validated when it was parsed; only the payload changes type.
         typed_task = cast("TaskEnvelope[Any]", task.model_copy(update={"payload": payload}))

@@ -169,6 +169,7 @@ def test_invalid_payload_publishes_a_failed_result_naming_the_field(runner: Runn
     assert result.error == (
         "invalid email.send payload: at least one recipient (to, cc or bcc) is required"
     )
+    assert result.error_code is FailureCode.INVALID_TASK
 
 
 def test_unknown_kind_publishes_a_failed_result(runner: Runner) -> None:
@@ -177,6 +178,7 @@ def test_unknown_kind_publishes_a_failed_result(runner: Runner) -> None:
     [result] = runner.results.results
     assert result.error is not None
     assert "no handler is registered for task kind 'sms.send'" in result.error
+    assert result.error_code is FailureCode.INVALID_TASK
     assert runner.metric("TasksFailed") == [1.0]
 
 
@@ -236,3 +238,4 @@ def test_sender_outside_the_verified_domain_fails_with_a_reason(runner: Runner) 
     assert result.status is MessageStatus.FAILED
     assert result.error is not None
     assert "not allowed" in result.error
+    assert result.error_code is FailureCode.SENDER_NOT_ALLOWED

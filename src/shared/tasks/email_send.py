@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shared.contracts import EMAIL_SEND, EmailPayload
-from shared.errors import PermanentError
+from shared.errors import FailureCode, PermanentError
 from shared.registry import TaskMetricNames
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ def register_email_send(registry: TaskRegistry, sender: EmailSender, *, sender_d
         if email.sender.rpartition("@")[2].lower() != sender_domain:
             raise PermanentError(
                 f"sender {email.sender} is not allowed: Herald sends only from "
-                f"addresses @{sender_domain} (the verified SES identity of SENDER_EMAIL)"
+                f"addresses @{sender_domain} (the verified SES identity of SENDER_EMAIL)",
+                code=FailureCode.SENDER_NOT_ALLOWED,
             )
         return sender.send(email, task_id=task.task_id)
 
