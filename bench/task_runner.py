@@ -124,7 +124,7 @@ def bare_loop(aws: FakeAws) -> Handler:
                 try:
                     result = TaskResult.sent(task.task_id, registry.run(task), utc_now())
                 except PermanentError as error:
-                    result = TaskResult.failed(task.task_id, str(error), utc_now())
+                    result = TaskResult.failed(task.task_id, str(error), utc_now(), code=error.code)
                 dynamodb.update_item(
                     TableName=table,
                     Key=key,
