@@ -87,8 +87,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def mailbox(args: argparse.Namespace) -> int:
-    from herald_local.mailbox import MailboxUnavailableError, format_mailbox, read_mailbox
+    from herald_local.mailbox import (
+        HeraldMessages,
+        MailboxUnavailableError,
+        format_mailbox,
+        read_mailbox,
+        with_herald_sends,
+    )
     from herald_local.ports import read_running_ports
+    from herald_local.postgres import DATABASE_USER
     from herald_local.system import PORTS
 
     # The running system's own port first (it may have been started with --aws-port),
@@ -105,6 +112,15 @@ def mailbox(args: argparse.Namespace) -> int:
     except MailboxUnavailableError as error:
         print(f"herald-local: {error}", file=sys.stderr)
         return 1
+    if "postgres" in running:
+        # The running system's database names each email's Herald message and send time.
+        herald = HeraldMessages(
+            f"postgresql+psycopg://{DATABASE_USER}@127.0.0.1:{running['postgres']}/herald"
+        )
+        try:
+            emails = with_herald_sends(emails, herald)
+        finally:
+            herald.close()
     if args.json:
         print(json.dumps([email.as_json() for email in emails], indent=2))
     else:

@@ -216,7 +216,9 @@ def run_local_system(options: RunOptions, terminal: Terminal) -> int:
             stopping.on_force(kill_parts)
             for part in parts.values():
                 part.start()
-            servers.append(mailbox_server(options.ports["mailbox"], aws.url).start())
+            servers.append(
+                mailbox_server(options.ports["mailbox"], aws.url, postgres.url()).start()
+            )
             api_url = f"http://127.0.0.1:{options.ports['api']}"
             if options.serves_frontend:
                 servers.append(
