@@ -60,6 +60,8 @@ PRUNE_EVERY_SECONDS: Final = 3600.0
 USAGE_SLOTS: Final = 1024
 # A lease is one indexed row update: longer than this means PostgreSQL is in trouble.
 LEASE_STATEMENT_TIMEOUT_MS: Final = 2000
+# How the limiter's connection shows in pg_stat_activity.
+LIMITER_APPLICATION: Final = "herald-rate-limiter"
 
 
 @dataclass(frozen=True)
@@ -254,18 +256,23 @@ class PostgresTokenBuckets:
             "rate": policy.rate_per_second,
         }
         with self._lock:
-            connection = self._connect()
-            try:
-                self.round_trips += 1
-                row = connection.execute(LEASE_TOKENS, parameters).one()
-                connection.commit()  # autocommit: ends SQLAlchemy's autobegun block only
-            except IntegrityError:
-                connection.rollback()
-                return None  # no such key (any more)
-            except DBAPIError:
-                # This request answers 503 (the app's handler); the next lease reconnects.
-                self._drop_connection()
-                raise
+            for attempt in (1, 2):
+                connection = self._connect()
+                try:
+                    self.round_trips += 1
+                    row = connection.execute(LEASE_TOKENS, parameters).one()
+                    connection.commit()  # autocommit: ends SQLAlchemy's autobegun block only
+                    break
+                except IntegrityError:
+                    connection.rollback()
+                    return None  # no such key (any more)
+                except DBAPIError as error:
+                    self._drop_connection()
+                    # A connection PostgreSQL dropped (a restart, a failover) is replaced
+                    # once, as the pool's pre-ping would; otherwise this request answers
+                    # 503 (the app's handler) and the next lease reconnects.
+                    if not (error.connection_invalidated and attempt == 1):
+                        raise
             if self._clock() >= self._next_prune:
                 self._next_prune = self._clock() + PRUNE_EVERY_SECONDS
                 self._prune(connection)
@@ -288,15 +295,20 @@ class PostgresTokenBuckets:
         if self._connection is None:
             connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             connection.detach()
-            # Bucket rows are UNLOGGED and a lost prune is redone: no commit waits for WAL.
-            connection.execute(
-                text(
-                    "SELECT set_config('synchronous_commit', 'off', false), "
-                    "set_config('statement_timeout', :timeout, false)"
-                ),
-                {"timeout": str(LEASE_STATEMENT_TIMEOUT_MS)},
-            )
-            connection.commit()
+            try:
+                # Bucket rows are UNLOGGED and a lost prune is redone: no commit waits for WAL.
+                connection.execute(
+                    text(
+                        "SELECT set_config('synchronous_commit', 'off', false), "
+                        "set_config('statement_timeout', :timeout, false), "
+                        "set_config('application_name', :name, false)"
+                    ),
+                    {"timeout": str(LEASE_STATEMENT_TIMEOUT_MS), "name": LIMITER_APPLICATION},
+                )
+                connection.commit()
+            except DBAPIError:
+                connection.close()
+                raise
             self._connection = connection
         return self._connection
 

@@ -21,6 +21,7 @@ from ecs_service.cli import main
 from ecs_service.db.models import Message, TenantDailyUsage
 from ecs_service.settings import ApiSettings
 from ecs_service.tenant_limits import (
+    LIMITER_APPLICATION,
     USAGE_SLOTS,
     DailyQuotaExceededError,
     PostgresTokenBuckets,
@@ -207,6 +208,31 @@ def test_a_busy_key_pays_a_round_trip_per_lease_not_per_request(
 
     # Then PostgreSQL was asked about once per lease: a few times, not 5,000
     assert buckets.round_trips <= 50
+
+
+def test_a_limiter_whose_connection_postgresql_dropped_reconnects_without_failing_a_request(
+    engine: Engine, caller: Caller, limiters: list[RequestRateLimiter]
+) -> None:
+    # Given an api process that has leased (one token at a time)
+    limiter, buckets = new_limiter(engine, RateLimitPolicy(rate_per_second=1000, burst=1), limiters)
+    assert limiter.take(caller.key_id).allowed
+
+    # When PostgreSQL ends the limiters' connections (a restart, a failover), and a token
+    # is due again
+    with engine.begin() as admin:
+        ended = admin.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :name"
+            ),
+            {"name": LIMITER_APPLICATION},
+        ).scalars()
+        assert True in list(ended)
+    time.sleep(0.05)
+
+    # Then the next request is still answered: the lease ran again on a new connection
+    assert limiter.take(caller.key_id).allowed
+    assert buckets.round_trips == 3
 
 
 # The daily quota
