@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import EmailStr, Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.contracts import EmailAddress
 
 QueueUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+/\S+$")]
 TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,255}$")]
@@ -65,7 +67,8 @@ class TaskRunnerSettings(BaseSettings):
     result_queue_url: QueueUrl = Field(validation_alias="RESULT_QUEUE_URL")
     task_dlq_url: QueueUrl = Field(validation_alias="TASK_DLQ_URL")
     idempotency_table: TableName = Field(validation_alias="IDEMPOTENCY_TABLE")
-    sender_email: EmailStr = Field(validation_alias="SENDER_EMAIL")
+    # The ASCII form SES needs (a punycode domain), as the api stores every address.
+    sender_email: EmailAddress = Field(validation_alias="SENDER_EMAIL")
     # A task may come back as long as SQS keeps it: 4 days on the task queue, and up to
     # 14 days if an operator redrives it from the DLQ. The idempotency record must outlive it.
     idempotency_ttl_seconds: int = Field(
