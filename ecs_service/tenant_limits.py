@@ -98,7 +98,8 @@ class RateDecision:
 
     ``remaining`` is what this process knows is left (the tokens it holds plus the
     shared bucket's level at its last lease); ``reset_seconds`` is when the bucket is
-    full again, or, when refused, when the next token is due (``retry_after_seconds``).
+    full again (at least 1 s), or, when refused, when the next token is due
+    (``retry_after_seconds``, which the draft asks to be no earlier than the window's end).
     """
 
     allowed: bool
