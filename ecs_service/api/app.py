@@ -29,6 +29,7 @@ from starlette.routing import Match, Route
 
 from ecs_service.api import problems
 from ecs_service.api.admission import AdmissionGate
+from ecs_service.api.admission_middleware import AdmissionMiddleware
 from ecs_service.api.dependencies import ApiServices
 from ecs_service.api.key_cache import Authenticator, KeyCache, RevocationListener
 from ecs_service.api.request_limits import BodyLimitMiddleware
@@ -285,6 +286,9 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(MetricsFlushMiddleware, published=published)
+    # The outermost of the app's own middleware: inside ServerErrorMiddleware (a bug is a
+    # 500 problem), outside everything that costs a refused request anything.
+    app.add_middleware(AdmissionMiddleware, services=lambda: app.state.services)
     install_problem_schema(app)
     return app
 

@@ -3,11 +3,13 @@ process's metrics — and how a request gets to use the database at all.
 
 A /v1 request goes through these steps, all but the last on the event loop:
 
-1. Authentication (``get_principal``): the key is checked against the process's key cache
-   (no I/O). Only a key the cache does not know is read from the database, admitted as
-   "unauthenticated", in a worker thread that returns its connection before it ends.
-2. Admission (``admit``): the request takes a slot of the admission gate for its tenant,
-   or is refused at once with 503 "overloaded" (``ecs_service.api.admission``).
+1. Authentication (``AdmissionMiddleware``): the key is checked against the process's
+   key cache (no I/O). Only a key the cache does not know is read from the database,
+   admitted as "unauthenticated", in a worker thread that returns its connection before
+   it ends.
+2. Admission (``AdmissionMiddleware``): the request takes a slot of the admission gate
+   for its tenant, or is refused at once with 503 "overloaded"
+   (``ecs_service.api.admission``).
 3. One worker thread (``UnitOfWorkRoute``) then runs the request's whole database work:
    the rate limiter's ``take``, the route, and the commit. So a request holds at most one
    connection, never waits for a thread while holding it, and its transaction commits
@@ -20,7 +22,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -30,18 +31,16 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from ecs_service.api import problems
-from ecs_service.api.admission import UNAUTHENTICATED, AdmissionGate, OverloadedError
-from ecs_service.api.key_cache import MISS, Authenticator
+from ecs_service.api.admission import AdmissionGate
+from ecs_service.api.admission_middleware import PRINCIPAL_STATE_KEY
+from ecs_service.api.key_cache import Authenticator
 from ecs_service.api.response_headers import STATE_KEY
 from ecs_service.api_keys import Principal
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
-
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import sessionmaker
 
@@ -120,52 +119,32 @@ class UnitOfWorkRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
 
 
-@asynccontextmanager
-async def _admitted(gate: AdmissionGate, party: Hashable) -> AsyncIterator[None]:
-    try:
-        async with gate.admitted(party):
-            yield
-    except OverloadedError:
-        raise problems.overloaded() from None
-
-
 async def get_principal(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    # Documents the scheme (OpenAPI); AdmissionMiddleware has checked the key already.
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """The tenant and key of the request's active API key; 401 otherwise."""
-    if credentials is None:
+    """The tenant and key of the request's active API key (``AdmissionMiddleware``)."""
+    principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if not isinstance(principal, Principal):
         raise problems.unauthorized()
-    services = services_of(request)
-    found = services.authenticator.from_cache(credentials.credentials)
-    if found is MISS:
-        async with _admitted(services.gate, UNAUTHENTICATED):
-            found = await run_in_threadpool(
-                services.authenticator.from_database, credentials.credentials
-            )
-    if not isinstance(found, Principal):
-        raise problems.unauthorized()
-    return found
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def admit(request: Request, principal: PrincipalDep) -> AsyncIterator[UnitOfWork]:
-    """Admit the request for its tenant (503 "overloaded" when no slot comes free), and
-    give it its unit of work; the slot is released when the route has returned."""
-    services = services_of(request)
-    async with _admitted(services.gate, principal.tenant_id):
-        unit = UnitOfWork(services, principal, request.scope.setdefault("state", {}))
-        token = _current_unit.set(unit)
-        try:
-            yield unit
-        finally:
-            _current_unit.reset(token)
+    """The request's unit of work (``AdmissionMiddleware`` holds its slot of the gate)."""
+    unit = UnitOfWork(services_of(request), principal, request.scope.setdefault("state", {}))
+    token = _current_unit.set(unit)
+    try:
+        yield unit
+    finally:
+        _current_unit.reset(token)
 
 
-# scope="function": the slot is released as soon as the route has returned (and, with
-# it, its commit), not after the response is sent.
+# scope="function": the unit of work ends as soon as the route has returned.
 UnitDep = Annotated[UnitOfWork, Depends(admit, scope="function")]
 
 
