@@ -50,13 +50,15 @@ class Tenant:
 
 def create_tenant(database_url: str, name: str) -> Tenant:
     """A tenant and an API key, as ``herald tenants create`` and ``herald keys create`` do."""
-    from ecs_service import api_keys
+    from ecs_service import api_keys, tenant_limits
 
     engine = create_engine(database_url)
     try:
         with Session(engine) as session, session.begin():
             tenant = api_keys.create_tenant(session, name)
             issued = api_keys.issue_key(session, tenant, "bench")
+            # A bench schedules more than the default daily quota, run after run.
+            tenant_limits.set_daily_quota(session, tenant.id, tenant_limits.MAX_DAILY_QUOTA)
     finally:
         engine.dispose()
     return Tenant(id=issued.tenant_id, api_key=issued.plaintext)
