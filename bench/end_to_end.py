@@ -43,6 +43,7 @@ from sqlalchemy import create_engine, text
 
 from bench.result import RESULTS_DIR, BenchResult, Figure
 from bench.support.processes import machine_busy_seconds, run_bounded, tree_cpu_seconds
+from bench.support.servers import BENCH_RATE_LIMIT
 from tests.local_system import RunningSystem, postmaster_pid, running_local_system
 
 if TYPE_CHECKING:
@@ -157,7 +158,9 @@ def run(args: argparse.Namespace) -> None:
         work_dir = Path(tempfile.mkdtemp(prefix="herald-bench-e2e-"))
         cleanup.callback(shutil.rmtree, work_dir, ignore_errors=True)
         print("starting herald-local run ...", flush=True)
-        system = cleanup.enter_context(running_local_system(work_dir / "data"))
+        system = cleanup.enter_context(
+            running_local_system(work_dir / "data", environment=BENCH_RATE_LIMIT)
+        )
         engine = create_engine(system.database_url, pool_size=1, max_overflow=0)
         cleanup.callback(engine.dispose)
         print(f"running: api {system.api_url}; scheduling {args.emails} emails", flush=True)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -180,8 +180,13 @@ def postmaster_pid(system: RunningSystem) -> int | None:
 
 
 @contextmanager
-def running_local_system(data_dir: Path, *extra_args: str) -> Iterator[RunningSystem]:
+def running_local_system(
+    data_dir: Path, *extra_args: str, environment: Mapping[str, str] | None = None
+) -> Iterator[RunningSystem]:
     """``herald-local run`` on free ports in ``data_dir``, until the block ends.
+
+    ``environment`` adds variables to the run's (the parts inherit them: the api's
+    ``API_RATE_LIMIT_PER_SECOND``, say).
 
     Yields once the banner is printed. On the way out, a system still running gets Ctrl-C
     (SIGINT), and if it has not stopped within a minute, its process groups and its
@@ -199,6 +204,7 @@ def running_local_system(data_dir: Path, *extra_args: str) -> Iterator[RunningSy
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, **(environment or {})},
     )
     system = RunningSystem(process=process, data_dir=data_dir, ports=ports)
 
