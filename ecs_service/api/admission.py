@@ -19,6 +19,7 @@ import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
+from typing import Final
 
 # How long a request may wait for a slot: past it, a quick 503 serves the client (and
 # the other tenants) better than a queue.
@@ -27,7 +28,8 @@ ADMISSION_WAIT_SECONDS = 0.1
 TENANT_SHARE = 0.75
 # The part the unauthenticated may hold (keys not in the cache, looked up in the database).
 UNAUTHENTICATED_SHARE = 0.25
-UNAUTHENTICATED: Hashable = "unauthenticated"
+# A tenant is a UUID: never equal to this string.
+UNAUTHENTICATED: Final = "unauthenticated"
 
 
 class OverloadedError(Exception):
