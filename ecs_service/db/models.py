@@ -91,6 +91,15 @@ class Message(Base):
         ),
         # The relay's claim: due scheduled rows in send_at order.
         Index("ix_messages_due", "send_at", postgresql_where=text("status = 'scheduled'")),
+        # The relay's fair claim: each tenant's due rows in send_at order (migration 0006).
+        Index(
+            "ix_messages_tenant_due",
+            "tenant_id",
+            "send_at",
+            "id",
+            postgresql_include=["created_at"],
+            postgresql_where=text("status = 'scheduled'"),
+        ),
         # The relay's in-flight count: the few queued rows, by when (migration 0006).
         Index("ix_messages_in_flight", "queued_at", postgresql_where=text("status = 'queued'")),
         # Listing: a tenant's messages, newest first, optionally by status (keyset pages).

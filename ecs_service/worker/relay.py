@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
-from sqlalchemy import case, func, literal, select, text, update
+from sqlalchemy import case, func, literal, select, text, true, update
 from sqlalchemy.orm import Session
 
-from ecs_service.db.models import Message
+from ecs_service.db.models import Message, Tenant
 from ecs_service.messages import task_of
 from shared.adapters.sqs import SQS_MAX_BATCH
 from shared.contracts import (
@@ -284,29 +284,34 @@ class Relay:
     def _claim(self, session: Session, limit: int) -> list[_Claimed]:
         """Lock up to ``limit`` due rows, in turns across tenants (see the module doc).
 
-        FOR UPDATE may not sit on the query that numbers the turns (a window function),
-        so the numbering is a subquery and the lock is on ``messages`` joined to it; the
-        outer WHERE rechecks that a row is still due once it is locked.
+        Each tenant's first due rows are numbered (its turns) by a range scan of
+        ``ix_messages_tenant_due``, so the cost grows with the tenants and ``limit``, not
+        with the backlog (a 30,000-row backlog is read 200 rows deep). FOR UPDATE may not
+        sit on the query that numbers them (a window function), so the lock is on
+        ``messages`` joined to them; the outer WHERE rechecks a locked row is still due.
         """
         due = (Message.status == MessageStatus.SCHEDULED.value, Message.send_at <= func.now())
-        ranked = (
+        # The first turns, with room for rows another relay has locked (SKIP LOCKED passes
+        # over them, so a second relay takes the next rows of even a single tenant's
+        # backlog); materialized, so the planner knows it is small and locks by primary key.
+        considered = limit * CANDIDATES_PER_CLAIMED_ROW
+        turns = (
             select(
                 Message.id,
-                func.row_number()
-                .over(partition_by=Message.tenant_id, order_by=(Message.send_at, Message.id))
-                .label("turn"),
+                func.row_number().over(order_by=(Message.send_at, Message.id)).label("turn"),
                 func.greatest(Message.send_at, Message.created_at).label("due_since"),
             )
-            .where(*due)
-            .subquery("ranked")
+            .where(Message.tenant_id == Tenant.id, *due)
+            .order_by(Message.send_at, Message.id)
+            .limit(considered)
+            .lateral("turns")
         )
-        # The first turns, with room for rows another relay has locked (SKIP LOCKED passes
-        # over them); materialized, so the planner knows it is small and locks by primary key.
         candidates = (
-            select(ranked)
-            .where(ranked.c.turn <= limit)
-            .order_by(ranked.c.turn, ranked.c.due_since, ranked.c.id)
-            .limit(limit * CANDIDATES_PER_CLAIMED_ROW)
+            select(turns.c.id, turns.c.turn, turns.c.due_since)
+            .select_from(Tenant)
+            .join(turns, true())
+            .order_by(turns.c.turn, turns.c.due_since, turns.c.id)
+            .limit(considered)
             .cte("candidates")
             .prefix_with("MATERIALIZED")
         )
