@@ -17,7 +17,7 @@ from ecs_service.api import problems
 from ecs_service.api.admission import UNAUTHENTICATED, OverloadedError
 from ecs_service.api.key_cache import MISS
 from ecs_service.api.request_limits import send_problem
-from ecs_service.api_keys import Principal
+from ecs_service.api_keys import Principal, key_id_of
 from shared.observability import logger
 
 if TYPE_CHECKING:
@@ -94,6 +94,14 @@ class AdmissionMiddleware:
             return None
         found = services.authenticator.from_cache(presented)
         if found is MISS:
-            async with services.gate.admitted(UNAUTHENTICATED):
+            # A miss of a listening cache is a new key, or a made-up one: all such requests
+            # share a small part of the slots. While the cache is not listening (start-up,
+            # a lost connection) every key misses: each key gets a tenant's share.
+            party = (
+                UNAUTHENTICATED
+                if services.authenticator.cache.trusted
+                else ("key", key_id_of(presented))
+            )
+            async with services.gate.admitted(party):
                 found = await run_in_threadpool(services.authenticator.from_database, presented)
         return found if isinstance(found, Principal) else None

@@ -108,6 +108,11 @@ class KeyCache:
             self._entries.pop(key_id, None)
             self._generation += 1
 
+    @property
+    def trusted(self) -> bool:
+        """Whether the cache serves keys (its listener is listening)."""
+        return self._trusted
+
     def trust(self, trusted: bool) -> None:
         """The listener (re)connected (True) or lost its connection (False): start empty."""
         with self._lock:
