@@ -224,7 +224,11 @@ class Relay:
         )
 
     def _budget(self, session: Session) -> int:
-        """How many rows this pass may claim: 0 while the task queue holds enough."""
+        """How many rows this pass may claim: 0 while the task queue holds enough.
+
+        The one place that bounds what a pass releases: a send rate shared by the relays
+        (the SES quota) would be one more bound here.
+        """
         if self._max_in_flight is None:
             return self._claim_size
         room = self._max_in_flight - self.count_in_flight(session)
