@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -31,6 +31,7 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from ecs_service.api import problems
 from ecs_service.api.admission import AdmissionGate
@@ -96,22 +97,23 @@ class UnitOfWork:
 _current_unit: ContextVar[UnitOfWork | None] = ContextVar("herald_unit_of_work", default=None)
 
 
-def _in_unit_of_work(endpoint: Callable[..., T]) -> Callable[..., T]:
+def _in_unit_of_work(endpoint: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(endpoint)
-    def run(*args: Any, **kwargs: Any) -> T:
-        # FastAPI runs a sync route in a worker thread with a copy of the request's
-        # context: the unit of work ``admit`` set is there.
+    async def run(*args: Any, **kwargs: Any) -> T:
+        call = functools.partial(endpoint, *args, **kwargs)
         unit = _current_unit.get()
         if unit is None:
-            return endpoint(*args, **kwargs)
-        return unit.run(functools.partial(endpoint, *args, **kwargs))
+            return await run_in_threadpool(call)
+        return await run_in_threadpool(unit.run, call)
 
     return run
 
 
 class UnitOfWorkRoute(APIRoute):
     """A route whose sync endpoint runs inside its request's ``UnitOfWork``: rate limit,
-    route and commit in the one worker thread FastAPI runs the endpoint in."""
+    route and commit in one worker thread, the request's only one. (FastAPI would run a
+    sync endpoint in one thread, then validate its answer in another: to FastAPI, this
+    endpoint is a coroutine, and the answer is validated on the event loop.)"""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         if not inspect.iscoroutinefunction(endpoint):
