@@ -333,7 +333,7 @@ def test_task_runner_role_carries_only_its_inline_policy(template: Template) -> 
     assert "ManagedPolicyArns" not in role
 
 
-def test_task_runner_may_send_only_from_the_sender_address_and_its_domain(
+def test_task_runner_may_send_only_as_the_sender_address_through_its_identity(
     template: Template,
 ) -> None:
     # Given the role's SES statements
@@ -353,6 +353,10 @@ def test_task_runner_may_send_only_from_the_sender_address_and_its_domain(
     assert domain["Fn::Sub"][0] == identity_prefix + "${SenderDomain}"
     assert domain["Fn::Sub"][1]["SenderDomain"] == {
         "Fn::Select": [1, {"Fn::Split": ["@", {"Ref": "SenderEmail"}]}]
+    }
+    # and only with SenderEmail itself as the From address
+    assert statement.statement["Condition"] == {
+        "StringEqualsIgnoreCase": {"ses:FromAddress": {"Ref": "SenderEmail"}}
     }
 
 
