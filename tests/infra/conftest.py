@@ -196,6 +196,23 @@ def policy_statements(template: Template) -> Iterator[PolicyStatement]:
                     yield PolicyStatement(logical_id, resource_type, statement)
 
 
+# The statement every KMS key policy carries (Control Tower's CT.KMS.PR.3): nobody may create
+# a grant on the key unless an AWS service does it for a resource of the account.
+KMS_GRANTS_ONLY_FOR_AWS_SERVICES = {
+    "Sid": "DenyGrantsExceptForAwsServices",
+    "Effect": "Deny",
+    "Principal": {"AWS": "*"},
+    "Action": "kms:CreateGrant",
+    "Resource": "*",
+    "Condition": {
+        "BoolIfExists": {
+            "kms:GrantIsForAWSResource": "false",
+            "aws:PrincipalIsAWSService": "false",
+        }
+    },
+}
+
+
 def run_tool(
     command: Sequence[str], *, cwd: Path = REPO_ROOT, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

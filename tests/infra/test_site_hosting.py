@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.infra.conftest import (
+    KMS_GRANTS_ONLY_FOR_AWS_SERVICES,
     Template,
     container_definitions,
     describe,
@@ -152,8 +153,10 @@ def test_site_bucket_keeps_versions(template: Template) -> None:
 
 
 def test_site_key_lets_only_this_distribution_decrypt(template: Template) -> None:
-    # Given the site key's policy
-    delegation, cloudfront = statements_of(template, "SiteKey")
+    # Given the site key's policy (the statements that allow; the one deny limits grants)
+    statements = statements_of(template, "SiteKey")
+    delegation, cloudfront = [s for s in statements if s["Effect"] == "Allow"]
+    assert [s for s in statements if s["Effect"] != "Allow"] == [KMS_GRANTS_ONLY_FOR_AWS_SERVICES]
 
     # Then the account delegates to IAM, and the only service principal is CloudFront,
     # which may only decrypt, and only for requests of this distribution
@@ -192,7 +195,7 @@ def test_bucket_refuses_requests_without_tls(
     assert deny["Action"] == "s3:*"
     assert deny["Resource"] == [
         {"Fn::GetAtt": [bucket_id, "Arn"]},
-        {"Fn::Sub": f"${{{bucket_id}.Arn}}/*"},
+        {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
     ]
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 

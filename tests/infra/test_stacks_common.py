@@ -3,12 +3,14 @@ only the ALB faces the internet, and IAM grants name their actions and resources
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.infra.conftest import (
+    KMS_GRANTS_ONLY_FOR_AWS_SERVICES,
     NESTED_STACKS,
+    TEMPLATES,
     Template,
     as_list,
     ingress_rules,
@@ -17,7 +19,11 @@ from tests.infra.conftest import (
     properties,
     referenced_id,
     resources_of_type,
+    template_id,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 STACKS = {stack_id: load_template(path) for stack_id, path in NESTED_STACKS.items()}
 PARAMETRIZE_STACKS = pytest.mark.parametrize("stack_id", sorted(STACKS))
@@ -55,6 +61,17 @@ def test_every_kms_key_rotates(stack_id: str) -> None:
         assert properties(STACKS[stack_id], key_id)["EnableKeyRotation"] is True, key_id
 
 
+@pytest.mark.parametrize("template_path", TEMPLATES, ids=template_id)
+def test_every_kms_key_lets_only_aws_services_create_grants(template_path: Path) -> None:
+    # Given every KMS key of a template (root, nested or the pipeline)
+    template = load_template(template_path)
+    for key_id in resources_of_type(template, "AWS::KMS::Key"):
+        statements = [s.statement for s in policy_statements(template) if s.owner == key_id]
+
+        # Then its policy refuses a grant that is not an AWS service's for this account
+        assert KMS_GRANTS_ONLY_FOR_AWS_SERVICES in statements, key_id
+
+
 @PARAMETRIZE_STACKS
 def test_key_policies_delegate_to_iam_and_let_logs_use_only_their_log_groups(
     stack_id: str,
@@ -62,15 +79,18 @@ def test_key_policies_delegate_to_iam_and_let_logs_use_only_their_log_groups(
     # Given each key policy's statements
     stack = STACKS[stack_id]
     for key_id in resources_of_type(stack, "AWS::KMS::Key"):
-        statements = [s for s in policy_statements(stack) if s.owner == key_id]
+        every = [s for s in policy_statements(stack) if s.owner == key_id]
+        statements = [s for s in every if s.allows]
         principals = [s.statement["Principal"] for s in statements]
 
         # Then the account root delegates to IAM, and the only service is CloudWatch Logs,
-        # limited by the encryption context to the log groups named in this template
+        # limited by the encryption context to the log groups named in this template; the
+        # one statement that does not allow is the limit on grants
         assert principals[0] == {
             "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
         }
-        assert all(s.allows for s in statements), key_id
+        denies = [s.statement for s in every if not s.allows]
+        assert denies == [KMS_GRANTS_ONLY_FOR_AWS_SERVICES], key_id
         for statement in statements[1:]:
             assert statement.statement["Principal"] == {
                 "Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}

@@ -4,6 +4,7 @@ announced, and every wildcard in a policy explained beside it."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -68,8 +69,11 @@ def test_the_image_repository_is_immutable_scanned_encrypted_and_pruned(
     assert props["ImageScanningConfiguration"] == {"ScanOnPush": True}
     assert props["EncryptionConfiguration"]["EncryptionType"] == "KMS"
     assert referenced_id(props["EncryptionConfiguration"]["KmsKey"]) == "DeliveryKey"
-    policy = props["LifecyclePolicy"]["LifecyclePolicyText"]["Fn::Sub"]
-    assert '"tagStatus": "untagged"' in policy and "imageCountMoreThan" in policy
+    # A plain string, as Control Tower's CT.ECR.PR.1 reads it
+    policy = json.loads(props["LifecyclePolicy"]["LifecyclePolicyText"])
+    selections = [rule["selection"] for rule in policy["rules"]]
+    assert selections[0]["tagStatus"] == "untagged"
+    assert selections[1]["countType"] == "imageCountMoreThan"
 
 
 def test_the_artifacts_bucket_is_kms_encrypted_private_and_tls_only(pipeline: Template) -> None:

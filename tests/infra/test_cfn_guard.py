@@ -1,0 +1,103 @@
+"""AWS Control Tower's proactive controls pass on every template, each waiver with its reason.
+
+`make lint` runs tools/cfn-guard/check.py (cfn-guard with AWS's Control Tower rules over
+every template, SAM-transformed, Datadog and the site's domain rendered both ways); these
+tests hold the same line and keep the waiver file honest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.infra.conftest import describe, load_template, run_tool
+
+CHECK = REPO_ROOT / "tools" / "cfn-guard" / "check.py"
+WAIVERS = REPO_ROOT / "tools" / "cfn-guard" / "waivers.yaml"
+GUARD_HOME = REPO_ROOT / ".venv" / "cfn-guard"
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def require_cfn_guard() -> None:
+    if not (GUARD_HOME / "bin" / "cfn-guard").is_file():
+        message = "cfn-guard is not installed: run `make lint` (it extracts it into .venv)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    """check.py's findings over every template, as JSON."""
+    require_cfn_guard()
+    result = run_tool([sys.executable, str(CHECK), "check", str(GUARD_HOME), "--json"])
+    assert result.returncode in (0, 1), describe(result)
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def waiver_file() -> dict[str, dict[str, dict[str, Any]]]:
+    loaded: dict[str, dict[str, dict[str, Any]]] = yaml.safe_load(
+        WAIVERS.read_text(encoding="utf-8")
+    )
+    return loaded
+
+
+def test_every_finding_is_waived(report: dict[str, Any]) -> None:
+    # Given Control Tower's rules over every rendered template
+    # Then every failing control/resource pair is in the waiver file
+    assert report["unwaived"] == []
+
+
+def test_every_waiver_still_matches_a_finding(report: dict[str, Any]) -> None:
+    # Given the waiver file
+    # Then it waives nothing that passes (a fixed resource loses its waiver)
+    assert report["stale_waivers"] == []
+
+
+def test_the_rules_actually_ran(report: dict[str, Any]) -> None:
+    # Given the findings (rules that never ran would pass both tests above)
+    # Then cfn-guard reported the waived ones, over every template
+    assert {template for template, _, _ in report["findings"]} == set(waiver_file())
+
+
+@pytest.mark.parametrize(
+    ("template", "control"),
+    [(template, control) for template, controls in waiver_file().items() for control in controls],
+)
+def test_each_waiver_names_real_resources_and_says_why(template: str, control: str) -> None:
+    # Given one control waived in one template
+    waiver = waiver_file()[template][control]
+    resources = load_template(REPO_ROOT / template)["Resources"]
+
+    # Then it names a Control Tower control, resources of that template, and its reason
+    assert control.startswith("CT.") and ".PR." in control, control
+    assert waiver["resources"], control
+    assert set(waiver["resources"]) <= set(resources), waiver["resources"]
+    assert len(str(waiver.get("reason", "")).split()) >= 15, waiver
+
+
+def test_a_finding_nobody_waived_fails_the_check(tmp_path: Path) -> None:
+    # Given the waiver file without the network stack's waivers
+    require_cfn_guard()
+    trimmed = {k: v for k, v in waiver_file().items() if k != "stacks/network.yaml"}
+    waivers = tmp_path / "waivers.yaml"
+    waivers.write_text(yaml.safe_dump(trimmed), encoding="utf-8")
+
+    # When the network stack is checked against it
+    result = run_tool(
+        [sys.executable, str(CHECK), "check", str(GUARD_HOME)]
+        + ["--waivers", str(waivers), "--template", "stacks/network.yaml"]
+    )
+
+    # Then the check fails and names the finding
+    assert result.returncode == 1, describe(result)
+    assert "stacks/network.yaml: CT.CLOUDWATCH.PR.2 fails on FlowLogGroup" in result.stdout
