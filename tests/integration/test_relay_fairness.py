@@ -208,8 +208,8 @@ def test_on_the_local_system_one_tenants_email_goes_out_within_seconds_behind_a_
     with running_local_system(tmp_path / "herald") as system:
         engine = create_engine(system.database_url)
         with Session(engine) as session, session.begin():
-            noisy = api_keys.create_tenant(session, "noisy neighbour")
-        insert_messages(engine, noisy.id, BACKLOG)
+            noisy = api_keys.create_tenant(session, "noisy neighbour").id
+        insert_messages(engine, noisy, BACKLOG)
 
         # When the demo tenant schedules one email right after
         started = time.monotonic()
@@ -219,7 +219,15 @@ def test_on_the_local_system_one_tenants_email_goes_out_within_seconds_behind_a_
         wait_for(lambda: system.status(message_id) == "sent", 10, "the single email", system)
         seconds = time.monotonic() - started
         backlog_left = statuses(engine).get("scheduled", 0)
+        with Session(engine) as session:
+            single = session.get_one(Message, UUID(message_id))
         engine.dispose()
-    print(f"single email sent after {seconds:.1f} s; {backlog_left} of the backlog still due")
+    assert single.queued_at is not None and single.finished_at is not None
+    print(
+        f"single email sent after {seconds:.1f} s (queued after "
+        f"{(single.queued_at - single.created_at).total_seconds():.1f} s, sent "
+        f"{(single.finished_at - single.queued_at).total_seconds():.1f} s later); "
+        f"{backlog_left} of the backlog still due"
+    )
     assert seconds < 10
     assert backlog_left > 0
