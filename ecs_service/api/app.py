@@ -2,8 +2,10 @@
 
 Outside FastAPI's own stack, every request passes, in order: ``RequestContextMiddleware``
 (request id, one log line), ``ResponseHeadersMiddleware`` (security and rate-limit
-headers on every response), ``BodyLimitMiddleware`` (the body's cap and read timeout,
-before anything parses it or looks at a key).
+headers on every response), ``CORSMiddleware`` (with ``CORS_ALLOWED_ORIGINS``),
+``BodyLimitMiddleware`` (the body's cap and read timeout, before anything parses it or
+looks at a key). Inside it, ``AdmissionMiddleware`` authenticates /v1 requests and admits
+them (``ecs_service.api.admission_middleware``) before FastAPI routes them.
 """
 
 from __future__ import annotations
@@ -208,14 +210,32 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 class HeraldApi(FastAPI):
-    """FastAPI with the request id, response headers and body limit outside its whole
-    stack: so they apply to every answer, its 500s included, and the body limit answers
-    before anything in the app runs."""
+    """FastAPI with the request id, response headers, CORS and body limit outside its whole
+    stack: so they apply to every answer, its 500s and early refusals included (a browser
+    reads a 413 or 503 only with the CORS headers), and the body limit answers before
+    anything in the app runs."""
+
+    cors_origins: tuple[str, ...] = ()
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestContextMiddleware(
-            ResponseHeadersMiddleware(BodyLimitMiddleware(super().build_middleware_stack()))
-        )
+        app: ASGIApp = BodyLimitMiddleware(super().build_middleware_stack())
+        if self.cors_origins:
+            app = CORSMiddleware(
+                app,
+                allow_origins=self.cors_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                expose_headers=[
+                    "Location",
+                    "X-Request-ID",
+                    "Retry-After",
+                    "RateLimit",
+                    "RateLimit-Policy",
+                    "Idempotent-Replayed",
+                ],
+                max_age=600,
+            )
+        return RequestContextMiddleware(ResponseHeadersMiddleware(app))
 
 
 def admission_capacity(database: DatabaseSettings) -> int:
@@ -276,18 +296,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(message_routes.router)
     install_problem_handlers(app)
-    if api.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=api.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "X-Request-ID"],
-            max_age=600,
-        )
+    app.cors_origins = tuple(api.cors_origins)
     app.add_middleware(MetricsFlushMiddleware, published=published)
     # The outermost of the app's own middleware: inside ServerErrorMiddleware (a bug is a
-    # 500 problem), outside everything that costs a refused request anything.
+    # 500 problem), outside everything that costs a refused request anything. CORS
+    # preflights (OPTIONS) pass it: CORSMiddleware, outside, answers them.
     app.add_middleware(AdmissionMiddleware, services=lambda: app.state.services)
     install_problem_schema(app)
     return app

@@ -250,3 +250,28 @@ def test_after_its_listener_reconnects_the_api_caches_keys_and_hears_revocations
     with Session(engine) as session, session.begin():
         api_keys.revoke_key(session, caller.key_id)
     assert_problem(client.get("/v1/messages", headers=caller.headers), 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("content", "status"), [(b"x" * 400_000, 413), (b"{}", 401)], ids=["too-large", "no-key"]
+)
+def test_early_refusals_carry_the_cors_headers_a_browser_needs_to_read_them(
+    content: bytes, status: int
+) -> None:
+    # Given an api that allows the web app's origin (and whose database is down)
+    origin = "https://app.example.com"
+    unreachable = DatabaseSettings(url=f"postgresql://herald@127.0.0.1:{free_port()}/herald")
+    settings = ApiSettings(SENDER_EMAIL=SENDER, CORS_ALLOWED_ORIGINS=origin)
+    with TestClient(create_app(settings, unreachable), raise_server_exceptions=False) as client:
+        # When the web app's request is refused before any route runs
+        response = client.post(
+            "/v1/messages",
+            content=content,
+            headers={"Origin": origin, "Content-Type": "application/json"},
+        )
+
+    # Then the browser may read the refusal, and when to retry
+    assert response.status_code == status
+    assert response.headers["access-control-allow-origin"] == origin
+    exposed = response.headers["access-control-expose-headers"].lower().split(", ")
+    assert {"retry-after", "ratelimit", "ratelimit-policy"} <= set(exposed)
