@@ -107,8 +107,9 @@ class RelayFailure(StrEnum):
 class RelayPass:
     """What one pass did.
 
-    ``not_queued`` rows stay scheduled (SQS took nothing: back off); ``failed`` rows were
-    made ``failed``; ``capped``: the in-flight budget, not the due rows, limited the claim.
+    ``not_queued`` rows stay scheduled (SQS failed them, not for what they are: back off);
+    ``failed`` rows were made ``failed``; ``capped``: the in-flight budget, not the due
+    rows, limited the claim.
     """
 
     claimed: int
@@ -355,29 +356,35 @@ class Relay:
         tasks: Sequence[TaskEnvelope[EmailPayload]],
         stored_contexts: dict[UUID, dict[str, str] | None],
     ) -> _Sent:
-        """Send ``tasks``; if SQS refuses some while taking others, try each refused alone."""
+        """Send ``tasks``. What SQS refuses through the sender's fault is refused for good;
+        what it fails otherwise, while taking others, is tried once more alone."""
         if not tasks:
             return _Sent([], {}, {})
         try:
             self._send(tasks, stored_contexts)
         except TaskBatchSendError as error:
             queued, failed = list(error.sent), error.failed
+            refused = {task_id: failed[task_id] for task_id in error.refused}
         else:
             return _Sent([task.task_id for task in tasks], {}, {})
-        if not queued:
-            # SQS took nothing: it is down (or every task is bad); all stay scheduled.
-            return _Sent([], failed, {})
-        # SQS works, so what it refused may be refused for what it is: find out one by one.
+        others = {task_id: reason for task_id, reason in failed.items() if task_id not in refused}
+        if not queued and not refused:
+            # SQS took nothing and blamed no message: it is down; all stay scheduled.
+            return _Sent([], others, {})
+        # SQS works, so what it failed may fail for what it is: find out one by one.
         by_id = {task.task_id: task for task in tasks}
-        refused: dict[UUID, str] = {}
-        for task_id, reason in failed.items():
+        not_queued: dict[UUID, str] = {}
+        for task_id, reason in others.items():
             try:
                 self._send([by_id[task_id]], stored_contexts)
             except TaskBatchSendError as alone:
-                refused[task_id] = alone.failed.get(task_id, reason)
+                if task_id in alone.refused:
+                    refused[task_id] = alone.failed.get(task_id, reason)
+                else:
+                    not_queued[task_id] = alone.failed.get(task_id, reason)
             else:
                 queued.append(task_id)
-        return _Sent(queued, {}, refused)
+        return _Sent(queued, not_queued, refused)
 
     def _send(
         self,
@@ -423,7 +430,7 @@ class Relay:
             )
         if outcome.not_queued:
             self._logger.warning(
-                "SQS did not take any task; they stay scheduled and are retried",
+                "SQS did not take some tasks (not for what they are); they stay scheduled",
                 extra={
                     "not_queued": len(outcome.not_queued),
                     "first_error": next(iter(outcome.not_queued.values())),

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from uuid import UUID
 
 
@@ -94,10 +94,19 @@ class TaskBatchSendError(HeraldError):
         The task ids that were not queued, each with the reason of its last failure.
     sent
         The task ids that were queued; the caller may mark them as such.
+    refused
+        The failed task ids that SQS refused through the sender's fault (the message
+        itself is wrong): sending them again cannot help. The others may go later.
     """
 
-    def __init__(self, failed: Mapping[UUID, str], sent: Sequence[UUID]) -> None:
+    def __init__(
+        self,
+        failed: Mapping[UUID, str],
+        sent: Sequence[UUID],
+        refused: Collection[UUID] = (),
+    ) -> None:
         self.failed = dict(failed)
         self.sent = tuple(sent)
+        self.refused = frozenset(refused)
         names = ", ".join(f"{task_id} ({reason})" for task_id, reason in self.failed.items())
         super().__init__(f"{len(self.failed)} task(s) could not be queued: {names}")

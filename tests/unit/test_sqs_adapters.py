@@ -169,6 +169,8 @@ def test_producer_names_the_entries_that_still_failed() -> None:
         bad.task_id: "InvalidMessageContents",
     }
     assert caught.value.sent == (ok.task_id,)
+    # And only the sender's-fault one is refused for what it is (sending it again cannot help)
+    assert caught.value.refused == {bad.task_id}
     assert str(flaky.task_id) in str(caught.value)
     assert pauses == [0.1, 0.2]
     stub.assert_no_pending_responses()

@@ -95,15 +95,21 @@ class SqsTaskProducer:
         contexts = trace_contexts or {}
         entries = [_entry(task, contexts.get(task.task_id)) for task in tasks]
         failed: dict[UUID, str] = {}
+        refused: set[UUID] = set()
         for chunk in _batches(entries):
-            failed.update(self._send_chunk(chunk))
+            chunk_failed, chunk_refused = self._send_chunk(chunk)
+            failed.update(chunk_failed)
+            refused |= chunk_refused
         if failed:
             raise TaskBatchSendError(
-                failed, sent=[task_id for task_id in ids if task_id not in failed]
+                failed, sent=[task_id for task_id in ids if task_id not in failed], refused=refused
             )
 
-    def _send_chunk(self, chunk: Sequence[SendMessageBatchRequestEntryTypeDef]) -> dict[UUID, str]:
-        """Send one batch; return the tasks that still failed, with their reasons."""
+    def _send_chunk(
+        self, chunk: Sequence[SendMessageBatchRequestEntryTypeDef]
+    ) -> tuple[dict[UUID, str], set[UUID]]:
+        """Send one batch; return the tasks that still failed, with their reasons, and
+        those of them SQS refused through the sender's fault."""
         pending: dict[str, SendMessageBatchRequestEntryTypeDef] = {
             entry["Id"]: entry for entry in chunk
         }
@@ -136,7 +142,10 @@ class SqsTaskProducer:
             if not pending:
                 break
         still_failed = {**permanent, **{entry_id: last_errors[entry_id] for entry_id in pending}}
-        return {UUID(entry_id): reason for entry_id, reason in still_failed.items()}
+        return (
+            {UUID(entry_id): reason for entry_id, reason in still_failed.items()},
+            {UUID(entry_id) for entry_id in permanent},
+        )
 
 
 def _batches(
