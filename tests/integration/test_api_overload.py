@@ -27,7 +27,7 @@ from tests.integration.conftest import REPO_ROOT, SENDER, Caller, make_caller
 from tests.integration.faults.processes import herald_process, tail, wait_watching
 
 FLOOD_CLIENTS = 150
-FLOOD_SECONDS = 8.0
+FLOOD_SECONDS = 6.0
 FLOOD_MAX_REQUESTS = 100_000
 QUIET_PAUSE_SECONDS = 0.05  # the quiet tenant's pace: 20 requests a second, under its limit
 MIB = 1024 * 1024
