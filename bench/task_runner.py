@@ -104,7 +104,7 @@ def bare_loop(aws: FakeAws) -> Handler:
     from shared.tasks import build_task_registry  # noqa: PLC0415
 
     registry = build_task_registry(
-        email_sender=SesEmailSender(aws.client("sesv2")), sender_domain="example.com"
+        email_sender=SesEmailSender(aws.client("sesv2")), sender_email="herald@example.com"
     )
     results = SqsResultPublisher(aws.client("sqs"), LAMBDA_ENV["RESULT_QUEUE_URL"])
     table, dynamodb = LAMBDA_ENV["IDEMPOTENCY_TABLE"], aws.client("dynamodb")

@@ -74,8 +74,3 @@ class TaskRunnerSettings(BaseSettings):
     idempotency_ttl_seconds: int = Field(
         default=FOURTEEN_DAYS, ge=FOUR_DAYS, validation_alias="IDEMPOTENCY_TTL_SECONDS"
     )
-
-    @property
-    def sender_domain(self) -> str:
-        """The domain Herald may send from (SENDER_EMAIL's domain, the SES identity)."""
-        return self.sender_email.rpartition("@")[2].lower()

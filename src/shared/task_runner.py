@@ -271,7 +271,7 @@ def build_task_runner(
         return response
 
     registry = build_task_registry(
-        email_sender=SesEmailSender(sesv2), sender_domain=settings.sender_domain
+        email_sender=SesEmailSender(sesv2), sender_email=settings.sender_email
     )
     idempotency = IdempotencySetup(
         persistence=DynamoDBPersistenceLayer(

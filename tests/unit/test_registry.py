@@ -74,7 +74,9 @@ def test_metric_names_follow_the_kind_with_a_fallback_for_unknown_kinds() -> Non
 
 
 def test_herald_registry_knows_email_send() -> None:
-    registry = build_task_registry(email_sender=FakeEmailSender(), sender_domain="example.com")
+    registry = build_task_registry(
+        email_sender=FakeEmailSender(), sender_email="herald@example.com"
+    )
     assert registry.kinds == frozenset({"email.send"})
     assert registry.metrics_for("email.send") == TaskMetricNames(
         sent="EmailsSent", failed="EmailsFailed"
@@ -84,7 +86,7 @@ def test_herald_registry_knows_email_send() -> None:
 def test_email_send_sends_through_the_sender_port() -> None:
     # Given the email.send kind wired to a fake sender
     sender = FakeEmailSender()
-    registry = build_task_registry(email_sender=sender, sender_domain="example.com")
+    registry = build_task_registry(email_sender=sender, sender_email="herald@example.com")
     task = make_task(make_email(subject="Quarterly report"))
 
     # When the task runs
@@ -99,16 +101,28 @@ def test_email_send_sends_through_the_sender_port() -> None:
 
 def test_email_from_another_domain_fails_permanently_without_sending() -> None:
     sender = FakeEmailSender()
-    registry = build_task_registry(email_sender=sender, sender_domain="example.com")
+    registry = build_task_registry(email_sender=sender, sender_email="herald@example.com")
     with pytest.raises(
-        PermanentError, match=r"sender boss@elsewhere.org is not allowed: .* @example.com"
+        PermanentError,
+        match=r"sender boss@elsewhere.org is not allowed: .* from herald@example.com",
     ):
         registry.run(as_any_task(make_task(make_email(sender="boss@elsewhere.org"))))
     assert sender.sent == []
 
 
-def test_sender_domain_is_compared_without_case() -> None:
+def test_another_address_of_the_same_domain_fails_permanently_without_sending() -> None:
+    # Given the runner may send only from herald@example.com (its IAM ses:FromAddress)
     sender = FakeEmailSender()
-    registry = build_task_registry(email_sender=sender, sender_domain="example.com")
+    registry = build_task_registry(email_sender=sender, sender_email="herald@example.com")
+
+    # When a task asks to send from another address of the domain, Then it fails for good
+    with pytest.raises(PermanentError, match=r"sender ceo@example.com is not allowed"):
+        registry.run(as_any_task(make_task(make_email(sender="ceo@example.com"))))
+    assert sender.sent == []
+
+
+def test_sender_address_is_compared_without_case() -> None:
+    sender = FakeEmailSender()
+    registry = build_task_registry(email_sender=sender, sender_email="herald@example.com")
     registry.run(as_any_task(make_task(make_email(sender="Herald@EXAMPLE.com"))))
     assert len(sender.sent) == 1

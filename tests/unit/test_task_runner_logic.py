@@ -33,7 +33,9 @@ class Runner:
         self.dead_letters = FakeDeadLetterSink()
         self.metrics = Metrics(namespace="HeraldTest", service="runner-test")
         self.runner = TaskRunner(
-            registry=build_task_registry(email_sender=self.sender, sender_domain="example.com"),
+            registry=build_task_registry(
+                email_sender=self.sender, sender_email="herald@example.com"
+            ),
             results=self.results,
             dead_letters=self.dead_letters,
             logger=Logger(service="runner-test"),

@@ -11,10 +11,10 @@ if TYPE_CHECKING:
     from shared.ports import EmailSender
 
 
-def build_task_registry(*, email_sender: EmailSender, sender_domain: str) -> TaskRegistry:
+def build_task_registry(*, email_sender: EmailSender, sender_email: str) -> TaskRegistry:
     """A registry holding every task kind Herald runs, wired to its ports."""
     registry = TaskRegistry()
-    register_email_send(registry, email_sender, sender_domain=sender_domain)
+    register_email_send(registry, email_sender, sender_email=sender_email)
     return registry
 
 

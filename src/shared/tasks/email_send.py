@@ -16,23 +16,25 @@ if TYPE_CHECKING:
 EMAIL_METRICS = TaskMetricNames(sent="EmailsSent", failed="EmailsFailed")
 
 
-def register_email_send(registry: TaskRegistry, sender: EmailSender, *, sender_domain: str) -> None:
+def register_email_send(registry: TaskRegistry, sender: EmailSender, *, sender_email: str) -> None:
     """Register ``email.send`` on ``registry``, sending through ``sender``.
 
     Parameters
     ----------
-    sender_domain
-        The only domain an email may come from: the verified SES identity the runner
-        is allowed to use. Any other sender fails at once with a clear reason, rather
-        than as an access-denied error retried into the dead-letter queue.
+    sender_email
+        The only address an email may come from (compared without case): the runner's
+        IAM policy allows ``ses:SendEmail`` for exactly this ``ses:FromAddress``. Any
+        other sender fails at once with a clear reason, rather than as an access-denied
+        error retried into the dead-letter queue.
     """
+    allowed = sender_email.lower()
 
     def send_email(task: EmailTask) -> str:
         email = task.payload
-        if email.sender.rpartition("@")[2].lower() != sender_domain:
+        if email.sender.lower() != allowed:
             raise PermanentError(
                 f"sender {email.sender} is not allowed: Herald sends only from "
-                f"addresses @{sender_domain} (the verified SES identity of SENDER_EMAIL)",
+                f"{sender_email} (SENDER_EMAIL, the address its IAM policy allows)",
                 code=FailureCode.SENDER_NOT_ALLOWED,
             )
         return sender.send(email, task_id=task.task_id)
