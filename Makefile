@@ -15,7 +15,7 @@ UV := $(UV_VENV)/bin/uv
 UV_READY := $(UV_VENV)/.uv-$(UV_VERSION)
 STAMP := $(VENV)/.installed
 TEMPLATES := template.yaml $(wildcard stacks/*.yaml)
-PYTHON_DIRS := src ecs_service tests $(wildcard bench)
+PYTHON_DIRS := src ecs_service tests tools $(wildcard bench)
 
 .PHONY: help
 help: ## List the targets
