@@ -18,12 +18,13 @@ import re
 from functools import cached_property
 from typing import Annotated, Literal, Self
 
-from pydantic import EmailStr, Field, SecretStr, StringConstraints, model_validator
+from pydantic import Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from ecs_service.db.credentials import credentials_from_secret
+from shared.contracts import EmailAddress
 from shared.settings import QueueUrl
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -124,7 +125,8 @@ class ApiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    sender_email: EmailStr = Field(validation_alias="SENDER_EMAIL")
+    # The ASCII form SES needs (a punycode domain), like every address the api stores.
+    sender_email: EmailAddress = Field(validation_alias="SENDER_EMAIL")
     port: int = Field(default=8000, ge=1, le=65_535, validation_alias="PORT")
     host: str = Field(default="0.0.0.0", validation_alias="HOST")  # noqa: S104 - inside the container
     # Seconds the api gets after SIGTERM to finish in-flight requests (ECS stopTimeout is 30).

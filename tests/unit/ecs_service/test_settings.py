@@ -166,3 +166,16 @@ def test_herald_api_names_a_bad_api_workers_before_starting(
     monkeypatch.setenv("API_WORKERS", "0")
     with pytest.raises(SystemExit, match="invalid configuration: API_WORKERS: .*greater than"):
         main(["api"])
+
+
+def test_an_internationalized_sender_domain_is_kept_as_punycode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given SENDER_EMAIL with a Unicode domain
+    monkeypatch.setenv("SENDER_EMAIL", "herald@bücher.example")
+
+    # When the api reads its settings
+    settings = ApiSettings()
+
+    # Then every email it stores comes from the ASCII form SES and the task runner use
+    assert settings.sender_email == "herald@xn--bcher-kva.example"
