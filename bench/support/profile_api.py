@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 # (label, a path fragment of the function's file, its name): the steps of a request.
 STEPS = [
-    ("authentication (api key lookup + hash)", "ecs_service/api_keys.py", "authenticate"),
+    ("authentication, cached key (hash + compare)", "ecs_service/api/key_cache.py", "from_cache"),
+    ("authentication, key read from the database", "ecs_service/api/key_cache.py", "from_database"),
+    ("rate limit (token from the key's lease)", "ecs_service/tenant_limits.py", "take"),
+    ("daily quota (usage counted)", "ecs_service/tenant_limits.py", "reserve_daily_quota"),
     ("session commit", "sqlalchemy/orm/session.py", "commit"),
     ("pool checkout (pre-ping)", "sqlalchemy/pool/base.py", "_checkout"),
     ("create_message (INSERT + refresh)", "ecs_service/messages.py", "create_message"),
