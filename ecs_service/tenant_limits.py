@@ -211,6 +211,22 @@ class RequestRateLimiter:
                 # Tokens were granted, or refused_until lies ahead: decided either way.
                 return self._decide_locally(lease, now) or RateDecision(False, 0, 1, 1)
 
+    def refusal(self, key_id: str) -> RateDecision | None:
+        """The refusal ``take`` would answer now without asking PostgreSQL, else None.
+
+        Spends nothing and never blocks, so the api's event loop can turn away a key
+        that is over its rate before the request takes an admission slot or a thread.
+        """
+        with self._lock:
+            lease = self._leases.get(key_id)
+            if lease is None or lease.tokens > 0:
+                return None
+            now = self._clock()
+            if now >= lease.refused_until:
+                return None
+            wait = max(1, math.ceil(lease.refused_until - now))
+            return RateDecision(False, 0, wait, wait)
+
     def close(self) -> None:
         """Close the connection to the shared buckets (the api's shutdown)."""
         self._buckets.close()

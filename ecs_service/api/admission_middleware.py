@@ -83,6 +83,12 @@ class AdmissionMiddleware:
             await send_problem(scope, send, problems.unauthorized())
             return
         scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
+        if services.limiter is not None and (refused := services.limiter.refusal(principal.key_id)):
+            # Over its rate already: answered here, before it holds a slot or a thread.
+            await send_problem(
+                scope, send, problems.rate_limited(refused.headers(services.limiter.policy))
+            )
+            return
         try:
             async with services.gate.admitted(principal.tenant_id):
                 await self.app(scope, receive, send)

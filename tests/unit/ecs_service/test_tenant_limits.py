@@ -219,3 +219,25 @@ def test_quota_error_of_a_batch_says_how_many_did_not_fit() -> None:
     assert str(error).startswith(
         "the daily quota of 500 emails has no room for 3 more emails (498 scheduled today)"
     )
+
+
+def test_refusal_answers_without_a_round_trip_only_while_the_key_is_known_to_be_over() -> None:
+    # Given a key that spent its whole burst in this process
+    clock = Clock()
+    rate_limiter, store = limiter(RateLimitPolicy(rate_per_second=1, burst=2), clock)
+    assert rate_limiter.refusal("k1") is None  # never seen: only take() can tell
+    while rate_limiter.take("k1").allowed:
+        pass
+    trips = store.round_trips
+
+    # When the event loop asks before admitting the next request
+    refused = rate_limiter.refusal("k1")
+
+    # Then it is refused with when to retry, spending nothing and asking nobody
+    assert refused is not None
+    assert (refused.allowed, refused.retry_after_seconds) == (False, 1)
+    assert store.round_trips == trips
+    # And once a token is due again, only take() decides
+    clock.now += 1.5
+    assert rate_limiter.refusal("k1") is None
+    assert rate_limiter.take("k1").allowed
