@@ -22,9 +22,10 @@ budget forever.
 
 One bad row never stops a pass. A row that is not a valid task, would not fit in SQS,
 has characters SQS refuses, or a time Python cannot hold becomes ``failed`` with a
-fixed reason (``RelayFailure``) before anything is sent. If SQS refuses some tasks while
-it takes others of the same pass, each refused one is tried once more on its own; one
-refused on its own becomes ``failed`` too. Each such row is logged and counted in
+fixed reason (a ``FailureCode``'s text, the vocabulary the results consumer uses too)
+before anything is sent. A task SQS refuses through the sender's fault becomes
+``failed`` too; one it fails through its own fault, while it takes others, is tried once
+more alone and otherwise stays ``scheduled``. Each failed row is logged and counted in
 ``RelayRowsFailed``. If SQS takes nothing at all, it is down: every row stays
 ``scheduled`` and the worker backs off.
 
@@ -46,7 +47,6 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -64,7 +64,7 @@ from shared.contracts import (
     describe_validation_error,
     utc_now,
 )
-from shared.errors import TaskBatchSendError
+from shared.errors import FailureCode, TaskBatchSendError, failure_text
 from shared.tracing import NO_TRACING, as_carrier
 
 if TYPE_CHECKING:
@@ -91,16 +91,6 @@ CANDIDATES_PER_CLAIMED_ROW = 4
 READABLE_TIMES = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
 # Characters SQS accepts in a message body; any other makes SQS refuse the message.
 SQS_REFUSED_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-class RelayFailure(StrEnum):
-    """Why the relay failed a message: the fixed text the tenant sees as its ``error``."""
-
-    INVALID_TASK = "the stored message is not a valid task"
-    TOO_LARGE = "the message is too large for the task queue"
-    REFUSED_CHARACTERS = "the message has characters the task queue does not accept"
-    UNREADABLE_TIME = "the stored message has a time outside the supported range"
-    REFUSED = "the task queue refused the message"
 
 
 @dataclass(frozen=True)
@@ -135,7 +125,7 @@ class _Claimed:
 class _Failure:
     message_id: UUID
     tenant_id: UUID
-    reason: RelayFailure
+    reason: FailureCode
     detail: str  # for the log only: the tenant sees ``reason``
 
 
@@ -253,7 +243,7 @@ class Relay:
             outcome = self._send_isolating(tasks, {row.id: row.trace_context for row in rows})
             tenants = {row.id: row.tenant_id for row in rows}
             failures += [
-                _Failure(task_id, tenants[task_id], RelayFailure.REFUSED, reason)
+                _Failure(task_id, tenants[task_id], FailureCode.QUEUE_REFUSED, reason)
                 for task_id, reason in outcome.refused.items()
             ]
             if outcome.queued:
@@ -272,7 +262,7 @@ class Relay:
                     .where(Message.id == failure.message_id)
                     .values(
                         status=MessageStatus.FAILED.value,
-                        error=failure.reason.value,
+                        error=failure_text(failure.reason),
                         finished_at=func.now(),
                         updated_at=func.now(),
                     )
@@ -453,10 +443,10 @@ def _readable(column: InstrumentedAttribute[datetime]) -> ColumnElement[datetime
 
 def _task_of(
     row: _Claimed,
-) -> tuple[TaskEnvelope[EmailPayload] | None, RelayFailure | None, str]:
+) -> tuple[TaskEnvelope[EmailPayload] | None, FailureCode | None, str]:
     """The task of a claimed row, or why it cannot be one (a reason and a detail to log)."""
     if row.send_at is None or row.created_at is None:
-        return None, RelayFailure.UNREADABLE_TIME, "send_at or created_at outside year 1..9999"
+        return None, FailureCode.UNREADABLE_TIME, "send_at or created_at outside year 1..9999"
     message = Message(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -469,13 +459,13 @@ def _task_of(
     except ValidationError as error:
         # The payload is validated on its own first; the envelope only checks its size.
         reason = (
-            RelayFailure.INVALID_TASK
+            FailureCode.INVALID_TASK
             if error.title == EmailPayload.__name__
-            else RelayFailure.TOO_LARGE
+            else FailureCode.TOO_LARGE
         )
         return None, reason, describe_validation_error(error)
     if found := SQS_REFUSED_CHARACTER.search(task.to_message_body()):
-        return None, RelayFailure.REFUSED_CHARACTERS, f"U+{ord(found[0]):04X} in the task"
+        return None, FailureCode.UNSUPPORTED_CHARACTERS, f"U+{ord(found[0]):04X} in the task"
     return task, None, ""
 
 

@@ -40,6 +40,14 @@ class FailureCode(StrEnum):
     """The sender is not an identity Herald may send from."""
     INVALID_TASK = "invalid_task"
     """The task is not one Herald can run: an unknown kind or an invalid payload."""
+    TOO_LARGE = "too_large"
+    """The relay found the task too large for one SQS message."""
+    UNSUPPORTED_CHARACTERS = "unsupported_characters"
+    """The relay found characters in the task that SQS does not accept."""
+    UNREADABLE_TIME = "unreadable_time"
+    """The relay found a stored time outside what it can read (year 1 to 9999)."""
+    QUEUE_REFUSED = "queue_refused"
+    """SQS refused the task, through the sender's fault, even sent alone."""
     SEND_FAILED = "send_failed"
     """Any other permanent failure, and the reading of an unknown or missing code."""
 
@@ -50,6 +58,12 @@ FAILURE_TEXTS: Final[Mapping[FailureCode, str]] = MappingProxyType(
         FailureCode.INVALID_ADDRESS: "The email service refused an address of this email.",
         FailureCode.SENDER_NOT_ALLOWED: "The sender address is not one Herald may send from.",
         FailureCode.INVALID_TASK: "Herald could not read this message as an email to send.",
+        FailureCode.TOO_LARGE: "The email is too large for Herald's task queue.",
+        FailureCode.UNSUPPORTED_CHARACTERS: (
+            "The email holds characters Herald's task queue does not accept."
+        ),
+        FailureCode.UNREADABLE_TIME: "The message's stored time is outside the supported range.",
+        FailureCode.QUEUE_REFUSED: "Herald's task queue refused this email.",
         FailureCode.SEND_FAILED: "The email could not be sent.",
     }
 )
