@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Self
 from uuid import UUID
 
@@ -52,7 +52,8 @@ def _within_schedule_window(value: datetime) -> datetime:
         raise ValueError(f"must be at most {minutes} minutes in the past (omit it to send now)")
     if value > now + MAX_SCHEDULE_AHEAD:
         raise ValueError("must be at most one year ahead")
-    return value
+    # In UTC from here on: the POST answers send_at as every GET does, whatever the offset.
+    return value.astimezone(UTC)
 
 
 SendAt = Annotated[

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
@@ -73,6 +73,22 @@ def test_send_at_defaults_to_now(client: TestClient, caller: Caller) -> None:
         <= datetime.fromisoformat(body["send_at"])
         <= datetime.now(UTC)
     )
+
+
+def test_send_at_is_answered_in_utc_by_the_post_as_by_every_get(
+    client: TestClient, caller: Caller
+) -> None:
+    # Given a send_at written in a caller's own offset
+    local = (datetime.now(UTC) + timedelta(days=2)).astimezone(timezone(timedelta(hours=-5)))
+
+    # When the email is scheduled, and read back
+    created = create(client, caller, send_at=local.isoformat())
+    read = client.get(f"/v1/messages/{created['id']}", headers=caller.headers).json()
+
+    # Then both say the same instant in the same way: UTC
+    assert datetime.fromisoformat(created["send_at"]) == local
+    assert datetime.fromisoformat(created["send_at"]).utcoffset() == timedelta(0)
+    assert created["send_at"] == read["send_at"]
 
 
 def test_send_at_without_time_zone_is_rejected(client: TestClient, caller: Caller) -> None:
