@@ -3,7 +3,9 @@
 The api, the worker and the task runner log Powertools JSON, one object per line: right
 for CloudWatch, hard to read in a terminal. A JSON line is shown as its level, message
 and own fields; the fields every line repeats (timestamp, service, location, Lambda
-context) are left out. Anything else is shown as it came.
+context) are left out. A metrics line (EMF) whose every value is zero is not shown: the
+worker publishes RelayBacklog=0 every 15 s while nothing waits. Anything else is shown
+as it came.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ COLOURS = {
 PREFIX_WIDTH = max(len(name) for name in COLOURS) + 2
 
 
-def render(line: str) -> str:
-    """A log line for people: a Powertools JSON line condensed, anything else unchanged."""
+def render(line: str) -> str | None:
+    """A log line for people: a Powertools JSON line condensed, a metrics line of zeros
+    dropped (None), anything else unchanged."""
     text = line.rstrip("\n")
     if not text.startswith("{"):
         return text
@@ -64,7 +67,10 @@ def render(line: str) -> str:
             for block in entry["_aws"].get("CloudWatchMetrics", [])
             for metric in block.get("Metrics", [])
         ]
-        return "metrics " + " ".join(f"{name}={_metric(entry.get(name))}" for name in names)
+        values = {name: _metric(entry.get(name)) for name in names}
+        if all(value == "0" for value in values.values()):
+            return None
+        return "metrics " + " ".join(f"{name}={value}" for name, value in values.items())
     if "message" not in entry:
         return text
     fields = " ".join(
@@ -99,8 +105,11 @@ class Terminal:
         prefix = f"[{part}]".ljust(PREFIX_WIDTH)
         if self._colour:
             prefix = f"\033[{COLOURS.get(part, '0')}m{prefix}\033[0m"
+        rendered = render(line)
+        if rendered is None:
+            return
         with self._lock:
-            for piece in render(line).split("\n"):
+            for piece in rendered.split("\n"):
                 self._stream.write(f"{prefix} {piece}\n")
             self._stream.flush()
 
