@@ -38,6 +38,7 @@ from ecs_service.api.request_limits import BodyLimitMiddleware
 from ecs_service.api.response_headers import ResponseHeadersMiddleware
 from ecs_service.api.routes import health
 from ecs_service.api.routes import messages as message_routes
+from ecs_service.api.routes.docs import install_docs
 from ecs_service.db.engine import build_engine, build_sessions
 from ecs_service.tenant_limits import DailyQuotaExceededError, RateLimitPolicy, RequestRateLimiter
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
@@ -290,11 +291,14 @@ def create_app(
         version="1",
         summary="Scheduled email: write it, choose when, watch it go out.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves /docs without a CDN
+        redoc_url=None,
     )
     app.state.metrics = published
     app.state.tracing = tracing
     app.include_router(health.router)
     app.include_router(message_routes.router)
+    install_docs(app)
     install_problem_handlers(app)
     app.cors_origins = tuple(api.cors_origins)
     app.add_middleware(MetricsFlushMiddleware, published=published)
