@@ -42,7 +42,6 @@ message attribute: one email, one trace. Without Datadog the spans are no-ops.
 
 from __future__ import annotations
 
-import re
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from ecs_service.db.models import Message, Tenant
 from ecs_service.messages import task_of
 from shared.adapters.sqs import SQS_MAX_BATCH
 from shared.contracts import (
+    SQS_REFUSED_CHARACTER,
     EmailPayload,
     MessageStatus,
     TaskEnvelope,
@@ -89,8 +89,6 @@ CANDIDATES_PER_CLAIMED_ROW = 4
 # What Python's datetime holds, a day inside each end so no time zone takes a value out.
 # PostgreSQL holds more (4713 BC to 294276 AD, and infinity); such a row is failed, not read.
 READABLE_TIMES = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
-# Characters SQS accepts in a message body; any other makes SQS refuse the message.
-SQS_REFUSED_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.errors import FailureCode
+from shared.errors import RESULT_FAILURE_CODES, FailureCode
 
 SQS_MAX_MESSAGE_BYTES = 262_144
 # Message attributes (trace context) count towards the same SQS limit: keep room for them.
@@ -44,7 +44,6 @@ MAX_PROVIDER_MESSAGE_ID_LENGTH = 128
 PROVIDER_MESSAGE_ID_PATTERN = r"^[!-~]+$"  # printable ASCII, no space
 # The shape of any failure code, known or not: a newer task runner's code is read as
 # FailureCode.SEND_FAILED, anything else makes the result invalid.
-FAILURE_CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 TASK_CONTRACT_VERSION: Literal[1] = 1
 EMAIL_SEND: str = "email.send"
@@ -102,12 +101,20 @@ EmailAddress = Annotated[
 # refuses them first in a length-bounded str, this keeps the rule from resting on that).
 _NOT_IN_A_SUBJECT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _UNENCODABLE = "is not valid Unicode: a lone surrogate (U+{code:04X}) cannot be encoded as UTF-8"
+# Characters SQS accepts in a message body; any other makes SQS refuse the message. A
+# task's JSON escapes the control characters, so of these only U+FFFE and U+FFFF (and
+# lone surrogates) can reach SQS from an email: the api refuses them in every text field.
+SQS_REFUSED_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NOT_CARRIED = re.compile("[\ufffe\uffff]")
+_NOT_CARRIED_MESSAGE = "may not contain U+{code:04X}: it is not a character the task queue carries"
 
 
 def _single_printable_line(value: str) -> str:
     found = _NOT_IN_A_SUBJECT.search(value)
     if found is None:
-        return value
+        if value.isascii() or not (unsupported := _NOT_CARRIED.search(value)):
+            return value
+        raise ValueError(_NOT_CARRIED_MESSAGE.format(code=ord(unsupported.group())))
     char = found.group()
     if "\ud800" <= char <= "\udfff":
         raise ValueError(_UNENCODABLE.format(code=ord(char)))
@@ -129,7 +136,15 @@ def _mail_text(value: str | None) -> str | None:
         value.encode()
     except UnicodeEncodeError as error:
         raise ValueError(_UNENCODABLE.format(code=ord(value[error.start]))) from error
+    if unsupported := _NOT_CARRIED.search(value):
+        raise ValueError(_NOT_CARRIED_MESSAGE.format(code=ord(unsupported.group())))
     return value
+
+
+def _too_many_recipients(recipients: int) -> ValueError:
+    return ValueError(
+        f"{recipients} recipients in to, cc and bcc; at most {MAX_RECIPIENTS} are allowed"
+    )
 
 
 Subject = Annotated[
@@ -157,15 +172,28 @@ class EmailContent(BaseModel):
     text: MailText = None
     html: MailText = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _count_recipients_before_reading_them(cls, data: Any) -> Any:
+        # Each address costs a parse (an IDN one about a millisecond): too many are refused
+        # by their count before any is read.
+        if isinstance(data, dict):
+            recipients = sum(
+                len(value)
+                for name in ("to", "cc", "bcc")
+                if isinstance(value := data.get(name), list)
+            )
+            if recipients > MAX_RECIPIENTS:
+                raise _too_many_recipients(recipients)
+        return data
+
     @model_validator(mode="after")
     def _check_email(self) -> Self:
         recipients = len(self.to) + len(self.cc) + len(self.bcc)
         if recipients == 0:
             raise ValueError("at least one recipient (to, cc or bcc) is required")
         if recipients > MAX_RECIPIENTS:
-            raise ValueError(
-                f"{recipients} recipients in to, cc and bcc; at most {MAX_RECIPIENTS} are allowed"
-            )
+            raise _too_many_recipients(recipients)
         if not (self.text or self.html):
             raise ValueError("text or html is required")
         return self
@@ -214,6 +242,9 @@ AnyTask = TaskEnvelope[dict[str, Any]]
 EmailTask = TaskEnvelope[EmailPayload]
 
 
+_RESULT_CODE_VALUES = frozenset(code.value for code in RESULT_FAILURE_CODES)
+
+
 class TaskResult(BaseModel):
     """The outcome of one task: the SQS body of the result queue.
 
@@ -224,8 +255,10 @@ class TaskResult(BaseModel):
 
     ``error`` is the detail for operators; what a tenant is told comes from
     ``error_code`` (``shared.errors.FailureCode``), optional so that contract version 1
-    results without it stay readable: a missing code, or a well-formed code this side
-    does not know, reads as ``FailureCode.SEND_FAILED``.
+    results without it stay readable. A missing code, or any code that is not one a task
+    runner publishes (a newer runner's, a relay-only one, a malformed one), reads as
+    ``FailureCode.SEND_FAILED``: the failure is still applied, with the generic text, so
+    no message stays ``queued`` for want of a word.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -248,11 +281,7 @@ class TaskResult(BaseModel):
     @classmethod
     def _unknown_code_reads_as_send_failed(cls, data: Any) -> Any:
         code = data.get("error_code") if isinstance(data, dict) else None
-        if (
-            isinstance(code, str)
-            and code not in {member.value for member in FailureCode}
-            and FAILURE_CODE_PATTERN.fullmatch(code)
-        ):
+        if code is not None and code not in _RESULT_CODE_VALUES:
             return {**data, "error_code": FailureCode.SEND_FAILED}
         return data
 
@@ -291,7 +320,11 @@ class TaskResult(BaseModel):
     ) -> Self:
         """The result of a task that can never succeed: why in Herald's words (``code``)
         and in detail for operators (``error``, truncated to its bound)."""
-        reason = error if len(error) <= MAX_RESULT_ERROR_LENGTH else error[:1_997] + "..."
+        reason = (
+            error
+            if len(error) <= MAX_RESULT_ERROR_LENGTH
+            else error[: MAX_RESULT_ERROR_LENGTH - 3] + "..."
+        )
         return cls(
             task_id=task_id,
             status=MessageStatus.FAILED,

@@ -52,6 +52,18 @@ class FailureCode(StrEnum):
     """Any other permanent failure, and the reading of an unknown or missing code."""
 
 
+# The codes a task runner publishes in a result. The others are the relay's own: they
+# never travel on a queue, so a result naming one is read as SEND_FAILED.
+RESULT_FAILURE_CODES: Final = frozenset(
+    {
+        FailureCode.REJECTED,
+        FailureCode.INVALID_ADDRESS,
+        FailureCode.SENDER_NOT_ALLOWED,
+        FailureCode.INVALID_TASK,
+        FailureCode.SEND_FAILED,
+    }
+)
+
 FAILURE_TEXTS: Final[Mapping[FailureCode, str]] = MappingProxyType(
     {
         FailureCode.REJECTED: "The email service rejected this email.",
