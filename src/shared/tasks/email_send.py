@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shared.contracts import EMAIL_SEND, EmailPayload
-from shared.errors import FailureCode, PermanentError
 from shared.registry import TaskMetricNames
 
 if TYPE_CHECKING:
@@ -22,21 +21,18 @@ def register_email_send(registry: TaskRegistry, sender: EmailSender, *, sender_e
     Parameters
     ----------
     sender_email
-        The only address an email may come from (compared without case): the runner's
-        IAM policy allows ``ses:SendEmail`` for exactly this ``ses:FromAddress``. Any
-        other sender fails at once with a clear reason, rather than as an access-denied
-        error retried into the dead-letter queue.
+        The address every email goes out from: the runner's IAM policy allows
+        ``ses:SendEmail`` for exactly this ``ses:FromAddress``. A task names the sender
+        the api recorded when the email was scheduled, up to a year ago; if SENDER_EMAIL
+        changed since, the email goes out from today's address (the old one may no longer
+        be verified or allowed) instead of failing every email scheduled before the change.
     """
     allowed = sender_email.lower()
 
     def send_email(task: EmailTask) -> str:
         email = task.payload
         if email.sender.lower() != allowed:
-            raise PermanentError(
-                f"sender {email.sender} is not allowed: Herald sends only from "
-                f"{sender_email} (SENDER_EMAIL, the address its IAM policy allows)",
-                code=FailureCode.SENDER_NOT_ALLOWED,
-            )
+            email = email.model_copy(update={"sender": sender_email})
         return sender.send(email, task_id=task.task_id)
 
     registry.register(EMAIL_SEND, EmailPayload, send_email, metrics=EMAIL_METRICS)
