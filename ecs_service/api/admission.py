@@ -1,22 +1,32 @@
 """The admission gate: how many requests of this process may use the database at once.
 
 A request is admitted before it goes to a worker thread, and holds its slot until its
-work (and its commit) is done. The gate has as many slots as the connection pool has
-connections, and the worker threads outnumber them, so an admitted request never waits
-for a thread or a connection: the pool can no longer deadlock (issue 13), and a full
-gate answers at once instead of queueing requests for seconds.
+work (and its commit) is done. The gate has one slot fewer than the connection pool has
+connections: the one left over is for /readyz, which is not admitted but pings at most
+once at a time (``ecs_service.api.routes.health``). So admitted requests never hold more
+connections than the pool has, and the pool cannot deadlock (issue 13); the worker
+threads outnumber the slots by a margin, so an admitted request does not wait for a
+thread unless more than that margin is busy outside the gate. (Inside, it can still wait:
+for a row lock, or the rate limiter's connection.) A full gate answers at once instead of
+queueing requests for seconds.
 
-Fairness: one party (a tenant, or the unauthenticated requests whose key must be looked
-up) holds at most its share of the slots, so the rest stay free for everyone else. A
-request that finds no slot it may take waits at most ``wait_seconds`` for one, then is
-refused (``OverloadedError``: a 503 with Retry-After).
+Fairness: a party is a tenant, or the unauthenticated requests whose key must be looked
+up. A party that holds no slot may take any free one; a party that holds one or more may
+take another only while ``reserved`` slots stay free after it (a quarter of them: 3 of
+14). One party alone holds at most ``capacity - reserved``, and however many parties are
+busy, the reserved slots go to parties that hold none: two floods cannot shut out a
+third tenant. The unauthenticated hold at most ``unauthenticated_limit`` besides. A slot
+that comes free goes to the waiter whose party holds the fewest slots (first come first
+among equals), so busy parties even out and a newcomer goes ahead of them. A request that
+finds no slot it may take waits at most ``wait_seconds`` for one, then is refused
+(``OverloadedError``: a 503 with Retry-After).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from typing import Final
@@ -24,7 +34,8 @@ from typing import Final
 # How long a request may wait for a slot: past it, a quick 503 serves the client (and
 # the other tenants) better than a queue.
 ADMISSION_WAIT_SECONDS = 0.1
-# The part of the slots one tenant may hold; the rest is kept for the others.
+# The part of the slots one tenant may hold while no other holds any; the rest is kept
+# free for parties that hold none (see ``AdmissionGate.reserved``).
 TENANT_SHARE = 0.75
 # The part the unauthenticated may hold (keys not in the cache, looked up in the database).
 UNAUTHENTICATED_SHARE = 0.25
@@ -37,8 +48,8 @@ class OverloadedError(Exception):
 
 
 class AdmissionGate:
-    """``capacity`` slots; each party at most its share; waiters served first come first,
-    skipping those whose party is at its share. Used from one event loop only."""
+    """``capacity`` slots, ``reserved`` of them kept free for parties that hold none; a
+    freed slot goes to the waiter whose party holds the fewest. One event loop only."""
 
     def __init__(
         self,
@@ -51,12 +62,17 @@ class AdmissionGate:
         if capacity < 1:
             raise ValueError("the gate needs at least one slot")
         self.capacity = capacity
-        self.tenant_limit = max(1, math.ceil(capacity * tenant_share))
+        # The most one party can hold: its share, but never every slot of a gate of two
+        # or more, so that at least one stays free for another party.
+        self.tenant_limit = max(1, min(capacity - 1, math.ceil(capacity * tenant_share)))
+        # The slots a party that holds one already may not take: 3 of 14, 1 of 4.
+        self.reserved = capacity - self.tenant_limit
         self.unauthenticated_limit = max(1, math.floor(capacity * unauthenticated_share))
         self.wait_seconds = wait_seconds
         self.in_flight = 0
         self._by_party: Counter[Hashable] = Counter()
-        self._waiters: deque[tuple[Hashable, asyncio.Future[None]]] = deque()
+        # Each waiter's party and the future its slot is handed over by, in arrival order.
+        self._waiters: list[tuple[Hashable, asyncio.Future[None]]] = []
 
     def holding(self, party: Hashable) -> int:
         """How many slots ``party`` holds now."""
@@ -71,19 +87,21 @@ class AdmissionGate:
         finally:
             self._release(party)
 
-    def _limit(self, party: Hashable) -> int:
-        return self.unauthenticated_limit if party == UNAUTHENTICATED else self.tenant_limit
-
     def _may_take(self, party: Hashable) -> bool:
-        return self.in_flight < self.capacity and self._by_party[party] < self._limit(party)
+        held = self._by_party[party]
+        if held == 0:
+            return self.in_flight < self.capacity
+        if party == UNAUTHENTICATED and held >= self.unauthenticated_limit:
+            return False
+        return self.in_flight + 1 + self.reserved <= self.capacity
 
     def _take(self, party: Hashable) -> None:
         self.in_flight += 1
         self._by_party[party] += 1
 
     async def _acquire(self, party: Hashable) -> None:
-        # No waiter can be ahead of a request that may take a slot: a slot that comes free
-        # goes to the first waiter that may take it, at once.
+        # No waiter may take a slot between two calls (``_hand_over`` gives each free slot
+        # a waiter that may take it, at once): one that may take a slot now is ahead of none.
         if self._may_take(party):
             self._take(party)
             return
@@ -98,7 +116,7 @@ class AdmissionGate:
             raise OverloadedError from None
         except asyncio.CancelledError:
             if granted.done():
-                self._release(party)
+                self._release(party)  # granted, then cancelled: the slot goes on
             else:
                 self._forget(party, granted)
             raise
@@ -112,11 +130,17 @@ class AdmissionGate:
         self._by_party[party] -= 1
         if not self._by_party[party]:
             del self._by_party[party]
-        for waiter in list(self._waiters):
-            if self.in_flight >= self.capacity:
-                break
-            waiting_party, granted = waiter
-            if self._may_take(waiting_party):
-                self._waiters.remove(waiter)
-                self._take(waiting_party)
-                granted.set_result(None)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Free slots to waiters that may take them, fewest held first, first come among equals."""
+        while self._waiters and self.in_flight < self.capacity:
+            eligible = [waiter for waiter in self._waiters if self._may_take(waiter[0])]
+            if not eligible:
+                return
+            # min() keeps the first of equals, and the list is in arrival order.
+            waiter = min(eligible, key=lambda waiting: self._by_party[waiting[0]])
+            self._waiters.remove(waiter)
+            party, granted = waiter
+            self._take(party)
+            granted.set_result(None)
