@@ -10,8 +10,10 @@ marked ``queued`` unless SQS has it.
 Fair across tenants. The claim takes due rows in turns: every tenant's first due row
 (by its send_at), then every tenant's second, and so on; within a turn, the row that
 has been due longest first, where a row is due since ``greatest(send_at, created_at)``,
-so a send_at far in the past does not put a row ahead of other tenants' rows. A tenant
-with thousands of due rows and a tenant with one: the one is in the next pass.
+so a send_at far in the past does not put a row ahead of other tenants' rows. A tenant's
+turns start after its tasks in flight, so across passes a tenant whose backlog already
+holds the queue waits behind one with nothing queued. A tenant with thousands of due
+rows and a tenant with one: the one is in the next pass.
 
 Never far ahead of the task runner. At most ``max_in_flight`` tasks are in flight
 (``queued`` within the last ``in_flight_expiry_seconds``, no result yet); a pass claims
@@ -20,8 +22,8 @@ claim is fair, instead of in the task queue, where it is first come first served
 whose result never comes back stops counting after the expiry, so it cannot hold the
 budget forever.
 
-One bad row never stops a pass. A row that is not a valid task, would not fit in SQS,
-has characters SQS refuses, or a time Python cannot hold becomes ``failed`` with a
+One bad row never stops a pass. A row that is not a valid task (by today's email rules),
+would not fit in SQS, or has a time Python cannot hold becomes ``failed`` with a
 fixed reason (a ``FailureCode``'s text, the vocabulary the results consumer uses too)
 before anything is sent. A task SQS refuses through the sender's fault becomes
 ``failed`` too; one it fails through its own fault, while it takes others, is tried once
@@ -57,7 +59,6 @@ from ecs_service.db.models import Message, Tenant
 from ecs_service.messages import task_of
 from shared.adapters.sqs import SQS_MAX_BATCH
 from shared.contracts import (
-    SQS_REFUSED_CHARACTER,
     EmailPayload,
     MessageStatus,
     TaskEnvelope,
@@ -201,15 +202,13 @@ class Relay:
     def count_in_flight(self, session: Session) -> int:
         """Tasks queued within the expiry and not finished: a range of ix_messages_in_flight."""
         return (
-            session.scalar(
-                select(func.count())
-                .select_from(Message)
-                .where(
-                    Message.status == MessageStatus.QUEUED.value,
-                    Message.queued_at > func.now() - self._in_flight_expiry,
-                )
-            )
-            or 0
+            session.scalar(select(func.count()).select_from(Message).where(*self._in_flight())) or 0
+        )
+
+    def _in_flight(self) -> tuple[ColumnElement[bool], ...]:
+        return (
+            Message.status == MessageStatus.QUEUED.value,
+            Message.queued_at > func.now() - self._in_flight_expiry,
         )
 
     def _budget(self, session: Session) -> int:
@@ -221,8 +220,9 @@ class Relay:
         if self._max_in_flight is None:
             return self._claim_size
         room = self._max_in_flight - self.count_in_flight(session)
-        # Wait for room for a whole SQS batch: every claim ranks all due rows, so a backlog
-        # claimed one row at a time as results trickle in would cost a ranking per email.
+        # Wait for room for a whole SQS batch: every claim scans each tenant's first due
+        # rows, so a backlog claimed a row at a time as results trickle in would cost a
+        # scan of every tenant per email.
         if room < min(SQS_MAX_BATCH, self._max_in_flight, self._claim_size):
             return 0
         return min(self._claim_size, room)
@@ -299,11 +299,22 @@ class Relay:
             .limit(considered)
             .lateral("turns")
         )
+        # A tenant's turns start after its tasks in flight: across passes, a tenant whose
+        # backlog already holds the queue waits behind one with nothing queued, so a
+        # newcomer is not queued behind every older backlog's next row.
+        in_flight = (
+            select(Message.tenant_id, func.count().label("queued"))
+            .where(*self._in_flight())
+            .group_by(Message.tenant_id)
+            .subquery("in_flight")
+        )
+        position = (turns.c.turn + func.coalesce(in_flight.c.queued, 0)).label("position")
         candidates = (
-            select(turns.c.id, turns.c.turn, turns.c.due_since)
+            select(turns.c.id, position, turns.c.due_since)
             .select_from(Tenant)
             .join(turns, true())
-            .order_by(turns.c.turn, turns.c.due_since, turns.c.id)
+            .outerjoin(in_flight, in_flight.c.tenant_id == Tenant.id)
+            .order_by(position, turns.c.due_since, turns.c.id)
             .limit(considered)
             .cte("candidates")
             .prefix_with("MATERIALIZED")
@@ -319,7 +330,7 @@ class Relay:
             )
             .join(candidates, candidates.c.id == Message.id)
             .where(*due)
-            .order_by(candidates.c.turn, candidates.c.due_since, Message.id)
+            .order_by(candidates.c.position, candidates.c.due_since, Message.id)
             .limit(limit)
             .with_for_update(of=Message, skip_locked=True)
         ).all()
@@ -462,8 +473,6 @@ def _task_of(
             else FailureCode.TOO_LARGE
         )
         return None, reason, describe_validation_error(error)
-    if found := SQS_REFUSED_CHARACTER.search(task.to_message_body()):
-        return None, FailureCode.UNSUPPORTED_CHARACTERS, f"U+{ord(found[0]):04X} in the task"
     return task, None, ""
 
 

@@ -101,10 +101,10 @@ EmailAddress = Annotated[
 # refuses them first in a length-bounded str, this keeps the rule from resting on that).
 _NOT_IN_A_SUBJECT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _UNENCODABLE = "is not valid Unicode: a lone surrogate (U+{code:04X}) cannot be encoded as UTF-8"
-# Characters SQS accepts in a message body; any other makes SQS refuse the message. A
-# task's JSON escapes the control characters, so of these only U+FFFE and U+FFFF (and
-# lone surrogates) can reach SQS from an email: the api refuses them in every text field.
-SQS_REFUSED_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# SQS refuses a message body holding a character outside #x9 | #xA | #xD | #x20-#xD7FF |
+# #xE000-#xFFFD | #x10000-#x10FFFF. A task's JSON escapes the control characters, and a
+# lone surrogate is refused as unencodable, so of these only U+FFFE and U+FFFF could reach
+# SQS from an email: refused here, in every text field, the one place the rule lives.
 _NOT_CARRIED = re.compile("[\ufffe\uffff]")
 _NOT_CARRIED_MESSAGE = "may not contain U+{code:04X}: it is not a character the task queue carries"
 

@@ -42,8 +42,6 @@ class FailureCode(StrEnum):
     """The task is not one Herald can run: an unknown kind or an invalid payload."""
     TOO_LARGE = "too_large"
     """The relay found the task too large for one SQS message."""
-    UNSUPPORTED_CHARACTERS = "unsupported_characters"
-    """The relay found characters in the task that SQS does not accept."""
     UNREADABLE_TIME = "unreadable_time"
     """The relay found a stored time outside what it can read (year 1 to 9999)."""
     QUEUE_REFUSED = "queue_refused"
@@ -71,9 +69,6 @@ FAILURE_TEXTS: Final[Mapping[FailureCode, str]] = MappingProxyType(
         FailureCode.SENDER_NOT_ALLOWED: "The sender address is not one Herald may send from.",
         FailureCode.INVALID_TASK: "Herald could not read this message as an email to send.",
         FailureCode.TOO_LARGE: "The email is too large for Herald's task queue.",
-        FailureCode.UNSUPPORTED_CHARACTERS: (
-            "The email holds characters Herald's task queue does not accept."
-        ),
         FailureCode.UNREADABLE_TIME: "The message's stored time is outside the supported range.",
         FailureCode.QUEUE_REFUSED: "Herald's task queue refused this email.",
         FailureCode.SEND_FAILED: "The email could not be sent.",

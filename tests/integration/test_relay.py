@@ -334,7 +334,8 @@ def test_a_task_with_characters_sqs_refuses_fails_before_it_is_sent(
     engine: Engine, sqs: SQSClient, caller: Caller
 ) -> None:
     # Given a due message whose text holds U+FFFF, which SQS refuses in a message body
-    # (the moto server does not check it: AWS does), and a neighbour
+    # (the moto server does not check it: AWS does), stored before the api refused it,
+    # and a neighbour
     due = insert_messages(engine, caller.tenant_id, 1)
     bad = insert_messages(engine, caller.tenant_id, 1, payload=PAYLOAD | {"text": "a\uffffb"})[0]
     queue_url = new_queue(sqs, "tasks")
@@ -343,7 +344,8 @@ def test_a_task_with_characters_sqs_refuses_fails_before_it_is_sent(
     make_relay(engine, SqsTaskProducer(sqs, queue_url)).relay_due_messages()
 
     # Then it is failed without being sent; its neighbour is on the queue
-    assert error_of(engine, bad) == ("failed", failure_text(FailureCode.UNSUPPORTED_CHARACTERS))
+    # (the email rules refuse it, so it is not a task Herald can send)
+    assert error_of(engine, bad) == ("failed", failure_text(FailureCode.INVALID_TASK))
     queued = [AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)]
     assert queued == due
 

@@ -231,3 +231,30 @@ def test_on_the_local_system_one_tenants_email_goes_out_within_seconds_behind_a_
     )
     assert seconds < 10
     assert backlog_left > 0
+
+
+def test_a_newcomer_is_not_queued_behind_every_older_backlog_across_passes(
+    engine: Engine, sqs: SQSClient
+) -> None:
+    # Given 20 tenants with 30 due emails each, all older than anything new, and a relay
+    # of 10 rows a pass that has already run once (10 tenants have a task in flight)
+    backlog_tenants = [make_caller(engine, f"busy-{n}") for n in range(20)]
+    for caller in backlog_tenants:
+        insert_messages(
+            engine, caller.tenant_id, 30, send_at=datetime.now(UTC) - timedelta(hours=1)
+        )
+    queue_url = new_queue(sqs, "tasks")
+    relay = fair_relay(engine, sqs, queue_url, claim_size=10)
+    relay.relay_due_messages()
+
+    # When a new tenant schedules one email
+    newcomer = make_caller(engine, "newcomer")
+    single = insert_messages(engine, newcomer.tenant_id, 1)[0]
+
+    # Then it goes out within the passes it takes every tenant to have one task in
+    # flight (two here), not after the 600-row backlog (61 passes, as before the fix)
+    queued: set[UUID] = set()
+    for _ in range(2):
+        relay.relay_due_messages()
+        queued |= {task.task_id for task in queued_tasks(sqs, queue_url)}
+    assert single in queued
