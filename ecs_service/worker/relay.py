@@ -26,10 +26,9 @@ One bad row never stops a pass. A row that is not a valid task (by today's email
 would not fit in SQS, or has a time Python cannot hold becomes ``failed`` with a
 fixed reason (a ``FailureCode``'s text, the vocabulary the results consumer uses too)
 before anything is sent. A task SQS refuses through the sender's fault becomes
-``failed`` too; one it fails through its own fault, while it takes others, is tried once
-more alone and otherwise stays ``scheduled``. Each failed row is logged and counted in
-``RelayRowsFailed``. If SQS takes nothing at all, it is down: every row stays
-``scheduled`` and the worker backs off.
+``failed`` too; one it fails through its own fault (after the producer's retries) stays
+``scheduled`` for a later pass, and the worker backs off. Each failed row is logged and
+counted in ``RelayRowsFailed``.
 
 After a pass the relay reports ``RelayBacklog``: the messages due but still not queued.
 ``RelayLag`` only exists when something is queued; a relay that queues nothing while
@@ -238,7 +237,9 @@ class Relay:
             if not rows:
                 return RelayPass(0, 0, 0)
             tasks, failures = self._tasks_of(rows)
-            outcome = self._send_isolating(tasks, {row.id: row.trace_context for row in rows})
+            outcome = self._send_sorting_refusals(
+                tasks, {row.id: row.trace_context for row in rows}
+            )
             tenants = {row.id: row.tenant_id for row in rows}
             failures += [
                 _Failure(task_id, tenants[task_id], FailureCode.QUEUE_REFUSED, reason)
@@ -350,40 +351,27 @@ class Relay:
                 failures.append(_Failure(row.id, row.tenant_id, reason, detail))
         return tasks, failures
 
-    def _send_isolating(
+    def _send_sorting_refusals(
         self,
         tasks: Sequence[TaskEnvelope[EmailPayload]],
         stored_contexts: dict[UUID, dict[str, str] | None],
     ) -> _Sent:
-        """Send ``tasks``. What SQS refuses through the sender's fault is refused for good;
-        what it fails otherwise, while taking others, is tried once more alone."""
+        """Send ``tasks``. What SQS refuses through the sender's fault (the message itself)
+        is refused for good; what it fails through its own fault, after the producer's
+        retries, stays scheduled for a later pass."""
         if not tasks:
             return _Sent([], {}, {})
         try:
             self._send(tasks, stored_contexts)
         except TaskBatchSendError as error:
-            queued, failed = list(error.sent), error.failed
-            refused = {task_id: failed[task_id] for task_id in error.refused}
-        else:
-            return _Sent([task.task_id for task in tasks], {}, {})
-        others = {task_id: reason for task_id, reason in failed.items() if task_id not in refused}
-        if not queued and not refused:
-            # SQS took nothing and blamed no message: it is down; all stay scheduled.
-            return _Sent([], others, {})
-        # SQS works, so what it failed may fail for what it is: find out one by one.
-        by_id = {task.task_id: task for task in tasks}
-        not_queued: dict[UUID, str] = {}
-        for task_id, reason in others.items():
-            try:
-                self._send([by_id[task_id]], stored_contexts)
-            except TaskBatchSendError as alone:
-                if task_id in alone.refused:
-                    refused[task_id] = alone.failed.get(task_id, reason)
-                else:
-                    not_queued[task_id] = alone.failed.get(task_id, reason)
-            else:
-                queued.append(task_id)
-        return _Sent(queued, not_queued, refused)
+            refused = {task_id: error.failed[task_id] for task_id in error.refused}
+            not_queued = {
+                task_id: reason
+                for task_id, reason in error.failed.items()
+                if task_id not in refused
+            }
+            return _Sent(list(error.sent), not_queued, refused)
+        return _Sent([task.task_id for task in tasks], {}, {})
 
     def _send(
         self,
