@@ -5,8 +5,9 @@ A result is a claim read from a queue, so it is checked, not trusted:
 - It changes a message only while that message is ``queued`` (the task id is the
   message id): ``queued -> sent | failed``. A result for a message that is scheduled,
   canceled, sent, failed or unknown is rejected: logged (one line with the task id and
-  why), counted in ``ResultsRejected``, deleted, and the row is left as it is. That
-  includes a repeated result, so a repeat is a no-op.
+  why), counted in ``ResultsRejected``, deleted, and the row is left as it is. A
+  repeat (a result for a message that has that status already: at-least-once delivery)
+  is a no-op too, counted in ``ResultsRepeated`` instead, which no alarm watches.
 - What a tenant reads as the error of a failed message is Herald's fixed text for the
   result's ``error_code`` (``shared.errors.failure_text``), never the result's free
   ``error`` text, which only reaches the worker's log.
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
     from shared.contracts import TaskResult
 
 RESULTS_REJECTED = "ResultsRejected"
+# A result for a message that already has that very status: at-least-once delivery, a
+# relay that crashed between send and commit, a runner replaying its stored result. Normal
+# and harmless, so counted apart from ResultsRejected, whose alarm it would otherwise wake.
+RESULTS_REPEATED = "ResultsRepeated"
 MESSAGES_SENT = "MessagesSent"
 MESSAGES_FAILED = "MessagesFailed"
 
@@ -116,6 +121,7 @@ class _Outcome:
 
     applied: list[TaskResult] = field(default_factory=list)
     rejected: list[tuple[TaskResult, str]] = field(default_factory=list)
+    repeated: list[TaskResult] = field(default_factory=list)
     refused: list[tuple[TaskResult, str]] = field(default_factory=list)
     handled: list[str] = field(default_factory=list)  # receipt handles to delete
 
@@ -198,6 +204,10 @@ class ResultsConsumer:
             statuses = lock_messages(session, [result.task_id for _, result in results])
             for handle, result in results:
                 status = statuses.get(result.task_id)
+                if status == result.status.value:
+                    outcome.repeated.append(result)
+                    outcome.handled.append(handle)
+                    continue
                 if status != MessageStatus.QUEUED.value:
                     why = "no such message" if status is None else f"the message is {status}"
                     outcome.rejected.append((result, why))
@@ -248,6 +258,15 @@ class ResultsConsumer:
         if outcome.rejected:
             self._metrics.add_metric(
                 name=RESULTS_REJECTED, unit=MetricUnit.Count, value=len(outcome.rejected)
+            )
+        for result in outcome.repeated:
+            self._logger.info(
+                "result repeated: the message has this status already",
+                extra={"task_id": str(result.task_id), "result_status": result.status.value},
+            )
+        if outcome.repeated:
+            self._metrics.add_metric(
+                name=RESULTS_REPEATED, unit=MetricUnit.Count, value=len(outcome.repeated)
             )
         for result, why in outcome.refused:
             self._logger.error(
