@@ -101,8 +101,11 @@ def test_the_mailbox_command_finds_the_running_systems_port_by_its_data_director
         cwd=REPO_ROOT,
     )
 
-    # Then it reads that system's mailbox, the same one the explicit port shows
-    assert json.loads(listed.stdout) == expected
+    # Then it reads that system's mailbox, the same one the explicit port shows, and, as
+    # it found the system's database too, names each email's Herald message
+    found = json.loads(listed.stdout)
+    assert [email["message_id"] for email in found] == [email["message_id"] for email in expected]
+    assert found and all(email["herald_message_id"] for email in found)
     # And the banner says the demo key is kept for the next run
     assert f"kept for the next run: {local_system.data_dir / 'demo-api-key'}" in local_system.text()
 
