@@ -18,7 +18,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
@@ -188,13 +188,11 @@ def tenants_list(args: argparse.Namespace) -> int:
             }
             for tenant in tenant_limits.quotas(session)
         ]
-        if args.json:
-            for row in rows:
-                print(json.dumps(row))
-            return 0
-        print_table(
+        print_listing(
+            rows,
             ("TENANT ID", "NAME", "CREATED", "DAILY QUOTA", "USED TODAY (UTC)"),
-            [list(row.values()) for row in rows],
+            lambda row: list(row.values()),
+            as_json=args.json,
         )
         return 0
 
@@ -253,21 +251,33 @@ def keys_list(args: argparse.Namespace) -> int:
             }
             for key, tenant_name in session.execute(query)
         ]
-        if args.json:
-            for row in rows:
-                print(json.dumps(row))
-            return 0
-        print_table(
+        print_listing(
+            rows,
             ("KEY ID", "TENANT", "NAME", "CREATED", "STATE"),
-            [
-                (row["key_id"], row["tenant"], row["name"], row["created_at"],
-                 f"revoked {row['revoked_at']}" if row["revoked_at"] else "active")
-                for row in rows
-            ],
+            lambda row: (
+                row["key_id"], row["tenant"], row["name"], row["created_at"],
+                f"revoked {row['revoked_at']}" if row["revoked_at"] else "active",
+            ),
+            as_json=args.json,
         )  # fmt: skip
         return 0
 
     return _admin(action)
+
+
+def print_listing(
+    rows: Sequence[dict[str, Any]],
+    header: Sequence[str],
+    cells_of: Callable[[dict[str, Any]], Sequence[object]],
+    *,
+    as_json: bool,
+) -> None:
+    """A list command's rows: JSON lines, or a table under ``header``."""
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print_table(header, [cells_of(row) for row in rows])
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
