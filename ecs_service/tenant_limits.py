@@ -211,6 +211,20 @@ class RequestRateLimiter:
                 # Tokens were granted, or refused_until lies ahead: decided either way.
                 return self._decide_locally(lease, now) or RateDecision(False, 0, 1, 1)
 
+    def take_locally(self, key_id: str) -> RateDecision | None:
+        """``take`` as far as this process can decide it alone: spends a token it holds of
+        ``key_id``'s bucket (allowed), or refuses while the key is known to be over its
+        rate; None when a lease is due (then call ``take``, in a worker thread).
+
+        No I/O, and never waits for a lease in flight, so the api's event loop can call it
+        for every request before the request takes an admission slot or a thread.
+        """
+        with self._lock:
+            lease = self._leases.get(key_id)
+            if lease is None:
+                return None
+            return self._decide_locally(lease, self._clock())
+
     def refusal(self, key_id: str) -> RateDecision | None:
         """The refusal ``take`` would answer now without asking PostgreSQL, else None.
 

@@ -4,17 +4,22 @@ process's metrics — and how a request gets to use the database at all.
 A /v1 request goes through these steps, all but the last on the event loop:
 
 1. Authentication (``AdmissionMiddleware``): the key is checked against the process's
-   key cache (no I/O). Only a key the cache does not know is read from the database,
-   admitted as "unauthenticated", in a worker thread that returns its connection before
-   it ends.
-2. Admission (``AdmissionMiddleware``): the request takes a slot of the admission gate
+   key cache (no I/O). Only a key the cache does not hold is read from the database, in
+   a worker thread that returns its connection before it ends, admitted as its tenant
+   if the process knows the key id (``KeyCache.tenant_of``), else as "unauthenticated".
+2. Rate limit (``AdmissionMiddleware``): the request spends a token of its key's bucket
+   that the process holds (no I/O), or is refused with 429; only when a lease is due
+   does ``take`` ask PostgreSQL, in a worker thread under the slot of step 3. Before
+   FastAPI parses anything, so every answer (a 422, 404 or 405 too) spent a token and
+   carries the RateLimit headers.
+3. Admission (``AdmissionMiddleware``): the request takes a slot of the admission gate
    for its tenant, or is refused at once with 503 "overloaded"
    (``ecs_service.api.admission``).
-3. One worker thread (``UnitOfWorkRoute``) then runs the request's whole database work:
-   the rate limiter's ``take``, the route, and the commit. So a request holds at most one
-   connection, never waits for a thread while holding it, and its transaction commits
-   before the response is sent (a 201 always means a committed message; a failed COMMIT
-   is the 503 the client sees — tests/integration/faults found that).
+4. One worker thread (``UnitOfWorkRoute``) then runs the request's whole database work:
+   the route and the commit. So a request holds at most one connection, never waits
+   for a thread while holding it, and its transaction commits before the response is
+   sent (a 201 always means a committed message; a failed COMMIT is the 503 the client
+   sees — tests/integration/faults found that).
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ from ecs_service.api import problems
 from ecs_service.api.admission import AdmissionGate
 from ecs_service.api.admission_middleware import PRINCIPAL_STATE_KEY
 from ecs_service.api.key_cache import Authenticator
-from ecs_service.api.response_headers import STATE_KEY
 from ecs_service.api_keys import Principal
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 
@@ -80,16 +84,9 @@ class UnitOfWork:
         self.session = services.sessions()
 
     def run(self, work: Callable[[], T]) -> T:
-        """Take one request from the key's rate limit, then do ``work`` in a transaction
-        that commits when it returns (rolls back if it raises). Blocking: a worker thread."""
-        limiter = self.services.limiter
-        if limiter is not None:
-            decision = limiter.take(self.principal.key_id)
-            headers = decision.headers(limiter.policy)
-            # ResponseHeadersMiddleware puts them on the response, whatever it is.
-            self.state[STATE_KEY] = headers
-            if not decision.allowed:
-                raise problems.rate_limited(headers)
+        """Do ``work`` in a transaction that commits when it returns (rolls back if it
+        raises). Blocking: a worker thread. (``AdmissionMiddleware`` took the request's
+        token of its key's rate limit already.)"""
         with self.session, self.session.begin():
             return work()
 
@@ -110,8 +107,8 @@ def _in_unit_of_work(endpoint: Callable[..., T]) -> Callable[..., Awaitable[T]]:
 
 
 class UnitOfWorkRoute(APIRoute):
-    """A route whose sync endpoint runs inside its request's ``UnitOfWork``: rate limit,
-    route and commit in one worker thread, the request's only one. (FastAPI would run a
+    """A route whose sync endpoint runs inside its request's ``UnitOfWork``: route and
+    commit in one worker thread, the request's only one. (FastAPI would run a
     sync endpoint in one thread, then validate its answer in another: to FastAPI, this
     endpoint is a coroutine, and the answer is validated on the event loop.)"""
 

@@ -1,8 +1,15 @@
 """Authentication without a database round trip for a key this process saw recently.
 
-``KeyCache`` keeps the rows of recently presented keys (active ones, and the key ids
-that are not active) for ``ttl_seconds``. A presented key is still hashed and compared
-in constant time against the cached hash on every request.
+``KeyCache`` keeps the rows of recently presented keys for ``ttl_seconds``: active ones
+(up to ``max_keys``), and apart from them, so that made-up key ids never push a real key
+out, the key ids that are not active (up to ``max_absent``). A presented key is still
+hashed and compared in constant time against the cached hash on every request.
+
+It also remembers, for longer, which tenant each active key id it read belongs to
+(``tenant_of``). That never authenticates anyone: it only tells admission whose share
+of the slots a key's database lookup takes, so a real key whose row is not cached (it
+expired, the listener reconnected) is looked up as its tenant, not among the
+unauthenticated that a flood of made-up keys fills.
 
 Revocation is immediate: ``revoke_key`` notifies ``REVOKED_CHANNEL`` when its transaction
 commits, and ``RevocationListener`` (one thread and one connection per process) drops
@@ -19,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from psycopg import sql
 
@@ -34,10 +41,18 @@ from ecs_service.api_keys import (
 from shared.observability import logger
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from sqlalchemy.engine import Engine
+
+_T = TypeVar("_T")
 
 CACHE_TTL_SECONDS = 60.0
 CACHE_MAX_KEYS = 10_000
+# Key ids read that are not active keys (mostly made-up ones): a small LRU of their own.
+CACHE_MAX_ABSENT = 1_000
+# Active key ids whose tenant admission remembers: about 5 MB when full (measured).
+MAX_KNOWN_TENANTS = 20_000
 # How often an idle listener checks that its connection still works.
 HEARTBEAT_SECONDS = 10.0
 MAX_RECONNECT_SECONDS = 5.0
@@ -56,20 +71,35 @@ class _Entry:
     expires_at: float
 
 
+def _keep(entries: OrderedDict[str, _T], key_id: str, value: _T, limit: int) -> None:
+    entries[key_id] = value
+    entries.move_to_end(key_id)
+    while len(entries) > limit:
+        entries.popitem(last=False)
+
+
 class KeyCache:
-    """Rows of recently presented keys by key id, thread-safe, bounded in size and age."""
+    """Rows of recently presented keys by key id, thread-safe, bounded in size and age;
+    and the tenant of each active key id read, kept across expiries and reconnections."""
 
     def __init__(
         self,
         ttl_seconds: float = CACHE_TTL_SECONDS,
         max_keys: int = CACHE_MAX_KEYS,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        max_absent: int = CACHE_MAX_ABSENT,
+        max_tenants: int = MAX_KNOWN_TENANTS,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_keys = max_keys
+        self.max_absent = max_absent
+        self.max_tenants = max_tenants
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # active keys' rows
+        self._absent: OrderedDict[str, _Entry] = OrderedDict()  # ids of no active key
+        self._tenants: OrderedDict[str, UUID] = OrderedDict()
         # Bumped by every invalidation: a row read from the database before one is not
         # remembered after it (it may be the revoked key's, read before the revocation).
         self._generation = 0
@@ -78,14 +108,30 @@ class KeyCache:
     def lookup(self, key_id: str) -> StoredKey | None | _Miss:
         """The cached row of ``key_id`` (None: not an active key), or ``MISS``."""
         with self._lock:
-            entry = self._entries.get(key_id) if self._trusted else None
-            if entry is None:
+            if not self._trusted:
                 return MISS
-            if entry.expires_at <= self._clock():
-                del self._entries[key_id]
-                return MISS
-            self._entries.move_to_end(key_id)
-            return entry.stored
+            for entries in (self._entries, self._absent):
+                entry = entries.get(key_id)
+                if entry is None:
+                    continue
+                # Expiry counts from the read, not the last use: it bounds how old a row
+                # served may be, whatever the listener heard.
+                if entry.expires_at <= self._clock():
+                    del entries[key_id]
+                    return MISS
+                entries.move_to_end(key_id)
+                return entry.stored
+            return MISS
+
+    def tenant_of(self, key_id: str) -> UUID | None:
+        """The tenant of ``key_id`` when this process last read it active, else None. Not
+        authentication (the key may be revoked since, the secret wrong): only whose share
+        of the slots its lookup takes."""
+        with self._lock:
+            tenant_id = self._tenants.get(key_id)
+            if tenant_id is not None:
+                self._tenants.move_to_end(key_id)
+            return tenant_id
 
     def generation(self) -> int:
         """Read before a database lookup, and given back to ``remember``."""
@@ -93,19 +139,30 @@ class KeyCache:
             return self._generation
 
     def remember(self, key_id: str, stored: StoredKey | None, generation: int) -> None:
-        """Keep a row read from the database, unless an invalidation came in between."""
+        """Keep a row read from the database, unless an invalidation came in between
+        (the key's tenant is remembered even while the cache is not listening)."""
         with self._lock:
-            if not self._trusted or generation != self._generation:
+            if stored is None:
+                self._tenants.pop(key_id, None)
+            if generation != self._generation:
                 return
-            self._entries[key_id] = _Entry(stored, self._clock() + self.ttl_seconds)
-            self._entries.move_to_end(key_id)
-            while len(self._entries) > self.max_keys:
-                self._entries.popitem(last=False)
+            if stored is not None:
+                _keep(self._tenants, key_id, stored.tenant_id, self.max_tenants)
+            if not self._trusted:
+                return
+            entry = _Entry(stored, self._clock() + self.ttl_seconds)
+            if stored is None:
+                self._entries.pop(key_id, None)
+                _keep(self._absent, key_id, entry, self.max_absent)
+            else:
+                self._absent.pop(key_id, None)
+                _keep(self._entries, key_id, entry, self.max_keys)
 
     def forget(self, key_id: str) -> None:
         """A key was revoked."""
         with self._lock:
             self._entries.pop(key_id, None)
+            self._tenants.pop(key_id, None)
             self._generation += 1
 
     @property
@@ -114,9 +171,11 @@ class KeyCache:
         return self._trusted
 
     def trust(self, trusted: bool) -> None:
-        """The listener (re)connected (True) or lost its connection (False): start empty."""
+        """The listener (re)connected (True) or lost its connection (False): start empty
+        (but for the tenants of key ids, which authenticate nobody)."""
         with self._lock:
             self._entries.clear()
+            self._absent.clear()
             self._generation += 1
             self._trusted = trusted
 

@@ -15,10 +15,12 @@ from sqlalchemy.orm import Session
 
 from ecs_service import api_keys, tenant_limits
 from ecs_service.api.app import create_app
+from ecs_service.api.key_cache import MISS
 from ecs_service.settings import ApiSettings, DatabaseSettings
 from herald_local.postgres import free_port
 from tests.integration.conftest import SENDER, Caller
 from tests.integration.test_api_messages import assert_problem, create, email
+from tests.waits import wait_for
 
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=31536000; includeSubDomains",
@@ -148,6 +150,43 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(
     assert response.headers["ratelimit-policy"] == '"api-key";q=2;w=20'
 
 
+def test_invalid_requests_spend_the_rate_limit_too_and_say_so(
+    strict_client: TestClient, caller: Caller
+) -> None:
+    # When a key sends invalid bodies, one more than its burst
+    answers = [
+        strict_client.post("/v1/messages", json={}, headers=caller.headers) for _ in range(3)
+    ]
+
+    # Then its burst is spent on 422s, the next one is refused, and each says how it stands
+    assert [answer.status_code for answer in answers] == [422, 422, 429]
+    assert all(answer.headers["ratelimit-policy"] == '"api-key";q=2;w=20' for answer in answers)
+    assert answers[1].headers["ratelimit"].startswith('"api-key";r=0;')
+    assert_problem(answers[2], 429, "rate-limited")
+    assert 1 <= int(answers[2].headers["retry-after"]) <= 10
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/nowhere", 404), ("PUT", "/v1/messages", 405)],
+    ids=["unknown-route", "wrong-method"],
+)
+def test_a_request_no_route_takes_spends_a_token_and_carries_the_headers(
+    strict_client: TestClient, caller: Caller, method: str, path: str, status: int
+) -> None:
+    # Given a key that spent one of its two tokens on a request no route takes
+    first = strict_client.request(method, path, headers=caller.headers)
+
+    # When it sends a valid request, one more than its burst
+    second = strict_client.get("/v1/messages", headers=caller.headers)
+    third = strict_client.get("/v1/messages", headers=caller.headers)
+
+    # Then the first was answered with the headers, and counted
+    assert first.status_code == status
+    assert first.headers["ratelimit"].startswith('"api-key";r=')
+    assert (second.status_code, third.status_code) == (200, 429)
+
+
 def test_the_rate_limit_is_per_key(
     strict_client: TestClient, caller: Caller, other_caller: Caller
 ) -> None:
@@ -232,23 +271,34 @@ def test_after_its_listener_reconnects_the_api_caches_keys_and_hears_revocations
     client: TestClient, caller: Caller, engine: Engine
 ) -> None:
     # Given the api's revocation listener lost its connection (the server ended it)
+    listeners = text("SELECT pid FROM pg_stat_activity WHERE application_name = 'herald-api-keys'")
     with engine.begin() as connection:
+        ended = set(connection.scalars(listeners))
         connection.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'herald-api-keys'"
-            )
+            text("SELECT pg_terminate_backend(pid) FROM unnest(:p) AS pid"), {"p": list(ended)}
         )
 
-    # When it has reconnected: keys are authenticated from the cache again
+    # When it has reconnected (a connection of its own listens): keys are authenticated
+    # from the cache again. (Until the listener sees its connection end, the cache still
+    # serves: a revocation then is the lost-connection case the cache cannot hear.)
+    cache = client.app.state.services.authenticator.cache  # type: ignore[attr-defined]
+
+    def listening_again() -> bool:
+        with engine.connect() as connection:
+            reconnected = set(connection.scalars(listeners)) - ended
+        return bool(reconnected) and cache.trusted
+
+    wait_for(listening_again, 10, "the revocation listener to listen again")
     deadline = time.monotonic() + 10
     while key_lookups_of_one_request(client, caller) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert key_lookups_of_one_request(client, caller) == [], "keys are still read every time"
 
-    # Then a revocation reaches it: the key's next request is refused
+    # Then a revocation reaches it (its thread drops the key about a millisecond after
+    # the commit): the key's next request is refused
     with Session(engine) as session, session.begin():
         api_keys.revoke_key(session, caller.key_id)
+    wait_for(lambda: cache.lookup(caller.key_id) is MISS, 2, "the api to hear the revocation")
     assert_problem(client.get("/v1/messages", headers=caller.headers), 401, "unauthorized")
 
 

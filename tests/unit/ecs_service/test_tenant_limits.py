@@ -241,3 +241,50 @@ def test_refusal_answers_without_a_round_trip_only_while_the_key_is_known_to_be_
     clock.now += 1.5
     assert rate_limiter.refusal("k1") is None
     assert rate_limiter.take("k1").allowed
+
+
+def test_take_locally_spends_the_tokens_this_process_holds_without_a_round_trip() -> None:
+    # Given a busy key whose last lease left this process holding tokens
+    clock = Clock()
+    rate_limiter, store = limiter(RateLimitPolicy(rate_per_second=50, burst=100), clock)
+    rate_limiter.take("k1")
+    clock.now += 0.01
+    rate_limiter.take("k1")  # leases 5 (the largest lease), spends one
+    trips = store.round_trips
+
+    # When the event loop takes for the next four requests
+    decisions = [rate_limiter.take_locally("k1") for _ in range(4)]
+
+    # Then each is allowed from the tokens held, and nobody was asked
+    assert [d is not None and d.allowed for d in decisions] == [True] * 4
+    assert store.round_trips == trips
+    # And once they are spent, a lease is due: only take() can decide
+    assert rate_limiter.take_locally("k1") is None
+
+
+def test_take_locally_leaves_a_key_this_process_never_leased_for_to_take() -> None:
+    clock = Clock()
+    rate_limiter, store = limiter(RateLimitPolicy(rate_per_second=1, burst=2), clock)
+
+    assert rate_limiter.take_locally("k1") is None
+    assert store.round_trips == 0
+
+
+def test_take_locally_refuses_a_key_over_its_rate_until_its_next_token_is_due() -> None:
+    # Given a key that spent its whole burst
+    clock = Clock()
+    rate_limiter, store = limiter(RateLimitPolicy(rate_per_second=1, burst=2), clock)
+    while rate_limiter.take("k1").allowed:
+        pass
+    trips = store.round_trips
+
+    # When the event loop takes for its next request
+    refused = rate_limiter.take_locally("k1")
+
+    # Then it is refused with when to retry, asking nobody
+    assert refused is not None
+    assert (refused.allowed, refused.retry_after_seconds) == (False, 1)
+    assert store.round_trips == trips
+    # And once a token is due again, a lease is due
+    clock.now += 1.5
+    assert rate_limiter.take_locally("k1") is None
