@@ -16,7 +16,8 @@ from ecs_service.api.dependencies import MetricsDep, SessionDep, TenantDep, Unit
 from ecs_service.api.schemas import MessageCreate, MessageOut, MessagePage, MessageSummary
 from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope, utc_now
 
-# UnitOfWorkRoute: each route's rate limit, work and commit run in one worker thread.
+# UnitOfWorkRoute: each route's work and commit run in one worker thread (the rate-limit
+# token was taken by AdmissionMiddleware, before the body was read).
 router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=UnitOfWorkRoute)
 REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {
