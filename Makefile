@@ -127,7 +127,7 @@ datadog-plan: $(STAMP) ## Show what datadog-apply would create, update or leave 
 datadog-apply: $(STAMP) ## Create or update the Datadog monitors, dashboard and Synthetics of ENV
 	$(BIN)/herald-datadog apply --env $(ENV)
 
-# The whole system on this machine (README: "Running Herald on your machine"). Flags go
+# The whole system on this machine (docs/local.md). Flags go
 # through ARGS, e.g. `make run ARGS="--reset --api-port 9000"`.
 .PHONY: run
 run: $(STAMP) | frontend/dist/index.html ## Run the whole system locally: PostgreSQL, local AWS (moto), api, worker, task runner, web app
@@ -146,9 +146,9 @@ build: $(STAMP) ## sam build: the Lambda artifact for arm64 / python3.13, offlin
 	$(BIN)/sam build --template-file template.yaml
 
 # ---------------------------------------------------------------------- deploy
-# Every deploy, by a person, CodeBuild or Jenkins, runs these (README: "Continuous
-# delivery"). ENV names a samconfig.toml environment; DRY_RUN=1 prints every AWS, docker,
-# sam and npm command instead of running it. Pipelines set CI (no change set prompt),
+# Every deploy, by a person, CodeBuild or Jenkins, runs these (docs/ci-cd.md). ENV names
+# a samconfig.toml environment; DRY_RUN=1 prints every AWS, docker, sam and npm command
+# instead of running it. Pipelines set CI (no change set prompt),
 # COMMIT (their checkout's SHA), ECR_REPOSITORY and CFN_ROLE_ARN; NO_WAIT=1 leaves the
 # CloudFront invalidation running; ALLOW_DIRTY=1 deploys uncommitted changes.
 ENV ?= dev

@@ -149,9 +149,8 @@ def the_alarm(name: str) -> Alarm:
 
 
 def runbook() -> Path:
-    """The page holding one entry per alarm: docs/monitoring.md, else docs/runbook.md."""
-    monitoring = DOCS / "monitoring.md"
-    return monitoring if monitoring.is_file() else DOCS / "runbook.md"
+    """The page holding one entry per alarm: docs/monitoring.md (the runbook)."""
+    return DOCS / "monitoring.md"
 
 
 def runbook_entries() -> set[str]:
