@@ -4,6 +4,10 @@
     herald-deploy frontend --env staging [--dry-run]   build, upload, invalidate
     herald-deploy all      --env staging [--dry-run]   backend, then frontend
     herald-deploy image    --env staging [--dry-run]   only build and push the image
+    herald-deploy destroy  --env staging --yes [--dry-run]   delete the stack (see below)
+
+`destroy` refuses to run without --yes (or --confirm naming the stack): it empties the
+web app's bucket, turns off deletion protection and runs `sam delete`.
 
 Every failure ends the run with exit code 1 and one message saying what went wrong.
 """
@@ -18,6 +22,7 @@ import sys
 from pathlib import Path
 
 from herald_deploy.backend import IMAGE_PARAMETER, deploy_backend, push_image
+from herald_deploy.destroy import destroy
 from herald_deploy.errors import DeployError
 from herald_deploy.frontend import deploy_frontend
 from herald_deploy.samconfig import Environment, load_environment
@@ -26,9 +31,13 @@ from herald_deploy.shell import DryRunShell, Shell, SubprocessShell
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 
 
+class ConfirmationRequired(DeployError):
+    """A destroy without --yes: ends the run with exit code 2, as a usage error does."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herald-deploy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["backend", "frontend", "all", "image"])
+    parser.add_argument("step", choices=["backend", "frontend", "all", "image", "destroy"])
     parser.add_argument("--env", default="dev", help="dev, staging or prod (samconfig.toml)")
     parser.add_argument(
         "--dry-run",
@@ -65,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         help="deploy although tracked files differ from the commit the image is tagged with",
     )
     parser.add_argument("--samconfig", type=Path, default=Path("samconfig.toml"))
+    parser.add_argument(
+        "--yes", action="store_true", help="destroy: yes, delete the environment's stack"
+    )
+    parser.add_argument(
+        "--confirm",
+        metavar="STACK",
+        help="destroy: the same as --yes when STACK is the environment's stack name (CONFIRM=)",
+    )
     return parser
 
 
@@ -120,7 +137,7 @@ def _check_placeholders(environment: Environment, shell: Shell, *, dry_run: bool
         return
     message = (
         f"samconfig.toml [{environment.config_env}] still has REPLACE-ME in "
-        f"{', '.join(left)} (README: One-time prerequisites)"
+        f"{', '.join(left)} (docs/deploying.md, step 4)"
     )
     if not dry_run:
         raise DeployError(message)
@@ -134,6 +151,15 @@ def run(arguments: argparse.Namespace, shell: Shell) -> None:
         raise DeployError("--outputs-file is for dry runs: a deploy reads the real stack")
     environment = load_environment(arguments.samconfig, arguments.env)
     outputs = _dry_run_outputs(arguments.outputs_file)
+    if arguments.step == "destroy":
+        stack = environment.stack_name
+        if not (arguments.yes or arguments.confirm == stack):
+            raise ConfirmationRequired(
+                f"destroy deletes stack {stack} and the data in it; to go on, run: "
+                f"make destroy ENV={arguments.env} CONFIRM={stack}"
+            )
+        destroy(shell, environment, dry_run_outputs=outputs)
+        return
     if arguments.step in ("backend", "all", "image"):
         commit = resolve_commit(
             arguments.commit, allow_dirty=arguments.allow_dirty, shell=shell, dry_run=dry_run
@@ -163,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         run(arguments, shell)
     except DeployError as error:
         print(f"herald-deploy: error: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, ConfirmationRequired) else 1
     except KeyboardInterrupt:
         print("herald-deploy: interrupted", file=sys.stderr)
         return 130

@@ -45,6 +45,11 @@ def example_outputs(environment: Environment) -> dict[str, str]:
     return {
         "ApiUrl": f"https://{api_domain}",
         "ClusterName": f"{stack}-cluster",
+        "DatabaseEndpoint": (
+            f"herald-{environment.name}-0a1b2c3d.c0example0000.{region}.rds.amazonaws.com"
+        ),
+        "IdempotencyTableName": f"{stack}-IdempotencyTable-EXAMPLE",
+        "LoadBalancerDnsName": f"{stack}-alb-0example.{region}.elb.amazonaws.com",
         "MigrationTaskDefinitionArn": (
             f"arn:aws:ecs:{region}:{EXAMPLE_ACCOUNT}:task-definition/{stack}-migrate:7"
         ),
@@ -68,7 +73,7 @@ def read_stack_outputs(
             raise
         raise DeployError(
             f"{error}\nThe first deploy of an environment is made by hand with "
-            "`sam deploy --guided` (README: Continuous delivery, first deploy)."
+            "`sam deploy --guided` (docs/deploying.md, step 7)."
         ) from error
     try:
         outputs: list[dict[str, Any]] = json.loads(answer) or []

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from herald_deploy.destroy import KEPT_OUTSIDE, KEPT_RESOURCES
 from tests.conftest import REPO_ROOT, require_tool
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from tests.infra.conftest import Template
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REGISTRY = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
@@ -227,3 +230,91 @@ def test_pipelines_deploy_without_a_prompt_through_the_cloudformation_role() -> 
     sam_deploy = next(c for c in commands(lines) if c[:2] == ["sam", "deploy"])
     assert "--no-confirm-changeset" in sam_deploy
     assert sam_deploy[sam_deploy.index("--role-arn") + 1] == "arn:aws:iam::111122223333:role/cfn"
+
+
+SITE_BUCKET = "herald-staging-sitebucket-example"
+VERSIONS_FILE = f"build/herald-deploy/{SITE_BUCKET}-versions.json"
+LIST_VERSIONS = [
+    "aws", "s3api", "list-object-versions", *REGION, "--bucket", SITE_BUCKET,
+    "--max-keys", "1000", "--no-paginate", "--output", "json",
+]  # fmt: skip
+
+
+def test_destroy_empties_the_site_bucket_lifts_protection_then_deletes_the_stack() -> None:
+    # Given the dry run of destroying staging, confirmed with the stack's name
+    lines = dry_run("destroy", "ENV=staging", f"CONFIRM={STACK}")
+
+    # Then every version is deleted, the database's protection lifted (staging's table and
+    # ALB have none), and the stack deleted, exactly in this order
+    assert commands(lines) == [
+        DESCRIBE_STACK,
+        LIST_VERSIONS,
+        ["write", VERSIONS_FILE],
+        ["aws", "s3api", "delete-objects", *REGION, "--bucket", SITE_BUCKET,
+         "--delete", f"file://{VERSIONS_FILE}", "--output", "json"],
+        LIST_VERSIONS,
+        ["aws", "rds", "modify-db-instance", *REGION,
+         "--db-instance-identifier", "herald-staging-0a1b2c3d", "--no-deletion-protection",
+         "--apply-immediately", "--query", "DBInstance.DBInstanceIdentifier",
+         "--output", "text"],
+        ["sam", "delete", "--stack-name", STACK, *REGION, "--no-prompts"],
+    ]  # fmt: skip
+
+
+def test_destroy_deletes_versions_and_delete_markers_alike() -> None:
+    # Given the dry run of destroying staging
+    lines = dry_run("destroy", "ENV=staging", f"CONFIRM={STACK}")
+
+    # Then the delete request names each version and delete marker the listing gave
+    request = json.loads(written(lines, VERSIONS_FILE))
+    assert request == {
+        "Objects": [
+            {"Key": "index.html", "VersionId": "3sL4kqtJlcpXroDTDmJ_example_1"},
+            {"Key": "assets/index-1a2b3c4d.js", "VersionId": "null"},
+            {"Key": "assets/index-0f9e8d7c.js", "VersionId": "UIORUnfnd_example_2"},
+        ],
+        "Quiet": True,
+    }
+
+
+def test_destroy_says_what_the_templates_keep(
+    template: Template, database: Template, backend: Template
+) -> None:
+    # Given every resource the templates keep when the stack is deleted
+    kept = {
+        logical_id
+        for stack in (template, database, backend)
+        for logical_id, resource in stack["Resources"].items()
+        if resource.get("DeletionPolicy") in ("Retain", "Snapshot")
+    }
+
+    # When staging is destroyed (dry run)
+    lines = dry_run("destroy", "ENV=staging", f"CONFIRM={STACK}")
+
+    # Then the closing lines name exactly those, and what no environment stack owns
+    assert set(KEPT_RESOURCES) == kept
+    said = [line for line in lines if "kept: " in line]
+    assert [line.split("kept: ", 1)[1] for line in said] == [
+        *KEPT_RESOURCES.values(),
+        *KEPT_OUTSIDE,
+    ]
+
+
+def test_make_destroy_refuses_when_confirm_is_not_the_stack_name() -> None:
+    # Given a CONFIRM naming another environment's stack
+    make = require_tool("make")
+
+    # When staging is destroyed (even as a dry run)
+    result = subprocess.run(
+        [make, "--no-print-directory", "-o", ".venv/.installed", "destroy", "ENV=staging",
+         "CONFIRM=herald-prod", "DRY_RUN=1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+    # Then nothing runs, and one line says what to type
+    assert result.returncode != 0
+    assert "+ " not in result.stdout
+    assert (
+        "herald-deploy: error: destroy deletes stack herald-staging and the data in it; "
+        "to go on, run: make destroy ENV=staging CONFIRM=herald-staging\n"
+    ) in result.stderr

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from herald_deploy.cli import main
+from herald_deploy.destroy import destroy
 from herald_deploy.errors import DeployError
 from herald_deploy.migrations import run_migrations
 from herald_deploy.samconfig import load_environment
@@ -18,6 +20,8 @@ from tests.conftest import REPO_ROOT
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+SAMCONFIG = REPO_ROOT / "samconfig.toml"
 
 
 class FailingMigrationShell(DryRunShell):
@@ -76,3 +80,67 @@ def test_a_dry_run_labels_its_progress_lines_as_examples() -> None:
         out.getvalue()
         == "==> [dry run, example outputs] migrations applied: the schema is current\n"
     )
+
+
+def test_destroy_without_yes_refuses_in_one_line_with_exit_code_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # When staging is destroyed without a confirmation (even as a dry run)
+    code = main(["destroy", "--env", "staging", "--dry-run", "--samconfig", str(SAMCONFIG)])
+
+    # Then nothing is printed as done, and one line says what to type
+    printed = capsys.readouterr()
+    assert code == 2
+    assert printed.out == ""
+    assert printed.err == (
+        "herald-deploy: error: destroy deletes stack herald-staging and the data in it; "
+        "to go on, run: make destroy ENV=staging CONFIRM=herald-staging\n"
+    )
+
+
+def test_destroying_prod_also_lifts_the_tables_and_the_albs_protection() -> None:
+    # Given prod, where the templates protect the idempotency table and the ALB too
+    out = io.StringIO()
+    environment = load_environment(SAMCONFIG, "prod")
+
+    # When it is destroyed (dry run)
+    destroy(DryRunShell(out), environment)
+
+    # Then both are unprotected after the database and before sam delete
+    run = [line for line in out.getvalue().splitlines() if line.startswith("+ aws ")]
+    assert [line.split()[2:4] for line in run[-4:]] == [
+        ["rds", "modify-db-instance"],
+        ["dynamodb", "update-table"],
+        ["elbv2", "describe-load-balancers"],
+        ["elbv2", "modify-load-balancer-attributes"],
+    ]
+    assert "--no-deletion-protection-enabled" in run[-3]
+    assert "Key=deletion_protection.enabled,Value=false" in run[-1]
+
+
+class UndeletableVersionShell(DryRunShell):
+    """A dry run in which S3 refuses to delete one object version."""
+
+    def read(self, cmd: Command, *, dry_run_output: str) -> str:
+        if cmd.argv[:3] == ("aws", "s3api", "delete-objects"):
+            self._print(f"+ {cmd}")
+            return json.dumps(
+                {"Errors": [{"Key": "index.html", "Code": "AccessDenied", "Message": "denied"}]}
+            )
+        return super().read(cmd, dry_run_output=dry_run_output)
+
+
+def test_a_version_s3_will_not_delete_stops_the_destroy_before_sam_delete() -> None:
+    # Given a site bucket one of whose versions S3 refuses to delete
+    out = io.StringIO()
+    environment = load_environment(SAMCONFIG, "staging")
+
+    # When staging is destroyed
+    with pytest.raises(DeployError, match=r"did not delete 1 object version.*'index.html'"):
+        destroy(UndeletableVersionShell(out), environment)
+
+    # Then neither protection nor the stack is touched
+    printed = out.getvalue()
+    assert "delete-objects" in printed.splitlines()[-1]
+    assert "modify-db-instance" not in printed
+    assert "sam delete" not in printed
