@@ -177,3 +177,7 @@ deploy-frontend: $(STAMP) ## Build the web app, upload it to S3, write config.js
 .PHONY: deploy
 deploy: $(STAMP) ## deploy-backend, then deploy-frontend, of ENV (dev, staging, prod; DRY_RUN=1 prints only)
 	$(BIN)/herald-deploy all $(DEPLOY_FLAGS)
+
+.PHONY: destroy
+destroy: $(STAMP) ## Delete ENV's stack; keeps its final database snapshot and log buckets (CONFIRM=<stack name>, DRY_RUN=1)
+	$(BIN)/herald-deploy destroy $(DEPLOY_FLAGS) $(if $(CONFIRM),--confirm $(CONFIRM))
