@@ -97,6 +97,7 @@ def run_api(_: argparse.Namespace) -> int:
     import uvicorn
 
     from ecs_service.api.asgi import APP_FACTORY
+    from ecs_service.api.http_protocol import BoundedHeadersProtocol
 
     uvicorn.run(
         APP_FACTORY,
@@ -110,10 +111,10 @@ def run_api(_: argparse.Namespace) -> int:
         log_config=None,
         proxy_headers=True,
         forwarded_allow_ips="*",  # behind the ALB, the only way in
-        # httptools, not h11: h11 bounds a request's headers (16 KiB) but costs 0.3 ms more
-        # CPU per request; in AWS the ALB bounds them (64 KB). Bodies are bounded by the
-        # app (ecs_service.api.request_limits: 300,000 bytes, read within 10 s).
-        http="httptools",
+        # httptools (h11 costs 0.3 ms more CPU a request), with a deadline and a size
+        # bound on each request's headers, which httptools lacks (BoundedHeadersProtocol).
+        # Bodies are bounded by the app (ecs_service.api.request_limits).
+        http=BoundedHeadersProtocol,
         # Longer than the ALB's idle timeout (60 s), so the api never closes a connection
         # the ALB is about to reuse (a 502); an idle client elsewhere is cut after it.
         timeout_keep_alive=65,
