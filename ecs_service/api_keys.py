@@ -145,9 +145,3 @@ def check_key(stored: StoredKey | None, presented: str) -> Principal | None:
     if hmac.compare_digest(expected, hash_key(presented)) and stored is not None:
         return Principal(tenant_id=stored.tenant_id, key_id=stored.key_id)
     return None
-
-
-def authenticate(session: Session, presented: str) -> Principal | None:
-    """The principal of an active key, or None — in the same time whatever is wrong."""
-    key_id = key_id_of(presented)
-    return check_key(find_active_key(session, key_id) if key_id else None, presented)
