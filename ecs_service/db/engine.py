@@ -38,13 +38,19 @@ def build_engine(
     ``credentials`` are given.
 
     ``pooled=False``: no pool, for a process's one long-lived connection (a LISTEN): each
-    connection is opened for its user and closed with it, and TCP keepalives notice a
-    peer that went away while the connection sat idle.
+    connection is opened for its user and closed with it.
     """
     connect_args: dict[str, object] = {
         "application_name": application_name,
         "connect_timeout": 5,
         "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+        # TCP keepalives on every connection: one that sits idle (the api's revocation
+        # listener, the rate limiter's connection, a LISTEN) notices within ~25 s a peer
+        # that went away without a reset (a failover), instead of trusting it for hours.
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
     }
     if pooled:
         engine = create_engine(
@@ -57,11 +63,8 @@ def build_engine(
             connect_args=connect_args,
         )
     else:
-        keepalives = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
         engine = create_engine(
-            settings.sqlalchemy_url,
-            poolclass=NullPool,
-            connect_args=connect_args | keepalives | {"keepalives_count": 3},
+            settings.sqlalchemy_url, poolclass=NullPool, connect_args=connect_args
         )
     if credentials is None and settings.secret_arn is not None:
         credentials = SecretsManagerCredentials(
