@@ -41,7 +41,7 @@ IdempotencyKey = Annotated[
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Schedule an email",
-    responses=REPLAYED | problems.responses(400, 401, 413, 422, 503),
+    responses=REPLAYED | problems.responses(400, 401, 413, 422, 429, 503),
 )
 def create_message(
     body: MessageCreate,
@@ -100,7 +100,9 @@ def create_message(
     return MessageOut.of(created.message)
 
 
-@router.get("", summary="List messages, newest first", responses=problems.responses(401, 422, 503))
+@router.get(
+    "", summary="List messages, newest first", responses=problems.responses(401, 422, 429, 503)
+)
 def list_messages(
     session: SessionDep,
     tenant_id: TenantDep,
@@ -126,7 +128,9 @@ def list_messages(
 
 
 @router.get(
-    "/{message_id}", summary="Read one message", responses=problems.responses(401, 404, 422, 503)
+    "/{message_id}",
+    summary="Read one message",
+    responses=problems.responses(401, 404, 422, 429, 503),
 )
 def get_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) -> MessageOut:
     try:
@@ -140,7 +144,7 @@ def get_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) -> 
 @router.delete(
     "/{message_id}",
     summary="Cancel a scheduled message",
-    responses=problems.responses(401, 404, 409, 422, 503),
+    responses=problems.responses(401, 404, 409, 422, 429, 503),
 )
 def cancel_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) -> MessageOut:
     try:
