@@ -108,7 +108,11 @@ class AdmissionGate:
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((party, granted))
         try:
-            await asyncio.wait_for(asyncio.shield(granted), self.wait_seconds)
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a
+            # cancellation that arrives as the slot is granted, and the cancelled request
+            # would go on holding the slot.
+            async with asyncio.timeout(self.wait_seconds):
+                await asyncio.shield(granted)
         except TimeoutError:
             if granted.done():
                 return  # granted as the wait ran out: the slot is ours
