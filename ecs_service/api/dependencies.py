@@ -76,10 +76,9 @@ def services_of(request: Request) -> ApiServices:
 class UnitOfWork:
     """One admitted request's database work, run in one worker thread by ``run``."""
 
-    def __init__(self, services: ApiServices, principal: Principal, state: dict[str, Any]) -> None:
+    def __init__(self, services: ApiServices, principal: Principal) -> None:
         self.services = services
         self.principal = principal
-        self.state = state
         # No I/O: the session takes a connection when the route first uses it.
         self.session = services.sessions()
 
@@ -135,7 +134,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 async def admit(request: Request, principal: PrincipalDep) -> AsyncIterator[UnitOfWork]:
     """The request's unit of work (``AdmissionMiddleware`` holds its slot of the gate)."""
-    unit = UnitOfWork(services_of(request), principal, request.scope.setdefault("state", {}))
+    unit = UnitOfWork(services_of(request), principal)
     token = _current_unit.set(unit)
     try:
         yield unit
