@@ -1,4 +1,5 @@
-"""Herald's tables: tenants, their API keys, and messages (the outbox the relay drains)."""
+"""Herald's tables: tenants, their API keys, messages (the outbox the relay drains) and
+the messages' delivery feedback (recipients, events, each tenant's suppression list)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import (
+    CHAR,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Double,
@@ -33,6 +36,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 STATUSES = ", ".join(f"'{status.value}'" for status in MessageStatus)
+# A recipient's delivery state (issue 14), strongest first; see ecs_service.feedback_store.
+RECIPIENT_STATES = ("complained", "bounced", "rejected", "delivered", "delayed")
+SUPPRESSION_REASONS = ("bounce", "complaint")
 MESSAGES_DUE_CHANNEL = "herald_messages_due"
 
 
@@ -102,6 +108,12 @@ class Message(Base):
         ),
         # The relay's in-flight count: the few queued rows, by when (migration 0006).
         Index("ix_messages_in_flight", "queued_at", postgresql_where=text("status = 'queued'")),
+        # Delivery feedback without Herald's tags finds its message by SES's id (0007).
+        Index(
+            "ix_messages_provider_message_id",
+            "provider_message_id",
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
         # Listing: a tenant's messages, newest first, optionally by status (keyset pages).
         Index("ix_messages_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_messages_tenant_status_created", "tenant_id", "status", "created_at", "id"),
@@ -166,3 +178,73 @@ class ApiRateBucket(Base):
     tokens: Mapped[float] = mapped_column(Double)
     granted: Mapped[int]
     refilled_at: Mapped[datetime]
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+class MessageRecipient(Base):
+    """What SES last said of one recipient of a message (``ecs_service.feedback_store``).
+
+    A recipient with no feedback yet has no row. ``address`` is the suppression key
+    (``shared.contracts.suppression_key``); ``updated_at`` is the time of the event.
+    """
+
+    __tablename__ = "message_recipients"
+    __table_args__ = (CheckConstraint(_one_of("status", RECIPIENT_STATES), name="status"),)
+
+    message_id: Mapped[UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[UUID]
+    status: Mapped[str] = mapped_column(String(16))
+    bounce_type: Mapped[str | None] = mapped_column(Text)  # Permanent, Transient, Undetermined
+    bounce_subtype: Mapped[str | None] = mapped_column(Text)
+    diagnostic: Mapped[str | None] = mapped_column(Text)  # at most 1,000 characters
+    updated_at: Mapped[datetime]
+
+
+class MessageEvent(Base):
+    """One SES event of a message, as applied (``ecs_service.feedback_store``).
+
+    ``digest`` is the SHA-256 of the SES event's canonical JSON: an event delivered again
+    is recognised and applied once. ``detail`` holds the event's few per-type fields.
+    """
+
+    __tablename__ = "message_events"
+    __table_args__ = (Index("ix_message_events_message", "message_id", "occurred_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    message_id: Mapped[UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    tenant_id: Mapped[UUID]
+    event_type: Mapped[str] = mapped_column(Text)
+    recipient: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime]
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    digest: Mapped[str] = mapped_column(CHAR(64), unique=True)
+
+
+class Suppression(Base):
+    """An address a tenant may no longer send to: it bounced for good or complained.
+
+    Per tenant, because SES's own account-level list is shared by every tenant.
+    ``address`` is the suppression key (``shared.contracts.suppression_key``).
+    """
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        CheckConstraint(_one_of("reason", SUPPRESSION_REASONS), name="reason"),
+        # The list, newest first (keyset pages).
+        Index("ix_suppressions_tenant_created", "tenant_id", "created_at", "address"),
+    )
+
+    tenant_id: Mapped[UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[UUID | None]  # the message whose feedback added it; no FK: it may go
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

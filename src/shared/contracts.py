@@ -52,13 +52,21 @@ PayloadT = TypeVar("PayloadT")
 
 
 class MessageStatus(StrEnum):
-    """Where a message is in its life: scheduled -> queued -> sent | failed, or canceled."""
+    """Where a message is in its life: scheduled -> queued -> sent | failed, or canceled.
+
+    A sent message then follows SES's delivery feedback (issue 14): ``delivered`` when
+    every recipient was delivered, ``bounced`` when any bounced, ``complained`` when any
+    complained (the strongest wins), or ``failed`` when SES rejected it after accepting it.
+    """
 
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     SENT = "sent"
     FAILED = "failed"
     CANCELED = "canceled"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
 
 
 # Parsing an address costs ~30 µs; the same recipients come back request after request.
@@ -95,6 +103,19 @@ EmailAddress = Annotated[
     WithJsonSchema({"type": "string", "format": "email"}),
 ]
 """An email address SES can send to, normalized to ASCII (see ``_ascii_address``)."""
+
+
+def suppression_key(address: str) -> str:
+    """The form in which a tenant's suppression list (and delivery feedback) keys an address:
+    its ASCII form, as the api stores it, lower-cased.
+
+    Raises
+    ------
+    ValueError
+        ``address`` is not an email address SES can send to.
+    """
+    return _ascii_address(address).lower()
+
 
 # Unicode category Cc (C0, DEL, C1: NUL, tab, CR, LF, VT, FF, U+0085 …), the line and
 # paragraph separators, and lone surrogates (which cannot be encoded as UTF-8; pydantic

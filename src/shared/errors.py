@@ -48,10 +48,14 @@ class FailureCode(StrEnum):
     """SQS refused the task, through the sender's fault, even sent alone."""
     SEND_FAILED = "send_failed"
     """Any other permanent failure, and the reading of an unknown or missing code."""
+    SES_REJECTED = "ses_rejected"
+    """SES accepted the email, then rejected it (a Reject event: it found a virus)."""
+    RENDERING_FAILED = "rendering_failed"
+    """SES could not render the email (a Rendering Failure event)."""
 
 
-# The codes a task runner publishes in a result. The others are the relay's own: they
-# never travel on a queue, so a result naming one is read as SEND_FAILED.
+# The codes a task runner publishes in a result. The others are the relay's or the
+# feedback consumer's own: a result naming one is read as SEND_FAILED.
 RESULT_FAILURE_CODES: Final = frozenset(
     {
         FailureCode.REJECTED,
@@ -72,6 +76,8 @@ FAILURE_TEXTS: Final[Mapping[FailureCode, str]] = MappingProxyType(
         FailureCode.UNREADABLE_TIME: "The message's stored time is outside the supported range.",
         FailureCode.QUEUE_REFUSED: "Herald's task queue refused this email.",
         FailureCode.SEND_FAILED: "The email could not be sent.",
+        FailureCode.SES_REJECTED: "The email service accepted this email, then rejected it.",
+        FailureCode.RENDERING_FAILED: "The email service could not render this email.",
     }
 )
 
@@ -104,6 +110,15 @@ class PermanentError(HeraldError):
 
 class TransientError(HeraldError):
     """The request may succeed if retried later (throttling, outage, configuration)."""
+
+
+class ThrottledError(TransientError):
+    """The provider refused the request for its rate or quota (SES's sending quota).
+
+    Nothing is wrong with the request or the system: retry after a pause. The task
+    runner retries it with backoff and then re-queues the task with a delay, so ordinary
+    throttling never moves a task towards the dead-letter queue.
+    """
 
 
 class TaskBatchSendError(HeraldError):
