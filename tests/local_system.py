@@ -181,12 +181,17 @@ def postmaster_pid(system: RunningSystem) -> int | None:
 
 @contextmanager
 def running_local_system(
-    data_dir: Path, *extra_args: str, environment: Mapping[str, str] | None = None
+    data_dir: Path,
+    *extra_args: str,
+    environment: Mapping[str, str] | None = None,
+    ses_max_send_rate: float | None = None,
 ) -> Iterator[RunningSystem]:
     """``herald-local run`` on free ports in ``data_dir``, until the block ends.
 
     ``environment`` adds variables to the run's (the parts inherit them: the api's
-    ``API_RATE_LIMIT_PER_SECOND``, say).
+    ``API_RATE_LIMIT_PER_SECOND``, say). ``ses_max_send_rate`` is ``--ses-max-send-rate``:
+    the local SES refuses more recipients per second with SES's ``Throttling`` error, and
+    the worker's ``SES_MAX_SEND_RATE`` is that rate (None: no limit, and 1000).
 
     Yields once the banner is printed. On the way out, a system still running gets Ctrl-C
     (SIGINT), and if it has not stopped within a minute, its process groups and its
@@ -196,6 +201,8 @@ def running_local_system(
     command = [require_tool("herald-local"), "run", "--data-dir", str(data_dir)]
     command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
     command += extra_args
+    if ses_max_send_rate is not None:
+        command += ["--ses-max-send-rate", f"{ses_max_send_rate:g}"]
     # As from a terminal: the runner leads its own session and process group.
     process = subprocess.Popen(
         command,

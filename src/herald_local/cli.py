@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 DATA_DIR_VARIABLE = "HERALD_LOCAL_DATA_DIR"
 SES_THROTTLE_VARIABLE = "HERALD_LOCAL_SES_THROTTLE"
+SES_MAX_SEND_RATE_VARIABLE = "HERALD_LOCAL_SES_MAX_SEND_RATE"
 
 
 def project_dir() -> Path:
@@ -45,6 +46,26 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65_535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
     return port
+
+
+def _send_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate above 0 (recipients/second)")
+    return rate
+
+
+def _env_send_rate() -> float | None:
+    value = os.environ.get(SES_MAX_SEND_RATE_VARIABLE)
+    if not value:
+        return None
+    try:
+        return _send_rate(value)
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(f"herald-local: {SES_MAX_SEND_RATE_VARIABLE}: {error}") from None
 
 
 def _env_port(variable: str, default: int) -> int:
@@ -78,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         ses_throttle=ses_throttle,
         task_visibility_timeout=args.task_visibility_timeout,
+        ses_max_send_rate=args.ses_max_send_rate,
     )
     try:
         return run_local_system(options, Terminal())
@@ -204,6 +226,16 @@ def parser() -> argparse.ArgumentParser:
         help="the local SES answers 429 TooManyRequestsException to the next COUNT "
         f"SendEmail requests naming RECIPIENT (repeatable; also ${SES_THROTTLE_VARIABLE}, "
         "comma-separated)",
+    )
+    faults.add_argument(
+        "--ses-max-send-rate",
+        type=_send_rate,
+        default=_env_send_rate(),
+        metavar="N",
+        help="the local SES accepts at most N recipients per second, as SES's maximum send "
+        "rate, and refuses more with SES's Throttling error; the worker gets "
+        f"SES_MAX_SEND_RATE=N (default: no limit, SES_MAX_SEND_RATE=1000; also "
+        f"${SES_MAX_SEND_RATE_VARIABLE})",
     )
     faults.add_argument(
         "--task-visibility-timeout",

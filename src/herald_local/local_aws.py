@@ -1,7 +1,7 @@
 """The local AWS endpoint: a moto server in this process, on 127.0.0.1 only.
 
 It is moto's own server application (what ``moto_server`` and ``ThreadedMotoServer``
-run), with the local fault switch (``ses_faults``) in front and without a log line per
+run), with the local SES faults (``ses_faults``) in front and without a log line per
 request: the task runner and the worker long-poll it all the time.
 """
 
@@ -17,7 +17,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from herald_local.ses_faults import SesThrottle
+from herald_local.ses_faults import SendRateWindow, SesSendRateLimit, SesThrottle
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -42,11 +42,21 @@ class LocalAwsEndpoint:
         0 picks a free port.
     ses_throttle
         Recipient -> how many SendEmail requests naming it answer 429 (``ses_faults``).
+    ses_max_send_rate
+        Recipients per second the local SES accepts, refusing more with SES's
+        ``Throttling`` error (``ses_faults.SesSendRateLimit``); None: no limit.
     """
 
-    def __init__(self, port: int, *, ses_throttle: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        ses_throttle: Mapping[str, int] | None = None,
+        ses_max_send_rate: float | None = None,
+    ) -> None:
         self._port = port
         self._ses_throttle = dict(ses_throttle or {})
+        self._ses_max_send_rate = ses_max_send_rate
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -58,6 +68,10 @@ class LocalAwsEndpoint:
 
     def start(self) -> LocalAwsEndpoint:
         application = DomainDispatcherApplication(create_backend_app)
+        if self._ses_max_send_rate is not None:
+            window = SendRateWindow(self._ses_max_send_rate)
+            application = SesSendRateLimit(application, window)  # type: ignore[assignment]
+        # The per-recipient fault comes first: what it refuses never reaches SES's count.
         if self._ses_throttle:
             application = SesThrottle(application, self._ses_throttle)  # type: ignore[assignment]
         self._server = make_server(

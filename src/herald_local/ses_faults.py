@@ -1,4 +1,4 @@
-"""A local-only fault switch: the local SES answers "throttled" for chosen recipients.
+"""Local-only SES faults: throttling for chosen recipients, and SES's send-rate limit.
 
 ``--ses-throttle reader@example.org=5`` (or ``HERALD_LOCAL_SES_THROTTLE``) makes the
 next 5 SESv2 ``SendEmail`` requests with that recipient fail with HTTP 429
@@ -7,7 +7,13 @@ later requests go through. It exists to watch (and test) a transient failure: bo
 retries the request itself first (5 attempts in its default mode), then the task runner
 reports the record in ``batchItemFailures`` and SQS redelivers it.
 
-It lives in the local AWS endpoint (a WSGI middleware in front of moto), so the real
+``--ses-max-send-rate N`` (``SesSendRateLimit``) makes the local SES refuse what SES
+refuses over an account's maximum send rate: a ``SendEmail`` that would take the
+recipients accepted in the last second over N fails with HTTP 400, error code
+``Throttling`` and message "Maximum sending rate exceeded.", the error SES documents for
+its send rate (botocore counts it as a throttle and retries it itself first).
+
+Both live in the local AWS endpoint (WSGI middleware in front of moto), so the real
 handler, its client and botocore's retries all run as they would against SES.
 """
 
@@ -16,10 +22,13 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
+import uuid
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -28,6 +37,11 @@ THROTTLED_BODY = {
     "__type": "TooManyRequestsException",
     "message": "Maximum sending rate exceeded (herald-local --ses-throttle).",
 }
+# SES's documented answer over the account's maximum send rate ("Throttling", "Maximum
+# sending rate exceeded."), in the SES API v2 error format: the code in the
+# x-amzn-ErrorType header, the message in the JSON body, HTTP 400.
+RATE_THROTTLING_CODE = "Throttling"
+RATE_THROTTLING_MESSAGE = "Maximum sending rate exceeded."
 
 
 def parse_throttle_rules(specs: Iterable[str]) -> dict[str, int]:
@@ -58,11 +72,7 @@ class SesThrottle:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not self._remaining or environ.get("PATH_INFO") != SEND_EMAIL_PATH:
             return self._app(environ, start_response)
-        # Read the body to look at it, then hand moto an unread copy.
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
-        if self._take(_recipients(body)):
+        if self._take(recipients_of(read_body(environ))):
             payload = json.dumps(THROTTLED_BODY).encode()
             start_response(
                 "429 Too Many Requests",
@@ -75,7 +85,7 @@ class SesThrottle:
             return [payload]
         return self._app(environ, start_response)
 
-    def _take(self, recipients: set[str]) -> bool:
+    def _take(self, recipients: Iterable[str]) -> bool:
         with self._lock:
             for recipient in recipients:
                 if self._remaining.get(recipient, 0) > 0:
@@ -84,14 +94,109 @@ class SesThrottle:
         return False
 
 
-def _recipients(body: bytes) -> set[str]:
+class SendRateWindow:
+    """At most ``max_per_second`` recipients accepted in any second, as SES's send rate.
+
+    SES counts recipients, not requests, and does not document how it measures the
+    rate; this counts strictly: the recipients of the sends accepted in the last second
+    (or, under one per second, the last ``1/N`` seconds and one recipient), so pacing
+    that is right passes and a burst over the rate is refused. A send with more
+    recipients than the budget is accepted only when the window is empty (SES accepts up
+    to 50 recipients per email whatever the rate).
+    """
+
+    def __init__(
+        self, max_per_second: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_per_second <= 0:
+            raise ValueError("the maximum send rate must be above 0 recipients per second")
+        self.max_per_second = max_per_second
+        self._window_seconds = max(1.0, 1.0 / max_per_second)
+        self._budget = max_per_second * self._window_seconds
+        self._clock = clock
+        self._accepted: deque[tuple[float, int]] = deque()
+        self._in_window = 0
+        self._lock = threading.Lock()
+
+    def admit(self, recipients: int) -> bool:
+        """Count a send of ``recipients`` and say yes, or refuse it and count nothing."""
+        with self._lock:
+            now = self._clock()
+            while self._accepted and self._accepted[0][0] <= now - self._window_seconds:
+                self._in_window -= self._accepted.popleft()[1]
+            if self._in_window and self._in_window + recipients > self._budget:
+                return False
+            self._accepted.append((now, recipients))
+            self._in_window += recipients
+            return True
+
+    def give_back(self, recipients: int) -> None:
+        """Uncount the newest send of ``recipients``: SES refused it for another reason."""
+        with self._lock:
+            for index in range(len(self._accepted) - 1, -1, -1):
+                if self._accepted[index][1] == recipients:
+                    del self._accepted[index]
+                    self._in_window -= recipients
+                    return
+
+
+class SesSendRateLimit:
+    """WSGI middleware: SES's ``Throttling`` for a SendEmail over the maximum send rate."""
+
+    def __init__(self, app: WSGIApplication, window: SendRateWindow) -> None:
+        self._app = app
+        self.window = window
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != SEND_EMAIL_PATH or environ.get("REQUEST_METHOD") != "POST":
+            return self._app(environ, start_response)
+        count = len(recipients_of(read_body(environ))) or 1
+        if not self.window.admit(count):
+            return throttling_response(start_response)
+
+        def counted_only_if_sent(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            # A send moto refuses (unknown sender, bad request) is not a send SES counts.
+            if not status.startswith("2"):
+                self.window.give_back(count)
+            return start_response(status, headers, exc_info)
+
+        return self._app(environ, counted_only_if_sent)
+
+
+def throttling_response(start_response: StartResponse) -> list[bytes]:
+    """SES API v2's answer over the maximum send rate."""
+    payload = json.dumps({"message": RATE_THROTTLING_MESSAGE}).encode()
+    start_response(
+        "400 Bad Request",
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("x-amzn-ErrorType", RATE_THROTTLING_CODE),
+            ("x-amzn-RequestId", str(uuid.uuid4())),
+        ],
+    )
+    return [payload]
+
+
+def read_body(environ: WSGIEnvironment) -> bytes:
+    """The request's body, leaving an unread copy for the application behind."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body: bytes = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
+def recipients_of(body: bytes) -> list[str]:
+    """Every To, Cc and Bcc address of a SendEmail request body, lower-cased, in order."""
     try:
         request: dict[str, Any] = json.loads(body or b"{}")
     except ValueError:
-        return set()
+        return []
     destination = request.get("Destination") or {}
-    return {
+    return [
         str(address).lower()
         for field in ("ToAddresses", "CcAddresses", "BccAddresses")
         for address in destination.get(field) or []
-    }
+    ]

@@ -67,6 +67,9 @@ PART_STOP_SECONDS = 15
 # Settings of the parts (ecs_service.settings) that the local system sets itself; the
 # shell's values must not leak in (a DATABASE_URL of a real database, say).
 PART_SETTINGS_PREFIXES = ("DATABASE_",)
+# The worker's SES_MAX_SEND_RATE without --ses-max-send-rate: the local SES has no limit
+# then, and the worker must not wait on SES GetAccount, which moto does not answer alike.
+UNLIMITED_LOCAL_SEND_RATE = 1000.0
 
 
 class StopRequestedError(Exception):
@@ -105,6 +108,13 @@ class RunOptions:
     log_level: str | None = None
     ses_throttle: Mapping[str, int] = field(default_factory=dict)
     task_visibility_timeout: int | None = None
+    # Recipients per second the local SES accepts (SES's MaximumSendRate); None: no limit.
+    ses_max_send_rate: float | None = None
+
+    @property
+    def worker_send_rate(self) -> float:
+        """The worker's SES_MAX_SEND_RATE: the local SES's limit, or a rate never reached."""
+        return self.ses_max_send_rate or UNLIMITED_LOCAL_SEND_RATE
 
     @property
     def demo_key_file(self) -> Path:
@@ -175,7 +185,11 @@ def run_local_system(options: RunOptions, terminal: Terminal) -> int:
             if options.log_level:
                 overrides["LogLevel"] = options.log_level
             template = read_pipeline_template(options.project_dir / "template.yaml", overrides)
-            aws = LocalAwsEndpoint(options.ports["aws"], ses_throttle=options.ses_throttle)
+            aws = LocalAwsEndpoint(
+                options.ports["aws"],
+                ses_throttle=options.ses_throttle,
+                ses_max_send_rate=options.ses_max_send_rate,
+            )
             aws.start()
             cleanup.callback(aws.stop)
             environment = isolated_environment(os.environ, aws.url)
@@ -369,6 +383,7 @@ def _parts(
             "RESULT_QUEUE_URL": pipeline.result_queue_url,
             # Its results long poll bounds how fast it stops; 10 s feels hung after Ctrl-C.
             "RESULTS_WAIT_SECONDS": base.get("RESULTS_WAIT_SECONDS", "2"),
+            "SES_MAX_SEND_RATE": f"{options.worker_send_rate:g}",
         }
     )
     # The function's environment is exactly the template's, resolved locally.
@@ -459,6 +474,11 @@ def banner(
     if options.ses_throttle:
         rules = ", ".join(f"{who} x{count}" for who, count in options.ses_throttle.items())
         notes.append(f"  note: the local SES throttles SendEmail for {rules} (--ses-throttle)")
+    if options.ses_max_send_rate is not None:
+        notes.append(
+            f"  note: the local SES accepts at most {options.ses_max_send_rate:g} recipients/s "
+            "and answers more with Throttling (--ses-max-send-rate)"
+        )
     kept = "the same as last run" if key.reused else "new, kept for the next run"
     lines = [
         "",
