@@ -294,15 +294,15 @@ def _fill(row: MessageRecipient, outcome: RecipientOutcome, occurred_at: datetim
 
 def _suppress(session: Session, event: FeedbackEvent) -> tuple[str, ...]:
     """Put a permanently bounced or complaining address on the tenant's list (once)."""
-    reasons: dict[str, SuppressionReason] = {}
-    for outcome in event.outcomes:
+    reasons: dict[str, tuple[SuppressionReason, str | None]] = {}
+    for outcome in _strongest_per_address(event.outcomes):
+        detail = (outcome.diagnostic or event.suppression_detail or "")[:MAX_DIAGNOSTIC_LENGTH]
         if outcome.state is RecipientState.COMPLAINED:
-            reasons[outcome.address] = SuppressionReason.COMPLAINT
+            reasons[outcome.address] = (SuppressionReason.COMPLAINT, detail or None)
         elif outcome.state is RecipientState.BOUNCED and outcome.bounce_type == PERMANENT:
-            reasons.setdefault(outcome.address, SuppressionReason.BOUNCE)
+            reasons[outcome.address] = (SuppressionReason.BOUNCE, detail or None)
     if not reasons:
         return ()
-    detail = (event.suppression_detail or "")[:MAX_DIAGNOSTIC_LENGTH] or None
     added = session.scalars(
         insert(Suppression)
         .values(
@@ -314,7 +314,7 @@ def _suppress(session: Session, event: FeedbackEvent) -> tuple[str, ...]:
                     "message_id": event.message_id,
                     "detail": detail,
                 }
-                for address, reason in sorted(reasons.items())
+                for address, (reason, detail) in sorted(reasons.items())
             ]
         )
         .on_conflict_do_nothing(index_elements=[Suppression.tenant_id, Suppression.address])

@@ -18,7 +18,7 @@ import re
 from functools import cached_property
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, StringConstraints, model_validator
+from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -194,3 +194,10 @@ class WorkerSettings(BaseSettings):
     results_wait_seconds: int = Field(
         default=10, ge=0, le=20, validation_alias="RESULTS_WAIT_SECONDS"
     )
+    # SES's delivery events (issue 14); absent or empty: the feedback loop does not run.
+    feedback_queue_url: QueueUrl | None = Field(default=None, validation_alias="FEEDBACK_QUEUE_URL")
+
+    @field_validator("feedback_queue_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value

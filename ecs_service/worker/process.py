@@ -1,4 +1,5 @@
-"""The worker process: the relay loop and the results loop, and a clean stop on SIGTERM.
+"""The worker process: the relay loop, the results loop and (with FEEDBACK_QUEUE_URL) the
+feedback loop, and a clean stop on SIGTERM.
 
 Each loop runs in its own thread and checks the stop event between passes, so on
 SIGTERM the current batch finishes (it is one transaction) and the process exits. Both
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from ecs_service.db.engine import build_engine
 from ecs_service.db.models import MESSAGES_DUE_CHANNEL, Message
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
+from ecs_service.worker.feedback import FeedbackConsumer, SqsFeedbackReceiver
 from ecs_service.worker.relay import Relay
 from ecs_service.worker.results import ResultsConsumer
 from shared.adapters.sqs import SqsTaskProducer
@@ -206,11 +208,26 @@ def run_worker(
         threading.Thread(target=guarded, args=("relay", relay_pass), name="relay"),
         threading.Thread(target=guarded, args=("results", consumer.consume_once), name="results"),
     ]
+    if settings.feedback_queue_url:
+        feedback = FeedbackConsumer(
+            engine,
+            SqsFeedbackReceiver(
+                sqs, settings.feedback_queue_url, wait_seconds=settings.results_wait_seconds
+            ),
+            logger=logger,
+            metrics=published,
+        )
+        threads.append(
+            threading.Thread(
+                target=guarded, args=("feedback", feedback.consume_once), name="feedback"
+            )
+        )
     logger.info(
         "worker started",
         extra={
             "claim_size": settings.relay_claim_size,
             "max_in_flight": settings.relay_max_in_flight,
+            "feedback": bool(settings.feedback_queue_url),
         },
     )
     for thread in threads:

@@ -7,7 +7,13 @@ A result is a claim read from a queue, so it is checked, not trusted:
   canceled, sent, failed or unknown is rejected: logged (one line with the task id and
   why), counted in ``ResultsRejected``, deleted, and the row is left as it is. A
   repeat (a result for a message that has that status already: at-least-once delivery)
-  is a no-op too, counted in ``ResultsRepeated`` instead, which no alarm watches.
+  is a no-op too, counted in ``ResultsRepeated`` instead, which no alarm watches. A
+  ``sent`` result for a message that delivery feedback has moved on from ``sent``
+  (delivered, bounced, complained; or failed when SES rejected it after accepting it, the
+  same SES message id) is such a repeat.
+- SES's delivery events may arrive before the ``sent`` result (issue 14): when the
+  result moves a message to ``sent``, ``feedback_store.summarise`` applies the events
+  recorded so far, in the same transaction.
 - What a tenant reads as the error of a failed message is Herald's fixed text for the
   result's ``error_code`` (``shared.errors.failure_text``), never the result's free
   ``error`` text, which only reaches the worker's log.
@@ -43,6 +49,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from ecs_service import feedback_store
 from ecs_service.db.models import Message
 from shared.adapters.sqs import SqsResultReceiver
 from shared.contracts import MessageStatus
@@ -77,26 +84,64 @@ class ResultReceiver(Protocol):
     def delete(self, receipt_handles: Sequence[str]) -> int: ...
 
 
-def lock_messages(session: Session, task_ids: Sequence[UUID]) -> dict[UUID, str]:
-    """Lock the messages of ``task_ids`` (waiting for a relay's commit); return their status.
+# What delivery feedback makes of a sent message: a sent result for it is a repeat.
+AFTER_SENT = frozenset(
+    {
+        MessageStatus.SENT.value,
+        MessageStatus.DELIVERED.value,
+        MessageStatus.BOUNCED.value,
+        MessageStatus.COMPLAINED.value,
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Locked:
+    """A locked message's status and SES message id."""
+
+    status: str
+    provider_message_id: str | None
+
+
+def lock_messages(session: Session, task_ids: Sequence[UUID]) -> dict[UUID, _Locked]:
+    """Lock the messages of ``task_ids`` (waiting for a relay's commit); return their status
+    and SES message id.
 
     Locked in id order, so two consumers locking overlapping batches cannot deadlock. An
     unknown id is absent from the answer.
     """
     rows = session.execute(
-        select(Message.id, Message.status)
+        select(Message.id, Message.status, Message.provider_message_id)
         .where(Message.id.in_(sorted(set(task_ids))))
         .order_by(Message.id)
         .with_for_update()
     )
-    return {row.id: row.status for row in rows}
+    return {row.id: _Locked(row.status, row.provider_message_id) for row in rows}
+
+
+def _is_repeat(locked: _Locked | None, result: TaskResult) -> bool:
+    """Whether the message has what ``result`` says already (or moved on from it)."""
+    if locked is None:
+        return False
+    if locked.status == result.status.value:
+        return True
+    if result.status is not MessageStatus.SENT:
+        return False
+    # Delivery feedback moved the sent message on; SES's rejection after acceptance failed
+    # it, and the repeat names the same SES message.
+    return locked.status in AFTER_SENT or (
+        locked.status == MessageStatus.FAILED.value
+        and locked.provider_message_id is not None
+        and locked.provider_message_id == result.provider_message_id
+    )
 
 
 def apply_result(session: Session, result: TaskResult) -> bool:
     """Move the result's message from ``queued`` to its final status; False if not queued.
 
     The error stored is Herald's text for the result's code, and ``finished_at`` is kept
-    between the message's ``queued_at`` and now.
+    between the message's ``queued_at`` and now. A message that becomes ``sent`` is then
+    summarised from the delivery events that arrived before its result.
     """
     failed = result.status is MessageStatus.FAILED
     changed = session.execute(
@@ -112,7 +157,11 @@ def apply_result(session: Session, result: TaskResult) -> bool:
             updated_at=func.now(),
         )
     )
-    return bool(changed.rowcount)  # type: ignore[attr-defined]
+    if not changed.rowcount:  # type: ignore[attr-defined]
+        return False
+    if not failed:
+        feedback_store.summarise(session, result.task_id)
+    return True
 
 
 @dataclass
@@ -201,10 +250,11 @@ class ResultsConsumer:
     ) -> _Outcome:
         outcome = _Outcome()
         with Session(self._engine) as session, session.begin():
-            statuses = lock_messages(session, [result.task_id for _, result in results])
+            locked = lock_messages(session, [result.task_id for _, result in results])
             for handle, result in results:
-                status = statuses.get(result.task_id)
-                if status == result.status.value:
+                found = locked.get(result.task_id)
+                status = found.status if found else None
+                if _is_repeat(found, result):
                     outcome.repeated.append(result)
                     outcome.handled.append(handle)
                     continue
@@ -223,7 +273,9 @@ class ResultsConsumer:
                     outcome.refused.append((result, type(error.orig).__name__))
                     continue
                 if changed:
-                    statuses[result.task_id] = result.status.value
+                    locked[result.task_id] = _Locked(
+                        result.status.value, result.provider_message_id
+                    )
                     outcome.applied.append(result)
                 else:
                     outcome.rejected.append((result, "the message is no longer queued"))

@@ -1,0 +1,685 @@
+"""The feedback consumer: SES's delivery events from the feedback queue to the messages.
+
+SES publishes each event of a configuration set to EventBridge, whose rule puts it, in
+EventBridge's envelope, on the feedback queue. An event is a claim read from a queue, so
+it is checked, not trusted:
+
+- The body is parsed here, at the edge, into bounded models of the envelope and of SES's
+  documented event format. A body that is not one (a poison event) is deleted, logged
+  and counted in ``FeedbackEventsRejected``: it can never become valid, and it must not
+  hold up the events beside it. An event type Herald does not record (Open, Click,
+  Subscription) is deleted and counted in ``FeedbackEventsIgnored``.
+- The event finds its message by Herald's tags on the send (``herald-message-id`` and
+  ``herald-tenant-id``, which must name the message's own tenant) or, without the tags,
+  by SES's message id (``messages.provider_message_id``), the tenant tag still checked
+  when present. One tenant's event can never touch another tenant's message. An event
+  with no such message is deleted and counted in ``FeedbackEventsUnmatched``.
+- Applying is idempotent: ``feedback_store.record_event`` records an event once, by the
+  digest of SES's event (SES delivers at least once); a repeat is counted in
+  ``FeedbackEventsRepeated`` and changes nothing.
+- Events arrive in any order, even before the task runner's ``sent`` result: the
+  recipients' states only ever strengthen, and a message that is still ``queued`` keeps
+  its events until the results consumer summarises it.
+
+A batch is applied in one transaction; if the database refuses one of its events, it is
+applied again with a savepoint per event, so the refused one alone is left on the queue
+(the feedback DLQ takes it after five receives). Messages are deleted only after commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from uuid import UUID
+
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from sqlalchemy import or_, select
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.orm import Session
+
+from ecs_service import feedback_store
+from ecs_service.db.models import Message
+from ecs_service.feedback_store import (
+    MAX_DIAGNOSTIC_LENGTH,
+    FeedbackEvent,
+    RecipientOutcome,
+    RecipientState,
+)
+from shared.adapters.client_errors import to_herald_error
+from shared.contracts import (
+    MAX_ADDRESS_INPUT_LENGTH,
+    MAX_PROVIDER_MESSAGE_ID_LENGTH,
+    MAX_RECIPIENTS,
+    PROVIDER_MESSAGE_ID_PATTERN,
+    describe_validation_error,
+    suppression_key,
+)
+from shared.errors import HeraldError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from aws_lambda_powertools import Logger
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
+    from sqlalchemy.engine import Engine
+
+    from ecs_service.thread_safe_metrics import MetricRecorder
+
+MESSAGE_TAG = "herald-message-id"
+TENANT_TAG = "herald-tenant-id"
+
+FEEDBACK_EVENTS_APPLIED = "FeedbackEventsApplied"
+FEEDBACK_EVENTS_REPEATED = "FeedbackEventsRepeated"
+FEEDBACK_EVENTS_UNMATCHED = "FeedbackEventsUnmatched"
+FEEDBACK_EVENTS_REJECTED = "FeedbackEventsRejected"
+# Open, Click, Subscription: SES may publish them (a configuration set shared with another
+# use), Herald does not record them. Apart from Rejected, whose alarm they must not wake.
+FEEDBACK_EVENTS_IGNORED = "FeedbackEventsIgnored"
+# Recipients newly in that state (issue 14's dashboard metrics).
+NEWLY = {
+    RecipientState.DELIVERED: "EmailsDelivered",
+    RecipientState.BOUNCED: "EmailsBounced",
+    RecipientState.COMPLAINED: "EmailsComplained",
+}
+
+SQS_MAX_BATCH = 10
+RECORDED_TYPES = frozenset(
+    {"Send", "Delivery", "Bounce", "Complaint", "Reject", "DeliveryDelay", "Rendering Failure"}
+)
+MAX_TAGS = 60  # SES allows 50 message tags, and adds its own ses:* ones
+MAX_TAG_LENGTH = 256
+MAX_TEXT_LENGTH = 256
+
+
+def _truncated(value: str | None) -> str | None:
+    return value if value is None else value[:MAX_DIAGNOSTIC_LENGTH]
+
+
+# Bounded at SQS's 256 KiB body by the queue; each field bounded again here.
+Address = Annotated[str, Field(min_length=1, max_length=MAX_ADDRESS_INPUT_LENGTH)]
+ShortText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+Diagnostic = Annotated[str | None, Field(max_length=20_000), AfterValidator(_truncated)]
+Recipients = Annotated[list[Address], Field(min_length=1, max_length=MAX_RECIPIENTS)]
+TagValues = Annotated[list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]], Field(max_length=10)]
+TagName = Annotated[str, Field(max_length=MAX_TAG_LENGTH)]
+
+
+class _SesObject(BaseModel):
+    """SES's JSON: read the fields Herald uses, ignore the others (SES adds fields)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class SesMail(_SesObject):
+    """The ``mail`` object: which email the event is about."""
+
+    message_id: str = Field(
+        alias="messageId",
+        min_length=1,
+        max_length=MAX_PROVIDER_MESSAGE_ID_LENGTH,
+        pattern=PROVIDER_MESSAGE_ID_PATTERN,
+    )
+    timestamp: AwareDatetime
+    destination: list[Address] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    tags: dict[TagName, TagValues] = Field(default_factory=dict, max_length=MAX_TAGS)
+
+    def tag(self, name: str) -> str | None:
+        values = self.tags.get(name) or []
+        return values[0] if values else None
+
+
+class BouncedRecipient(_SesObject):
+    email_address: Address = Field(alias="emailAddress")
+    diagnostic_code: Diagnostic = Field(default=None, alias="diagnosticCode")
+
+
+class SesBounce(_SesObject):
+    bounce_type: Literal["Permanent", "Transient", "Undetermined"] = Field(alias="bounceType")
+    bounce_sub_type: ShortText = Field(alias="bounceSubType")
+    bounced_recipients: Annotated[
+        list[BouncedRecipient], Field(min_length=1, max_length=MAX_RECIPIENTS)
+    ] = Field(alias="bouncedRecipients")
+    timestamp: AwareDatetime
+
+
+class ComplainedRecipient(_SesObject):
+    email_address: Address = Field(alias="emailAddress")
+
+
+class SesComplaint(_SesObject):
+    complained_recipients: Annotated[
+        list[ComplainedRecipient], Field(min_length=1, max_length=MAX_RECIPIENTS)
+    ] = Field(alias="complainedRecipients")
+    complaint_feedback_type: ShortText | None = Field(default=None, alias="complaintFeedbackType")
+    complaint_sub_type: ShortText | None = Field(default=None, alias="complaintSubType")
+    timestamp: AwareDatetime
+
+
+class SesDelivery(_SesObject):
+    recipients: Recipients
+    smtp_response: Diagnostic = Field(default=None, alias="smtpResponse")
+    timestamp: AwareDatetime
+
+
+class DelayedRecipient(_SesObject):
+    email_address: Address = Field(alias="emailAddress")
+    diagnostic_code: Diagnostic = Field(default=None, alias="diagnosticCode")
+
+
+class SesDeliveryDelay(_SesObject):
+    delayed_recipients: Annotated[
+        list[DelayedRecipient], Field(min_length=1, max_length=MAX_RECIPIENTS)
+    ] = Field(alias="delayedRecipients")
+    delay_type: ShortText | None = Field(default=None, alias="delayType")
+    expiration_time: AwareDatetime | None = Field(default=None, alias="expirationTime")
+    timestamp: AwareDatetime
+
+
+class SesReject(_SesObject):
+    reason: Diagnostic = None
+
+
+class SesRenderingFailure(_SesObject):
+    error_message: Diagnostic = Field(default=None, alias="errorMessage")
+    template_name: ShortText | None = Field(default=None, alias="templateName")
+
+
+_OBJECT_OF = {
+    "Bounce": "bounce",
+    "Complaint": "complaint",
+    "Delivery": "delivery",
+    "DeliveryDelay": "delivery_delay",
+    "Reject": "reject",
+    "Rendering Failure": "failure",
+}
+
+
+class SesEvent(_SesObject):
+    """One SES event in the event-publishing format: its type, its mail, its own object."""
+
+    event_type: ShortText = Field(alias="eventType")
+    mail: SesMail
+    bounce: SesBounce | None = None
+    complaint: SesComplaint | None = None
+    delivery: SesDelivery | None = None
+    delivery_delay: SesDeliveryDelay | None = Field(default=None, alias="deliveryDelay")
+    reject: SesReject | None = None
+    failure: SesRenderingFailure | None = None
+
+    @model_validator(mode="after")
+    def _has_its_object(self) -> SesEvent:
+        name = _OBJECT_OF.get(self.event_type)
+        if name is not None and getattr(self, name) is None:
+            raise ValueError(f"a {self.event_type} event needs its {name} object")
+        return self
+
+
+class EventBridgeEnvelope(_SesObject):
+    """EventBridge's envelope around the SES event (the feedback queue's message body).
+
+    Only ``detail`` is read (never ``detail-type``); ``source`` must be SES.
+    """
+
+    source: Literal["aws.ses"]
+    time: AwareDatetime
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ParsedFeedback:
+    """A feedback message's SES event, and the digest that makes it one event."""
+
+    event: SesEvent
+    digest: str
+
+    @property
+    def recorded(self) -> bool:
+        """Whether Herald records this event type (Open and Click it does not)."""
+        return self.event.event_type in RECORDED_TYPES
+
+
+@dataclass(frozen=True)
+class ReceivedFeedback:
+    """One message of the feedback queue: its event, or why its body is not one."""
+
+    message_id: str
+    receipt_handle: str
+    parsed: ParsedFeedback | None
+    problem: str | None = None
+
+
+def parse_feedback(body: str) -> ParsedFeedback:
+    """Parse a feedback queue body (EventBridge's envelope around an SES event).
+
+    Raises
+    ------
+    ValueError
+        The body is not one; the message says why, in one line.
+    """
+    try:
+        envelope = EventBridgeEnvelope.model_validate_json(body)
+        event = SesEvent.model_validate(envelope.detail)
+        # Every address named must be one SES could have sent to.
+        for address in _addresses(event):
+            suppression_key(address)
+    except ValidationError as error:
+        raise ValueError(describe_validation_error(error)) from None
+    canonical = json.dumps(envelope.detail, sort_keys=True, separators=(",", ":"))
+    return ParsedFeedback(event, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def _addresses(event: SesEvent) -> list[str]:
+    addresses = list(event.mail.destination)
+    if event.bounce:
+        addresses += [r.email_address for r in event.bounce.bounced_recipients]
+    if event.complaint:
+        addresses += [r.email_address for r in event.complaint.complained_recipients]
+    if event.delivery:
+        addresses += event.delivery.recipients
+    if event.delivery_delay:
+        addresses += [r.email_address for r in event.delivery_delay.delayed_recipients]
+    return addresses
+
+
+def to_feedback_event(parsed: ParsedFeedback, message_id: UUID, tenant_id: UUID) -> FeedbackEvent:
+    """The event, as ``feedback_store`` records it for the message it matched."""
+    event = parsed.event
+    key = suppression_key
+    occurred_at: datetime = event.mail.timestamp
+    outcomes: list[RecipientOutcome] = []
+    detail: dict[str, Any] = {}
+    suppression_detail: str | None = None
+    if event.bounce is not None:
+        bounce = event.bounce
+        occurred_at = bounce.timestamp
+        outcomes = [
+            RecipientOutcome(
+                key(r.email_address),
+                RecipientState.BOUNCED,
+                bounce_type=bounce.bounce_type,
+                bounce_subtype=bounce.bounce_sub_type,
+                diagnostic=r.diagnostic_code,
+            )
+            for r in bounce.bounced_recipients
+        ]
+        detail = {
+            "bounceType": bounce.bounce_type,
+            "bounceSubType": bounce.bounce_sub_type,
+            "bouncedRecipients": [
+                _without_none(emailAddress=r.email_address, diagnosticCode=r.diagnostic_code)
+                for r in bounce.bounced_recipients
+            ],
+        }
+        suppression_detail = f"{bounce.bounce_type} bounce ({bounce.bounce_sub_type})"
+    elif event.complaint is not None:
+        complaint = event.complaint
+        occurred_at = complaint.timestamp
+        outcomes = [
+            RecipientOutcome(key(r.email_address), RecipientState.COMPLAINED)
+            for r in complaint.complained_recipients
+        ]
+        detail = _without_none(
+            complaintFeedbackType=complaint.complaint_feedback_type,
+            complaintSubType=complaint.complaint_sub_type,
+            complainedRecipients=[r.email_address for r in complaint.complained_recipients],
+        )
+        suppression_detail = f"complaint ({complaint.complaint_feedback_type or 'no type'})"
+    elif event.delivery is not None:
+        delivery = event.delivery
+        occurred_at = delivery.timestamp
+        outcomes = [
+            RecipientOutcome(
+                key(address), RecipientState.DELIVERED, diagnostic=delivery.smtp_response
+            )
+            for address in delivery.recipients
+        ]
+        detail = _without_none(recipients=delivery.recipients, smtpResponse=delivery.smtp_response)
+    elif event.delivery_delay is not None:
+        delay = event.delivery_delay
+        occurred_at = delay.timestamp
+        outcomes = [
+            RecipientOutcome(
+                key(r.email_address), RecipientState.DELAYED, diagnostic=r.diagnostic_code
+            )
+            for r in delay.delayed_recipients
+        ]
+        detail = _without_none(
+            delayType=delay.delay_type,
+            expirationTime=delay.expiration_time.isoformat() if delay.expiration_time else None,
+            delayedRecipients=[
+                _without_none(emailAddress=r.email_address, diagnosticCode=r.diagnostic_code)
+                for r in delay.delayed_recipients
+            ],
+        )
+    elif event.reject is not None:
+        # SES rejects the whole email: every recipient.
+        outcomes = [
+            RecipientOutcome(key(address), RecipientState.REJECTED)
+            for address in event.mail.destination
+        ]
+        detail = _without_none(reason=event.reject.reason)
+    elif event.failure is not None:
+        detail = _without_none(
+            errorMessage=event.failure.error_message, templateName=event.failure.template_name
+        )
+    return FeedbackEvent(
+        message_id=message_id,
+        tenant_id=tenant_id,
+        event_type=event.event_type,
+        occurred_at=occurred_at,
+        digest=parsed.digest,
+        detail=detail,
+        outcomes=tuple(outcomes),
+        suppression_detail=suppression_detail,
+    )
+
+
+def _without_none(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+class SqsFeedbackReceiver:
+    """Receives feedback messages, each parsed at the edge, and deletes handled ones.
+
+    Parameters
+    ----------
+    client
+        A ``boto3.client("sqs")``.
+    queue_url
+        The feedback queue's URL.
+    wait_seconds
+        How long one receive long-polls (0 to 20).
+    """
+
+    def __init__(self, client: SQSClient, queue_url: str, *, wait_seconds: int) -> None:
+        self._client = client
+        self._queue_url = queue_url
+        self._wait_seconds = wait_seconds
+
+    def receive(self) -> list[ReceivedFeedback]:
+        """Up to 10 messages, each parsed; raise a Herald error if SQS refuses."""
+        try:
+            messages = self._client.receive_message(
+                QueueUrl=self._queue_url,
+                MaxNumberOfMessages=SQS_MAX_BATCH,
+                WaitTimeSeconds=self._wait_seconds,
+            ).get("Messages", [])
+        except (ClientError, BotoCoreError) as error:
+            raise to_herald_error(error, "SQS ReceiveMessage (feedback)") from error
+        received: list[ReceivedFeedback] = []
+        for message in messages:
+            message_id, handle = message["MessageId"], message["ReceiptHandle"]
+            try:
+                parsed = parse_feedback(message.get("Body", ""))
+            except ValueError as error:
+                received.append(ReceivedFeedback(message_id, handle, None, str(error)))
+            else:
+                received.append(ReceivedFeedback(message_id, handle, parsed))
+        return received
+
+    def delete(self, receipt_handles: Sequence[str]) -> int:
+        """Delete the messages of ``receipt_handles``; return how many SQS did not delete.
+
+        Raises
+        ------
+        TransientError, PermanentError
+            SQS refused the call itself.
+        """
+        not_deleted = 0
+        for start in range(0, len(receipt_handles), SQS_MAX_BATCH):
+            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "ReceiptHandle": handle}
+                for i, handle in enumerate(receipt_handles[start : start + SQS_MAX_BATCH])
+            ]
+            try:
+                response = self._client.delete_message_batch(
+                    QueueUrl=self._queue_url, Entries=entries
+                )
+            except (ClientError, BotoCoreError) as error:
+                raise to_herald_error(error, "SQS DeleteMessageBatch (feedback)") from error
+            not_deleted += len(response.get("Failed", []))
+        return not_deleted
+
+
+class FeedbackReceiver(Protocol):
+    """Where feedback comes from, and how handled messages are forgotten."""
+
+    def receive(self) -> list[ReceivedFeedback]: ...
+
+    def delete(self, receipt_handles: Sequence[str]) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A message an event may change: its id and tenant."""
+
+    id: UUID
+    tenant_id: UUID
+    provider_message_id: str | None
+
+
+def _uuid(value: str | None) -> UUID | None:
+    if value is None:
+        return None
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+def lock_targets(session: Session, events: Sequence[SesEvent]) -> list[_Target]:
+    """Lock the messages the events may be about (by tag id or SES id), in id order."""
+    ids = sorted({i for e in events if (i := _uuid(e.mail.tag(MESSAGE_TAG))) is not None})
+    provider_ids = sorted({e.mail.message_id for e in events})
+    rows = session.execute(
+        select(Message.id, Message.tenant_id, Message.provider_message_id)
+        .where(or_(Message.id.in_(ids), Message.provider_message_id.in_(provider_ids)))
+        .order_by(Message.id)
+        .with_for_update()
+    )
+    return [_Target(row.id, row.tenant_id, row.provider_message_id) for row in rows]
+
+
+def match(event: SesEvent, targets: Sequence[_Target]) -> _Target | None:
+    """The message ``event`` is about, or None: by Herald's tags (the tenant tag must name
+    the message's tenant), else by SES's message id (a tenant tag, if any, still must)."""
+    tagged_id = _uuid(event.mail.tag(MESSAGE_TAG))
+    tagged_tenant = event.mail.tag(TENANT_TAG)
+    found: _Target | None = None
+    if tagged_id is not None:
+        found = next((t for t in targets if t.id == tagged_id), None)
+        if found is not None and tagged_tenant is None:
+            return None  # Herald tags every send with both: half a pair is not Herald's
+    if found is None:
+        found = next((t for t in targets if t.provider_message_id == event.mail.message_id), None)
+    if found is None:
+        return None
+    if tagged_tenant is not None and _uuid(tagged_tenant) != found.tenant_id:
+        return None
+    return found
+
+
+@dataclass
+class _Outcome:
+    """What became of one received batch's events."""
+
+    applied: list[tuple[ReceivedFeedback, FeedbackEvent]] = field(default_factory=list)
+    repeated: list[ReceivedFeedback] = field(default_factory=list)
+    unmatched: list[ReceivedFeedback] = field(default_factory=list)
+    refused: list[tuple[ReceivedFeedback, str]] = field(default_factory=list)
+    newly: Counter[RecipientState] = field(default_factory=Counter)
+    suppressed: list[tuple[UUID, str]] = field(default_factory=list)
+    handled: list[str] = field(default_factory=list)  # receipt handles to delete
+
+
+class FeedbackConsumer:
+    """Long-polls the feedback queue and applies SES's events to the messages.
+
+    Parameters
+    ----------
+    engine
+        The database.
+    receiver
+        The feedback queue (``SqsFeedbackReceiver``).
+    logger, metrics
+        The process's Powertools Logger and (thread-safe) metrics.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        receiver: FeedbackReceiver,
+        *,
+        logger: Logger,
+        metrics: MetricRecorder,
+    ) -> None:
+        self._engine = engine
+        self._receiver = receiver
+        self._logger = logger
+        self._metrics = metrics
+
+    def consume_once(self) -> int:
+        """Receive up to 10 events, apply them, delete the handled; return how many applied.
+
+        Raises
+        ------
+        HeraldError
+            SQS could not be read.
+        sqlalchemy.exc.SQLAlchemyError
+            The database failed as a whole: nothing is deleted, every event comes back.
+        """
+        received = self._receiver.receive()
+        handled: list[str] = []
+        rejected = ignored = 0
+        recorded: list[ReceivedFeedback] = []
+        for message in received:
+            if message.parsed is None:
+                # Never valid, whatever happens: logged, counted, and gone.
+                self._logger.error(
+                    "not an SES event; deleted",
+                    extra={"message_id": message.message_id, "error": message.problem},
+                )
+                rejected += 1
+                handled.append(message.receipt_handle)
+            elif not message.parsed.recorded:
+                ignored += 1
+                handled.append(message.receipt_handle)
+            else:
+                recorded.append(message)
+        self._count(FEEDBACK_EVENTS_REJECTED, rejected)
+        self._count(FEEDBACK_EVENTS_IGNORED, ignored)
+        outcome = self._apply(recorded) if recorded else _Outcome()
+        self._report(outcome)
+        # Only now that the transaction committed may SQS forget the events.
+        self._delete(handled + outcome.handled)
+        return len(outcome.applied)
+
+    def _apply(self, messages: Sequence[ReceivedFeedback]) -> _Outcome:
+        """Apply the batch in one transaction; if the database refuses an event, again with a
+        savepoint per event, so only the refused one is left out."""
+        try:
+            return self._apply_in_one_transaction(messages, isolate=False)
+        except (DataError, IntegrityError):
+            return self._apply_in_one_transaction(messages, isolate=True)
+
+    def _apply_in_one_transaction(
+        self, messages: Sequence[ReceivedFeedback], *, isolate: bool
+    ) -> _Outcome:
+        outcome = _Outcome()
+        with Session(self._engine) as session, session.begin():
+            events = [m.parsed.event for m in messages if m.parsed is not None]
+            targets = lock_targets(session, events)
+            touched: set[UUID] = set()
+            for message in messages:
+                assert message.parsed is not None  # only parsed, recorded events come here
+                target = match(message.parsed.event, targets)
+                if target is None:
+                    outcome.unmatched.append(message)
+                    outcome.handled.append(message.receipt_handle)
+                    continue
+                event = to_feedback_event(message.parsed, target.id, target.tenant_id)
+                try:
+                    with session.begin_nested() if isolate else nullcontext():
+                        recorded = feedback_store.record_event(session, event)
+                except (DataError, IntegrityError) as error:
+                    if not isolate:
+                        raise
+                    outcome.refused.append((message, type(error.orig).__name__))
+                    continue
+                outcome.handled.append(message.receipt_handle)
+                if not recorded.applied:
+                    outcome.repeated.append(message)
+                    continue
+                outcome.applied.append((message, event))
+                outcome.newly.update(recorded.newly)
+                outcome.suppressed += [(event.tenant_id, a) for a in recorded.suppressed]
+                touched.add(target.id)
+            for message_id in sorted(touched):
+                feedback_store.summarise(session, message_id)
+        return outcome
+
+    def _count(self, name: str, value: int) -> None:
+        if value:
+            self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+    def _report(self, outcome: _Outcome) -> None:
+        self._count(FEEDBACK_EVENTS_APPLIED, len(outcome.applied))
+        self._count(FEEDBACK_EVENTS_REPEATED, len(outcome.repeated))
+        self._count(FEEDBACK_EVENTS_UNMATCHED, len(outcome.unmatched))
+        for state, metric in NEWLY.items():
+            self._count(metric, outcome.newly.get(state, 0))
+        for message in outcome.unmatched:
+            assert message.parsed is not None
+            mail = message.parsed.event.mail
+            self._logger.warning(
+                "feedback unmatched: no such message for that tenant; deleted",
+                extra={
+                    "message_id": message.message_id,
+                    "event_type": message.parsed.event.event_type,
+                    "ses_message_id": mail.message_id,
+                    "herald_message_id": mail.tag(MESSAGE_TAG),
+                    "herald_tenant_id": mail.tag(TENANT_TAG),
+                },
+            )
+        suppressed = Counter(tenant_id for tenant_id, _ in outcome.suppressed)
+        for tenant_id, count in suppressed.items():
+            # Counted, not named: an address is the tenant's to see (GET /v1/suppressions).
+            self._logger.info(
+                "addresses suppressed for their tenant",
+                extra={"tenant_id": str(tenant_id), "addresses": count},
+            )
+        for message, why in outcome.refused:
+            self._logger.error(
+                "the database refused a feedback event; left for the feedback DLQ",
+                extra={"message_id": message.message_id, "error": why},
+            )
+
+    def _delete(self, receipt_handles: list[str]) -> None:
+        if not receipt_handles:
+            return
+        try:
+            not_deleted = self._receiver.delete(receipt_handles)
+        except HeraldError as error:
+            # Handled but not deleted: they come back and change nothing (digests).
+            self._logger.warning("could not delete handled feedback", extra={"error": str(error)})
+            return
+        if not_deleted:
+            self._logger.warning(
+                "some handled feedback was not deleted", extra={"failed": not_deleted}
+            )
