@@ -12,5 +12,7 @@ export default defineConfig({
     // Pure logic runs in Node; DOM tests opt in with `// @vitest-environment jsdom`.
     environment: "node",
     restoreMocks: true,
+    // The style sheet as text, for the contrast test of the status badges.
+    css: { include: [/styles\.css/] },
   },
 });

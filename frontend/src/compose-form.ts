@@ -127,6 +127,24 @@ export function messagesFromFieldErrors(errors: FieldError[], draft: MessageDraf
 }
 
 /**
+ * Marks the fields holding addresses the API refused as suppressed (a `recipient-suppressed`
+ * problem's `suppressed` member). Compared without case, as the suppression list is keyed.
+ */
+export function messagesForSuppressed(suppressed: string[], draft: MessageDraft): FieldMessages {
+  const listed = new Set(suppressed.map((address) => address.toLowerCase()));
+  const messages: FieldMessages = {};
+  for (const field of ["to", "cc", "bcc"] as const) {
+    const found = draft[field].filter((address) => listed.has(address.toLowerCase()));
+    if (found.length > 0) {
+      messages[field] =
+        `${found.join(", ")}: on your suppression list ` +
+        "(an earlier email bounced or was marked as spam).";
+    }
+  }
+  return messages;
+}
+
+/**
  * The API's field errors that no field of the form can show (`body` as a whole, or a field
  * the form does not have, such as `reply_to`), as sentences for the form's summary.
  */

@@ -86,6 +86,53 @@ describe("HeraldApi", () => {
     expect(canceled.status).toBe("canceled");
   });
 
+  it("reads a message from an API without delivery reports as one with none yet", async () => {
+    // Given an answer without recipients and events (an API from before them)
+    const { recipients: _r, events: _e, ...older } = aMessage({ status: "sent" });
+    const { api } = apiAnswering(jsonResponse(older));
+    // When
+    const message = await api.getMessage("0b7c");
+    // Then
+    expect(message.recipients).toEqual([]);
+    expect(message.events).toEqual([]);
+  });
+
+  it("pages through the suppression list with the cursor", async () => {
+    const { api, fetch } = apiAnswering(jsonResponse({ items: [], next_cursor: null }));
+
+    await api.listSuppressions({ limit: 50, cursor: "c+/=" });
+
+    expect(requestOf(fetch).url).toBe(`${API}/v1/suppressions?limit=50&cursor=c%2B%2F%3D`);
+  });
+
+  it("removes a suppressed address, encoded in the path", async () => {
+    const { api, fetch } = apiAnswering(new Response(null, { status: 204 }));
+
+    await api.removeSuppression("ann+news@example.org");
+
+    const { url, init } = requestOf(fetch);
+    expect([url, init.method]).toEqual([
+      `${API}/v1/suppressions/ann%2Bnews%40example.org`,
+      "DELETE",
+    ]);
+  });
+
+  it("keeps the suppressed addresses of a recipient-suppressed problem", async () => {
+    const { api } = apiAnswering(
+      problemResponse({
+        type: "urn:herald:problem:recipient-suppressed",
+        title: "Recipient Suppressed",
+        status: 422,
+        detail: "bob@example.org is on this tenant's suppression list",
+        suppressed: ["bob@example.org", 7],
+      }),
+    );
+
+    const error = await api.createMessage(draft, "key-1").catch((caught: unknown) => caught);
+
+    expect(error).toMatchObject({ kind: "recipient-suppressed", suppressed: ["bob@example.org"] });
+  });
+
   it("turns a problem+json answer into an ApiProblem with its field errors", async () => {
     // Given
     const { api } = apiAnswering(

@@ -1,5 +1,6 @@
 // @vitest-environment jsdom
 import { fireEvent, screen, waitFor, within } from "@testing-library/dom";
+import axe from "axe-core";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
 import { type RunningApp, startApp } from "../src/app";
@@ -16,7 +17,12 @@ afterEach(() => {
 });
 
 /** Starts the app at `path`, connected with `apiKey` unless it is null. */
-function start(herald: FakeHerald, path: string, apiKey: string | null = herald.apiKey) {
+function start(
+  herald: FakeHerald,
+  path: string,
+  apiKey: string | null = herald.apiKey,
+  now: () => Date = () => new Date("2026-11-30T08:00:00Z"),
+) {
   history.replaceState(null, "", path);
   sessionStorage.clear();
   if (apiKey) sessionStorage.setItem("herald.apiKey", apiKey);
@@ -30,7 +36,7 @@ function start(herald: FakeHerald, path: string, apiKey: string | null = herald.
     keys: new ApiKeyStore(sessionStorage),
     fetch: herald.fetch,
     timeZone: "Europe/Paris",
-    now: () => new Date("2026-11-30T08:00:00Z"),
+    now,
     confirm,
     newIdempotencyKey: () => `key-${++keys}`,
   });
@@ -286,6 +292,244 @@ describe("messages", () => {
     expect(screen.queryByRole("button", { name: "Cancel this email" })).toBeNull();
     expect(confirm).toHaveBeenCalledWith("Cancel “Hello”? It will not be sent.");
     expect(herald.requests.at(-1)?.method).toBe("DELETE");
+  });
+});
+
+describe("delivery reports", () => {
+  const BOUNCE = "bounce@simulator.amazonses.com";
+  const DIAGNOSTIC = "smtp; 550 5.1.1 user unknown";
+
+  function recipientsTable(): HTMLElement {
+    return screen.getByRole("table", { name: "Recipients" });
+  }
+
+  it("shows a bounced recipient's bounce type and diagnostic in the recipients table", async () => {
+    // Given a message to two addresses, one of which bounced
+    const herald = new FakeHerald();
+    herald.messages = [
+      aMessage({
+        id: "m1",
+        status: "bounced",
+        to: ["ann@example.org", BOUNCE],
+        finished_at: "2026-11-30T08:00:01Z",
+        recipients: [
+          {
+            address: BOUNCE,
+            status: "bounced",
+            bounce_type: "Permanent",
+            bounce_subtype: "General",
+            diagnostic: DIAGNOSTIC,
+            updated_at: "2026-11-30T08:00:03Z",
+          },
+        ],
+      }),
+    ];
+    // When its page is opened
+    start(herald, "/messages/m1");
+    // Then the bounced row reads its state in words, its bounce and its diagnostic
+    const row = within(await screen.findByRole("table", { name: "Recipients" })).getByRole("row", {
+      name: new RegExp(BOUNCE),
+    });
+    const when = formatDateTime("2026-11-30T08:00:03Z", "Europe/Paris", { seconds: true });
+    expect([...row.children].map((cell) => cell.textContent)).toEqual([
+      BOUNCE,
+      "Bounced",
+      "Permanent · General",
+      DIAGNOSTIC,
+      when,
+    ]);
+    // And the recipient SES has not reported on yet has a row saying so
+    const waiting = within(recipientsTable()).getByRole("row", { name: /ann@example\.org/ });
+    expect(waiting.textContent).toContain("No report yet");
+    expect(document.getElementById("message-status")?.textContent).toBe("Bounced");
+  });
+
+  it("has nothing axe-core finds wrong (its rules that need no layout)", async () => {
+    // Given a bounced message's page, with its tables
+    const herald = new FakeHerald();
+    herald.messages = [
+      aMessage({
+        id: "m1",
+        status: "bounced",
+        to: [BOUNCE],
+        finished_at: "2026-11-30T08:00:01Z",
+        recipients: [
+          {
+            address: BOUNCE,
+            status: "bounced",
+            bounce_type: "Permanent",
+            bounce_subtype: "General",
+            diagnostic: DIAGNOSTIC,
+            updated_at: "2026-11-30T08:00:03Z",
+          },
+        ],
+        events: [
+          { type: "Send", recipient: null, occurred_at: "2026-11-30T08:00:01Z", detail: {} },
+        ],
+      }),
+    ];
+    start(herald, "/messages/m1");
+    await screen.findByRole("table", { name: "Events" });
+    // When
+    const results = await axe.run(document.body, {
+      resultTypes: ["violations"],
+      // jsdom lays nothing out: the browser test checks contrast, on the real page.
+      rules: { "color-contrast": { enabled: false } },
+    });
+    // Then
+    expect(results.violations.map((violation) => violation.id)).toEqual([]);
+  });
+
+  it("lists SES's events, oldest first, in words", async () => {
+    const herald = new FakeHerald();
+    herald.messages = [
+      aMessage({
+        id: "m1",
+        status: "bounced",
+        to: [BOUNCE],
+        finished_at: "2026-11-30T08:00:01Z",
+        events: [
+          { type: "Send", recipient: null, occurred_at: "2026-11-30T08:00:01Z", detail: {} },
+          {
+            type: "Bounce",
+            recipient: BOUNCE,
+            occurred_at: "2026-11-30T08:00:03Z",
+            detail: { bounceType: "Permanent", diagnosticCode: DIAGNOSTIC },
+          },
+        ],
+      }),
+    ];
+    start(herald, "/messages/m1");
+
+    const table = await screen.findByRole("table", { name: "Events" });
+
+    const rows = within(table).getAllByRole("row").slice(1);
+    expect(rows.map((row) => [...row.children].slice(1).map((cell) => cell.textContent))).toEqual([
+      ["Accepted by SES", "", ""],
+      ["Bounced", BOUNCE, `bounce type: Permanent; diagnostic code: ${DIAGNOSTIC}`],
+    ]);
+  });
+
+  it("keeps polling a sent message until SES's bounce arrives, and announces it", async () => {
+    // Given a message just sent, with no report yet
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const herald = new FakeHerald();
+    herald.messages = [
+      aMessage({ id: "m1", status: "sent", to: [BOUNCE], finished_at: "2026-11-30T08:00:00Z" }),
+    ];
+    start(herald, "/messages/m1");
+    await vi.advanceTimersByTimeAsync(0);
+    expect(document.getElementById("message-status")?.textContent).toBe("Sent");
+    // When SES reports the bounce and the next poll comes
+    herald.update("m1", {
+      status: "bounced",
+      recipients: [
+        {
+          address: BOUNCE,
+          status: "bounced",
+          bounce_type: "Permanent",
+          bounce_subtype: "General",
+          diagnostic: DIAGNOSTIC,
+          updated_at: "2026-11-30T08:00:02Z",
+        },
+      ],
+    });
+    await vi.advanceTimersByTimeAsync(2_000);
+    // Then
+    expect(document.getElementById("message-status")?.textContent).toBe("Bounced");
+    expect(within(recipientsTable()).getByText(DIAGNOSTIC)).toBeTruthy();
+    expect(document.querySelector("[aria-live]")?.textContent).toBe("Status: bounced.");
+  });
+
+  it("stops polling once SES's window after the send is over, and says a reload looks again", async () => {
+    // Given a message sent 14 minutes ago that SES has not reported on
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    let now = new Date("2026-11-30T08:14:00Z");
+    const herald = new FakeHerald();
+    herald.messages = [aMessage({ id: "m1", status: "sent", finished_at: "2026-11-30T08:00:00Z" })];
+    start(herald, "/messages/m1", herald.apiKey, () => now);
+    await vi.advanceTimersByTimeAsync(0);
+    // When the page has looked for more than the last minute of the window
+    for (let second = 0; second < 120; second += 2) {
+      now = new Date(now.getTime() + 2_000);
+      await vi.advanceTimersByTimeAsync(2_000);
+    }
+    const polls = herald.requests.length;
+    await vi.advanceTimersByTimeAsync(600_000);
+    // Then it asks no more, and says so
+    expect(herald.requests.length).toBe(polls);
+    expect(
+      screen.getByText(/This page has stopped checking: reload it to look again\./),
+    ).toBeTruthy();
+  });
+
+  it("does not poll a message that can no longer change", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const herald = new FakeHerald();
+    herald.messages = [
+      aMessage({ id: "m1", status: "complained", finished_at: "2026-11-30T08:00:00Z" }),
+    ];
+    start(herald, "/messages/m1");
+    await vi.advanceTimersByTimeAsync(0);
+
+    await vi.advanceTimersByTimeAsync(60_000);
+
+    expect(herald.requests).toHaveLength(1);
+  });
+
+  it("offers every status in the list's filter, and asks the API for the chosen one", async () => {
+    // Given
+    const herald = new FakeHerald();
+    start(herald, "/");
+    await screen.findByText("No messages yet. Compose one to get started.");
+    const filter = screen.getByLabelText("Status");
+    // Then
+    expect([...filter.querySelectorAll("option")].map((option) => option.textContent)).toEqual([
+      "All",
+      "Scheduled",
+      "Queued",
+      "Sent",
+      "Delivered",
+      "Bounced",
+      "Complained",
+      "Failed",
+      "Canceled",
+    ]);
+    // When
+    fireEvent.change(filter, { target: { value: "bounced" } });
+    // Then
+    expect(await screen.findByText("No bounced messages.")).toBeTruthy();
+    expect(herald.requests.at(-1)?.url.search).toBe("?status=bounced&limit=20");
+    expect(location.search).toBe("?status=bounced");
+  });
+
+  it("names a suppressed address next to the field that holds it", async () => {
+    // Given an API that refuses the email because one Cc address is suppressed
+    const herald = new FakeHerald();
+    herald.nextProblem = {
+      type: "urn:herald:problem:recipient-suppressed",
+      title: "Recipient Suppressed",
+      status: 422,
+      detail: "bob@example.org is on this tenant's suppression list",
+      suppressed: ["bob@example.org"],
+    };
+    start(herald, "/compose");
+    type("To", "ann@example.org");
+    type("Cc", "Bob@example.org");
+    type("Subject", "Hello");
+    type("Text", "Hi");
+    // When
+    send();
+    // Then
+    const cc = screen.getByLabelText("Cc");
+    await waitFor(() => expect(cc.getAttribute("aria-invalid")).toBe("true"));
+    expect(document.getElementById("cc-error")?.textContent).toBe(
+      "Bob@example.org: on your suppression list (an earlier email bounced or was marked as spam).",
+    );
+    expect(screen.getByLabelText("To").getAttribute("aria-invalid")).not.toBe("true");
+    expect(screen.getByRole("alert").textContent).toContain(
+      "Herald did not schedule this email: bob@example.org is on your suppression list",
+    );
   });
 });
 

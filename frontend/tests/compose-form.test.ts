@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import {
   type ComposeInput,
+  messagesForSuppressed,
   messagesFromFieldErrors,
   parseAddresses,
   unplacedFieldErrors,
@@ -131,6 +132,24 @@ describe("messagesFromFieldErrors", () => {
     );
 
     expect(messages).toEqual({});
+  });
+});
+
+describe("messagesForSuppressed", () => {
+  it("marks each field holding a suppressed address, whatever its case", () => {
+    const draft = {
+      to: ["ann@example.org", "Bob@Example.org"],
+      cc: [],
+      bcc: ["cy@example.org"],
+      subject: "Hi",
+      text: "x",
+      html: null,
+    };
+
+    const messages = messagesForSuppressed(["bob@example.org", "cy@example.org"], draft);
+
+    const why = "on your suppression list (an earlier email bounced or was marked as spam).";
+    expect(messages).toEqual({ to: `Bob@Example.org: ${why}`, bcc: `cy@example.org: ${why}` });
   });
 });
 

@@ -65,10 +65,10 @@ export class FakeHerald {
       const limit = Number(url.searchParams.get("limit") ?? 20);
       const start = Number(url.searchParams.get("cursor") ?? 0);
       const matching = this.messages.filter((candidate) => !status || candidate.status === status);
-      // List items leave the bodies out (MessageSummary), as the API's do.
+      // List items leave the bodies and reports out (MessageSummary), as the API's do.
       const items = matching
         .slice(start, start + limit)
-        .map(({ text: _text, html: _html, ...summary }) => summary);
+        .map(({ text: _t, html: _h, recipients: _r, events: _e, ...summary }) => summary);
       const more = start + limit < matching.length;
       return jsonResponse({ items, next_cursor: more ? String(start + limit) : null });
     }

@@ -23,6 +23,8 @@ export function aMessage(overrides: Partial<Message> = {}): Message {
     finished_at: null,
     provider_message_id: null,
     error: null,
+    recipients: [],
+    events: [],
     ...overrides,
   };
 }

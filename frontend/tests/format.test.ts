@@ -1,7 +1,14 @@
 import { describe, expect, it } from "vitest";
 
 import { ApiProblem, NetworkError } from "../src/api/errors";
-import { describeFailure, duration, recipientsSummary } from "../src/views/format";
+import {
+  describeFailure,
+  duration,
+  eventDetail,
+  eventLabel,
+  recipientsSummary,
+  statusMoment,
+} from "../src/views/format";
 import { aMessage, API } from "./fixtures";
 
 describe("recipientsSummary", () => {
@@ -93,6 +100,23 @@ describe("describeFailure", () => {
     expect(describeFailure(other, API)).toBe("Method not allowed.");
   });
 
+  it.each([
+    [["bob@example.org"], "bob@example.org is on your suppression list", "Remove it from"],
+    [["a@example.org", "b@example.org"], "a@example.org, b@example.org are on", "Remove them"],
+  ])("names the suppressed addresses %j and what to do", (suppressed, names, remedy) => {
+    const refused = problem({
+      status: 422,
+      type: "urn:herald:problem:recipient-suppressed",
+      detail: "on the suppression list",
+      suppressed,
+    });
+
+    const text = describeFailure(refused, API);
+
+    expect(text).toContain(`Herald did not schedule this email: ${names}`);
+    expect(text).toContain(remedy);
+  });
+
   it("hints at a retry when the API could not be reached", () => {
     expect(describeFailure(new NetworkError(`${API}/v1/messages`), API)).toBe(
       `Could not reach the API at ${API}. Check your connection ` +
@@ -110,5 +134,44 @@ describe("duration", () => {
     [19_000, "5 hours 17 minutes"],
   ])("reads %d seconds as %s", (seconds, text) => {
     expect(duration(seconds)).toBe(text);
+  });
+});
+
+describe("eventLabel", () => {
+  it.each([
+    ["Send", "Accepted by SES"],
+    ["DeliveryDelay", "Delivery delayed"],
+    ["Rendering Failure", "Rendering failed"],
+    ["Subscription", "Subscription"],
+  ])("reads SES's %s as %s", (type, label) => {
+    expect(eventLabel(type)).toBe(label);
+  });
+});
+
+describe("eventDetail", () => {
+  it("reads an event's fields in one line, leaving nested objects out", () => {
+    const detail = {
+      bounceType: "Permanent",
+      bounce_sub_type: "General",
+      recipients: ["a@example.org", "b@example.org"],
+      mail: { messageId: "x" },
+      reportingMTA: null,
+    };
+
+    expect(eventDetail(detail)).toBe(
+      "bounce type: Permanent; bounce sub type: General; recipients: a@example.org, b@example.org",
+    );
+  });
+});
+
+describe("statusMoment", () => {
+  it("dates a delivery report by the message's last change", () => {
+    const message = aMessage({
+      status: "delivered",
+      finished_at: "2026-12-01T08:00:00Z",
+      updated_at: "2026-12-01T08:00:05Z",
+    });
+
+    expect(statusMoment(message, "UTC")).toMatch(/^Delivered .*8:00/);
   });
 });

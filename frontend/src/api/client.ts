@@ -1,10 +1,17 @@
 /** A typed client of Herald's /v1 API: one method per route, errors as ApiProblem or NetworkError. */
 
 import { ApiProblem, NetworkError, problemFrom } from "./errors";
-import type { Message, MessageDraft, MessagePage, MessageStatus } from "./types";
+import type { Message, MessageDraft, MessagePage, MessageStatus, SuppressionPage } from "./types";
 
 export interface ListQuery {
   status?: MessageStatus | null;
+  /** 1 to 100; the API's default is 20. */
+  limit?: number;
+  /** The previous page's `next_cursor`. */
+  cursor?: string | null;
+}
+
+export interface PageQuery {
   /** 1 to 100; the API's default is 20. */
   limit?: number;
   /** The previous page's `next_cursor`. */
@@ -44,7 +51,7 @@ export class HeraldApi {
       headers: { "Content-Type": "application/json", "Idempotency-Key": idempotencyKey },
     });
     // 201 is a new message, 200 a replay (the Idempotent-Replayed header is not CORS-exposed).
-    return { message: await json<Message>(response), replayed: response.status === 200 };
+    return { message: await message(response), replayed: response.status === 200 };
   }
 
   /** One page of messages, newest first. */
@@ -59,13 +66,30 @@ export class HeraldApi {
     );
   }
 
+  /** A message with its bodies, what SES reported per recipient, and its events. */
   async getMessage(id: string): Promise<Message> {
-    return json<Message>(await this.request("GET", `/v1/messages/${encodeURIComponent(id)}`));
+    return message(await this.request("GET", `/v1/messages/${encodeURIComponent(id)}`));
   }
 
   /** Cancels a message that is still `scheduled`; a 409 problem otherwise. */
   async cancelMessage(id: string): Promise<Message> {
-    return json<Message>(await this.request("DELETE", `/v1/messages/${encodeURIComponent(id)}`));
+    return message(await this.request("DELETE", `/v1/messages/${encodeURIComponent(id)}`));
+  }
+
+  /** One page of the addresses this tenant's emails no longer go to. */
+  async listSuppressions(query: PageQuery = {}): Promise<SuppressionPage> {
+    const params = new URLSearchParams();
+    if (query.limit !== undefined) params.set("limit", String(query.limit));
+    if (query.cursor) params.set("cursor", query.cursor);
+    const search = params.toString();
+    return json<SuppressionPage>(
+      await this.request("GET", `/v1/suppressions${search ? `?${search}` : ""}`),
+    );
+  }
+
+  /** Lets emails go to `address` again; a 404 problem when it was not on the list. */
+  async removeSuppression(address: string): Promise<void> {
+    await this.request("DELETE", `/v1/suppressions/${encodeURIComponent(address)}`);
   }
 
   private async request(
@@ -91,6 +115,15 @@ export class HeraldApi {
     if (!response.ok) throw problemFrom(response, await response.json().catch(() => null));
     return response;
   }
+}
+
+/**
+ * A message as the API answers it. `recipients` and `events` came with delivery reports:
+ * an API from before them leaves them out, which reads as "no report yet".
+ */
+async function message(response: Response): Promise<Message> {
+  const body = await json<Partial<Message> & Omit<Message, "recipients" | "events">>(response);
+  return { ...body, recipients: body.recipients ?? [], events: body.events ?? [] };
 }
 
 /**

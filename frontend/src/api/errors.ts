@@ -18,6 +18,8 @@ export class ApiProblem extends Error {
    * the answer had none (or the API does not expose the header to this origin).
    */
   readonly retryAfterSeconds: number | null;
+  /** The addresses on the suppression list, for `recipient-suppressed` problems; empty otherwise. */
+  readonly suppressed: string[];
 
   constructor(fields: {
     status: number;
@@ -27,6 +29,7 @@ export class ApiProblem extends Error {
     errors?: FieldError[];
     requestId?: string | null;
     retryAfterSeconds?: number | null;
+    suppressed?: string[];
   }) {
     super(fields.detail);
     this.name = "ApiProblem";
@@ -37,6 +40,7 @@ export class ApiProblem extends Error {
     this.errors = fields.errors ?? [];
     this.requestId = fields.requestId ?? null;
     this.retryAfterSeconds = fields.retryAfterSeconds ?? null;
+    this.suppressed = fields.suppressed ?? [];
   }
 
   /** The kind after `urn:herald:problem:`, e.g. `validation-error`. */
@@ -68,6 +72,12 @@ function fieldErrors(value: unknown): FieldError[] {
   );
 }
 
+function strings(value: unknown): string[] {
+  return Array.isArray(value)
+    ? value.filter((item): item is string => typeof item === "string")
+    : [];
+}
+
 /** `Retry-After` as seconds from `now`: either delay-seconds or an HTTP date (RFC 9110). */
 export function retryAfterSeconds(value: string | null, now: Date = new Date()): number | null {
   if (value === null) return null;
@@ -93,6 +103,7 @@ export function problemFrom(response: Response, body: unknown): ApiProblem {
       errors: fieldErrors(body["errors"]),
       requestId: typeof body["request_id"] === "string" ? body["request_id"] : requestId,
       retryAfterSeconds: retryAfter,
+      suppressed: strings(body["suppressed"]),
     });
   }
   const status = `${response.status} ${response.statusText}`.trim();

@@ -1,8 +1,21 @@
 /** The API's bodies, as ecs_service/api/schemas.py and problems.py define them. */
 
-export const MESSAGE_STATUSES = ["scheduled", "queued", "sent", "failed", "canceled"] as const;
+export const MESSAGE_STATUSES = [
+  "scheduled",
+  "queued",
+  "sent",
+  "delivered",
+  "bounced",
+  "complained",
+  "failed",
+  "canceled",
+] as const;
 
-/** scheduled -> queued -> sent | failed, or scheduled -> canceled. */
+/**
+ * scheduled -> queued -> sent | failed, or scheduled -> canceled. Once sent, SES's reports
+ * summarise it: `complained` if any recipient complained, else `bounced` if any bounced,
+ * else `delivered` once every recipient was delivered, else still `sent`.
+ */
 export type MessageStatus = (typeof MESSAGE_STATUSES)[number];
 
 export function isMessageStatus(value: string): value is MessageStatus {
@@ -11,7 +24,49 @@ export function isMessageStatus(value: string): value is MessageStatus {
 
 /** A status that will not change any more: polling for it is pointless. */
 export function isFinal(status: MessageStatus): boolean {
-  return status === "sent" || status === "failed" || status === "canceled";
+  return status === "complained" || status === "failed" || status === "canceled";
+}
+
+/**
+ * A status SES may still change with a later report: `sent` (no report yet), `delivered`
+ * (a complaint can follow a delivery) and `bounced` (another recipient may still complain).
+ */
+export function awaitsReports(status: MessageStatus): boolean {
+  return status === "sent" || status === "delivered" || status === "bounced";
+}
+
+/** What SES last reported for one recipient; the strongest report wins. */
+export const RECIPIENT_STATUSES = [
+  "delivered",
+  "bounced",
+  "complained",
+  "rejected",
+  "delayed",
+] as const;
+export type RecipientStatus = (typeof RECIPIENT_STATUSES)[number];
+
+/** One recipient SES has reported on (RecipientOut). Recipients without a report are absent. */
+export interface RecipientReport {
+  address: string;
+  status: RecipientStatus;
+  /** SES's bounceType: Permanent, Transient or Undetermined. */
+  bounce_type: string | null;
+  /** SES's bounceSubType, such as General or OnAccountSuppressionList. */
+  bounce_subtype: string | null;
+  /** The receiving server's answer, such as "smtp; 550 5.1.1 user unknown". */
+  diagnostic: string | null;
+  /** When SES saw what it reported. */
+  updated_at: string;
+}
+
+/** One SES event about a message (EventOut), oldest first in a message. */
+export interface MessageEvent {
+  /** SES's eventType: Send, Delivery, Bounce, Complaint, Reject, DeliveryDelay, … */
+  type: string;
+  recipient: string | null;
+  occurred_at: string;
+  /** The event's own fields (bounceType, diagnosticCode, smtpResponse, …); small. */
+  detail: Record<string, unknown>;
 }
 
 /** The body of POST /v1/messages (MessageCreate). */
@@ -45,13 +100,17 @@ export interface Message {
   finished_at: string | null;
   provider_message_id: string | null;
   error: string | null;
+  /** What SES reported per recipient; only GET /v1/messages/{id} gives it. */
+  recipients: RecipientReport[];
+  /** SES's events about it, oldest first, at most 100; only GET /v1/messages/{id} gives them. */
+  events: MessageEvent[];
 }
 
 /**
- * A message as a list page gives it (MessageSummary): everything but the bodies, which
- * keep a page small; GET /v1/messages/{id} has them.
+ * A message as a list page gives it (MessageSummary): everything but the bodies and the
+ * reports, which keep a page small; GET /v1/messages/{id} has them.
  */
-export type MessageSummary = Omit<Message, "text" | "html">;
+export type MessageSummary = Omit<Message, "text" | "html" | "recipients" | "events">;
 
 /** One page of GET /v1/messages, newest first (MessagePage). */
 export interface MessagePage {
@@ -64,4 +123,24 @@ export interface MessagePage {
 export interface FieldError {
   location: string;
   message: string;
+}
+
+/** Why an address is on the tenant's suppression list. */
+export type SuppressionReason = "bounce" | "complaint";
+
+/** An address Herald refuses to send to for this tenant (SuppressionOut). */
+export interface Suppression {
+  address: string;
+  reason: SuppressionReason;
+  /** The message whose bounce or complaint put it there. */
+  message_id: string | null;
+  /** What SES said, such as the bounce's diagnostic. */
+  detail: string | null;
+  created_at: string;
+}
+
+/** One page of GET /v1/suppressions (SuppressionPage). */
+export interface SuppressionPage {
+  items: Suppression[];
+  next_cursor: string | null;
 }

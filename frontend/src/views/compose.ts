@@ -7,6 +7,7 @@ import {
   type ComposeField,
   type ComposeInput,
   type FieldMessages,
+  messagesForSuppressed,
   messagesFromFieldErrors,
   unplacedFieldErrors,
   validateCompose,
@@ -161,7 +162,10 @@ export function composeView(ctx: ViewContext): View {
     // The API refused this body, so a corrected one is a new request and needs a new key
     // (the same key with another body is refused as a reuse).
     idempotencyKey = ctx.newIdempotencyKey();
-    const placed = messagesFromFieldErrors(error.errors, draft);
+    const placed =
+      error.kind === "recipient-suppressed"
+        ? messagesForSuppressed(error.suppressed, draft)
+        : messagesFromFieldErrors(error.errors, draft);
     const unplaced = unplacedFieldErrors(error.errors);
     // Each field's message is shown once, next to it; the summary only points there (and
     // says what no field of the form can show).

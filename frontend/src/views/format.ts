@@ -1,7 +1,7 @@
 /** How API values read on screen. */
 
 import { ApiProblem, NetworkError } from "../api/errors";
-import type { MessageStatus, MessageSummary } from "../api/types";
+import type { MessageStatus, MessageSummary, RecipientStatus } from "../api/types";
 import { formatDateTime } from "../time";
 import { h } from "./dom";
 
@@ -9,13 +9,81 @@ export const STATUS_LABELS: Record<MessageStatus, string> = {
   scheduled: "Scheduled",
   queued: "Queued",
   sent: "Sent",
+  delivered: "Delivered",
+  bounced: "Bounced",
+  complained: "Complained",
   failed: "Failed",
   canceled: "Canceled",
+};
+
+/** What each status means, for the message's page: the badge's one word, explained. */
+export const STATUS_EXPLANATIONS: Record<MessageStatus, string> = {
+  scheduled: "Herald will hand it to SES at its send time.",
+  queued: "It is on its way to SES.",
+  sent: "SES accepted it; the recipients' mail servers have not all answered yet.",
+  delivered: "Every recipient's mail server accepted it.",
+  bounced: "At least one recipient's mail server refused it.",
+  complained: "At least one recipient marked it as spam.",
+  failed: "It could not be sent.",
+  canceled: "It was canceled before it was sent.",
+};
+
+export const RECIPIENT_STATUS_LABELS: Record<RecipientStatus, string> = {
+  delivered: "Delivered",
+  bounced: "Bounced",
+  complained: "Complained",
+  rejected: "Rejected",
+  delayed: "Delayed",
 };
 
 /** A status badge: its word carries the meaning, its colour only helps. */
 export function statusBadge(status: MessageStatus): HTMLSpanElement {
   return h("span", { class: `status status-${status}` }, STATUS_LABELS[status]);
+}
+
+/** A recipient's badge, coloured as the message status of the same name. */
+export function recipientBadge(status: RecipientStatus): HTMLSpanElement {
+  return h("span", { class: `status status-${status}` }, RECIPIENT_STATUS_LABELS[status]);
+}
+
+/** SES's event types (eventType) in words; an unknown one reads as SES wrote it. */
+const EVENT_LABELS: Record<string, string> = {
+  Send: "Accepted by SES",
+  Delivery: "Delivered",
+  Bounce: "Bounced",
+  Complaint: "Complained (marked as spam)",
+  Reject: "Rejected by SES",
+  DeliveryDelay: "Delivery delayed",
+  "Rendering Failure": "Rendering failed",
+};
+
+export function eventLabel(type: string): string {
+  return EVENT_LABELS[type] ?? type;
+}
+
+/**
+ * An event's detail in one line: `{"bounceType": "Permanent", "diagnosticCode": "smtp; 550"}`
+ * -> "bounce type: Permanent; diagnostic code: smtp; 550". Nested values are left out.
+ */
+export function eventDetail(detail: Record<string, unknown>): string {
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(detail)) {
+    const text = Array.isArray(value)
+      ? value.filter((item) => typeof item !== "object").join(", ")
+      : typeof value === "object" || value === null
+        ? ""
+        : String(value);
+    if (text !== "") parts.push(`${words(key)}: ${text}`);
+  }
+  return parts.join("; ");
+}
+
+/** "diagnosticCode" or "bounce_type" -> "diagnostic code", "bounce type". */
+function words(key: string): string {
+  return key
+    .replace(/_/g, " ")
+    .replace(/([a-z0-9])([A-Z])/g, "$1 $2")
+    .toLowerCase();
 }
 
 /** "To ann@example.org", "To ann@example.org and 2 more", or "Bcc only". */
@@ -61,6 +129,7 @@ function describeProblem(problem: ApiProblem): string {
     case 413:
       return "This email is too large to send. Shorten the text or the HTML, then send it again.";
     case 422:
+      if (problem.kind === "recipient-suppressed") return describeSuppressed(problem);
       return problem.kind === "idempotency-key-reused"
         ? "An earlier version of this email already reached Herald: check the messages before sending it again."
         : "Herald did not accept some of the fields: see the messages next to them.";
@@ -78,6 +147,18 @@ function describeProblem(problem: ApiProblem): string {
     return `Something went wrong inside Herald. Try again in a moment.${reference}`;
   }
   return `${sentence(problem.detail)}${reference}`;
+}
+
+/** Names the suppressed addresses, and what to do about them. */
+function describeSuppressed(problem: ApiProblem): string {
+  const addresses = problem.suppressed;
+  if (addresses.length === 0) return sentence(problem.detail);
+  const one = addresses.length === 1;
+  return (
+    `Herald did not schedule this email: ${addresses.join(", ")} ${one ? "is" : "are"} on ` +
+    `your suppression list (an earlier email bounced or was marked as spam). Remove ` +
+    `${one ? "it" : "them"} from the email, or from the list under Suppressions, then send again.`
+  );
 }
 
 /** "Try again in 30 seconds.", or the fallback when the answer said nothing (or hid it). */
@@ -114,6 +195,13 @@ export function statusMoment(message: MessageSummary, timeZone: string): string 
       return `Queued ${at(message.queued_at)}`;
     case "sent":
       return `Sent ${at(message.finished_at)}`;
+    // SES's report is the message's last change.
+    case "delivered":
+      return `Delivered ${at(message.updated_at)}`;
+    case "bounced":
+      return `Bounced ${at(message.updated_at)}`;
+    case "complained":
+      return `Complaint ${at(message.updated_at)}`;
     case "failed":
       return `Failed ${at(message.finished_at)}`;
     case "canceled":

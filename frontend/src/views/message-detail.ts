@@ -1,13 +1,30 @@
-/** One message: its status (followed live until it is final), its times, and cancel. */
+/**
+ * One message: its status (followed live until it is final, or for a while once SES has
+ * it), its times, what SES reported per recipient and its events, and cancel.
+ */
 
 import { ApiProblem } from "../api/errors";
-import type { Message } from "../api/types";
-import { isFinal } from "../api/types";
+import type { Message, MessageEvent } from "../api/types";
+import { awaitsReports } from "../api/types";
+import {
+  keepsPolling,
+  type RecipientRow,
+  recipientRows,
+  reportFingerprint,
+  showsReports,
+} from "../delivery-reports";
 import { Poller } from "../polling";
 import { listPath } from "../router";
 import { formatDateTime } from "../time";
 import { h, setMessage } from "./dom";
-import { STATUS_LABELS, statusBadge } from "./format";
+import {
+  eventDetail,
+  eventLabel,
+  recipientBadge,
+  STATUS_EXPLANATIONS,
+  STATUS_LABELS,
+  statusBadge,
+} from "./format";
 import type { View, ViewContext } from "./view";
 
 export function messageDetailView(ctx: ViewContext, id: string): View {
@@ -27,6 +44,26 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
   const cancelError = h("p", { class: "field-error", role: "alert", hidden: true });
   const actions = h("div", { class: "actions", hidden: true }, cancel, cancelError);
   const poller = new Poller(refresh);
+  // When this page first saw the message awaiting SES's reports: bounds the polling.
+  let watchingSince: Date | null = null;
+
+  // Built once and refilled, so a poll never takes the keyboard out of a table.
+  const recipientsBody = h("tbody");
+  const recipientsNote = h("p", { class: "hint", hidden: true });
+  const recipients = section(
+    "recipients",
+    "Recipients",
+    ["Address", "State", "Bounce", "Diagnostic", `When (${ctx.timeZone})`],
+    recipientsBody,
+    recipientsNote,
+  );
+  const eventsBody = h("tbody");
+  const events = section(
+    "events",
+    "Events",
+    [`When (${ctx.timeZone})`, "Event", "Recipient", "Detail"],
+    eventsBody,
+  );
 
   function field(label: string, value: Node | string | null): Node[] {
     return value === null || value === "" ? [] : [h("dt", {}, label), h("dd", {}, value)];
@@ -35,6 +72,101 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
   function time(value: string | null): string | null {
     if (value === null) return null;
     return `${formatDateTime(value, ctx.timeZone, { seconds: true })} (${ctx.timeZone})`;
+  }
+
+  /**
+   * A titled table in a region that scrolls sideways on a narrow screen (focusable, so a
+   * keyboard can scroll it too), hidden until it has rows.
+   */
+  function section(
+    id: string,
+    title: string,
+    columns: string[],
+    body: HTMLTableSectionElement,
+    ...after: Node[]
+  ): HTMLElement {
+    return h(
+      // Not a landmark itself: the scrolling region below is, named by the same heading.
+      "section",
+      { hidden: true },
+      h("h2", { id: `${id}-title` }, title),
+      h(
+        "div",
+        { class: "table-scroll", role: "region", "aria-labelledby": `${id}-title`, tabindex: 0 },
+        h(
+          "table",
+          { "aria-labelledby": `${id}-title` },
+          h(
+            "thead",
+            {},
+            h("tr", {}, ...columns.map((column) => h("th", { scope: "col" }, column))),
+          ),
+          body,
+        ),
+      ),
+      ...after,
+    );
+  }
+
+  function when(value: string): HTMLTimeElement {
+    return h("time", { datetime: value }, formatDateTime(value, ctx.timeZone, { seconds: true }));
+  }
+
+  function recipientRow({ address, report }: RecipientRow): HTMLTableRowElement {
+    if (report === null) {
+      return h(
+        "tr",
+        {},
+        h("th", { scope: "row" }, address),
+        h("td", {}, "No report yet"),
+        h("td"),
+        h("td"),
+        h("td"),
+      );
+    }
+    const bounce = [report.bounce_type, report.bounce_subtype].filter(Boolean).join(" · ");
+    return h(
+      "tr",
+      {},
+      h("th", { scope: "row" }, address),
+      h("td", {}, recipientBadge(report.status)),
+      h("td", {}, bounce),
+      h("td", {}, report.diagnostic ?? ""),
+      h("td", {}, when(report.updated_at)),
+    );
+  }
+
+  function eventRow(event: MessageEvent): HTMLTableRowElement {
+    return h(
+      "tr",
+      {},
+      h("td", {}, when(event.occurred_at)),
+      h("td", {}, eventLabel(event.type)),
+      h("td", {}, event.recipient ?? ""),
+      h("td", {}, eventDetail(event.detail)),
+    );
+  }
+
+  function showReports(next: Message): void {
+    recipients.hidden = !showsReports(next);
+    recipientsBody.replaceChildren(...recipientRows(next).map(recipientRow));
+    events.hidden = next.events.length === 0;
+    eventsBody.replaceChildren(...next.events.map(eventRow));
+    setMessage(recipientsNote, reportsNote(next));
+  }
+
+  /** Says so when the page stopped looking for reports SES may still send. */
+  function reportsNote(next: Message): string | null {
+    if (!awaitsReports(next.status) || polling(next)) return null;
+    return next.status === "sent"
+      ? "No report from the recipients' mail servers yet. This page has stopped checking: reload it to look again."
+      : "A later report (such as a complaint) can still come. This page has stopped checking: reload it to look again.";
+  }
+
+  function polling(next: Message): boolean {
+    const now = ctx.now();
+    if (awaitsReports(next.status)) watchingSince ??= now;
+    return keepsPolling(next, now, watchingSince ?? now);
   }
 
   function show(next: Message): void {
@@ -47,7 +179,13 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
         "dl",
         { class: "fields" },
         h("dt", {}, "Status"),
-        h("dd", { id: "message-status", tabindex: -1 }, statusBadge(next.status)),
+        h(
+          "dd",
+          {},
+          h("span", { id: "message-status", tabindex: -1 }, statusBadge(next.status)),
+          " ",
+          h("span", { class: "status-explanation" }, STATUS_EXPLANATIONS[next.status]),
+        ),
         ...field("Error", next.error),
         ...field("From", next.sender),
         ...field("To", next.to.join(", ")),
@@ -62,6 +200,7 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
         ...field("Message id", next.id),
       ),
     );
+    showReports(next);
     bodies.replaceChildren(
       ...body("Text", next.text),
       // Shown as source: rendering it would run the sender's markup in this page.
@@ -80,7 +219,7 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
       const loaded = await ctx.api.getMessage(id);
       if (disposed) return;
       show(loaded);
-      if (!isFinal(loaded.status)) poller.start();
+      if (polling(loaded)) poller.start();
     } catch (error) {
       if (disposed) return;
       setMessage(state, ctx.reportFailure(error));
@@ -88,19 +227,19 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
     }
   }
 
-  /** One poll; stops polling once the status can no longer change. */
+  /** One poll; stops polling once the status can no longer change, or SES's window is past. */
   async function refresh(): Promise<boolean> {
     try {
       const loaded = await ctx.api.getMessage(id);
       if (disposed || !message) return false;
-      const changed = loaded.updated_at !== message.updated_at || loaded.status !== message.status;
-      if (changed) {
-        if (loaded.status !== message.status) {
-          ctx.announce(`Status: ${STATUS_LABELS[loaded.status].toLowerCase()}.`);
-        }
-        show(loaded);
+      const changed = reportFingerprint(loaded) !== reportFingerprint(message);
+      if (loaded.status !== message.status) {
+        ctx.announce(`Status: ${STATUS_LABELS[loaded.status].toLowerCase()}.`);
       }
-      if (isFinal(loaded.status)) poller.stop();
+      const keepGoing = polling(loaded);
+      if (!keepGoing) poller.stop();
+      // Shown after deciding, so the note says whether the page still checks.
+      if (changed || !keepGoing) show(loaded);
       return changed;
     } catch (error) {
       if (!disposed) setMessage(state, `Live status paused: ${ctx.reportFailure(error)}`);
@@ -143,6 +282,8 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
     retry,
     details,
     actions,
+    recipients,
+    events,
     bodies,
   );
   void load();
