@@ -3,6 +3,7 @@
     herald api | worker | migrate
     herald tenants create NAME | tenants list [--json] | tenants set-quota TENANT EMAILS_PER_DAY
     herald keys create TENANT [--name NAME] | keys list [TENANT] | keys revoke KEY_ID
+    herald suppressions list --tenant TENANT [--json] | suppressions remove --tenant TENANT ADDRESS
 
 Configuration comes from the environment (see ``ecs_service.settings``); a missing or
 invalid variable stops the command with a message that names it.
@@ -17,8 +18,8 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
@@ -26,12 +27,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from ecs_service import api_keys, tenant_limits
+from ecs_service import api_keys, feedback_store, tenant_limits
 from ecs_service.db.engine import build_engine
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.db.models import ApiKey, Tenant
 from ecs_service.settings import ApiSettings, DatabaseSettings, WorkerSettings
-from shared.contracts import describe_validation_error
+from shared.contracts import describe_validation_error, suppression_key
 from shared.observability import logger
 from shared.settings import TracingSettings
 from shared.tracing import (
@@ -42,7 +43,14 @@ from shared.tracing import (
     build_tracing,
 )
 
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from ecs_service.db.models import Suppression
+
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+# The suppression list is read this many rows at a time (one query each).
+SUPPRESSIONS_PAGE = 500
 
 
 class ConfigurationError(SystemExit):
@@ -300,6 +308,62 @@ def keys_revoke(args: argparse.Namespace) -> int:
     return _admin(action)
 
 
+def suppressions_list(args: argparse.Namespace) -> int:
+    def action(session: Session) -> int:
+        tenant = api_keys.find_tenant(session, args.tenant)
+        rows = [
+            {
+                "address": suppression.address,
+                "reason": suppression.reason,
+                "message_id": str(suppression.message_id) if suppression.message_id else None,
+                "detail": suppression.detail,
+                "created_at": suppression.created_at.isoformat(timespec="seconds"),
+            }
+            for suppression in _all_suppressions(session, tenant.id)
+        ]
+        print_listing(
+            rows,
+            ("ADDRESS", "REASON", "SINCE", "MESSAGE ID", "DETAIL"),
+            lambda row: (
+                row["address"], row["reason"], row["created_at"], row["message_id"] or "-",
+                row["detail"] or "-",
+            ),
+            as_json=args.json,
+        )  # fmt: skip
+        return 0
+
+    return _admin(action)
+
+
+def _all_suppressions(session: Session, tenant_id: UUID) -> Iterator[Suppression]:
+    after = None
+    while True:
+        page, after = feedback_store.list_suppressions(
+            session, tenant_id, limit=SUPPRESSIONS_PAGE, after=after
+        )
+        yield from page
+        if after is None:
+            return
+
+
+def suppressions_remove(args: argparse.Namespace) -> int:
+    try:
+        key = suppression_key(args.address)
+    except ValueError as error:
+        print(f"herald: {args.address!r} is not an email address: {error}", file=sys.stderr)
+        return 2
+
+    def action(session: Session) -> int:
+        tenant = api_keys.find_tenant(session, args.tenant)
+        if not feedback_store.remove_suppression(session, tenant.id, key):
+            print(f"herald: {key} is not on {tenant.name}'s suppression list", file=sys.stderr)
+            return 1
+        print(f"removed {key} from {tenant.name}'s suppression list")
+        return 0
+
+    return _admin(action)
+
+
 def environment_help(*settings_classes: type[BaseSettings]) -> str:
     """The environment variables these settings read, with their defaults, for ``--help``.
 
@@ -325,7 +389,8 @@ def environment_help(*settings_classes: type[BaseSettings]) -> str:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="herald",
-        description="Herald's backend: api, worker, migrations, tenants and API keys.",
+        description="Herald's backend: api, worker, migrations, tenants, API keys and "
+        "suppression lists.",
         epilog="Each command lists the environment variables it reads: herald COMMAND --help.",
     )
     commands = root.add_subparsers(dest="command", required=True)
@@ -381,6 +446,27 @@ def parser() -> argparse.ArgumentParser:
     key_revoke = keys.add_parser("revoke", help="revoke a key at once")
     key_revoke.add_argument("key_id")
     key_revoke.set_defaults(run=keys_revoke)
+
+    suppressions = commands.add_parser(
+        "suppressions",
+        help="manage a tenant's suppression list",
+        description="The addresses a tenant's emails may not go to: each permanent bounce "
+        "or complaint adds one; a message to one is refused.",
+    ).add_subparsers(dest="action", required=True)
+    suppression_list = suppressions.add_parser(
+        "list", help="list a tenant's suppressed addresses, newest first"
+    )
+    suppression_list.add_argument("--tenant", required=True, help="tenant name or id")
+    suppression_list.add_argument(
+        "--json", action="store_true", help="as JSON lines, one per address"
+    )
+    suppression_list.set_defaults(run=suppressions_list)
+    suppression_remove = suppressions.add_parser(
+        "remove", help="take an address off a tenant's suppression list, to send to it again"
+    )
+    suppression_remove.add_argument("--tenant", required=True, help="tenant name or id")
+    suppression_remove.add_argument("address", help="the email address, in any case")
+    suppression_remove.set_defaults(run=suppressions_remove)
     return root
 
 

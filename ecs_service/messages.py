@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from ecs_service import feedback_store
 from ecs_service.db.models import Message
 from ecs_service.tenant_limits import reserve_daily_quota
 from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope
@@ -43,6 +44,19 @@ class IdempotencyKeyReusedError(Exception):
 
 class InvalidCursorError(ValueError):
     """A page cursor that this API did not hand out."""
+
+
+class RecipientSuppressedError(Exception):
+    """Recipients of the message are on the tenant's suppression list: nothing was stored."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        listed = ", ".join(addresses)
+        super().__init__(
+            f"{listed} {'is' if len(addresses) == 1 else 'are'} on this tenant's suppression "
+            "list (an earlier bounce or complaint); remove with DELETE /v1/suppressions/{address} "
+            "to send again"
+        )
 
 
 @dataclass(frozen=True)
@@ -89,12 +103,17 @@ def create_message(
 
     ``trace_context`` is the creating request's trace context, kept for the relay. A new
     message counts against the tenant's daily quota in the caller's transaction (a
-    rollback gives it back); a replay does not.
+    rollback gives it back); a replay does not. A new message to an address on the
+    tenant's suppression list is refused whole, before anything is counted; a replay is
+    answered as before, whatever the list holds now.
 
     Raises
     ------
     IdempotencyKeyReusedError
         The key was used before with a different request (``request_hash`` differs).
+    RecipientSuppressedError
+        To, cc or bcc holds an address on the tenant's suppression list; nothing was
+        stored or counted.
     ecs_service.tenant_limits.DailyQuotaExceededError
         The tenant's daily quota is used up; nothing was stored or counted.
     """
@@ -102,6 +121,7 @@ def create_message(
         earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
         if earlier is not None:
             return _replay(earlier, request_hash)
+    _refuse_suppressed(session, tenant_id, email)
     message = Message(
         id=message_id or uuid4(),
         tenant_id=tenant_id,
@@ -135,6 +155,16 @@ def create_message(
             raise
         return _replay(earlier, request_hash)
     return Created(message, created=True)
+
+
+def _refuse_suppressed(session: Session, tenant_id: UUID, email: EmailPayload) -> None:
+    # In the transaction that stores the message, before the quota is counted: a refusal
+    # costs the tenant nothing and takes no lock on its usage row. An address the worker
+    # suppresses while this runs can still slip through, as it could a moment earlier.
+    recipients = list(dict.fromkeys([*email.to, *email.cc, *email.bcc]))
+    listed = feedback_store.suppressed(session, tenant_id, recipients)
+    if listed:
+        raise RecipientSuppressedError(listed)
 
 
 def _by_idempotency_key(session: Session, tenant_id: UUID, key: str) -> Message | None:

@@ -38,6 +38,7 @@ from ecs_service.api.request_limits import BodyLimitMiddleware
 from ecs_service.api.response_headers import ResponseHeadersMiddleware
 from ecs_service.api.routes import health
 from ecs_service.api.routes import messages as message_routes
+from ecs_service.api.routes import suppressions as suppression_routes
 from ecs_service.api.routes.docs import install_docs
 from ecs_service.db.engine import build_engine, build_sessions
 from ecs_service.tenant_limits import DailyQuotaExceededError, RateLimitPolicy, RequestRateLimiter
@@ -298,6 +299,7 @@ def create_app(
     app.state.tracing = tracing
     app.include_router(health.router)
     app.include_router(message_routes.router)
+    app.include_router(suppression_routes.router)
     install_docs(app)
     install_problem_handlers(app)
     app.cors_origins = tuple(api.cors_origins)

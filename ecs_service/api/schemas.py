@@ -17,10 +17,13 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from ecs_service.feedback_store import MAX_EVENTS, RecipientState, SuppressionReason
 from shared.contracts import EmailContent, EmailPayload, MessageStatus, utc_now
 
 if TYPE_CHECKING:
-    from ecs_service.db.models import Message
+    from collections.abc import Sequence
+
+    from ecs_service.db.models import Message, MessageEvent, MessageRecipient, Suppression
 
 # How far send_at may be from now. The past allows for clock skew between a client and
 # Herald; the database holds wider bounds (migration 0004) around each row's created_at.
@@ -106,7 +109,8 @@ class MessageSummary(BaseModel):
     error: str | None
 
     @classmethod
-    def of(cls, message: Message) -> Self:
+    def of(cls, message: Message, **more: Any) -> Self:
+        """``message`` as this model; ``more`` gives the fields a subclass adds."""
         return cls(
             id=message.id,
             status=MessageStatus(message.status),
@@ -118,14 +122,91 @@ class MessageSummary(BaseModel):
             provider_message_id=message.provider_message_id,
             error=message.error,
             **message.payload,
+            **more,
+        )
+
+
+class RecipientOut(BaseModel):
+    """What SES said of one recipient: the strongest of its events so far (complained,
+    then bounced, then rejected, then delivered, then delayed)."""
+
+    address: StoredEmail
+    status: RecipientState
+    bounce_type: str | None = Field(
+        description="SES's bounce type when bounced: Permanent, Transient or Undetermined"
+    )
+    bounce_subtype: str | None = Field(
+        description="SES's bounce subtype, such as General, NoEmail or OnAccountSuppressionList"
+    )
+    diagnostic: str | None = Field(
+        description="The receiving server's answer (SMTP), at most 1,000 characters"
+    )
+    updated_at: datetime = Field(description="When SES saw the event that set the status")
+
+    @classmethod
+    def of(cls, recipient: MessageRecipient) -> Self:
+        return cls(
+            address=recipient.address,
+            status=RecipientState(recipient.status),
+            bounce_type=recipient.bounce_type,
+            bounce_subtype=recipient.bounce_subtype,
+            diagnostic=recipient.diagnostic,
+            updated_at=recipient.updated_at,
+        )
+
+
+class EventOut(BaseModel):
+    """One delivery event SES published for the message."""
+
+    type: str = Field(
+        description="SES's eventType: Send, Delivery, Bounce, Complaint, Reject, "
+        "DeliveryDelay or Rendering Failure"
+    )
+    recipient: StoredEmail | None = Field(description="The recipient it is about; null for all")
+    occurred_at: datetime = Field(description="When it happened, by SES's clock")
+    detail: dict[str, Any] = Field(
+        description="The event's own fields, such as bounceType and diagnosticCode"
+    )
+
+    @classmethod
+    def of(cls, event: MessageEvent) -> Self:
+        return cls(
+            type=event.event_type,
+            recipient=event.recipient,
+            occurred_at=event.occurred_at,
+            detail=event.detail,
         )
 
 
 class MessageOut(MessageSummary):
-    """A message, its bodies included, and where it is in its life."""
+    """A message, its bodies included, where it is in its life, and what SES said of each
+    recipient once it was sent."""
 
     text: str | None
     html: str | None
+    recipients: list[RecipientOut] = Field(
+        description="Each recipient SES has reported on, by address; one without an event "
+        "yet is absent"
+    )
+    events: list[EventOut] = Field(
+        description=f"The message's delivery events, oldest first: the first {MAX_EVENTS}"
+    )
+
+    @classmethod
+    def of(
+        cls,
+        message: Message,
+        recipients: Sequence[MessageRecipient] = (),
+        events: Sequence[MessageEvent] = (),
+        **more: Any,
+    ) -> Self:
+        """``message`` with its recipients' states and events (none: a new message)."""
+        return super().of(
+            message,
+            recipients=[RecipientOut.of(r) for r in recipients],
+            events=[EventOut.of(e) for e in events],
+            **more,
+        )
 
 
 class MessagePage(BaseModel):
@@ -133,6 +214,37 @@ class MessagePage(BaseModel):
     ``GET /v1/messages/{id}``."""
 
     items: list[MessageSummary]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last"
+    )
+
+
+class SuppressionOut(BaseModel):
+    """An address the tenant's emails may not go to, and why."""
+
+    address: StoredEmail = Field(description="Lower case, its domain in ASCII (punycode)")
+    reason: SuppressionReason = Field(
+        description="bounce: it bounced permanently; complaint: its reader marked an email as spam"
+    )
+    message_id: UUID | None = Field(description="The message whose event suppressed it")
+    detail: str | None = Field(description="SES's bounce diagnostic or complaint type")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, suppression: Suppression) -> Self:
+        return cls(
+            address=suppression.address,
+            reason=SuppressionReason(suppression.reason),
+            message_id=suppression.message_id,
+            detail=suppression.detail,
+            created_at=suppression.created_at,
+        )
+
+
+class SuppressionPage(BaseModel):
+    """One page of the tenant's suppression list."""
+
+    items: list[SuppressionOut]
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null on the last"
     )

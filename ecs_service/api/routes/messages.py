@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID, uuid4
 
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 
-from ecs_service import messages
+from ecs_service import feedback_store, messages
 from ecs_service.api import problems
 from ecs_service.api.dependencies import MetricsDep, SessionDep, TenantDep, UnitOfWorkRoute
 from ecs_service.api.schemas import MessageCreate, MessageOut, MessagePage, MessageSummary
 from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope, utc_now
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from ecs_service.db.models import Message
 
 # UnitOfWorkRoute: each route's work and commit run in one worker thread (the rate-limit
 # token was taken by AdmissionMiddleware, before the body was read).
@@ -23,6 +28,33 @@ REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {
         "model": MessageOut,
         "description": "Replay of an earlier request with this Idempotency-Key",
+    }
+}
+# A 422 of POST may be a refusal for suppressed recipients, which names them in `suppressed`.
+CREATE_REFUSED: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Problem details (RFC 9457): validation-error, idempotency-key-reused, "
+        "or recipient-suppressed, whose `suppressed` lists the recipients on the tenant's "
+        "suppression list",
+        "content": {
+            problems.PROBLEM_JSON: {
+                "schema": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Problem"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "suppressed": {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "email"},
+                                    "description": "recipient-suppressed only",
+                                }
+                            },
+                        },
+                    ]
+                }
+            }
+        },
     }
 }
 IdempotencyKey = Annotated[
@@ -41,7 +73,7 @@ IdempotencyKey = Annotated[
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Schedule an email",
-    responses=REPLAYED | problems.responses(400, 401, 413, 422, 429, 503),
+    responses=REPLAYED | problems.responses(400, 401, 413, 429, 503) | CREATE_REFUSED,
 )
 def create_message(
     body: MessageCreate,
@@ -91,13 +123,16 @@ def create_message(
         raise problems.ProblemError(
             422, "idempotency-key-reused", "Idempotency Key Reused", str(error)
         ) from error
+    except messages.RecipientSuppressedError as error:
+        raise RecipientSuppressedProblem(error) from error
     response.headers["Location"] = f"/v1/messages/{created.message.id}"
     if created.created:
         metrics.add_metric(name="MessagesCreated", unit=MetricUnit.Count, value=1)
-    else:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    return MessageOut.of(created.message)
+        # A new message: SES has said nothing of it yet.
+        return MessageOut.of(created.message)
+    response.status_code = status.HTTP_200_OK
+    response.headers["Idempotent-Replayed"] = "true"
+    return _detail(session, created.message)
 
 
 @router.get(
@@ -134,11 +169,10 @@ def list_messages(
 )
 def get_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) -> MessageOut:
     try:
-        return MessageOut.of(
-            messages.get_message(session, tenant_id=tenant_id, message_id=message_id)
-        )
+        message = messages.get_message(session, tenant_id=tenant_id, message_id=message_id)
     except messages.MessageNotFoundError as error:
         raise problems.not_found(str(error)) from error
+    return _detail(session, message)
 
 
 @router.delete(
@@ -148,6 +182,7 @@ def get_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) -> 
 )
 def cancel_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) -> MessageOut:
     try:
+        # Only a scheduled message is canceled: it never reached SES, so has no events.
         return MessageOut.of(
             messages.cancel_message(session, tenant_id=tenant_id, message_id=message_id)
         )
@@ -155,3 +190,26 @@ def cancel_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) 
         raise problems.not_found(str(error)) from error
     except messages.MessageNotCancelableError as error:
         raise problems.ProblemError(409, "not-cancelable", "Not Cancelable", str(error)) from error
+
+
+def _detail(session: Session, message: Message) -> MessageOut:
+    """``message`` with what SES reported of each recipient, and its events."""
+    return MessageOut.of(
+        message,
+        recipients=feedback_store.recipients_of(session, message.id),
+        events=feedback_store.events_of(session, message.id, limit=feedback_store.MAX_EVENTS),
+    )
+
+
+class RecipientSuppressedProblem(problems.ProblemError):
+    """422 recipient-suppressed, naming the listed recipients in ``suppressed`` too."""
+
+    def __init__(self, error: messages.RecipientSuppressedError) -> None:
+        super().__init__(422, "recipient-suppressed", "Recipient Suppressed", str(error))
+        self.suppressed = error.addresses
+
+    def to_problem(self, instance: str, request_id: str | None) -> problems.Problem:
+        problem = super().to_problem(instance, request_id)
+        return problems.Problem.model_validate(
+            {**problem.model_dump(), "suppressed": self.suppressed}
+        )

@@ -206,6 +206,11 @@ def test_text_in_any_script_is_accepted() -> None:
 # List items
 
 
-def test_a_summary_is_a_message_without_its_bodies() -> None:
-    assert set(MessageOut.model_fields) - set(MessageSummary.model_fields) == {"text", "html"}
+def test_a_summary_is_a_message_without_its_bodies_recipients_and_events() -> None:
+    assert set(MessageOut.model_fields) - set(MessageSummary.model_fields) == {
+        "text",
+        "html",
+        "recipients",
+        "events",
+    }
     assert set(MessageSummary.model_fields) < set(MessageOut.model_fields)
