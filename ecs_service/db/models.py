@@ -180,6 +180,20 @@ class ApiRateBucket(Base):
     refilled_at: Mapped[datetime]
 
 
+class SendRateBucket(Base):
+    """The SES send-rate bucket every relay takes from (``ecs_service.worker.send_rate``;
+    UNLOGGED: lost in a crash, which only refills it). ``tokens`` are recipients; negative
+    while an email larger than the burst is paid off. ``granted`` is the last take's size."""
+
+    __tablename__ = "send_rate_buckets"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    granted: Mapped[int]
+    refilled_at: Mapped[datetime]
+
+
 def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(value) for value in values)})"
 
