@@ -497,21 +497,22 @@ def lock_targets(session: Session, events: Sequence[SesEvent]) -> list[_Target]:
 
 
 def match(event: SesEvent, targets: Sequence[_Target]) -> _Target | None:
-    """The message ``event`` is about, or None: by Herald's tags (the tenant tag must name
-    the message's tenant), else by SES's message id (a tenant tag, if any, still must)."""
+    """The message ``event`` is about, or None.
+
+    With Herald's tenant tag: the message its message tag names, else the one with its SES
+    message id, and only if it is that tenant's. Without it: the message with its SES
+    message id (known once the ``sent`` result is applied).
+    """
+    by_provider_id = next(
+        (t for t in targets if t.provider_message_id == event.mail.message_id), None
+    )
+    tenant_tag = event.mail.tag(TENANT_TAG)
+    if tenant_tag is None:
+        return by_provider_id
     tagged_id = _uuid(event.mail.tag(MESSAGE_TAG))
-    tagged_tenant = event.mail.tag(TENANT_TAG)
-    found: _Target | None = None
-    if tagged_id is not None:
-        found = next((t for t in targets if t.id == tagged_id), None)
-        if found is not None and tagged_tenant is None:
-            return None  # Herald tags every send with both: half a pair is not Herald's
-    if found is None:
-        found = next((t for t in targets if t.provider_message_id == event.mail.message_id), None)
-    if found is None:
-        return None
-    if tagged_tenant is not None and _uuid(tagged_tenant) != found.tenant_id:
-        return None
+    found = next((t for t in targets if t.id == tagged_id), None) or by_provider_id
+    if found is None or found.tenant_id != _uuid(tenant_tag):
+        return None  # one tenant's event never touches another tenant's message
     return found
 
 

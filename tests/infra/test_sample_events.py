@@ -1,4 +1,5 @@
-"""The sample events in events/ have the exact shape Lambda delivers from SQS."""
+"""The sample events in events/ have the exact shape Lambda delivers from SQS; the SES
+feedback samples are feedback queue bodies the worker's consumer reads."""
 
 from __future__ import annotations
 
@@ -10,11 +11,25 @@ from typing import Any
 
 import pytest
 
+from ecs_service.worker.feedback import parse_feedback
 from tests.conftest import REPO_ROOT, require_tool
 
+FEEDBACK_FILES = sorted((REPO_ROOT / "events").glob("ses-feedback-*.json"))
 EVENT_FILES = sorted(
-    p for p in (REPO_ROOT / "events").glob("*.json") if p.name != "env.example.json"
+    p
+    for p in (REPO_ROOT / "events").glob("*.json")
+    if p.name != "env.example.json" and p not in FEEDBACK_FILES
 )
+# SES's eventType -> EventBridge's detail-type (EventBridge reference, "Amazon SES events").
+DETAIL_TYPES = {
+    "Send": "Email Sent",
+    "Delivery": "Email Delivered",
+    "Bounce": "Email Bounced",
+    "Complaint": "Email Complaint Received",
+    "Reject": "Email Rejected",
+    "DeliveryDelay": "Email Delivery Delayed",
+    "Rendering Failure": "Email Rendering Failed",
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +75,21 @@ def test_event_records_carry_the_real_md5_of_their_body(event_file: Path) -> Non
 def test_event_message_ids_are_unique(event_file: Path) -> None:
     ids = [record["messageId"] for record in json.loads(event_file.read_text())["Records"]]
     assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("event_file", FEEDBACK_FILES, ids=lambda p: p.name)
+def test_feedback_samples_are_events_the_feedback_consumer_reads(event_file: Path) -> None:
+    # Given a feedback sample (a feedback queue body: EventBridge's envelope)
+    body = event_file.read_text()
+
+    # When the consumer's parser reads it
+    parsed = parse_feedback(body)
+
+    # Then it is an event Herald records, under the detail-type EventBridge gives its type
+    assert parsed.recorded
+    assert json.loads(body)["detail-type"] == DETAIL_TYPES[parsed.event.event_type]
+
+
+def test_every_recorded_feedback_type_has_a_sample() -> None:
+    types = {parse_feedback(p.read_text()).event.event_type for p in FEEDBACK_FILES}
+    assert types == set(DETAIL_TYPES)
