@@ -291,9 +291,15 @@ def test_no_template_nests_a_stack_per_alarm_or_switches_a_lint_check_off_for_it
     # Given a template
     template = load_template(template_path)
 
-    # Then it nests no CloudFormation stack (alarms are plain resources), and cfn-lint's
-    # warning about nested templates (W3002) is not switched off
-    assert resources_of_type(template, "AWS::CloudFormation::Stack") == {}
+    # Then every CloudFormation stack it nests is a whole unit (stacks/service.yaml: an ECS
+    # service with its roles and log group), never a wrapper around an alarm: alarms are
+    # plain resources. And cfn-lint's warning about nested templates (W3002) is not
+    # switched off
+    for logical_id, stack in resources_of_type(template, "AWS::CloudFormation::Stack").items():
+        nested = load_template(template_path.parent / stack["Properties"]["TemplateURL"])
+        types = {resource["Type"] for resource in nested.get("Resources", {}).values()}
+        assert types - {"AWS::CloudWatch::Alarm"}, f"{logical_id} nests only alarms"
+        assert "AWS::CloudWatch::Alarm" not in types, f"{logical_id} nests an alarm"
     config = template.get("Metadata", {}).get("cfn-lint", {}).get("config", {})
     assert "W3002" not in config.get("ignore_checks", [])
 
@@ -324,6 +330,10 @@ REQUIRED_ALARMS = [
     ("AWS/Lambda", "Throttles", "TaskRunnerFunction"),
     ("AWS/Lambda", "Duration", "TaskRunnerFunction"),
     ("AWS/Lambda", "ConcurrentExecutions", "TaskRunnerFunction"),
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "FeedbackDeadLetterQueue"),
+    ("AWS/SQS", "ApproximateAgeOfOldestMessage", "FeedbackQueue"),
+    ("AWS/SES", "Reputation.BounceRate", "EmailConfigurationSet"),
+    ("AWS/SES", "Reputation.ComplaintRate", "EmailConfigurationSet"),
 ]
 
 
@@ -456,6 +466,50 @@ def test_worker_failure_count_alarm_fires_on_any_count_in_5_minutes(name: str) -
     assert alarm.props["ComparisonOperator"] == "GreaterThanThreshold"
     assert alarm.props["Threshold"] == 0
     assert alarm.props["TreatMissingData"] == "notBreaching"
+
+
+# AWS reviews an account at a 5 % bounce rate and a 0.1 % complaint rate; Herald's alarms
+# warn at well under half of each (SES publishes the rates as fractions).
+REPUTATION_ALARMS = {
+    "SesBounceRateAlarm": ("Reputation.BounceRate", 0.02),
+    "SesComplaintRateAlarm": ("Reputation.ComplaintRate", 0.0005),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "metric", "threshold"),
+    [(name, metric, threshold) for name, (metric, threshold) in REPUTATION_ALARMS.items()],
+)
+def test_reputation_alarm_fires_well_before_awss_review_threshold(
+    name: str, metric: str, threshold: float
+) -> None:
+    # Given a reputation alarm
+    alarm = the_alarm(name)
+
+    # Then it watches this configuration set's rate (not the account's, which other
+    # senders of the account share) and fires from its threshold on
+    assert alarm.metric.namespace == "AWS/SES"
+    assert alarm.metric.name == metric
+    assert alarm.metric.dimensions == {"ses:configuration-set": {"Ref": "EmailConfigurationSet"}}
+    assert alarm.props["Threshold"] == threshold
+    assert alarm.props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+@pytest.mark.parametrize("name", sorted(REPUTATION_ALARMS))
+def test_reputation_alarm_keeps_the_last_published_rate(name: str) -> None:
+    # Given a reputation alarm (SES publishes a rate only while there is sending to rate)
+    # Then a period without a rate neither clears nor raises it
+    assert the_alarm(name).props["TreatMissingData"] == "ignore"
+
+
+def test_reputation_metrics_are_published_for_the_configuration_set_the_alarms_watch(
+    template: Template,
+) -> None:
+    # Given the configuration set the reputation alarms name
+    configuration_set = properties(template, "EmailConfigurationSet")
+
+    # Then SES publishes its reputation metrics, else the alarms would never see data
+    assert configuration_set["ReputationOptions"] == {"ReputationMetricsEnabled": True}
 
 
 # ----------------------------------------------------------------- the build

@@ -36,6 +36,7 @@ AWS_METRICS = {
     },
     "AWS/Lambda": {"Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions"},
     "AWS/RDS": {"CPUUtilization", "DatabaseConnections"},
+    "AWS/SES": {"Reputation.BounceRate", "Reputation.ComplaintRate"},
 }
 # Where the code of each Herald process lives: a Herald metric must be named there.
 SOURCES_OF_SERVICE = {
@@ -65,6 +66,11 @@ PIPELINE = [
     ("Herald", "MessagesFailed"),
     ("AWS/RDS", "CPUUtilization"),
     ("AWS/RDS", "DatabaseConnections"),
+    ("Herald", "EmailsDelivered"),
+    ("Herald", "EmailsBounced"),
+    ("Herald", "EmailsComplained"),
+    ("AWS/SES", "Reputation.BounceRate"),
+    ("AWS/SES", "Reputation.ComplaintRate"),
 ]
 PLACEHOLDER = re.compile(r"\$\{([^}!]+)\}")
 
@@ -182,7 +188,7 @@ def test_dashboard_shows_the_pipeline_stage(
     assert (namespace, metric) in shown
 
 
-def test_dashboard_shows_both_dead_letter_queues(template: Template) -> None:
+def test_dashboard_shows_every_dead_letter_queue(template: Template) -> None:
     # Given the queues whose depth the dashboard shows
     queues = {
         dimensions_of(row).get("QueueName")
@@ -190,11 +196,24 @@ def test_dashboard_shows_both_dead_letter_queues(template: Template) -> None:
         if row[:2] == ["AWS/SQS", "ApproximateNumberOfMessagesVisible"]
     }
 
-    # Then both DLQs are among them
+    # Then every DLQ is among them
     assert {
         "placeholder-TaskDeadLetterQueue-QueueName",
         "placeholder-ResultDeadLetterQueue-QueueName",
+        "placeholder-FeedbackDeadLetterQueue-QueueName",
     } <= queues
+
+
+def test_reputation_rates_shown_are_the_configuration_sets(template: Template) -> None:
+    # Given the SES metrics the dashboard shows
+    rows = [row for row in metric_rows(template) if row[0] == "AWS/SES"]
+
+    # Then each is selected by this stack's configuration set, as the alarms watch them
+    assert rows
+    for row in rows:
+        assert dimensions_of(row) == {
+            "ses:configuration-set": "placeholder-EmailConfigurationSet"
+        }, row
 
 
 def test_an_output_links_to_the_dashboard(template: Template) -> None:

@@ -103,7 +103,7 @@ def test_dead_letter_queues_redrive_nowhere_and_keep_messages_fourteen_days(
 ) -> None:
     # Given the dead-letter queues
     dlqs = dead_letter_queue_ids(template)
-    assert dlqs == {"TaskDeadLetterQueue", "ResultDeadLetterQueue"}
+    assert dlqs == {"TaskDeadLetterQueue", "ResultDeadLetterQueue", "FeedbackDeadLetterQueue"}
 
     for queue_id in dlqs:
         queue = properties(template, queue_id)
@@ -254,6 +254,7 @@ def test_task_runner_environment_points_at_its_own_queues_table_and_sender(
     assert variables["TASK_DLQ_URL"] == {"Ref": "TaskDeadLetterQueue"}
     assert variables["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
     assert variables["SENDER_EMAIL"] == {"Ref": "SenderEmail"}
+    assert variables["SES_CONFIGURATION_SET"] == {"Ref": "EmailConfigurationSet"}
     assert variables["ENVIRONMENT"] == {"Ref": "Environment"}
     assert variables["LOG_LEVEL"] == {"Ref": "LogLevel"}
     assert variables["POWERTOOLS_SERVICE_NAME"] == "herald-task-runner"
@@ -345,10 +346,15 @@ def test_task_runner_may_send_only_as_the_sender_address_through_its_identity(
     ]
 
     # Then one statement allows ses:SendEmail on exactly the two identities of SenderEmail
+    # and the configuration set every send names (SESv2 authorizes a send against both)
     [statement] = ses
     assert statement.actions == ["ses:SendEmail"]
     identity_prefix = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/"
-    address, domain = statement.resources
+    address, domain, configuration_set = statement.resources
+    assert configuration_set == {
+        "Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:"
+        "configuration-set/${EmailConfigurationSet}"
+    }
     assert address == {"Fn::Sub": identity_prefix + "${SenderEmail}"}
     assert domain["Fn::Sub"][0] == identity_prefix + "${SenderDomain}"
     assert domain["Fn::Sub"][1]["SenderDomain"] == {
