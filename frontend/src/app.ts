@@ -6,7 +6,7 @@
 import { HeraldApi } from "./api/client";
 import { ApiProblem } from "./api/errors";
 import type { Config } from "./config";
-import { COMPOSE_PATH, inAppPath, listPath, parseRoute } from "./router";
+import { COMPOSE_PATH, inAppPath, listPath, parseRoute, SUPPRESSIONS_PATH } from "./router";
 import type { ApiKeyStore } from "./session";
 import { composeView } from "./views/compose";
 import { connectView } from "./views/connect";
@@ -15,6 +15,7 @@ import { describeFailure } from "./views/format";
 import { messageDetailView } from "./views/message-detail";
 import { messageListView } from "./views/message-list";
 import { notFoundView } from "./views/simple";
+import { suppressionsView } from "./views/suppressions";
 import type { View, ViewContext } from "./views/view";
 
 /** Everything the app takes from the outside world, so tests can give it fakes. */
@@ -44,6 +45,7 @@ export function startApp(options: AppOptions): RunningApp {
     { "aria-label": "Main" },
     h("a", { href: listPath() }, "Messages"),
     h("a", { href: COMPOSE_PATH }, "Compose"),
+    h("a", { href: SUPPRESSIONS_PATH }, "Suppressions"),
   );
   const disconnect = h("button", { type: "button", class: "button button-quiet" }, "Disconnect");
   const notice = h("p", { class: "notice", role: "status", hidden: true });
@@ -115,6 +117,8 @@ export function startApp(options: AppOptions): RunningApp {
         return messageDetailView(ctx, route.id);
       case "compose":
         return composeView(ctx);
+      case "suppressions":
+        return suppressionsView(ctx);
       case "not-found":
         return notFoundView();
     }

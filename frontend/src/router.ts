@@ -9,9 +9,11 @@ export type Route =
   | { name: "list"; status: MessageStatus | null }
   | { name: "message"; id: string }
   | { name: "compose" }
+  | { name: "suppressions" }
   | { name: "not-found" };
 
 export const COMPOSE_PATH = "/compose";
+export const SUPPRESSIONS_PATH = "/suppressions";
 
 export function listPath(status: MessageStatus | null = null): string {
   return status ? `/?status=${status}` : "/";
@@ -27,6 +29,7 @@ export function parseRoute(pathname: string, search: string): Route {
     return { name: "list", status: status && isMessageStatus(status) ? status : null };
   }
   if (pathname === COMPOSE_PATH) return { name: "compose" };
+  if (pathname === SUPPRESSIONS_PATH) return { name: "suppressions" };
   const message = /^\/messages\/([^/]+)$/.exec(pathname);
   if (message?.[1]) return { name: "message", id: decodeURIComponent(message[1]) };
   return { name: "not-found" };

@@ -3,6 +3,7 @@ import { fireEvent, screen, waitFor, within } from "@testing-library/dom";
 import axe from "axe-core";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
+import type { Suppression } from "../src/api/types";
 import { type RunningApp, startApp } from "../src/app";
 import { ApiKeyStore } from "../src/session";
 import { formatDateTime } from "../src/time";
@@ -530,6 +531,76 @@ describe("delivery reports", () => {
     expect(screen.getByRole("alert").textContent).toContain(
       "Herald did not schedule this email: bob@example.org is on your suppression list",
     );
+  });
+});
+
+describe("suppressions", () => {
+  function aSuppression(address: string): Suppression {
+    return {
+      address,
+      reason: "bounce",
+      message_id: "m1",
+      detail: "smtp; 550 5.1.1 user unknown",
+      created_at: "2026-11-30T08:00:03Z",
+    };
+  }
+
+  it("lists the suppressed addresses with why and since when", async () => {
+    const herald = new FakeHerald();
+    herald.suppressions = [{ ...aSuppression("bob@example.org"), reason: "complaint" }];
+    start(herald, "/suppressions");
+
+    const row = await screen.findByRole("row", { name: /bob@example\.org/ });
+
+    expect(row.textContent).toContain("Marked as spam");
+    expect(row.textContent).toContain(formatDateTime("2026-11-30T08:00:03Z", "Europe/Paris"));
+    expect(within(row).getByRole("link", { name: "The email" }).getAttribute("href")).toBe(
+      "/messages/m1",
+    );
+  });
+
+  it("removes an address after confirming, and moves the keyboard to the next one", async () => {
+    // Given two suppressed addresses
+    const herald = new FakeHerald();
+    herald.suppressions = [aSuppression("ann@example.org"), aSuppression("bob@example.org")];
+    const { confirm } = start(herald, "/suppressions");
+    // When the first is removed
+    fireEvent.click(await screen.findByRole("button", { name: "Remove ann@example.org" }));
+    // Then the API took it off, the row is gone, and the keyboard is on the next button
+    await waitFor(() =>
+      expect(document.activeElement).toBe(
+        screen.getByRole("button", { name: "Remove bob@example.org" }),
+      ),
+    );
+    expect(confirm).toHaveBeenCalledWith(
+      expect.stringMatching(/^Remove ann@example\.org from the suppression list\?/),
+    );
+    expect(herald.requests.at(-1)?.method).toBe("DELETE");
+    expect(herald.suppressions.map((suppression) => suppression.address)).toEqual([
+      "bob@example.org",
+    ]);
+    expect(screen.queryByRole("row", { name: /ann@example\.org/ })).toBeNull();
+    expect(document.querySelector("[aria-live]")?.textContent).toBe(
+      "ann@example.org is no longer suppressed.",
+    );
+  });
+
+  it("keeps an address whose removal was not confirmed", async () => {
+    const herald = new FakeHerald();
+    herald.suppressions = [aSuppression("ann@example.org")];
+    const { confirm } = start(herald, "/suppressions");
+    confirm.mockReturnValue(false);
+
+    fireEvent.click(await screen.findByRole("button", { name: "Remove ann@example.org" }));
+
+    expect(herald.requests.map((request) => request.method)).toEqual(["GET"]);
+    expect(screen.getByRole("row", { name: /ann@example\.org/ })).toBeTruthy();
+  });
+
+  it("says when no address is suppressed", async () => {
+    start(new FakeHerald(), "/suppressions");
+
+    expect(await screen.findByText("No suppressed addresses.")).toBeTruthy();
   });
 });
 

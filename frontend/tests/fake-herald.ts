@@ -1,6 +1,6 @@
 /** An in-memory Herald API behind a fetch function, for the DOM tests. */
 
-import type { Message, MessageDraft } from "../src/api/types";
+import type { Message, MessageDraft, Suppression } from "../src/api/types";
 import { aMessage, API, jsonResponse, problemResponse } from "./fixtures";
 
 export interface Recorded {
@@ -14,6 +14,8 @@ export class FakeHerald {
   readonly apiKey = "hrld_good_key";
   /** Newest first, as the API lists them. */
   messages: Message[] = [];
+  /** Newest first, as the API lists them. */
+  suppressions: Suppression[] = [];
   readonly requests: Recorded[] = [];
   /** When set, the next request is answered with this problem instead. */
   nextProblem: Record<string, unknown> | null = null;
@@ -48,6 +50,7 @@ export class FakeHerald {
   };
 
   private route(method: string, url: URL, draft: MessageDraft): Response {
+    if (url.href.startsWith(`${API}/v1/suppressions`)) return this.routeSuppressions(method, url);
     if (!url.href.startsWith(`${API}/v1/messages`)) throw new Error(`unexpected ${url.href}`);
     const id = url.pathname.split("/")[3];
     const message = this.messages.find((candidate) => candidate.id === id);
@@ -78,6 +81,31 @@ export class FakeHerald {
       return jsonResponse(this.messages.find((candidate) => candidate.id === id));
     }
     return jsonResponse(message);
+  }
+
+  private routeSuppressions(method: string, url: URL): Response {
+    const address = url.pathname.split("/")[3];
+    if (method === "GET" && address === undefined) {
+      const limit = Number(url.searchParams.get("limit") ?? 20);
+      const start = Number(url.searchParams.get("cursor") ?? 0);
+      const more = start + limit < this.suppressions.length;
+      return jsonResponse({
+        items: this.suppressions.slice(start, start + limit),
+        next_cursor: more ? String(start + limit) : null,
+      });
+    }
+    const key = decodeURIComponent(address ?? "").toLowerCase();
+    const before = this.suppressions.length;
+    this.suppressions = this.suppressions.filter((suppression) => suppression.address !== key);
+    if (this.suppressions.length === before) {
+      return problemResponse({
+        type: "urn:herald:problem:not-found",
+        title: "Not Found",
+        status: 404,
+        detail: `${key} is not on this tenant's suppression list`,
+      });
+    }
+    return new Response(null, { status: 204 });
   }
 
   /** What the worker does: moves a message on. */

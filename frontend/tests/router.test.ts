@@ -8,6 +8,7 @@ describe("parseRoute", () => {
     ["/", "?status=sent", { name: "list", status: "sent" }],
     ["/", "?status=bogus", { name: "list", status: null }],
     ["/compose", "", { name: "compose" }],
+    ["/suppressions", "", { name: "suppressions" }],
     ["/messages/0b7c%20x", "", { name: "message", id: "0b7c x" }],
     ["/messages/", "", { name: "not-found" }],
     ["/elsewhere", "", { name: "not-found" }],
