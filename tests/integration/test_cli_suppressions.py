@@ -41,6 +41,7 @@ def test_list_prints_a_tenants_suppressions_as_a_table_and_as_json_lines(
     bounce_message = suppress(client, engine, caller, BOB)
     suppress(client, engine, caller, CY, reason="complaint")
     suppress(client, engine, other_caller, "someone@example.org")
+    capsys.readouterr()  # the api's metrics lines
 
     # When the first tenant's list is printed, as a table and as JSON
     code, table, _ = run_cli(capsys, "suppressions", "list", "--tenant", "acme")
@@ -81,6 +82,7 @@ def test_remove_takes_an_address_off_whatever_its_case(
 ) -> None:
     # Given a suppressed address
     suppress(client, engine, caller, BOB)
+    capsys.readouterr()  # the api's metrics lines
 
     # When it is removed, written in another case
     code, out, _ = run_cli(capsys, "suppressions", "remove", "--tenant", "acme", "Bob@Example.org")

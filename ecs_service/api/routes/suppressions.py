@@ -54,7 +54,8 @@ def list_suppressions(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Take an address off the tenant's suppression list",
-    responses=problems.responses(401, 404, 422, 429, 503),
+    responses={204: {"description": "Taken off the list"}}
+    | problems.responses(401, 404, 422, 429, 503),
 )
 def remove_suppression(
     address: Annotated[
