@@ -361,13 +361,14 @@ def summarise(session: Session, message_id: UUID) -> MessageStatus | None:
             )
         )
         return MessageStatus.FAILED
-    states = dict(
-        session.execute(
+    states = {
+        row.address: row.status
+        for row in session.execute(
             select(MessageRecipient.address, MessageRecipient.status).where(
                 MessageRecipient.message_id == message_id
             )
-        ).tuples()
-    )
+        )
+    }
     summary = _summary(states, _recipients(row.payload))
     if summary is not status:
         session.execute(
