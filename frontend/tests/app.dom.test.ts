@@ -395,7 +395,10 @@ describe("delivery reports", () => {
             type: "Bounce",
             recipient: BOUNCE,
             occurred_at: "2026-11-30T08:00:03Z",
-            detail: { bounceType: "Permanent", diagnosticCode: DIAGNOSTIC },
+            detail: {
+              bounceType: "Permanent",
+              bouncedRecipients: [{ emailAddress: BOUNCE, diagnosticCode: DIAGNOSTIC }],
+            },
           },
         ],
       }),
@@ -407,7 +410,11 @@ describe("delivery reports", () => {
     const rows = within(table).getAllByRole("row").slice(1);
     expect(rows.map((row) => [...row.children].slice(1).map((cell) => cell.textContent))).toEqual([
       ["Accepted by SES", "", ""],
-      ["Bounced", BOUNCE, `bounce type: Permanent; diagnostic code: ${DIAGNOSTIC}`],
+      [
+        "Bounced",
+        BOUNCE,
+        `bounce type: Permanent; bounced recipients: ${BOUNCE} (diagnostic code: ${DIAGNOSTIC})`,
+      ],
     ]);
   });
 

@@ -149,17 +149,30 @@ describe("eventLabel", () => {
 });
 
 describe("eventDetail", () => {
-  it("reads an event's fields in one line, leaving nested objects out", () => {
+  it("reads an event's fields in one line, each recipient with its own fields", () => {
+    // Given a bounce's detail as the worker records it
     const detail = {
       bounceType: "Permanent",
-      bounce_sub_type: "General",
-      recipients: ["a@example.org", "b@example.org"],
-      mail: { messageId: "x" },
+      bounceSubType: "General",
+      bouncedRecipients: [
+        { emailAddress: "a@example.org", diagnosticCode: "smtp; 550 5.1.1 user unknown" },
+        { emailAddress: "b@example.org" },
+      ],
       reportingMTA: null,
     };
 
+    // When / Then
     expect(eventDetail(detail)).toBe(
-      "bounce type: Permanent; bounce sub type: General; recipients: a@example.org, b@example.org",
+      "bounce type: Permanent; bounce sub type: General; bounced recipients: " +
+        "a@example.org (diagnostic code: smtp; 550 5.1.1 user unknown), b@example.org",
+    );
+  });
+
+  it("joins a list of addresses", () => {
+    const detail = { recipients: ["a@example.org", "b@example.org"], smtpResponse: "250 OK" };
+
+    expect(eventDetail(detail)).toBe(
+      "recipients: a@example.org, b@example.org; smtp response: 250 OK",
     );
   });
 });

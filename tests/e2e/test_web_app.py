@@ -26,8 +26,12 @@ from tests.e2e.conftest import TIME_ZONE, open_tab
 from tests.local_system import RunningSystem
 
 READER = "reader@example.org"
-# The polling backs off from 2 s (2, 4, 8, 16 s between looks) while nothing changes.
-SENT_TIMEOUT_MS = 45_000
+# The local SES bounces this address as SES's mailbox simulator does, with this diagnostic.
+BOUNCE = "bounce@simulator.amazonses.com"
+BOUNCE_DIAGNOSTIC = "smtp; 550 5.1.1 user unknown"
+# Sent, then SES's report a moment later; the polling backs off from 2 s (2, 4, 8, 16, 30 s
+# between looks) while nothing changes, so the page may look 30 s after the report.
+REPORTED_TIMEOUT_MS = 60_000
 # The app's --danger colour: an invalid field's border.
 DANGER = "rgb(180, 35, 24)"
 
@@ -53,6 +57,23 @@ def fill_email(page: Page, to: str, subject: str) -> None:
 def message_link(page: Page, subject: str, status: str) -> Locator:
     # A row's link reads "<subject> <status> To … · …".
     return page.get_by_role("link", name=re.compile(rf"^{re.escape(subject)} {status}\b"))
+
+
+def unsuppress(local_system: RunningSystem, address: str) -> None:
+    """Takes ``address`` off the demo tenant's suppression list, if a test's bounce put it
+    there: each test that bounces starts from a list without it, in any order."""
+    answer = httpx.delete(
+        f"{local_system.api_url}/v1/suppressions/{address}", headers=local_system.headers
+    )
+    assert answer.status_code in (204, 404), answer.text
+
+
+def wait_for_status(local_system: RunningSystem, message_id: str, status: str) -> None:
+    """Waits until the API says the message is ``status`` (SES's report included)."""
+    deadline = time.monotonic() + REPORTED_TIMEOUT_MS / 1000
+    while (now := local_system.status(message_id)) != status:
+        assert time.monotonic() < deadline, f"{message_id} is {now}, not {status}, in time"
+        time.sleep(0.5)
 
 
 def utc_offset(moment: datetime) -> str:
@@ -98,7 +119,7 @@ def test_a_wrong_key_is_refused_with_a_message(page: Page, local_system: Running
     assert page.evaluate("() => sessionStorage.length") == 0
 
 
-def test_an_email_sent_now_becomes_sent_and_reaches_the_mailbox(
+def test_an_email_sent_now_is_delivered_and_reaches_the_mailbox(
     page: Page, local_system: RunningSystem
 ) -> None:
     # Given a connected tab on the compose screen
@@ -111,10 +132,10 @@ def test_an_email_sent_now_becomes_sent_and_reaches_the_mailbox(
     expect(page.get_by_label("Now", exact=True)).to_be_checked()
     page.get_by_role("button", name="Send").click()
 
-    # Then the list shows it, and its status follows it live until it is sent
+    # Then the list shows it, and its status follows it live until SES reports it delivered
     expect(page.get_by_role("heading", name="Messages", level=1)).to_be_visible()
     expect(page.get_by_role("status").filter(has_text=subject)).to_contain_text("on its way")
-    expect(message_link(page, subject, "Sent")).to_be_visible(timeout=SENT_TIMEOUT_MS)
+    expect(message_link(page, subject, "Delivered")).to_be_visible(timeout=REPORTED_TIMEOUT_MS)
     # And the local SES delivered it, once, to that address
     delivered = [email for email in local_system.mailbox() if email["subject"] == subject]
     assert len(delivered) == 1
@@ -193,22 +214,90 @@ def test_an_address_the_api_refuses_is_explained_next_to_the_to_field(
     assert subject not in {message["subject"] for message in local_system.messages()}
 
 
-def wait_until_sent(local_system: RunningSystem, message_id: str) -> None:
-    deadline = time.monotonic() + SENT_TIMEOUT_MS / 1000
-    while local_system.status(message_id) != "sent":
-        assert time.monotonic() < deadline, f"{message_id} was not sent in time"
-        time.sleep(0.5)
+def test_an_email_that_bounces_shows_the_diagnostic_in_the_recipients_table(
+    page: Page, local_system: RunningSystem
+) -> None:
+    # Given a connected tab on the compose screen, and SES's bouncing address not suppressed
+    unsuppress(local_system, BOUNCE)
+    connect(page, local_system.key)
+    open_compose(page)
+    subject = f"Bounce {uuid4().hex[:8]}"
+
+    # When an email to it is sent now, and opened from the list
+    fill_email(page, BOUNCE, subject)
+    page.get_by_role("button", name="Send").click()
+    page.get_by_role("link", name=re.compile(rf"^{re.escape(subject)} ")).click()
+    expect(page.get_by_role("heading", name=subject, level=1)).to_be_visible()
+
+    # Then its status follows it live until SES's bounce makes it bounced
+    expect(page.locator("#message-status")).to_have_text("Bounced", timeout=REPORTED_TIMEOUT_MS)
+    # And the recipients table gives the address's state, bounce and diagnostic, and when
+    row = page.get_by_role("table", name="Recipients").get_by_role(
+        "row", name=re.compile(re.escape(BOUNCE))
+    )
+    expect(row.get_by_role("rowheader")).to_have_text(BOUNCE)
+    expect(row.get_by_role("cell")).to_have_text(
+        ["Bounced", "Permanent · General", BOUNCE_DIAGNOSTIC, re.compile(r"\d:\d\d:\d\d [AP]M$")]
+    )
+    # And the event history has SES's bounce, after its send
+    events = page.get_by_role("table", name="Events").get_by_role("row")
+    expect(events.filter(has_text="Accepted by SES")).to_have_count(1)
+    expect(events.filter(has_text="Bounced")).to_contain_text(BOUNCE_DIAGNOSTIC)
+
+
+def test_a_bounced_address_is_refused_next_time_until_it_is_removed_from_the_suppressions(
+    page: Page, local_system: RunningSystem
+) -> None:
+    # Given an email to SES's bouncing address that bounced, which suppressed the address
+    unsuppress(local_system, BOUNCE)
+    bounced = local_system.schedule(BOUNCE, f"First bounce {uuid4().hex[:8]}")
+    wait_for_status(local_system, bounced, "bounced")
+    connect(page, local_system.key)
+    open_compose(page)
+
+    # When another email to it is sent
+    subject = f"Second try {uuid4().hex[:8]}"
+    fill_email(page, BOUNCE, subject)
+    page.get_by_role("button", name="Send").click()
+
+    # Then the To field says the address is suppressed, and nothing was scheduled
+    to = page.get_by_label("To", exact=True)
+    expect(to).to_have_attribute("aria-invalid", "true")
+    expect(to).to_have_accessible_description(
+        re.compile(rf"{re.escape(BOUNCE)}: on your suppression list")
+    )
+    assert subject not in {message["subject"] for message in local_system.messages()}
+
+    # When the address is removed on the Suppressions screen, accepting the confirmation
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Suppressions").click()
+    row = page.get_by_role("row", name=re.compile(re.escape(BOUNCE)))
+    expect(row).to_contain_text("Bounced")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=f"Remove {BOUNCE}").click()
+
+    # Then its row is gone, and the API no longer lists it (so an email to it is accepted)
+    expect(row).to_be_hidden()
+    answer = httpx.get(
+        f"{local_system.api_url}/v1/suppressions",
+        headers=local_system.headers,
+        params={"limit": 100},
+    )
+    assert BOUNCE not in {item["address"] for item in answer.json()["items"]}
 
 
 def test_every_view_of_the_web_app_has_no_accessibility_violations(
     page: Page, local_system: RunningSystem
 ) -> None:
-    # Given a message that was sent, and one scheduled for tomorrow
+    # Given a message that was delivered, one that bounced (which suppressed its address),
+    # and one scheduled for tomorrow
     tag = uuid4().hex[:8]
-    sent = local_system.schedule(READER, f"Axe sent {tag}")
+    unsuppress(local_system, BOUNCE)
+    delivered = local_system.schedule(READER, f"Axe delivered {tag}")
+    bounced = local_system.schedule(BOUNCE, f"Axe bounced {tag}")
     later = datetime.now(ZoneInfo("UTC")) + timedelta(days=1)
     scheduled = local_system.schedule(READER, f"Axe later {tag}", send_at=later)
-    wait_until_sent(local_system, sent)
+    wait_for_status(local_system, delivered, "delivered")
+    wait_for_status(local_system, bounced, "bounced")
 
     # When each view is shown in turn, Then axe-core finds nothing wrong with any of them
     page.goto("/")
@@ -220,10 +309,11 @@ def test_every_view_of_the_web_app_has_no_accessibility_violations(
     assert_accessible(page, "the connect screen with a refused key")
 
     connect(page, local_system.key)
-    expect(message_link(page, f"Axe sent {tag}", "Sent")).to_be_visible()
+    expect(message_link(page, f"Axe delivered {tag}", "Delivered")).to_be_visible()
+    expect(message_link(page, f"Axe bounced {tag}", "Bounced")).to_be_visible()
     assert_accessible(page, "the message list")
     page.get_by_label("Status").select_option(label="Failed")
-    expect(page.get_by_role("link", name=f"Axe sent {tag}")).to_be_hidden()
+    expect(page.get_by_role("link", name=re.compile(f"Axe delivered {tag}"))).to_be_hidden()
     assert_accessible(page, "the message list filtered on a status")
 
     open_compose(page)
@@ -239,9 +329,16 @@ def test_every_view_of_the_web_app_has_no_accessibility_violations(
     page.goto(f"/messages/{scheduled}")
     expect(page.get_by_role("button", name="Cancel this email")).to_be_visible()
     assert_accessible(page, "a scheduled message")
-    page.goto(f"/messages/{sent}")
-    expect(page.locator("#message-status")).to_have_text("Sent")
-    assert_accessible(page, "a sent message")
+    page.goto(f"/messages/{delivered}")
+    expect(page.locator("#message-status")).to_have_text("Delivered")
+    expect(page.get_by_role("table", name="Events")).to_be_visible()
+    assert_accessible(page, "a delivered message, with its recipients and events")
+    page.goto(f"/messages/{bounced}")
+    expect(page.get_by_role("table", name="Recipients")).to_contain_text(BOUNCE_DIAGNOSTIC)
+    assert_accessible(page, "a bounced message")
+    page.goto("/suppressions")
+    expect(page.get_by_role("button", name=f"Remove {BOUNCE}")).to_be_visible()
+    assert_accessible(page, "the suppression list")
     page.goto(f"/messages/{uuid4()}")
     expect(page.get_by_role("button", name="Try again")).to_be_visible()
     assert_accessible(page, "a message that does not exist")
@@ -283,6 +380,7 @@ def test_on_a_phone_the_header_keeps_its_words_whole(
         header.get_by_role("link", name="Herald"),
         header.get_by_role("link", name="Messages"),
         header.get_by_role("link", name="Compose"),
+        header.get_by_role("link", name="Suppressions"),
         header.get_by_role("button", name="Disconnect"),
     ]:
         lines = item.evaluate(
@@ -325,21 +423,26 @@ def test_robots_txt_is_served_as_a_text_file(local_system: RunningSystem) -> Non
 # clock are fixed (the API's list answers are replaced with these), so that the picture
 # only changes when the app's looks do.
 SCREENSHOT = REPO_ROOT / "docs" / "images" / "web-app.png"
-SCREENSHOT_VIEWPORT = {"width": 1280, "height": 800}
+SCREENSHOT_VIEWPORT = {"width": 1280, "height": 1040}
 SCREENSHOT_NOW = datetime(2026, 12, 1, 14, 30, 12, tzinfo=ZoneInfo("UTC"))
 SCREENSHOT_MESSAGES = [
     ("Team lunch on Friday", "scheduled", ["team@example.org"], timedelta(days=2, hours=1)),
     ("Your invoice for November", "queued", ["billing@example.net"], timedelta(seconds=-2)),
+    ("Order confirmation", "sent", ["cy@example.com"], timedelta(seconds=-5)),
     (
         "Quarterly report is ready",
-        "sent",
+        "delivered",
         ["finance@example.org", "board@example.org", "audit@example.com"],
         timedelta(minutes=-12),
     ),
-    ("Password reset", "failed", ["old-address@example.com"], timedelta(hours=-3)),
+    ("Newsletter: December", "bounced", ["old-address@example.com"], timedelta(hours=-1)),
+    ("Spring sale", "complained", ["dan@example.net"], timedelta(hours=-2)),
+    ("Password reset", "failed", ["eve@example.com"], timedelta(hours=-3)),
     ("Webinar reminder", "canceled", ["guests@example.org"], timedelta(days=1)),
-    ("Welcome to Herald", "sent", ["ann@example.org"], timedelta(days=-1, hours=-2)),
+    ("Welcome to Herald", "delivered", ["ann@example.org"], timedelta(days=-1, hours=-2)),
 ]
+# SES's report on a sent message comes a few seconds after the send.
+REPORTED = ("delivered", "bounced", "complained")
 
 
 def screenshot_page() -> dict[str, Any]:
@@ -347,7 +450,10 @@ def screenshot_page() -> dict[str, Any]:
     items = []
     for number, (subject, status, to, offset) in enumerate(SCREENSHOT_MESSAGES):
         send_at = SCREENSHOT_NOW + offset
-        finished = send_at + timedelta(seconds=1) if status in ("sent", "failed") else None
+        finished = (
+            send_at + timedelta(seconds=1) if status in ("sent", "failed", *REPORTED) else None
+        )
+        reported = finished + timedelta(seconds=3) if finished and status in REPORTED else None
         items.append(
             {
                 "id": f"00000000-0000-4000-8000-{number:012d}",
@@ -360,11 +466,13 @@ def screenshot_page() -> dict[str, Any]:
                 "subject": subject,
                 "send_at": send_at.isoformat(),
                 "created_at": (SCREENSHOT_NOW - timedelta(days=2)).isoformat(),
-                "updated_at": (finished or SCREENSHOT_NOW - timedelta(hours=1)).isoformat(),
+                "updated_at": (
+                    reported or finished or SCREENSHOT_NOW - timedelta(hours=1)
+                ).isoformat(),
                 "queued_at": send_at.isoformat() if status != "scheduled" else None,
                 "finished_at": finished.isoformat() if finished else None,
                 "provider_message_id": None,
-                "error": "The address was refused (bounced)" if status == "failed" else None,
+                "error": "SES rejected the message" if status == "failed" else None,
             }
         )
     return {"items": items, "next_cursor": None}
@@ -381,7 +489,8 @@ def wide(
 def test_the_readme_screenshot_shows_the_message_list(
     wide: Page, local_system: RunningSystem
 ) -> None:
-    # Given the API's list answers fixed to six messages, one of each status, and the clock
+    # Given the API's list answers fixed to nine messages, each status at least once, and
+    # the clock
     page_body = json.dumps(screenshot_page())
 
     def answer_list(route: Route) -> None:
@@ -398,7 +507,7 @@ def test_the_readme_screenshot_shows_the_message_list(
 
     # When the web app lists them
     connect(wide, local_system.key)
-    expect(message_link(wide, "Welcome to Herald", "Sent")).to_be_visible()
+    expect(message_link(wide, "Welcome to Herald", "Delivered")).to_be_visible()
     expect(wide.get_by_text(re.compile(r"^Live status, updated at"))).to_be_visible()
 
     # Then the picture is written (only when it changed), and stays small

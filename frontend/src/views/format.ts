@@ -62,20 +62,27 @@ export function eventLabel(type: string): string {
 }
 
 /**
- * An event's detail in one line: `{"bounceType": "Permanent", "diagnosticCode": "smtp; 550"}`
- * -> "bounce type: Permanent; diagnostic code: smtp; 550". Nested values are left out.
+ * An event's detail in one line: `{"bounceType": "Permanent", "bouncedRecipients":
+ * [{"emailAddress": "a@x.org", "diagnosticCode": "smtp; 550"}]}` -> "bounce type: Permanent;
+ * bounced recipients: a@x.org (diagnostic code: smtp; 550)".
  */
 export function eventDetail(detail: Record<string, unknown>): string {
-  const parts: string[] = [];
-  for (const [key, value] of Object.entries(detail)) {
-    const text = Array.isArray(value)
-      ? value.filter((item) => typeof item !== "object").join(", ")
-      : typeof value === "object" || value === null
-        ? ""
-        : String(value);
-    if (text !== "") parts.push(`${words(key)}: ${text}`);
-  }
-  return parts.join("; ");
+  return Object.entries(detail)
+    .map(([key, value]) => [words(key), detailValue(value)])
+    .filter(([, text]) => text !== "")
+    .map(([key, text]) => `${key}: ${text}`)
+    .join("; ");
+}
+
+/** A value inside an event's detail: a list joined, an object as its first value (the rest). */
+function detailValue(value: unknown): string {
+  if (Array.isArray(value)) return value.map(detailValue).filter(Boolean).join(", ");
+  if (value === null || value === undefined) return "";
+  if (typeof value !== "object") return String(value);
+  const [first, ...rest] = Object.entries(value).filter(([, item]) => detailValue(item) !== "");
+  if (first === undefined) return "";
+  const more = rest.map(([key, item]) => `${words(key)}: ${detailValue(item)}`).join(", ");
+  return more === "" ? detailValue(first[1]) : `${detailValue(first[1])} (${more})`;
 }
 
 /** "diagnosticCode" or "bounce_type" -> "diagnostic code", "bounce type". */
