@@ -227,7 +227,9 @@ class SuppressionOut(BaseModel):
         description="bounce: it bounced permanently; complaint: its reader marked an email as spam"
     )
     message_id: UUID | None = Field(description="The message whose event suppressed it")
-    detail: str | None = Field(description="SES's bounce diagnostic or complaint type")
+    detail: str | None = Field(
+        description="What SES said: the bounce's diagnostic, or the complaint's type"
+    )
     created_at: datetime
 
     @classmethod

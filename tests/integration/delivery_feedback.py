@@ -99,10 +99,10 @@ def suppress(
     message_id = sent_message(client, engine, caller, address)
     key = suppression_key(address)
     if reason == "bounce":
-        outcome, detail = bounced(key), "smtp; 550 5.1.1 user unknown"
+        outcome, detail = bounced(key), "Permanent bounce (General)"
         kind = "Bounce"
     else:
-        outcome, detail = complained(key), "abuse"
+        outcome, detail = complained(key), "complaint (abuse)"
         kind = "Complaint"
     record(
         engine,

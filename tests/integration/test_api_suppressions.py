@@ -160,7 +160,7 @@ def test_the_list_shows_the_tenants_suppressions_newest_first_with_why(
 
     # Then both are there, newest first, each with its reason, message and detail
     assert [(s["address"], s["reason"], s["message_id"], s["detail"]) for s in page["items"]] == [
-        (CY, "complaint", str(complaint_message), "abuse"),
+        (CY, "complaint", str(complaint_message), "complaint (abuse)"),
         (BOB, "bounce", str(bounce_message), "smtp; 550 5.1.1 user unknown"),
     ]
     assert page["next_cursor"] is None

@@ -7,7 +7,7 @@ Each tenant has its own list: SES's account-level list would be shared by all.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
@@ -18,6 +18,7 @@ from ecs_service.api.schemas import SuppressionOut, SuppressionPage
 from shared.contracts import EmailAddress, suppression_key
 
 router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"], route_class=UnitOfWorkRoute)
+REMOVED: dict[int | str, dict[str, Any]] = {204: {"description": "Taken off the list"}}
 
 
 @router.get(
@@ -54,8 +55,7 @@ def list_suppressions(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Take an address off the tenant's suppression list",
-    responses={204: {"description": "Taken off the list"}}
-    | problems.responses(401, 404, 422, 429, 503),
+    responses=REMOVED | problems.responses(401, 404, 422, 429, 503),
 )
 def remove_suppression(
     address: Annotated[
