@@ -13,7 +13,7 @@ from tests.infra.conftest import (
     NESTED_STACKS,
     Template,
     container_definitions,
-    load_template,
+    load_stack,
     policy_statements,
     properties,
     referenced_id,
@@ -47,11 +47,11 @@ STOP_TIMEOUTS = {"api": 30, "worker": 60}
 
 @pytest.fixture(scope="module")
 def backend() -> Template:
-    """stacks/backend.yaml as deployed with Datadog off (its default). The Datadog sidecars,
-    and the app containers with Datadog on, are test_datadog_template.py's."""
-    resolved: Template = resolve_datadog(
-        load_template(NESTED_STACKS["BackendStack"]), enabled=False
-    )
+    """stacks/backend.yaml as deployed with Datadog off (its default), each process's
+    stacks/service.yaml inlined under its names (ApiTaskDefinition, WorkerTaskRole, ...).
+    The Datadog sidecars, and the app containers with Datadog on, are
+    test_datadog_template.py's."""
+    resolved: Template = resolve_datadog(load_stack(NESTED_STACKS["BackendStack"]), enabled=False)
     return resolved
 
 
@@ -274,14 +274,21 @@ def test_containers_get_the_environment_the_contract_names(backend: Template) ->
     }
 
     assert set(api) == common | {"PORT", "CORS_ALLOWED_ORIGINS"}
-    assert set(worker) == common | {"TASK_QUEUE_URL", "RESULT_QUEUE_URL"}
+    assert set(worker) == common | {
+        "TASK_QUEUE_URL",
+        "RESULT_QUEUE_URL",
+        "FEEDBACK_QUEUE_URL",
+        "SES_MAX_SEND_RATE",
+    }
     assert (api["POWERTOOLS_SERVICE_NAME"], worker["POWERTOOLS_SERVICE_NAME"]) == (
         "herald-api",
         "herald-worker",
     )
     assert worker["TASK_QUEUE_URL"] == {"Ref": "TaskQueueUrl"}
     assert worker["RESULT_QUEUE_URL"] == {"Ref": "ResultQueueUrl"}
-    assert api["PORT"] == "8000"
+    assert worker["FEEDBACK_QUEUE_URL"] == {"Ref": "FeedbackQueueUrl"}
+    assert worker["SES_MAX_SEND_RATE"] == {"Ref": "SesMaxSendRate"}
+    assert str(api["PORT"]) == "8000"
 
 
 @pytest.mark.parametrize(("name", "seconds"), sorted(STOP_TIMEOUTS.items()))
@@ -317,9 +324,10 @@ def role_statements(backend: Template, role_id: str) -> dict[str, Any]:
 
 
 def grants(backend: Template, role_id: str) -> set[tuple[str, str]]:
-    """Every (action, resource) a role is allowed, the resource as the logical ID it names."""
+    """Every (action, resource) a role is allowed, the resource as the logical ID it names
+    (or as written, when it names none)."""
     return {
-        (action, str(referenced_id(resource)))
+        (action, str(referenced_id(resource) or resource))
         for statement in role_statements(backend, role_id).values()
         if statement.allows
         for action in statement.actions
@@ -349,7 +357,7 @@ def test_api_and_migration_may_only_read_the_database_secret(backend: Template, 
     assert grants(backend, TASK_ROLES[name]) == DATABASE_SECRET_GRANTS
 
 
-def test_worker_may_use_exactly_its_queues_the_pipeline_key_and_the_database_secret(
+def test_worker_may_use_exactly_its_queues_the_pipeline_key_ses_account_and_the_database_secret(
     backend: Template,
 ) -> None:
     assert grants(backend, "WorkerTaskRole") == DATABASE_SECRET_GRANTS | {
@@ -359,8 +367,14 @@ def test_worker_may_use_exactly_its_queues_the_pipeline_key_and_the_database_sec
         ("sqs:DeleteMessage", "ResultQueueArn"),
         ("sqs:ChangeMessageVisibility", "ResultQueueArn"),
         ("sqs:GetQueueAttributes", "ResultQueueArn"),
+        ("sqs:ReceiveMessage", "FeedbackQueueArn"),
+        ("sqs:DeleteMessage", "FeedbackQueueArn"),
+        ("sqs:ChangeMessageVisibility", "FeedbackQueueArn"),
+        ("sqs:GetQueueAttributes", "FeedbackQueueArn"),
         ("kms:GenerateDataKey", "PipelineKeyArn"),
         ("kms:Decrypt", "PipelineKeyArn"),
+        # GetAccount has no resource type: the account's own sending quota
+        ("ses:GetAccount", "*"),
     }
 
 
@@ -379,10 +393,17 @@ def test_only_the_task_roles_may_read_the_database_secret(backend: Template) -> 
         if {"Ref": policy_id} in properties(backend, role_id).get("ManagedPolicyArns", [])
     }
 
-    # Then one managed policy holds them, attached to exactly the three task roles
+    # Then one managed policy holds them, attached to exactly the three task roles; the
+    # only other managed policy is the worker's own, attached to the worker's role alone
     assert holders == set(TASK_ROLES.values())
-    assert set(resources_of_type(backend, "AWS::IAM::ManagedPolicy")) == {policy_id}
+    assert set(resources_of_type(backend, "AWS::IAM::ManagedPolicy")) == {policy_id, "WorkerPolicy"}
     assert "Roles" not in properties(backend, policy_id)
+    assert "Roles" not in properties(backend, "WorkerPolicy")
+    assert {
+        role_id
+        for role_id in resources_of_type(backend, "AWS::IAM::Role")
+        if {"Ref": "WorkerPolicy"} in properties(backend, role_id).get("ManagedPolicyArns", [])
+    } == {"WorkerTaskRole"}
     # And it reads exactly that secret, and decrypts with the key only through Secrets Manager
     statements = {statement.sid: statement for statement in readers}
     secret, decrypt = statements["ReadTheDatabaseSecret"], statements["DecryptTheDatabaseSecret"]
@@ -397,13 +418,23 @@ def test_only_the_task_roles_may_read_the_database_secret(backend: Template) -> 
     }
 
 
-def test_execution_role_only_pulls_the_image_and_writes_the_logs(backend: Template) -> None:
-    # ECS reads no secret at start-up any more: the execution role has no reason to
-    actions = {
-        action
-        for statement in role_statements(backend, "TaskExecutionRole").values()
-        for action in statement.actions
-    }
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_execution_role_only_pulls_the_image_and_writes_its_own_logs(
+    backend: Template, name: str
+) -> None:
+    # Given the execution role of one process's tasks, and the log group its container
+    # writes to (ECS reads no secret at start-up any more: the role has no reason to)
+    [task_id] = [
+        task_id
+        for task_id in resources_of_type(backend, "AWS::ECS::TaskDefinition")
+        if properties(backend, task_id)["ContainerDefinitions"][0]["Name"] == name
+    ]
+    role_id = str(referenced_id(properties(backend, task_id)["ExecutionRoleArn"]))
+    statements = role_statements(backend, role_id)
+    actions = {action for statement in statements.values() for action in statement.actions}
+    log_group = container_definitions(backend)[name]["LogConfiguration"]["Options"]["awslogs-group"]
+
+    # Then it pulls the image and writes exactly that log group
 
     assert actions == {
         "ecr:GetAuthorizationToken",
@@ -413,7 +444,10 @@ def test_execution_role_only_pulls_the_image_and_writes_the_logs(backend: Templa
         "logs:CreateLogStream",
         "logs:PutLogEvents",
     }
-    assert "ManagedPolicyArns" not in properties(backend, "TaskExecutionRole")
+    assert statements["WriteContainerLogs"].resources == [
+        {"Fn::GetAtt": [referenced_id(log_group), "Arn"]}
+    ]
+    assert "ManagedPolicyArns" not in properties(backend, role_id)
 
 
 def test_tasks_reach_the_database_only_on_5432(backend: Template) -> None:
