@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.config import Config
 
-from shared.observability import logger, metrics, tracer
+from shared.observability import logger, metrics
 from shared.settings import TaskRunnerSettings
 from shared.task_runner import build_task_runner
 from shared.tracing import build_tracing, datadog_enabled
@@ -27,7 +28,9 @@ tracing.correlate_logs(logger)
 runner = build_task_runner(
     settings,
     sqs=boto3.client("sqs"),
-    sesv2=boto3.client("sesv2"),
+    # No retries inside botocore: the runner retries a throttle or an outage itself, with
+    # jitter and within the invocation's time (botocore's legacy mode may sleep 15 s).
+    sesv2=boto3.client("sesv2", config=Config(retries={"total_max_attempts": 1})),
     dynamodb=boto3.client("dynamodb"),
     logger=logger,
     metrics=metrics,
@@ -36,7 +39,6 @@ runner = build_task_runner(
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handle_batch(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     """Send the emails of one SQS batch; report the records to retry."""

@@ -74,3 +74,16 @@ class TaskRunnerSettings(BaseSettings):
     idempotency_ttl_seconds: int = Field(
         default=FOURTEEN_DAYS, ge=FOUR_DAYS, validation_alias="IDEMPOTENCY_TTL_SECONDS"
     )
+    # Where a task SES throttled is queued again with a delay (the task queue itself).
+    # Absent: a throttled task is retried through SQS's receive count, towards the DLQ.
+    task_queue_url: QueueUrl | None = Field(default=None, validation_alias="TASK_QUEUE_URL")
+    # The SES configuration set every email is sent through (delivery feedback); absent
+    # or empty: none.
+    ses_configuration_set: str | None = Field(
+        default=None, validation_alias="SES_CONFIGURATION_SET"
+    )
+
+    @field_validator("task_queue_url", "ses_configuration_set", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value

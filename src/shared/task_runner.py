@@ -4,14 +4,25 @@ For each record:
 
 1. parse the body into a ``TaskEnvelope``; a body that is not one is moved to the
    dead-letter queue at once (retrying cannot fix it) and counted in ``TasksDeadLettered``;
-2. run the task once per ``task_id`` (Powertools idempotency on DynamoDB): a
-   ``PermanentError`` becomes a ``failed`` result with its ``FailureCode`` (Herald's
-   reason, the only one a tenant is shown) and its message (the detail for
-   operators), a ``TransientError``
+2. run the task once per ``task_id`` (Powertools idempotency on DynamoDB, keyed by the
+   hash of the task id alone): a ``PermanentError`` becomes a ``failed`` result with its
+   ``FailureCode`` (Herald's reason, the only one a tenant is shown) and its message (the
+   detail for operators); a ``TransientError`` (SES throttling included) is retried in
+   place with jittered exponential backoff while the invocation has time to spare, then
    leaves the record in ``batchItemFailures`` so SQS redelivers it (and, after
    ``maxReceiveCount`` receives, moves it to the dead-letter queue);
 3. publish the result. A redelivered task replays its stored result without sending
    again, and publishes it again: the backend applies results idempotently.
+
+A task SES still throttles after the retries is not failed and not retried through SQS's
+receive count: a copy of its record goes back on the task queue with a delay (jittered,
+growing with each deferral, at most SQS's 15 minutes) and the original is reported
+processed, so Lambda deletes it. The copy is a new message, so ordinary throttling never
+moves a task towards the dead-letter queue. It is safe: the throttled send left no
+idempotency record (Powertools deletes it when the function raises), and were the
+original delivered again beside its copy, the idempotency record makes one of them a
+replay. Only a task deferred ``max_deferrals`` times (about a day) takes the ordinary
+retry path, so a quota that never comes back still ends in the dead-letter queue's alarm.
 
 Each task runs inside a ``herald.task`` span, child of the trace context its record
 carries in the ``_datadog`` attribute (the relay's span), so one email is one trace even
@@ -20,8 +31,10 @@ when a batch holds many. A record without a usable context starts a new trace.
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
@@ -39,12 +52,14 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from shared.adapters.client_errors import to_herald_error
 from shared.adapters.ses import SesEmailSender
 from shared.adapters.sqs import SqsDeadLetterSink, SqsResultPublisher
 from shared.contracts import AnyTask, TaskResult, describe_validation_error, utc_now
-from shared.errors import PermanentError, TransientError
+from shared.errors import PermanentError, ThrottledError, TransientError
 from shared.tasks import build_task_registry
 from shared.tracing import NO_TRACING, TRACE_CONTEXT_ATTRIBUTE, decode_trace_context
 
@@ -62,6 +77,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
     from shared.ports import DeadLetterSink, ResultPublisher, Tracing
     from shared.registry import TaskRegistry
@@ -72,7 +88,12 @@ IDEMPOTENCY_KEY_PREFIX = "herald.task"
 TASK_SPAN = "herald.task"
 TASKS_DEAD_LETTERED = "TasksDeadLettered"
 TASKS_REPLAYED = "TasksReplayed"
+TASKS_THROTTLED = "TasksThrottled"  # each send SES refused for the sending quota
+TASKS_DEFERRED = "TasksDeferred"  # each task queued again with a delay after throttling
 SEND_LATENCY = "SendLatency"
+# How many times a task was queued again after throttling: a message attribute of the copy.
+DEFERRALS_ATTRIBUTE = "herald-throttle-deferrals"
+SQS_MAX_DELAY_SECONDS = 900
 
 
 class TaskQueueRecord(SqsRecordModel):
@@ -88,6 +109,82 @@ class TaskQueueRecord(SqsRecordModel):
         """The carrier in the record's ``_datadog`` attribute, or None if absent or malformed."""
         attribute = self.messageAttributes.get(TRACE_CONTEXT_ATTRIBUTE)
         return decode_trace_context(attribute.stringValue if attribute is not None else None)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a task whose send failed transiently is retried in place, then deferred.
+
+    In place: up to ``attempts`` sends, pausing a random time (full jitter) up to
+    ``base_pause_seconds`` doubled after each try, never more than ``max_pause_seconds``,
+    and never when the pause would end within ``reserve_seconds`` of the invocation's
+    deadline (Timeout 30 s: ten throttled records cannot push a batch past it).
+    Deferred (throttling only): queued again after a random delay between half and all of
+    ``defer_base_seconds`` doubled per earlier deferral, at most SQS's 900 s; at most
+    ``max_deferrals`` times (100: more than a day at the 900 s cap).
+    """
+
+    attempts: int = 4
+    base_pause_seconds: float = 0.1
+    max_pause_seconds: float = 2.0
+    reserve_seconds: float = 10.0
+    defer_base_seconds: float = 10.0
+    max_deferrals: int = 100
+
+    def pause(self, attempt: int, rng: random.Random) -> float:
+        """The pause after the ``attempt``-th send (1-based) failed."""
+        ceiling = min(self.max_pause_seconds, self.base_pause_seconds * 2 ** (attempt - 1))
+        return rng.uniform(0, ceiling)
+
+    def deferral_delay(self, deferrals: int, rng: random.Random) -> int:
+        """Seconds before a task deferred ``deferrals`` times already is received again."""
+        ceiling = min(SQS_MAX_DELAY_SECONDS, self.defer_base_seconds * 2**deferrals)
+        return max(1, round(rng.uniform(ceiling / 2, ceiling)))
+
+
+class TaskRequeue(Protocol):
+    """Puts a copy of a task queue record back on the task queue, after a delay."""
+
+    def requeue(self, record: TaskQueueRecord, *, deferrals: int, delay_seconds: int) -> None: ...
+
+
+class SqsTaskRequeue:
+    """Puts a copy of a task queue record back on the task queue, with a delay.
+
+    The body is the record's, unchanged; its message attributes (the trace context) are
+    kept, and ``DEFERRALS_ATTRIBUTE`` counts the deferrals.
+    """
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def requeue(self, record: TaskQueueRecord, *, deferrals: int, delay_seconds: int) -> None:
+        """Send the copy; raise ``TransientError``/``PermanentError`` if SQS refuses."""
+        attributes: dict[str, MessageAttributeValueTypeDef] = {
+            name: {"DataType": value.dataType, "StringValue": value.stringValue}
+            for name, value in record.messageAttributes.items()
+            if value.stringValue is not None
+        }
+        attributes[DEFERRALS_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(deferrals)}
+        try:
+            self._client.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=record.body,
+                DelaySeconds=delay_seconds,
+                MessageAttributes=attributes,
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise to_herald_error(error, "SQS SendMessage (deferred task)") from error
+
+
+def deferrals_of(record: TaskQueueRecord) -> int:
+    """How many times the task of ``record`` was deferred already (0 if never, or unreadable)."""
+    attribute = record.messageAttributes.get(DEFERRALS_ATTRIBUTE)
+    try:
+        return max(0, int(attribute.stringValue or 0)) if attribute is not None else 0
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +215,13 @@ class TaskRunner:
         The current time; injected for tests.
     tracing
         Where each task's ``herald.task`` span goes; no spans by default.
+    requeue
+        Where a throttled task is queued again with a delay; ``None``: a throttled task
+        takes the ordinary retry path (``batchItemFailures``).
+    retry
+        How transient failures are retried in place and throttled tasks deferred.
+    sleep, monotonic, rng
+        Injected for tests.
     """
 
     def __init__(
@@ -131,6 +235,11 @@ class TaskRunner:
         idempotency: IdempotencySetup | None,
         clock: Callable[[], datetime] = utc_now,
         tracing: Tracing = NO_TRACING,
+        requeue: TaskRequeue | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self._registry = registry
         self._tracing = tracing
@@ -140,12 +249,21 @@ class TaskRunner:
         self._metrics = metrics
         self._idempotency = idempotency
         self._clock = clock
+        self._requeue = requeue
+        self._retry = retry
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        # When the current invocation times out (monotonic clock); none outside one.
+        self._deadline = float("inf")
         self._processor = BatchProcessor(event_type=EventType.SQS, model=TaskQueueRecord)
         self._execute_once: Callable[..., TaskResult] = self._execute
         if idempotency is not None:
+            # The key is the hash of the task id alone (the same key the whole task's
+            # ``task_id`` gave before): no copy or hash of the payload per record.
             self._execute_once = idempotent_function(
                 self._execute,
-                data_keyword_argument="task",
+                data_keyword_argument="task_key",
                 persistence_store=idempotency.persistence,
                 config=idempotency.config,
                 output_serializer=PydanticSerializer(TaskResult),
@@ -156,6 +274,7 @@ class TaskRunner:
         self, event: dict[str, Any], context: LambdaContext
     ) -> PartialItemFailureResponse:
         """Process one SQS event; return the records SQS must redeliver."""
+        self._deadline = self._monotonic() + context.get_remaining_time_in_millis() / 1000
         if self._idempotency is not None:
             # Lets an in-progress record expire with this invocation if it times out.
             self._idempotency.config.register_lambda_context(context)
@@ -183,8 +302,11 @@ class TaskRunner:
             ),
         ):
             try:
-                result = self._execute_once(task=task)
+                result = self._execute_once(task_key=str(task.task_id), task=task)
                 self._results.publish(result)
+            except ThrottledError as error:
+                self._defer(record, error)
+                return
             except IdempotencyAlreadyInProgressError as error:
                 self._logger.warning("task is in progress in another invocation; retrying later")
                 raise TransientError("task is already in progress elsewhere") from error
@@ -209,6 +331,47 @@ class TaskRunner:
                 },
             )
 
+    def _defer(self, record: TaskQueueRecord, error: ThrottledError) -> None:
+        """Queue the throttled task again with a delay, or raise to retry it through SQS."""
+        deferrals = deferrals_of(record)
+        if self._requeue is None or deferrals >= self._retry.max_deferrals:
+            self._logger.warning(
+                "throttled: the record goes back to the queue",
+                extra={"error": str(error), "deferrals": deferrals},
+            )
+            raise TransientError(str(error)) from error
+        delay = self._retry.deferral_delay(deferrals, self._rng)
+        # If this fails, the error reaches the batch processor: the record is retried.
+        self._requeue.requeue(record, deferrals=deferrals + 1, delay_seconds=delay)
+        self._metrics.add_metric(name=TASKS_DEFERRED, unit=MetricUnit.Count, value=1)
+        self._logger.warning(
+            "throttled: the task is queued again with a delay",
+            extra={"error": str(error), "deferrals": deferrals + 1, "delay_seconds": delay},
+        )
+
+    def _run_with_retries(self, task: AnyTask) -> str | None:
+        """Run ``task``, retrying a transient failure in place while time allows."""
+        attempt = 1
+        while True:
+            try:
+                return self._registry.run(task)
+            except TransientError as error:
+                if isinstance(error, ThrottledError):
+                    self._metrics.add_metric(name=TASKS_THROTTLED, unit=MetricUnit.Count, value=1)
+                pause = self._retry.pause(attempt, self._rng)
+                ends = self._monotonic() + pause
+                if (
+                    attempt >= self._retry.attempts
+                    or ends > self._deadline - self._retry.reserve_seconds
+                ):
+                    raise
+                self._logger.debug(
+                    "transient failure: retrying in place",
+                    extra={"error": str(error), "attempt": attempt, "pause_seconds": pause},
+                )
+                self._sleep(pause)
+                attempt += 1
+
     def _parse(self, record: TaskQueueRecord) -> AnyTask | None:
         """The record's task, or None once a body that is not a task was dead-lettered."""
         try:
@@ -230,11 +393,12 @@ class TaskRunner:
         self._metrics.add_metric(name=TASKS_DEAD_LETTERED, unit=MetricUnit.Count, value=1)
         return None
 
-    def _execute(self, task: AnyTask) -> TaskResult:
-        """Run ``task``: the unit made idempotent, so it runs once per ``task_id``."""
+    def _execute(self, task: AnyTask, task_key: str = "") -> TaskResult:
+        """Run ``task``: the unit made idempotent, so it runs once per ``task_key``
+        (its ``task_id``)."""
         names = self._registry.metrics_for(task.kind)
         try:
-            provider_message_id = self._registry.run(task)
+            provider_message_id = self._run_with_retries(task)
         except PermanentError as error:
             self._logger.error(
                 "task failed permanently",
@@ -271,14 +435,15 @@ def build_task_runner(
         return response
 
     registry = build_task_registry(
-        email_sender=SesEmailSender(sesv2), sender_email=settings.sender_email
+        email_sender=SesEmailSender(sesv2, configuration_set=settings.ses_configuration_set),
+        sender_email=settings.sender_email,
     )
     idempotency = IdempotencySetup(
         persistence=DynamoDBPersistenceLayer(
             table_name=settings.idempotency_table, boto3_client=dynamodb
         ),
         config=IdempotencyConfig(
-            event_key_jmespath="task_id",
+            # No JMESPath: the data is the task id itself (``task_key``).
             raise_on_no_idempotency_key=True,
             expires_after_seconds=settings.idempotency_ttl_seconds,
             response_hook=count_replay,
@@ -292,4 +457,5 @@ def build_task_runner(
         metrics=metrics,
         idempotency=idempotency,
         tracing=tracing,
+        requeue=SqsTaskRequeue(sqs, settings.task_queue_url) if settings.task_queue_url else None,
     )

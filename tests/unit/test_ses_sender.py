@@ -8,13 +8,15 @@ from uuid import uuid4
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 from mypy_boto3_sesv2 import SESV2Client
 
 from shared.adapters.ses import SesEmailSender
-from shared.errors import PermanentError
+from shared.errors import PermanentError, ThrottledError, TransientError
 from tests.fakes import make_email
 
 
@@ -74,17 +76,80 @@ def test_html_and_text_are_both_sent(sesv2: SESV2Client) -> None:
     assert sent_messages()[0].body == "<p>rich</p>"
 
 
-def test_email_is_tagged_with_its_task_id(sesv2: SESV2Client) -> None:
+def test_email_is_tagged_with_its_message_and_tenant_ids(sesv2: SESV2Client) -> None:
+    # Given a request recorder on the client
     requests: list[dict[str, Any]] = []
     sesv2.meta.events.register(
         "provide-client-params.sesv2.SendEmail", lambda params, **_: requests.append(params)
     )
-    task_id = uuid4()
+    task_id, tenant_id = uuid4(), uuid4()
 
-    SesEmailSender(sesv2, configuration_set="herald-events").send(make_email(), task_id=task_id)
+    # When an email is sent through a configuration set
+    SesEmailSender(sesv2, configuration_set="herald-events").send(
+        make_email(), task_id=task_id, tenant_id=tenant_id
+    )
 
-    assert requests[0]["EmailTags"] == [{"Name": "herald_task_id", "Value": str(task_id)}]
+    # Then SES got the two tags its events come back with, and the configuration set
+    assert requests[0]["EmailTags"] == [
+        {"Name": "herald-message-id", "Value": str(task_id)},
+        {"Name": "herald-tenant-id", "Value": str(tenant_id)},
+    ]
     assert requests[0]["ConfigurationSetName"] == "herald-events"
+
+
+def test_email_sent_without_a_configuration_set_names_none(sesv2: SESV2Client) -> None:
+    requests: list[dict[str, Any]] = []
+    sesv2.meta.events.register(
+        "provide-client-params.sesv2.SendEmail", lambda params, **_: requests.append(params)
+    )
+
+    SesEmailSender(sesv2).send(make_email(), task_id=uuid4(), tenant_id=uuid4())
+
+    assert "ConfigurationSetName" not in requests[0]
+
+
+def ses_answers(sesv2: SESV2Client, status: int, code: str, message: str) -> None:
+    """Make SES answer every SendEmail with ``status`` and the error ``code``/``message``."""
+
+    def answer(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        response = AWSResponse("https://email.us-east-1.amazonaws.com", status, HTTPHeaders(), None)
+        return response, {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+
+    # A before-call handler may answer in SES's place; the stubs type it as returning None.
+    sesv2.meta.events.register("before-call.sesv2.SendEmail", answer)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [
+        (429, "TooManyRequestsException", "Maximum sending rate exceeded."),
+        (400, "Throttling", "Maximum sending rate exceeded."),
+        (400, "ThrottlingException", "Daily message quota exceeded."),
+        (400, "LimitExceededException", "Too many requests."),
+        (400, "MessageRejected", "Throttling failure: Maximum sending rate exceeded"),
+    ],
+)
+def test_sending_quota_refusal_is_a_throttled_error(
+    sesv2: SESV2Client, status: int, code: str, message: str
+) -> None:
+    # Given SES refuses sends over the account's quota
+    ses_answers(sesv2, status, code, message)
+
+    # When an email is sent, Then the refusal is a throttle (retried, never a failed email)
+    with pytest.raises(ThrottledError, match=f"SES SendEmail failed: {code}"):
+        SesEmailSender(sesv2).send(make_email(), task_id=uuid4())
+
+
+def test_an_outage_is_transient_but_not_a_throttle(sesv2: SESV2Client) -> None:
+    ses_answers(sesv2, 503, "ServiceUnavailable", "Service is unavailable.")
+
+    with pytest.raises(TransientError) as raised:
+        SesEmailSender(sesv2).send(make_email(), task_id=uuid4())
+
+    assert not isinstance(raised.value, ThrottledError)
 
 
 def test_unverified_sender_is_a_permanent_error(sesv2: SESV2Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -11,8 +12,14 @@ import pytest
 from aws_lambda_powertools import Logger, Metrics
 
 from shared.contracts import MessageStatus
-from shared.errors import FailureCode, PermanentError, TransientError
-from shared.task_runner import TaskQueueRecord, TaskRunner
+from shared.errors import FailureCode, PermanentError, ThrottledError, TransientError
+from shared.task_runner import (
+    DEFERRALS_ATTRIBUTE,
+    RetryPolicy,
+    TaskQueueRecord,
+    TaskRunner,
+    deferrals_of,
+)
 from shared.tasks import build_task_registry
 from tests.fakes import (
     NOW,
@@ -24,13 +31,28 @@ from tests.fakes import (
 )
 
 
-class Runner:
-    """A TaskRunner on fakes, its clock set 1.5 s after the tasks were created."""
+class FakeTaskRequeue:
+    """An in-memory ``TaskRequeue``: keeps each copy put back on the task queue."""
 
     def __init__(self) -> None:
+        self.copies: list[dict[str, Any]] = []
+
+    def requeue(self, record: TaskQueueRecord, *, deferrals: int, delay_seconds: int) -> None:
+        self.copies.append(
+            {"body": record.body, "deferrals": deferrals, "delay_seconds": delay_seconds}
+        )
+
+
+class Runner:
+    """A TaskRunner on fakes, its clock set 1.5 s after the tasks were created; its pauses
+    are recorded instead of slept."""
+
+    def __init__(self, *, requeue: bool = True) -> None:
         self.sender = FakeEmailSender()
         self.results = FakeResultPublisher()
         self.dead_letters = FakeDeadLetterSink()
+        self.requeue = FakeTaskRequeue()
+        self.pauses: list[float] = []
         self.metrics = Metrics(namespace="HeraldTest", service="runner-test")
         self.runner = TaskRunner(
             registry=build_task_registry(
@@ -42,6 +64,9 @@ class Runner:
             metrics=self.metrics,
             idempotency=None,
             clock=lambda: NOW + timedelta(seconds=1.5),
+            requeue=self.requeue if requeue else None,
+            sleep=self.pauses.append,
+            rng=random.Random(19),
         )
 
     def metric(self, name: str) -> list[float]:
@@ -56,25 +81,32 @@ def runner() -> Iterator[Runner]:
     fixture.metrics.clear_metrics()
 
 
-def record(body: str, message_id: str = "m-1") -> TaskQueueRecord:
-    return TaskQueueRecord.model_validate(
-        {
-            "messageId": message_id,
-            "receiptHandle": "rh",
-            "body": body,
-            "attributes": {
-                "ApproximateReceiveCount": "1",
-                "SentTimestamp": "1795510800000",
-                "SenderId": "AROA:worker",
-                "ApproximateFirstReceiveTimestamp": "1795510800050",
-            },
-            "messageAttributes": {},
-            "md5OfBody": "0" * 32,
-            "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:herald-dev-TaskQueue",
-            "awsRegion": "us-east-1",
-        }
-    )
+def record(
+    body: str, message_id: str = "m-1", attributes: dict[str, Any] | None = None
+) -> TaskQueueRecord:
+    return TaskQueueRecord.model_validate(record_event(body, message_id, attributes))
+
+
+def record_event(
+    body: str, message_id: str = "m-1", attributes: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A task queue record as Lambda's SQS event holds it."""
+    return {
+        "messageId": message_id,
+        "receiptHandle": "rh",
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1795510800000",
+            "SenderId": "AROA:worker",
+            "ApproximateFirstReceiveTimestamp": "1795510800050",
+        },
+        "messageAttributes": attributes or {},
+        "md5OfBody": "0" * 32,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:herald-dev-TaskQueue",
+        "awsRegion": "us-east-1",
+    }
 
 
 def test_valid_task_is_sent_and_its_sent_result_published(runner: Runner) -> None:
@@ -150,10 +182,136 @@ def test_permanent_error_without_a_code_publishes_send_failed(runner: Runner) ->
 
 
 def test_transient_send_error_raises_so_the_record_is_retried(runner: Runner) -> None:
-    runner.sender.errors.append(TransientError("SES SendEmail failed: TooManyRequestsException"))
-    with pytest.raises(TransientError, match="TooManyRequestsException"):
+    # Given SES fails on every attempt the policy allows (4 sends)
+    runner.sender.errors.extend(
+        TransientError("SES SendEmail failed: ServiceUnavailable") for _ in range(4)
+    )
+
+    # When the record is processed, Then it raises so SQS redelivers it
+    with pytest.raises(TransientError, match="ServiceUnavailable"):
         runner.runner.process_record(record(make_task().to_message_body()))
     assert runner.results.results == []
+    assert len(runner.pauses) == 3
+
+
+def test_transient_send_error_is_retried_in_place_after_jittered_growing_pauses(
+    runner: Runner,
+) -> None:
+    # Given SES throttles the first two sends of a task
+    runner.sender.errors.extend(
+        ThrottledError("SES SendEmail failed: Throttling: Maximum sending rate exceeded.")
+        for _ in range(2)
+    )
+
+    # When its record is processed
+    runner.runner.process_record(record(make_task().to_message_body()))
+
+    # Then the third send went out, after two pauses within 0.1 s and 0.2 s
+    assert len(runner.sender.sent) == 1
+    [result] = runner.results.results
+    assert result.status is MessageStatus.SENT
+    first, second = runner.pauses
+    assert 0 <= first <= 0.1
+    assert 0 <= second <= 0.2
+    assert runner.metric("TasksThrottled") == [1.0, 1.0]
+
+
+def test_a_task_still_throttled_is_queued_again_with_a_delay_instead_of_retried(
+    runner: Runner,
+) -> None:
+    # Given SES throttles every send of a task
+    runner.sender.errors.extend(
+        ThrottledError("SES SendEmail failed: Throttling: Maximum sending rate exceeded.")
+        for _ in range(4)
+    )
+    body = make_task().to_message_body()
+
+    # When its record is processed, it does not raise: Lambda deletes the original
+    runner.runner.process_record(record(body))
+
+    # Then a copy of it is back on the task queue, deferred once, due in 5 to 10 s
+    [copy] = runner.requeue.copies
+    assert (copy["body"], copy["deferrals"]) == (body, 1)
+    assert 5 <= copy["delay_seconds"] <= 10
+    # and there is no result and no dead letter: the task is neither failed nor lost
+    assert runner.results.results == []
+    assert runner.dead_letters.letters == []
+    assert runner.metric("TasksDeferred") == [1.0]
+
+
+def test_a_deferred_task_throttled_again_waits_longer(runner: Runner) -> None:
+    # Given a copy deferred three times already, throttled again
+    runner.sender.errors.extend(
+        ThrottledError("SES SendEmail failed: Throttling") for _ in range(4)
+    )
+    attributes = {DEFERRALS_ATTRIBUTE: {"stringValue": "3", "dataType": "Number"}}
+
+    # When it is processed
+    runner.runner.process_record(record(make_task().to_message_body(), attributes=attributes))
+
+    # Then its next copy counts four deferrals and waits 40 to 80 s
+    [copy] = runner.requeue.copies
+    assert copy["deferrals"] == 4
+    assert 40 <= copy["delay_seconds"] <= 80
+
+
+def test_a_task_deferred_too_often_takes_the_ordinary_retry_path(runner: Runner) -> None:
+    # Given a copy deferred as often as the policy allows, throttled again
+    runner.sender.errors.extend(
+        ThrottledError("SES SendEmail failed: Throttling") for _ in range(4)
+    )
+    attributes = {DEFERRALS_ATTRIBUTE: {"stringValue": "100", "dataType": "Number"}}
+
+    # When it is processed, Then it raises: SQS redelivers it and, in the end, the DLQ alarms
+    with pytest.raises(TransientError, match="Throttling"):
+        runner.runner.process_record(record(make_task().to_message_body(), attributes=attributes))
+    assert runner.requeue.copies == []
+
+
+def test_a_throttled_task_without_a_task_queue_to_requeue_to_is_retried() -> None:
+    # Given a runner that was given no task queue (TASK_QUEUE_URL unset)
+    fixture = Runner(requeue=False)
+    fixture.sender.errors.extend(
+        ThrottledError("SES SendEmail failed: Throttling") for _ in range(4)
+    )
+
+    # When a throttled record is processed, Then it raises for SQS to redeliver it
+    with pytest.raises(TransientError):
+        fixture.runner.process_record(record(make_task().to_message_body()))
+    fixture.metrics.clear_metrics()
+
+
+def test_a_failed_requeue_raises_so_the_record_is_retried(runner: Runner) -> None:
+    # Given SES throttles every send and SQS refuses the copy
+    runner.sender.errors.extend(
+        ThrottledError("SES SendEmail failed: Throttling") for _ in range(4)
+    )
+
+    def unavailable(record: TaskQueueRecord, **_: Any) -> None:
+        raise TransientError("SQS SendMessage (deferred task) failed: ServiceUnavailable")
+
+    runner.requeue.requeue = unavailable  # type: ignore[method-assign]
+
+    # When the record is processed, Then it raises: the original is not deleted, nor lost
+    with pytest.raises(TransientError, match="deferred task"):
+        runner.runner.process_record(record(make_task().to_message_body()))
+
+
+@pytest.mark.parametrize(
+    ("value", "deferrals"), [(None, 0), ("2", 2), ("not a number", 0), ("-3", 0)]
+)
+def test_deferrals_are_read_from_the_record_attribute(value: str | None, deferrals: int) -> None:
+    attributes = (
+        {} if value is None else {DEFERRALS_ATTRIBUTE: {"stringValue": value, "dataType": "Number"}}
+    )
+    assert deferrals_of(record("{}", attributes=attributes)) == deferrals
+
+
+def test_deferral_delay_never_exceeds_sqs_maximum() -> None:
+    rng = random.Random(1)
+    delays = [RetryPolicy().deferral_delay(deferrals, rng) for deferrals in range(0, 40)]
+    assert max(delays) <= 900
+    assert min(delays[7:]) >= 450
 
 
 def test_invalid_payload_publishes_a_failed_result_naming_the_field(runner: Runner) -> None:
@@ -243,3 +401,27 @@ def test_a_task_recorded_with_an_earlier_sender_is_sent_from_todays(runner: Runn
     assert result.status is MessageStatus.SENT
     [(email, _)] = runner.sender.sent
     assert email.sender == "herald@example.com"
+
+
+class ContextWithSecondsLeft:
+    """A Lambda context whose invocation ends in ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+def test_no_pause_runs_into_the_invocations_last_seconds(runner: Runner) -> None:
+    # Given an invocation with 8 s left, within the policy's 10 s reserve, and SES throttling
+    runner.sender.errors.append(ThrottledError("SES SendEmail failed: Throttling"))
+    event = {"Records": [record_event(make_task().to_message_body())]}
+
+    # When the batch is handled
+    response = runner.runner.handle_batch(event, ContextWithSecondsLeft(8))  # type: ignore[arg-type]
+
+    # Then the runner did not pause: the task was deferred at once, and nothing is retried
+    assert response == {"batchItemFailures": []}
+    assert runner.pauses == []
+    assert len(runner.requeue.copies) == 1

@@ -1,4 +1,9 @@
-"""Sends email through SES (API v2), and says in Herald's words why SES refused one."""
+"""Sends email through SES (API v2), and says in Herald's words why SES refused one.
+
+Every email carries two SES message tags, so SES's own events (delivery, bounce, complaint,
+published through the configuration set) come back to the Herald message they are about:
+``herald-message-id`` (the task id, which is the message id) and ``herald-tenant-id``.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,17 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.adapters.client_errors import error_code, to_herald_error
-from shared.errors import FailureCode, HeraldError, PermanentError
+from shared.errors import FailureCode, HeraldError, PermanentError, ThrottledError
 
 if TYPE_CHECKING:
     from uuid import UUID
 
     from mypy_boto3_sesv2 import SESV2Client
-    from mypy_boto3_sesv2.type_defs import BodyTypeDef, SendEmailRequestTypeDef
+    from mypy_boto3_sesv2.type_defs import (
+        BodyTypeDef,
+        MessageTagTypeDef,
+        SendEmailRequestTypeDef,
+    )
 
     from shared.contracts import EmailPayload
 
@@ -22,6 +31,15 @@ SENDER_REFUSED_CODES = frozenset({"MailFromDomainNotVerifiedException"})
 # SES names a bad address only in its message ("Illegal address", "Missing final
 # '@domain'", "Domain contains illegal character"...), under BadRequestException.
 ADDRESS_WORDS = ("address", "domain")
+MESSAGE_ID_TAG = "herald-message-id"
+TENANT_ID_TAG = "herald-tenant-id"
+# SES refuses a send over the account's quota with a throttling error: SESv1 and SMTP say
+# "Throttling ... Maximum sending rate exceeded" or "Daily message quota exceeded", SESv2
+# TooManyRequestsException; LimitExceededException is SESv2's "a limit was reached".
+THROTTLE_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "TooManyRequestsException", "LimitExceededException"}
+)
+THROTTLE_WORDS = ("sending rate exceeded", "message quota exceeded")
 
 
 class SesEmailSender:
@@ -40,17 +58,26 @@ class SesEmailSender:
         self._client = client
         self._configuration_set = configuration_set
 
-    def send(self, email: EmailPayload, *, task_id: UUID) -> str:
+    def send(self, email: EmailPayload, *, task_id: UUID, tenant_id: UUID | None = None) -> str:
         """Send ``email`` and return SES's message id.
+
+        ``task_id`` and ``tenant_id`` become the ``herald-message-id`` and
+        ``herald-tenant-id`` tags (the latter left out when None: a caller that does not
+        know the tenant).
 
         Raises
         ------
         PermanentError
             SES refused this email for good (``MessageRejected``, a bad request), with
             the ``FailureCode`` that says why in Herald's words.
+        ThrottledError
+            SES refused the send for the account's sending quota: pause, then retry.
         TransientError
-            Throttling, an outage or a configuration problem: retry later.
+            An outage or a configuration problem: retry later.
         """
+        tags: list[MessageTagTypeDef] = [{"Name": MESSAGE_ID_TAG, "Value": str(task_id)}]
+        if tenant_id is not None:
+            tags.append({"Name": TENANT_ID_TAG, "Value": str(tenant_id)})
         body: BodyTypeDef = {}
         if email.text:
             body["Text"] = {"Data": email.text, "Charset": UTF8}
@@ -67,8 +94,8 @@ class SesEmailSender:
             "Content": {
                 "Simple": {"Subject": {"Data": email.subject, "Charset": UTF8}, "Body": body}
             },
-            # The tag ties SES's own events (bounces, complaints) back to the Herald message.
-            "EmailTags": [{"Name": "herald_task_id", "Value": str(task_id)}],
+            # The tags tie SES's own events (bounces, complaints) back to the Herald message.
+            "EmailTags": tags,
         }
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
@@ -80,11 +107,22 @@ class SesEmailSender:
 
 
 def send_error(error: ClientError | BotoCoreError) -> HeraldError:
-    """What a failed ``SendEmail`` means to Herald: transient, or permanent with its code."""
+    """What a failed ``SendEmail`` means to Herald: throttled, transient, or permanent with
+    its code."""
     herald_error = to_herald_error(error, "SES SendEmail")
+    if isinstance(error, ClientError) and is_throttle(error):
+        return ThrottledError(str(herald_error))
     if not isinstance(herald_error, PermanentError) or not isinstance(error, ClientError):
         return herald_error
     return PermanentError(str(herald_error), code=failure_code(error))
+
+
+def is_throttle(error: ClientError) -> bool:
+    """Whether SES refused a send for the account's sending quota (rate or daily)."""
+    if error_code(error) in THROTTLE_CODES:
+        return True
+    message = str(error.response.get("Error", {}).get("Message", "")).lower()
+    return any(words in message for words in THROTTLE_WORDS)
 
 
 def failure_code(error: ClientError) -> FailureCode:

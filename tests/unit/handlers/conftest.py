@@ -18,6 +18,7 @@ from botocore.compat import HTTPHeaders
 from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
+from moto.sqs.models import sqs_backends
 from mypy_boto3_sqs import SQSClient
 
 from shared.contracts import TaskResult
@@ -86,6 +87,41 @@ class TaskRunnerHarness:
     def dead_letters(self) -> list[dict[str, Any]]:
         return drain(self.sqs, self.task_dlq_url)
 
+    def deferred_tasks(self) -> list[Any]:
+        """The messages on the task queue, delayed ones included (moto's own view)."""
+        queue = sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].queues["herald-tasks"]
+        return list(queue._messages)  # noqa: SLF001 - a delayed message cannot be received yet
+
+    def redelivery_of(self, message: Any) -> dict[str, Any]:
+        """An SQS event holding ``message`` as Lambda would deliver it, once its delay passed."""
+        return {
+            "Records": [
+                {
+                    "messageId": message.id,
+                    "receiptHandle": "AQEBdeferred",
+                    "body": message.body,
+                    "attributes": {
+                        "ApproximateReceiveCount": "1",
+                        "SentTimestamp": "1795510800000",
+                        "SenderId": "AROAEXAMPLEID:herald-task-runner",
+                        "ApproximateFirstReceiveTimestamp": "1795510800050",
+                    },
+                    "messageAttributes": {
+                        name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
+                        for name, value in message.message_attributes.items()
+                    },
+                    "md5OfBody": "0" * 32,
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:herald-tasks",
+                    "awsRegion": "us-east-1",
+                }
+            ]
+        }
+
+    def invoke_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = self.module.lambda_handler(event, LambdaContext())
+        return response
+
     @staticmethod
     def sent_emails() -> list[Any]:
         return list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)
@@ -139,6 +175,8 @@ def task_runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskRunnerHarness]:
         for name, value in {
             "RESULT_QUEUE_URL": result_queue_url,
             "TASK_DLQ_URL": task_dlq_url,
+            "TASK_QUEUE_URL": task_queue_url,
+            "SES_CONFIGURATION_SET": "",
             "IDEMPOTENCY_TABLE": "herald-idempotency",
             "SENDER_EMAIL": SENDER,
         }.items():

@@ -11,6 +11,7 @@ import pytest
 from shared.adapters.sqs import DEAD_LETTER_REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE
 from shared.contracts import MessageStatus
 from shared.errors import FailureCode
+from shared.task_runner import DEFERRALS_ATTRIBUTE
 from tests.emf import emitted_metrics
 from tests.unit.handlers.conftest import EVENTS, TaskRunnerHarness
 
@@ -57,22 +58,28 @@ def test_batch_of_ten_sends_ten_emails_with_ten_results(task_runner: TaskRunnerH
     assert {r.status for r in results} == {MessageStatus.SENT}
 
 
-def test_mixed_batch_ends_each_record_in_sent_failed_retry_or_dlq(
+def test_mixed_batch_ends_each_record_in_sent_failed_deferred_or_dlq(
     task_runner: TaskRunnerHarness, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given SES throttles the mixed batch's transient-failure record
+    # Given SES throttles the mixed batch's transient-failure record, however often it is tried
     task_runner.throttled_recipients.add("throttled@example.org")
     sent_id, throttled_id, unknown_kind_id, no_recipient_id, _ = task_ids_or_none(
         "mixed-batch.json"
     )
-    _, throttled_message, _, _, not_json_message = message_ids("mixed-batch.json")
+    _, _, _, _, not_json_message = message_ids("mixed-batch.json")
     assert sent_id and unknown_kind_id and no_recipient_id
 
     # When the batch is handled
     response = task_runner.invoke("mixed-batch.json")
 
-    # Then only the throttled record goes back to the queue
-    assert response == {"batchItemFailures": [{"itemIdentifier": throttled_message}]}
+    # Then no record is retried through SQS: the throttled task is back on the task queue,
+    # as a new message with a delay (its receive count starts again: never towards the DLQ)
+    assert response == {"batchItemFailures": []}
+    [deferred] = task_runner.deferred_tasks()
+    assert json.loads(deferred.body)["task_id"] == str(throttled_id)
+    assert deferred.message_attributes[DEFERRALS_ATTRIBUTE]["StringValue"] == "1"
+    delay_ms = deferred.delayed_until - deferred.sent_timestamp
+    assert 5_000 <= delay_ms <= 10_000
     # and one email was sent
     assert [e.destinations["ToAddresses"] for e in task_runner.sent_emails()] == [
         ["reader21@example.org"]
@@ -101,6 +108,7 @@ def test_mixed_batch_ends_each_record_in_sent_failed_retry_or_dlq(
     assert metrics["EmailsFailed"] == [1.0]
     assert metrics["TasksFailed"] == [1.0]
     assert metrics["TasksDeadLettered"] == [1.0]
+    assert metrics["TasksDeferred"] == [1.0]
 
 
 def task_ids_or_none(event_file: str) -> list[UUID | None]:
@@ -113,21 +121,64 @@ def task_ids_or_none(event_file: str) -> list[UUID | None]:
     return ids
 
 
-def test_throttled_email_is_sent_when_redelivered(task_runner: TaskRunnerHarness) -> None:
-    # Given the first delivery was throttled
+def test_throttled_email_is_sent_when_its_deferred_copy_arrives(
+    task_runner: TaskRunnerHarness,
+) -> None:
+    # Given the first delivery was throttled and the task deferred
     task_runner.throttled_recipients.add("throttled@example.org")
     task_runner.invoke("mixed-batch.json")
     task_runner.results()
-    task_runner.dead_letters()
+    [deferred] = task_runner.deferred_tasks()
 
-    # When SES recovers and SQS redelivers the whole batch
+    # When SES recovers and the copy is delivered after its delay
     task_runner.throttled_recipients.clear()
-    response = task_runner.invoke("mixed-batch.json")
+    response = task_runner.invoke_event(task_runner.redelivery_of(deferred))
 
-    # Then the throttled email goes out, and no email of the batch is sent twice
+    # Then the throttled email goes out, and its sent result is published
     assert response == {"batchItemFailures": []}
     recipients = sorted(e.destinations["ToAddresses"][0] for e in task_runner.sent_emails())
     assert recipients == ["reader21@example.org", "throttled@example.org"]
+    [result] = task_runner.results()
+    assert result.status is MessageStatus.SENT
+
+
+def test_a_deferred_task_delivered_beside_its_original_is_sent_once(
+    task_runner: TaskRunnerHarness,
+) -> None:
+    # Given a throttled task was deferred, and SES recovered
+    task_runner.throttled_recipients.add("throttled@example.org")
+    task_runner.invoke("mixed-batch.json")
+    [deferred] = task_runner.deferred_tasks()
+    task_runner.throttled_recipients.clear()
+
+    # When both its copy and its original arrive (the original's deletion was lost)
+    task_runner.invoke_event(task_runner.redelivery_of(deferred))
+    task_runner.invoke("mixed-batch.json")
+
+    # Then the throttled email went out once: the second delivery replayed its result
+    recipients = [e.destinations["ToAddresses"][0] for e in task_runner.sent_emails()]
+    assert recipients.count("throttled@example.org") == 1
+    assert recipients.count("reader21@example.org") == 1
+
+
+def test_the_deferred_copy_keeps_the_records_trace_context(
+    task_runner: TaskRunnerHarness,
+) -> None:
+    # Given SES throttles the traced sample's recipient
+    event = json.loads((EVENTS / "email-traced.json").read_text())
+    [recipient] = json.loads(event["Records"][0]["body"])["payload"]["to"]
+    task_runner.throttled_recipients.add(recipient)
+
+    # When it is handled
+    task_runner.invoke("email-traced.json")
+
+    # Then its copy carries the same body and `_datadog` context
+    [deferred] = task_runner.deferred_tasks()
+    assert deferred.body == event["Records"][0]["body"]
+    assert (
+        deferred.message_attributes["_datadog"]["StringValue"]
+        == event["Records"][0]["messageAttributes"]["_datadog"]["stringValue"]
+    )
 
 
 def test_same_task_delivered_twice_sends_one_email(
@@ -251,6 +302,9 @@ def test_every_sample_event_is_covered_by_a_test() -> None:
         "unparseable-body.json",
         "invalid-payload.json",
     }
+    # The ses-feedback-* events are the worker's feedback consumer's, not the runner's.
     assert {
-        path.name for path in Path(EVENTS).glob("*.json") if path.name != "env.example.json"
+        path.name
+        for path in Path(EVENTS).glob("*.json")
+        if path.name != "env.example.json" and not path.name.startswith("ses-feedback-")
     } == covered
