@@ -1,26 +1,32 @@
-"""The template's queues, table and SES identity, created in the local AWS endpoint.
+"""The template's queues, table, SES identity and configuration set, in the local endpoint.
 
 Every property that changes behaviour is copied from the template (visibility timeout,
-retention, long polling, redrive, key schema, TTL ...). Encryption settings are left out
-on purpose: moto keeps everything in memory, and the KMS key's policy only means
-something in AWS. A property this module does not know is reported, never dropped
-silently.
+retention, long polling, redrive, key schema, TTL, the configuration set's options ...).
+Encryption settings are left out on purpose: moto keeps everything in memory, and the
+KMS key's policy only means something in AWS. A property this module does not know is
+reported, never dropped silently.
+
+SES's event publishing is read from the template too, for the mailbox simulator
+(``ses_simulator``): which event types each configuration set's EventBridge destination
+matches, and the default bus's rules (pattern and SQS targets) that route them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from herald_local.template import TASK_QUEUE, TemplateError
+from herald_local.eventbridge_rules import EventRule, UnsupportedPatternError
+from herald_local.template import FEEDBACK_QUEUE, TASK_QUEUE, TemplateError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
 
     from herald_local.template import PipelineTemplate, TemplateResource
@@ -65,6 +71,15 @@ TABLE_PROPERTIES_NOT_REPRODUCED = {
     "Tags": "tags change no behaviour",
     "SSESpecification": "moto keeps items in memory; encryption at rest is AWS's",
 }
+# AWS::SES::ConfigurationSet properties, which SESv2 CreateConfigurationSet takes as they are.
+CONFIGURATION_SET_OPTIONS = (
+    "DeliveryOptions",
+    "ReputationOptions",
+    "SendingOptions",
+    "SuppressionOptions",
+    "TrackingOptions",
+    "VdmOptions",
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,12 @@ class LocalPipeline:
     sender_identity: str
     function_environment: Mapping[str, str]
     warnings: tuple[str, ...]
+    # SES event publishing: the configuration set the task runner sends through, the
+    # event types each set publishes to EventBridge, the bus's rules, the worker's queue.
+    configuration_set: str = ""
+    ses_event_types: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    event_rules: tuple[EventRule, ...] = ()
+    feedback_queue_url: str = ""
 
 
 def create_pipeline_resources(
@@ -91,8 +112,9 @@ def create_pipeline_resources(
     sqs: SQSClient | None = None,
     dynamodb: DynamoDBClient | None = None,
     create_email_identity: Callable[[str], None] | None = None,
+    sesv2: SESV2Client | None = None,
 ) -> LocalPipeline:
-    """Create the template's queues, tables and the sender's SES identity.
+    """Create the template's queues, tables, SES configuration sets and the sender's identity.
 
     Clients follow boto3's configuration, so ``AWS_ENDPOINT_URL`` must point at the local
     endpoint (``aws_isolation.isolate_from_real_aws`` makes sure it does).
@@ -134,14 +156,21 @@ def create_pipeline_resources(
         tables[table.logical_id] = _create_table(table, template, dynamodb, warnings)
 
     sender_domain = sender_email.rpartition("@")[2].lower()
+    ses = sesv2 or boto3.client("sesv2")
     if create_email_identity is None:
-        sesv2 = boto3.client("sesv2")
 
         def create_email_identity(identity: str) -> None:
-            sesv2.create_email_identity(EmailIdentity=identity)
+            ses.create_email_identity(EmailIdentity=identity)
 
     # The domain, as the README advises for AWS: any address of it may send.
     create_email_identity(sender_domain)
+    configuration_sets = [
+        _create_configuration_set(resource, template, ses, warnings)
+        for resource in template.configuration_sets
+        if template.exists(resource)
+    ]
+    event_types = _ses_event_types(template, warnings)
+    rules = _event_rules(template, urls, warnings)
 
     function = template.task_runner
     if function.event.queue_logical_id not in urls:
@@ -171,7 +200,102 @@ def create_pipeline_resources(
         sender_identity=sender_domain,
         function_environment=environment,
         warnings=tuple(warnings),
+        configuration_set=environment.get(
+            "SES_CONFIGURATION_SET", configuration_sets[0] if configuration_sets else ""
+        ),
+        ses_event_types=event_types,
+        event_rules=rules,
+        feedback_queue_url=urls.get(FEEDBACK_QUEUE, ""),
     )
+
+
+def _create_configuration_set(
+    resource: TemplateResource, template: PipelineTemplate, sesv2: SESV2Client, warnings: list[str]
+) -> str:
+    resolver = template.resolver
+    where = resource.logical_id
+    for name in resource.properties:
+        if name not in (*CONFIGURATION_SET_OPTIONS, "Name", "Tags"):
+            warnings.append(f"{where}.{name} is not reproduced locally")
+    name = str(
+        resolver.resolve(resource.properties.get("Name"), f"{where}.Name")
+        or f"{STACK_NAME}-{where}"
+    )
+    options = {
+        option: resolver.resolve(resource.properties[option], f"{where}.{option}")
+        for option in CONFIGURATION_SET_OPTIONS
+        if option in resource.properties
+    }
+    sesv2.create_configuration_set(ConfigurationSetName=name, **options)
+    resolver.refs[where] = name
+    return name
+
+
+def _ses_event_types(template: PipelineTemplate, warnings: list[str]) -> dict[str, frozenset[str]]:
+    """Configuration set -> the event types its enabled EventBridge destinations match."""
+    published: dict[str, frozenset[str]] = {}
+    for resource in template.event_destinations:
+        if not template.exists(resource):
+            continue
+        where = resource.logical_id
+        properties = template.resolver.resolve(resource.properties, where)
+        destination = properties.get("EventDestination", {})
+        if not destination.get("Enabled", False):
+            continue
+        if "EventBridgeDestination" not in destination:
+            kinds = sorted(set(destination) - {"Name", "Enabled", "MatchingEventTypes"})
+            warnings.append(f"{where}: only EventBridge destinations are reproduced, not {kinds}")
+            continue
+        configuration_set = str(properties["ConfigurationSetName"])
+        types = frozenset(_event_type(value) for value in destination["MatchingEventTypes"])
+        published[configuration_set] = published.get(configuration_set, frozenset()) | types
+    return published
+
+
+def _event_type(value: str) -> str:
+    """CloudFormation's ``renderingFailure`` or ``bounce`` as SESv2's ``RENDERING_FAILURE``."""
+    text = str(value)
+    if text.isupper():  # already SESv2's form
+        return text
+    return "".join(f"_{c}" if c.isupper() else c for c in text).upper()
+
+
+def _event_rules(
+    template: PipelineTemplate, queue_urls: Mapping[str, str], warnings: list[str]
+) -> tuple[EventRule, ...]:
+    """The default bus's enabled rules and their SQS targets, as URLs."""
+    resolver = template.resolver
+    url_by_arn = {resolver.attributes[(queue, "Arn")]: url for queue, url in queue_urls.items()}
+    rules = []
+    for resource in template.event_rules:
+        where = resource.logical_id
+        properties = resource.properties
+        if not template.exists(resource) or "EventPattern" not in properties:
+            continue
+        if resolver.resolve(properties.get("State", "ENABLED"), f"{where}.State") != "ENABLED":
+            continue
+        if properties.get("EventBusName", "default") != "default":
+            continue
+        targets = resolver.resolve(properties.get("Targets", []), f"{where}.Targets")
+        urls = []
+        for target in targets:
+            if str(target["Arn"]) in url_by_arn:
+                urls.append(url_by_arn[str(target["Arn"])])
+            else:
+                warnings.append(
+                    f"{where}: target {target.get('Id')} is not an SQS queue of the template"
+                )
+        try:
+            rules.append(
+                EventRule(
+                    where,
+                    resolver.resolve(properties["EventPattern"], f"{where}.EventPattern"),
+                    tuple(urls),
+                )
+            )
+        except UnsupportedPatternError as error:
+            raise TemplateError(str(error)) from None
+    return tuple(rules)
 
 
 def _queue_attributes(

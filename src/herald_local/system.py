@@ -5,9 +5,11 @@ local AWS endpoint is filled, since each takes a few seconds):
 
 1. check every port is free, stop a PostgreSQL a killed previous run left behind;
 2. PostgreSQL on ``<data dir>/postgres`` (kept between runs; ``--reset`` wipes it);
-3. the local AWS endpoint (moto), and in it the template's queues, table and the
-   sender's SES identity; this process and every part get an environment that can only
-   reach it (``aws_isolation``);
+3. the local AWS endpoint (moto), and in it the template's queues, table, SES
+   configuration set and the sender's SES identity; the local SES publishes SES's
+   mailbox-simulator events by the template's EventBridge rule to the feedback queue;
+   this process and every part get an environment that can only reach it
+   (``aws_isolation``);
 4. the migrations, the demo tenant and a fresh key, and the tasks of messages a
    previous run left ``queued``;
 5. the api, the worker and the task runner (``sqs_event_source`` calling the real
@@ -47,6 +49,7 @@ from herald_local.ports import (
     write_running_ports,
 )
 from herald_local.postgres import LocalPostgres
+from herald_local.ses_simulator import SesEventRouting
 from herald_local.template import read_pipeline_template
 from herald_local.web_servers import frontend_server, mailbox_server
 
@@ -189,6 +192,7 @@ def run_local_system(options: RunOptions, terminal: Terminal) -> int:
                 options.ports["aws"],
                 ses_throttle=options.ses_throttle,
                 ses_max_send_rate=options.ses_max_send_rate,
+                log=lambda line: terminal.write("ses", line),
             )
             aws.start()
             cleanup.callback(aws.stop)
@@ -203,6 +207,13 @@ def run_local_system(options: RunOptions, terminal: Terminal) -> int:
             )
             for warning in pipeline.warnings:
                 say(f"warning: {warning}")
+            aws.ses_simulator.publish_to(
+                SesEventRouting(
+                    sqs=boto3.client("sqs"),
+                    event_types=pipeline.ses_event_types,
+                    rules=pipeline.event_rules,
+                )
+            )
 
             # 4. The database: schema, demo key, tasks a previous run left queued.
             postgres_started.join_or_raise()
@@ -384,6 +395,8 @@ def _parts(
             # Its results long poll bounds how fast it stops; 10 s feels hung after Ctrl-C.
             "RESULTS_WAIT_SECONDS": base.get("RESULTS_WAIT_SECONDS", "2"),
             "SES_MAX_SEND_RATE": f"{options.worker_send_rate:g}",
+            # SES's events, as the EventBridge rule delivers them (empty: no feedback loop).
+            "FEEDBACK_QUEUE_URL": pipeline.feedback_queue_url,
         }
     )
     # The function's environment is exactly the template's, resolved locally.
@@ -488,8 +501,8 @@ def banner(
         f"  API key      {key.plaintext}   (tenant demo; {kept}: {options.demo_key_file})",
         f"  mailbox      {mailbox}   or: make mailbox",
         f"  front-end    {frontend}",
-        f"  local AWS    {aws_url}   (moto: task queue + DLQ, result queue + DLQ, "
-        "idempotency table, SES)",
+        f"  local AWS    {aws_url}   (moto: task, result and feedback queues + DLQs, "
+        "idempotency table, SES as its mailbox simulator)",
         f"  PostgreSQL   {postgres.url(driver='postgresql')}   data: {postgres.data_dir}",
         *notes,
         "",
@@ -533,13 +546,15 @@ def _stop_parts(
 
 
 def _drain(pipeline: LocalPipeline, say: Callable[[str], None]) -> None:
-    """Give tasks and results in flight up to ``DRAIN_SECONDS`` to be finished."""
+    """Give tasks, results and SES events in flight up to ``DRAIN_SECONDS`` to be finished."""
     sqs = boto3.client("sqs")
     deadline = time.monotonic() + DRAIN_SECONDS
     announced = False
     while True:
         in_flight = 0
-        for url in (pipeline.task_queue_url, pipeline.result_queue_url):
+        for url in filter(
+            None, (pipeline.task_queue_url, pipeline.result_queue_url, pipeline.feedback_queue_url)
+        ):
             attributes = sqs.get_queue_attributes(
                 QueueUrl=url,
                 AttributeNames=[
@@ -552,12 +567,15 @@ def _drain(pipeline: LocalPipeline, say: Callable[[str], None]) -> None:
             return
         if time.monotonic() > deadline:
             say(
-                f"{in_flight} task(s)/result(s) still in the local queues; their messages "
-                "stay queued and their tasks are sent again on the next run"
+                f"{in_flight} task(s)/result(s)/event(s) still in the local queues; their "
+                "messages stay queued and their tasks are sent again on the next run"
             )
             return
         if not announced:
-            say(f"waiting up to {DRAIN_SECONDS} s for {in_flight} task(s)/result(s) in flight")
+            say(
+                f"waiting up to {DRAIN_SECONDS} s for {in_flight} task(s)/result(s)/event(s) "
+                "in flight"
+            )
             announced = True
         time.sleep(0.5)
 

@@ -1,7 +1,8 @@
 """What ``template.yaml`` declares about the task pipeline, read so the local copy cannot drift.
 
-The local system creates its queues, table and task runner configuration from the same
-template ``sam deploy`` uses: names come from the logical IDs, properties from the
+The local system creates its queues, table, SES configuration set and task runner
+configuration, and routes SES's events by its EventBridge rules, from the same template
+``sam deploy`` uses: names come from the logical IDs, properties from the
 resources, and the task runner's environment, batch size and batching window from the
 function and its SQS event, with every parameter at its default (or a local override).
 
@@ -13,6 +14,7 @@ holds it, so a template change the local system cannot follow fails loudly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,9 +25,19 @@ if TYPE_CHECKING:
 QUEUE_TYPE = "AWS::SQS::Queue"
 TABLE_TYPE = "AWS::DynamoDB::Table"
 FUNCTION_TYPE = "AWS::Serverless::Function"
+CONFIGURATION_SET_TYPE = "AWS::SES::ConfigurationSet"
+EVENT_DESTINATION_TYPE = "AWS::SES::ConfigurationSetEventDestination"
+EVENT_RULE_TYPE = "AWS::Events::Rule"
+FEEDBACK_QUEUE = "FeedbackQueue"
+# The local stack's id: fixed, so names the template derives from it stay the same.
+STACK_ID = (
+    "arn:aws:cloudformation:us-east-1:123456789012:stack/herald-local/"
+    "6c6f6361-6c00-4000-8000-000000000000"
+)
 TASK_RUNNER_FUNCTION = "TaskRunnerFunction"
 TASK_QUEUE = "TaskQueue"
 TASK_QUEUE_EVENT = "TaskQueue"
+SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
 
 
 class TemplateError(ValueError):
@@ -39,6 +51,7 @@ class TemplateResource:
     logical_id: str
     type: str
     properties: Mapping[str, Any]
+    condition: str | None = None  # the resource exists only when this condition holds
 
 
 @dataclass(frozen=True)
@@ -73,12 +86,20 @@ class PipelineTemplate:
     tables: tuple[TemplateResource, ...]
     task_runner: FunctionConfiguration
     resolver: IntrinsicResolver
+    configuration_sets: tuple[TemplateResource, ...] = ()
+    event_destinations: tuple[TemplateResource, ...] = ()
+    event_rules: tuple[TemplateResource, ...] = ()
+
+    def exists(self, resource: TemplateResource) -> bool:
+        """Whether ``resource`` is created with these parameters (its ``Condition``)."""
+        return resource.condition is None or self.resolver.condition(resource.condition)
 
 
 @dataclass
 class IntrinsicResolver:
-    """Resolves ``Ref``, ``Fn::GetAtt``, ``Fn::If``, ``Fn::Equals``, ``Fn::Not``,
-    ``Fn::And``, ``Fn::Or`` and ``Fn::Select``/``Fn::Split`` against the local stack.
+    """Resolves ``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::If``, ``Fn::Equals``,
+    ``Fn::Not``, ``Fn::And``, ``Fn::Or`` and ``Fn::Select``/``Fn::Split`` against the
+    local stack.
 
     ``refs`` and ``attributes`` are filled in as the local resources are created, so a
     property may refer to a resource created before it.
@@ -113,6 +134,7 @@ class IntrinsicResolver:
         return {
             "Ref": self._ref,
             "Fn::GetAtt": self._get_att,
+            "Fn::Sub": self._sub,
             "Fn::If": self._if,
             "Fn::Equals": lambda a, w: self._pair(a, w)[0] == self._pair(a, w)[1],
             "Fn::Not": lambda a, w: not self.resolve(a[0], w),
@@ -141,6 +163,22 @@ class IntrinsicResolver:
             raise TemplateError(
                 f"{where}: GetAtt {resource}.{attribute} has no local value"
             ) from None
+
+    def _sub(self, argument: Any, where: str) -> str:
+        template, variables = (argument, {}) if isinstance(argument, str) else argument
+        values = {str(name): self.resolve(value, where) for name, value in variables.items()}
+
+        def substitute(found: re.Match[str]) -> str:
+            name = found[1]
+            if name.startswith("!"):  # ${!Literal} is the text ${Literal}
+                return "${" + name[1:] + "}"
+            if name in values:
+                return str(values[name])
+            if "." in name:
+                return self._get_att(name, where)
+            return str(self._ref(name, where))
+
+        return SUB_VARIABLE.sub(substitute, str(template))
 
     def _if(self, argument: Any, where: str) -> Any:
         condition, when_true, when_false = argument
@@ -182,12 +220,16 @@ def read_pipeline_template(
         "AWS::AccountId": "123456789012",
         "AWS::Partition": "aws",
         "AWS::StackName": "herald-local",
+        "AWS::StackId": STACK_ID,
         "AWS::URLSuffix": "amazonaws.com",
     }
     conditions = dict(document.get("Conditions", {}))
     resources = {
         str(logical_id): TemplateResource(
-            str(logical_id), str(body["Type"]), dict(body.get("Properties", {}))
+            str(logical_id),
+            str(body["Type"]),
+            dict(body.get("Properties", {})),
+            str(body["Condition"]) if "Condition" in body else None,
         )
         for logical_id, body in document["Resources"].items()
     }
@@ -198,7 +240,14 @@ def read_pipeline_template(
         tables=tuple(r for r in resources.values() if r.type == TABLE_TYPE),
         task_runner=_task_runner(document, resources, parameters, conditions),
         resolver=IntrinsicResolver(parameters=parameters, conditions=conditions),
+        configuration_sets=_of_type(resources, CONFIGURATION_SET_TYPE),
+        event_destinations=_of_type(resources, EVENT_DESTINATION_TYPE),
+        event_rules=_of_type(resources, EVENT_RULE_TYPE),
     )
+
+
+def _of_type(resources: Mapping[str, TemplateResource], type_: str) -> tuple[TemplateResource, ...]:
+    return tuple(resource for resource in resources.values() if resource.type == type_)
 
 
 def _dead_letter_queues_first(queues: list[TemplateResource]) -> tuple[TemplateResource, ...]:
