@@ -107,13 +107,20 @@ MAX_TAG_LENGTH = 256
 MAX_TEXT_LENGTH = 256
 
 
+def _storable(value: str) -> str:
+    # PostgreSQL's text and jsonb refuse NUL: such an event is poison, not a database error.
+    if "\x00" in value:
+        raise ValueError("may not contain NUL characters")
+    return value
+
+
 def _truncated(value: str | None) -> str | None:
-    return value if value is None else value[:MAX_DIAGNOSTIC_LENGTH]
+    return value if value is None else _storable(value)[:MAX_DIAGNOSTIC_LENGTH]
 
 
 # Bounded at SQS's 256 KiB body by the queue; each field bounded again here.
 Address = Annotated[str, Field(min_length=1, max_length=MAX_ADDRESS_INPUT_LENGTH)]
-ShortText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+ShortText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(_storable)]
 Diagnostic = Annotated[str | None, Field(max_length=20_000), AfterValidator(_truncated)]
 Recipients = Annotated[list[Address], Field(min_length=1, max_length=MAX_RECIPIENTS)]
 TagValues = Annotated[list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]], Field(max_length=10)]
@@ -305,7 +312,7 @@ def to_feedback_event(parsed: ParsedFeedback, message_id: UUID, tenant_id: UUID)
     outcomes: list[RecipientOutcome] = []
     detail: dict[str, Any] = {}
     suppression_detail: str | None = None
-    if event.bounce is not None:
+    if event.event_type == "Bounce" and event.bounce is not None:
         bounce = event.bounce
         occurred_at = bounce.timestamp
         outcomes = [
@@ -327,7 +334,7 @@ def to_feedback_event(parsed: ParsedFeedback, message_id: UUID, tenant_id: UUID)
             ],
         }
         suppression_detail = f"{bounce.bounce_type} bounce ({bounce.bounce_sub_type})"
-    elif event.complaint is not None:
+    elif event.event_type == "Complaint" and event.complaint is not None:
         complaint = event.complaint
         occurred_at = complaint.timestamp
         outcomes = [
@@ -340,7 +347,7 @@ def to_feedback_event(parsed: ParsedFeedback, message_id: UUID, tenant_id: UUID)
             complainedRecipients=[r.email_address for r in complaint.complained_recipients],
         )
         suppression_detail = f"complaint ({complaint.complaint_feedback_type or 'no type'})"
-    elif event.delivery is not None:
+    elif event.event_type == "Delivery" and event.delivery is not None:
         delivery = event.delivery
         occurred_at = delivery.timestamp
         outcomes = [
@@ -350,7 +357,7 @@ def to_feedback_event(parsed: ParsedFeedback, message_id: UUID, tenant_id: UUID)
             for address in delivery.recipients
         ]
         detail = _without_none(recipients=delivery.recipients, smtpResponse=delivery.smtp_response)
-    elif event.delivery_delay is not None:
+    elif event.event_type == "DeliveryDelay" and event.delivery_delay is not None:
         delay = event.delivery_delay
         occurred_at = delay.timestamp
         outcomes = [
@@ -367,14 +374,14 @@ def to_feedback_event(parsed: ParsedFeedback, message_id: UUID, tenant_id: UUID)
                 for r in delay.delayed_recipients
             ],
         )
-    elif event.reject is not None:
+    elif event.event_type == "Reject" and event.reject is not None:
         # SES rejects the whole email: every recipient.
         outcomes = [
             RecipientOutcome(key(address), RecipientState.REJECTED)
             for address in event.mail.destination
         ]
         detail = _without_none(reason=event.reject.reason)
-    elif event.failure is not None:
+    elif event.event_type == "Rendering Failure" and event.failure is not None:
         detail = _without_none(
             errorMessage=event.failure.error_message, templateName=event.failure.template_name
         )

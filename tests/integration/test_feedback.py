@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -12,7 +13,7 @@ from uuid import UUID, uuid4
 import pytest
 from aws_lambda_powertools import Logger
 from mypy_boto3_sqs import SQSClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -580,3 +581,60 @@ def test_a_batch_of_events_of_one_message_is_applied_in_one_pass(
     assert status_of(engine, message_id) == ("complained", None)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(MessageEvent)) == 3
+
+
+def test_an_event_with_a_nul_character_is_poison_not_a_database_error(
+    engine: Engine, sqs: SQSClient, queue_url: str, caller: Caller, feedback: Feedback
+) -> None:
+    # Given a Bounce whose diagnostic holds a NUL (PostgreSQL's text refuses it)
+    message_id = message_to(engine, caller.tenant_id)
+    event = json.loads(sample("bounce-permanent", message_id, caller.tenant_id))
+    event["detail"]["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 550\x00"
+
+    # When it is consumed
+    feedback.consume(json.dumps(event))
+
+    # Then it is rejected at the edge and deleted; the message is untouched
+    assert feedback.count("FeedbackEventsRejected") == 1
+    assert status_of(engine, message_id) == ("sent", None)
+    assert drain(sqs, queue_url) == []
+
+
+@pytest.fixture
+def database_refuses_delays(engine: Engine) -> Iterator[None]:
+    """PostgreSQL refuses to record a DeliveryDelay event, until the test ends."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "ALTER TABLE message_events ADD CONSTRAINT ck_test_no_delays "
+                "CHECK (event_type <> 'DeliveryDelay') NOT VALID"
+            )
+        )
+    yield
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE message_events DROP CONSTRAINT ck_test_no_delays"))
+
+
+def test_an_event_the_database_refuses_is_left_for_the_dlq_and_its_batch_applies(
+    engine: Engine, sqs: SQSClient, caller: Caller, database_refuses_delays: None
+) -> None:
+    # Given a queue that shows a message again at once, and a batch of a Delivery of one
+    # message and a DeliveryDelay of another, which the database refuses
+    queue_url = sqs.create_queue(
+        QueueName=f"feedback-{uuid4().hex[:12]}", Attributes={"VisibilityTimeout": "0"}
+    )["QueueUrl"]
+    feedback = Feedback(engine, sqs, queue_url)
+    delivered, delayed = message_to(engine, caller.tenant_id), message_to(engine, caller.tenant_id)
+
+    # When the batch is consumed
+    applied = feedback.consume(
+        sample("delivery", delivered, caller.tenant_id),
+        sample("delivery-delay", delayed, caller.tenant_id),
+    )
+
+    # Then the Delivery is applied and the refused event alone stays on the queue
+    assert applied == 1
+    assert status_of(engine, delivered) == ("delivered", None)
+    assert events(engine, delayed) == []
+    left = drain(sqs, queue_url)
+    assert [json.loads(m["Body"])["detail"]["eventType"] for m in left] == ["DeliveryDelay"]
