@@ -153,6 +153,7 @@ def simulated_events(
                 "recipients": [recipient],
                 "smtpResponse": DELIVERED_SMTP_RESPONSE,
                 "reportingMTA": REPORTING_MTA,
+                "remoteMtaIp": "127.0.0.1",
             }
             events.append(SimulatedEvent(DELIVERY_DELAY, _record(email, "Delivery", delivery)))
             if outcome == "complaint":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from herald_local.ses_events import (
     simulator_outcome,
 )
 
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 SENT_AT = datetime(2026, 12, 3, 10, 0, 0, 123_000, tzinfo=UTC)
 CONFIGURATION_SET = "herald-dev-1234"
 MESSAGE_ID = "0100018c-0000-4000-8000-000000000000-000000"
@@ -263,3 +266,43 @@ def test_a_pattern_filter_the_local_system_cannot_follow_is_refused() -> None:
     # Given a pattern with a content filter; When it is checked; Then it is refused
     with pytest.raises(UnsupportedPatternError, match="prefix"):
         check_pattern({"source": [{"prefix": "aws."}]}, "FeedbackRule.EventPattern")
+
+
+def field_paths(value: Any, prefix: str = "") -> set[str]:
+    """Every field's path in a JSON value (``/detail/bounce/bouncedRecipients[]/status``)."""
+    if isinstance(value, dict):
+        return {
+            path
+            for key, item in value.items()
+            for path in {f"{prefix}/{key}", *field_paths(item, f"{prefix}/{key}")}
+        }
+    if isinstance(value, list):
+        return {path for item in value for path in field_paths(item, f"{prefix}[]")}
+    return set()
+
+
+@pytest.mark.parametrize(
+    ("fixture", "address", "event_type"),
+    [
+        ("ses-feedback-send.json", "success@simulator.amazonses.com", "Send"),
+        ("ses-feedback-delivery.json", "success@simulator.amazonses.com", "Delivery"),
+        ("ses-feedback-bounce-permanent.json", "bounce@simulator.amazonses.com", "Bounce"),
+        ("ses-feedback-complaint.json", "complaint@simulator.amazonses.com", "Complaint"),
+    ],
+)
+def test_each_event_has_every_field_of_the_sample_built_from_aws_docs(
+    fixture: str, address: str, event_type: str
+) -> None:
+    # Given the sample event the consumer is tested with (events/, from AWS's examples)
+    sample = json.loads((EVENTS_DIR / fixture).read_text())
+
+    # When the local SES makes the same kind of event
+    record = next(
+        event.record for event in simulated_events(email(address)) if event.event_type == event_type
+    )
+    made = eventbridge_event(
+        record, region="us-east-1", configuration_set=CONFIGURATION_SET, now=SENT_AT
+    )
+
+    # Then it has every field the sample has, at the same place
+    assert field_paths(sample) - field_paths(made) == set()
