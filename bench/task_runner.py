@@ -89,6 +89,7 @@ def load_handler(aws: FakeAws) -> Handler:
             sys.path.insert(0, str(path))
     os.environ.update(LAMBDA_ENV)
     os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
+    time.tzset()  # TZ=:UTC, as in Lambda, for this process
     with mock.patch("boto3.client", aws.client):
         module = importlib.import_module("handlers.task_runner")
     handler: Handler = module.lambda_handler
