@@ -349,16 +349,13 @@ def summarise(session: Session, message_id: UUID) -> MessageStatus | None:
     ).one_or_none()
     if failing is not None:
         code = FAILING_EVENTS[failing.event_type]
+        # Herald's sentence for the code, then SES's reason (at most 1,000 characters).
         reason = failing.detail.get("reason") or failing.detail.get("errorMessage")
         error = failure_text(code) + (f" SES said: {reason}" if reason else "")
         session.execute(
             update(Message)
             .where(Message.id == message_id)
-            .values(
-                status=MessageStatus.FAILED.value,
-                error=error[: MAX_DIAGNOSTIC_LENGTH * 2],
-                updated_at=func.now(),
-            )
+            .values(status=MessageStatus.FAILED.value, error=error, updated_at=func.now())
         )
         return MessageStatus.FAILED
     states = {
