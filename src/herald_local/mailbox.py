@@ -4,7 +4,9 @@ moto keeps every email SES accepted; its ``GET /moto-api/data.json`` lists them 
 ``ses`` -> ``Message`` (simple emails: ``id``, ``source``, ``destinations``, ``subject``,
 ``body``, where the body is the HTML part when there is one, else the text) and
 ``ses`` -> ``RawMessage`` (raw MIME). The page the runner serves and ``herald-local
-mailbox`` both read them from there.
+mailbox`` both read them from there, and each email's SES events (Send, Delivery, Bounce,
+Complaint) from what the local SES's mailbox simulator published (``ses_simulator``):
+what SES said happened, which Herald's own view (``GET /v1/messages/{id}``) should match.
 
 SES knows nothing of Herald, and moto keeps no time: given the local database,
 ``HeraldMessages`` adds which Herald message each email is and when the task runner sent
@@ -16,13 +18,14 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ecs_service.db.models import Message
+from herald_local.ses_events import EVENTS_PATH
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -33,6 +36,22 @@ MODEL_DATA_PATH = "/moto-api/data.json"
 
 class MailboxUnavailableError(RuntimeError):
     """Nothing answers at the local AWS endpoint: the local system is not running."""
+
+
+@dataclass(frozen=True)
+class MailboxEvent:
+    """One SES event the local SES published for an email."""
+
+    type: str  # SES's eventType: Send, Delivery, Bounce, Complaint
+    recipients: tuple[str, ...]
+    occurred_at: str  # SES's timestamp, ISO 8601 UTC
+    detail: dict[str, Any] = field(default_factory=dict)  # bounce type, diagnostic ...
+
+    def describe(self) -> str:
+        """One line: what happened, to whom, SES's key words for it."""
+        facts = [str(value) for value in self.detail.values() if value]
+        words = f"{self.type} {', '.join(self.recipients)}"
+        return f"{words}: {'; '.join(facts)}" if facts else words
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,8 @@ class SentEmail:
     # From Herald's database, when it has recorded the send (see HeraldMessages).
     herald_message_id: str | None = None
     sent_at: datetime | None = None
+    # What the local SES published for it, oldest first (sent through a configuration set).
+    events: tuple[MailboxEvent, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         fields = asdict(self)
@@ -127,7 +148,33 @@ def read_mailbox(endpoint_url: str, *, timeout: float = 5) -> list[SentEmail]:
     ses = data.get("ses", {})
     emails = [_simple(message) for message in ses.get("Message", [])]
     emails += [_raw(message) for message in ses.get("RawMessage", [])]
-    return emails
+    published = _published_events(endpoint_url, timeout)
+    return [
+        replace(email, events=published[email.message_id])
+        if email.message_id in published
+        else email
+        for email in emails
+    ]
+
+
+def _published_events(endpoint_url: str, timeout: float) -> dict[str, tuple[MailboxEvent, ...]]:
+    try:
+        with urllib.request.urlopen(endpoint_url + EVENTS_PATH, timeout=timeout) as answer:
+            published: dict[str, list[dict[str, Any]]] = json.load(answer)
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}  # the emails are still worth listing
+    return {
+        message_id: tuple(
+            MailboxEvent(
+                type=str(event.get("type", "")),
+                recipients=tuple(event.get("recipients") or ()),
+                occurred_at=str(event.get("occurred_at", "")),
+                detail=dict(event.get("detail") or {}),
+            )
+            for event in events
+        )
+        for message_id, events in published.items()
+    }
 
 
 def _simple(message: dict[str, Any]) -> SentEmail:
@@ -172,6 +219,8 @@ def format_mailbox(emails: list[SentEmail]) -> str:
         if email.herald_message_id:
             lines.append(f"    herald message: {email.herald_message_id}")
         lines.append(f"    id:   {email.message_id}")
+        for event in email.events:
+            lines.append(f"    ses:  {event.occurred_at}  {event.describe()}")
         lines += [f"    | {line}" for line in email.body.splitlines() or [""]]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

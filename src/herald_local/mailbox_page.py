@@ -7,7 +7,8 @@ Refresh button does the same on demand, and new emails are announced politely. E
 part of the page is in a landmark (``header``, ``main``), as axe wants.
 
 An email's HTML body is shown in a sandboxed frame (no scripts, no forms, no navigation);
-a text body is shown as text.
+a text body is shown as text. Below it, the SES events the local SES published for the
+email (Send, Delivery, Bounce with its diagnostic, Complaint), oldest first.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ article { background: #fff; border: 1px solid #d0d7de; border-radius: 6px;
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 0 1rem; margin: 0 0 .5rem; }
 dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
 iframe { border: 1px solid #d0d7de; width: 100%; height: 10rem; background: #fff; }
+h3 { font-size: 1rem; margin: .75rem 0 .25rem; }
+.events { list-style: none; margin: 0; padding: 0; }
+.events li { padding: .125rem 0; overflow-wrap: anywhere; }
+.event-type { font-weight: 600; }
 .hint { color: #57606a; }
 @media (max-width: 30rem) { dl { grid-template-columns: 1fr; } dd { margin-bottom: .25rem; } }
 """
@@ -85,9 +90,10 @@ def mailbox_html(emails: list[SentEmail]) -> str:
     count = len(emails)
     items = [_email_html(number, email) for number, email in enumerate(emails, start=1)]
     items.reverse()
-    # What the script compares: the list changes when an email arrives or Herald records
-    # one (its id and send time then appear).
-    version = f"{count}-{sum(email.herald_message_id is not None for email in emails)}"
+    # What the script compares: the list changes when an email arrives, Herald records
+    # one (its id and send time then appear) or SES publishes an event for one.
+    recorded = sum(email.herald_message_id is not None for email in emails)
+    version = f"{count}-{recorded}-{sum(len(email.events) for email in emails)}"
     empty = "<p>No email yet. Schedule one with the web app or the API.</p>"
     listing = (
         f'<section id="emails" data-count="{count}" data-version="{version}" '
@@ -154,7 +160,29 @@ def _email_html(number: int, email: SentEmail) -> str:
         f'<h2 id="{title}">#{number} {html.escape(email.subject)}</h2>'
         f"<dl>{fields}</dl>"
         f'<iframe sandbox srcdoc="{html.escape(body, quote=True)}" '
-        f'title="Body of email #{number}"></iframe></article></li>'
+        f'title="Body of email #{number}"></iframe>{_events_html(number, email)}</article></li>'
+    )
+
+
+def _events_html(number: int, email: SentEmail) -> str:
+    """The SES events published for the email, oldest first; nothing when there are none."""
+    if not email.events:
+        return ""
+    items = []
+    for event in email.events:
+        facts = "; ".join(str(value) for value in event.detail.values() if value)
+        items.append(
+            f'<li><span class="event-type">{html.escape(event.type)}</span> '
+            f"{html.escape(', '.join(event.recipients))} "
+            f'<time datetime="{html.escape(event.occurred_at)}">'
+            f"{html.escape(event.occurred_at)}</time>"
+            + (f' <span class="hint">{html.escape(facts)}</span>' if facts else "")
+            + "</li>"
+        )
+    heading = f"events-{number}"
+    return (
+        f'<h3 id="{heading}">SES events</h3>'
+        f'<ul class="events" aria-labelledby="{heading}">{"".join(items)}</ul>'
     )
 
 

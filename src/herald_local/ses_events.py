@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
 
 SIMULATOR_DOMAIN = "simulator.amazonses.com"
+# Where the local endpoint lists what its SES published, for the mailbox.
+EVENTS_PATH = "/_herald_local/ses-events.json"
 ACCOUNT_ID = "123456789012"  # moto's default account, as the template's pseudo parameters
 EVENTBRIDGE_SOURCE = "aws.ses"
 # SES's eventType -> EventBridge's detail-type (EventBridge reference, "Amazon SES events").

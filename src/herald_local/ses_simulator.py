@@ -36,6 +36,7 @@ from moto.ses.models import ses_backends
 from herald_local.eventbridge_rules import EventRule, matches
 from herald_local.ses_events import (
     ACCOUNT_ID,
+    EVENTS_PATH,
     AcceptedEmail,
     eventbridge_event,
     simulated_events,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from mypy_boto3_sqs import SQSClient
 
-EVENTS_PATH = "/_herald_local/ses-events.json"
 KEPT_EMAILS = 1_000
 SQS_BATCH = 10
 

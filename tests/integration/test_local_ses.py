@@ -22,7 +22,8 @@ from botocore.exceptions import ClientError
 
 from herald_local.local_aws import LocalAwsEndpoint
 from herald_local.pipeline_resources import LocalPipeline, create_pipeline_resources
-from herald_local.ses_simulator import EVENTS_PATH, SesEventRouting
+from herald_local.ses_events import EVENTS_PATH
+from herald_local.ses_simulator import SesEventRouting
 from herald_local.template import read_pipeline_template
 from tests.integration.conftest import REPO_ROOT
 
