@@ -162,7 +162,9 @@ class EventOut(BaseModel):
         description="SES's eventType: Send, Delivery, Bounce, Complaint, Reject, "
         "DeliveryDelay or Rendering Failure"
     )
-    recipient: StoredEmail | None = Field(description="The recipient it is about; null for all")
+    recipient: StoredEmail | None = Field(
+        description="The one recipient it is about; null for a Send, or an event about several"
+    )
     occurred_at: datetime = Field(description="When it happened, by SES's clock")
     detail: dict[str, Any] = Field(
         description="The event's own fields, such as bounceType and diagnosticCode"
