@@ -398,7 +398,7 @@ def parser() -> argparse.ArgumentParser:
         ("api", "serve the HTTP API", run_api, (ApiSettings, DatabaseSettings, TracingSettings)),
         (
             "worker",
-            "run the relay and the results consumer",
+            "run the relay, the results consumer and the delivery feedback consumer",
             run_worker,
             (WorkerSettings, DatabaseSettings, TracingSettings),
         ),
