@@ -190,6 +190,11 @@ class WorkerSettings(BaseSettings):
     relay_in_flight_expiry_seconds: float = Field(
         default=300.0, ge=10, le=3_600, validation_alias="RELAY_IN_FLIGHT_EXPIRY_SECONDS"
     )
+    # SES's maximum send rate, recipients per second, which every relay together keeps to
+    # (docs/ses-quota.md). 0: read it from SES (GetAccount's MaxSendRate, every 5 minutes).
+    ses_max_send_rate: float = Field(
+        default=0, ge=0, le=1_000_000, allow_inf_nan=False, validation_alias="SES_MAX_SEND_RATE"
+    )
     # Long-poll wait of the results consumer; bounded so shutdown stays prompt.
     results_wait_seconds: int = Field(
         default=10, ge=0, le=20, validation_alias="RESULTS_WAIT_SECONDS"

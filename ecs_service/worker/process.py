@@ -26,6 +26,7 @@ from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 from ecs_service.worker.feedback import FeedbackConsumer, SqsFeedbackReceiver
 from ecs_service.worker.relay import Relay
 from ecs_service.worker.results import ResultsConsumer
+from ecs_service.worker.send_rate import SES_ACCOUNT_CONFIG, send_rate_from_settings
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import MessageStatus, utc_now
 from shared.errors import HeraldError, TransientError
@@ -172,6 +173,11 @@ def run_worker(
         logger=logger,
         metrics=published,
         tracing=tracing,
+        send_rate=send_rate_from_settings(
+            settings.ses_max_send_rate,
+            lambda: boto3.client("sesv2", config=SES_ACCOUNT_CONFIG),
+            logger=logger,
+        ),
     )
     consumer = ResultsConsumer(
         engine,
@@ -191,6 +197,9 @@ def run_worker(
         if result.capped:
             # Due rows wait for results to free the in-flight budget, not for a NOTIFY.
             stop.wait(IN_FLIGHT_RECHECK_SECONDS)
+        elif result.paced:
+            # Due rows wait for SES's send rate: until the shared bucket holds the next chunk.
+            stop.wait(result.rate_wait_seconds)
         elif result.claimed < settings.relay_claim_size:
             waiter.wait()
 

@@ -22,6 +22,17 @@ claim is fair, instead of in the task queue, where it is first come first served
 whose result never comes back stops counting after the expiry, so it cannot hold the
 budget forever.
 
+Paced to SES's send rate. With a ``send_rate``, a pass first takes tokens (recipients:
+To + Cc + Bcc) from the bucket every relay shares in PostgreSQL
+(``ecs_service.worker.send_rate``), claims no more rows than it holds tokens for, and
+sends the claimed emails in claim order while their recipients fit; the rest stay
+``scheduled``, where the claim's fairness works, not in the task queue. Unused tokens go
+back. So every relay together releases no more recipients per second than SES accepts
+(never more than the rate in any second), and a pass the rate held back says how long
+until the bucket holds the next chunk, which the worker waits. An email with more
+recipients than the tokens a relay holds waits while the relay takes the rest ahead
+(the bucket goes into debt, every relay waits), then goes alone.
+
 One bad row never stops a pass. A row that is not a valid task (by today's email rules),
 would not fit in SQS, or has a time Python cannot hold becomes ``failed`` with a
 fixed reason (a ``FailureCode``'s text, the vocabulary the results consumer uses too)
@@ -45,7 +56,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +67,7 @@ from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message, Tenant
 from ecs_service.messages import task_of
+from ecs_service.worker.send_rate import PostgresSendRateBucket, SendPace
 from shared.adapters.sqs import SQS_MAX_BATCH
 from shared.contracts import (
     EmailPayload,
@@ -77,6 +89,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import InstrumentedAttribute
 
     from ecs_service.thread_safe_metrics import MetricRecorder
+    from ecs_service.worker.send_rate import SendRate
     from shared.ports import TaskProducer, Tracing
 
 # How often, at most, a relay counts the backlog: several datapoints per one-minute period.
@@ -97,7 +110,8 @@ class RelayPass:
 
     ``not_queued`` rows stay scheduled (SQS failed them, not for what they are: back off);
     ``failed`` rows were made ``failed``; ``capped``: the in-flight budget, not the due
-    rows, limited the claim.
+    rows, limited the claim; ``paced``: the send rate did, and the shared bucket holds
+    enough for the next pass in ``rate_wait_seconds`` (0: now).
     """
 
     claimed: int
@@ -105,6 +119,8 @@ class RelayPass:
     not_queued: int
     failed: int = 0
     capped: bool = False
+    paced: bool = False
+    rate_wait_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,29 @@ class _Failure:
     detail: str  # for the log only: the tenant sees ``reason``
 
 
+@dataclass
+class _Allowance:
+    """The recipients one pass may release (see the module doc).
+
+    ``credit``: tokens the relay took on an earlier pass, ahead, for an email larger than
+    what it held; ``granted``: tokens this pass took; ``used``: recipients it released;
+    ``held``: emails it claimed and kept back; ``ahead``: tokens to take ahead now.
+    """
+
+    pace: SendPace
+    credit: int
+    at_least: int = 0
+    granted: int = 0
+    level: float = 0.0
+    used: int = 0
+    held: int = 0
+    ahead: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.granted + self.credit
+
+
 @dataclass(frozen=True)
 class _Sent:
     queued: list[UUID]
@@ -138,7 +177,9 @@ class Relay:
     """Moves due messages to the task queue, a claim of up to ``claim_size`` rows per pass.
 
     ``max_in_flight`` bounds the tasks queued and not yet finished (None: no bound, for
-    benchmarks that drain a table without a task runner).
+    benchmarks that drain a table without a task runner). ``send_rate`` paces the relay
+    to SES's rate through ``send_rate_bucket`` (by default the engine's database's),
+    shared by every relay (None: not paced).
     """
 
     def __init__(
@@ -153,8 +194,13 @@ class Relay:
         in_flight_expiry_seconds: float = IN_FLIGHT_EXPIRY_SECONDS,
         backlog_interval_seconds: float = BACKLOG_INTERVAL_SECONDS,
         tracing: Tracing = NO_TRACING,
+        send_rate: SendRate | None = None,
+        send_rate_bucket: PostgresSendRateBucket | None = None,
     ) -> None:
         self._engine = engine
+        self._send_rate = send_rate
+        self._bucket = send_rate_bucket or PostgresSendRateBucket(engine)
+        self._credit = 0  # tokens taken ahead for an email larger than a pass's tokens
         self._tracing = tracing
         self._producer = producer
         self._claim_size = claim_size
@@ -213,8 +259,7 @@ class Relay:
     def _budget(self, session: Session) -> int:
         """How many rows this pass may claim: 0 while the task queue holds enough.
 
-        The one place that bounds what a pass releases: a send rate shared by the relays
-        (the SES quota) would be one more bound here.
+        The send rate is the other bound, taken after this one (``_take_allowance``).
         """
         if self._max_in_flight is None:
             return self._claim_size
@@ -227,19 +272,44 @@ class Relay:
         return min(self._claim_size, room)
 
     def _relay_pass(self) -> RelayPass:
+        if self._send_rate is None:
+            return self._claim_and_send(None)
+        allowance = _Allowance(SendPace(self._send_rate.per_second()), credit=self._credit)
+        try:
+            result = self._claim_and_send(allowance)
+        finally:
+            level = self._settle(allowance)
+        if not result.paced:
+            return result
+        # Wait for the next chunk, or, with tokens to take ahead, until they are earned.
+        until = 0 if self._credit else allowance.at_least
+        return replace(result, rate_wait_seconds=allowance.pace.seconds_until(until, level))
+
+    def _claim_and_send(self, allowance: _Allowance | None) -> RelayPass:
         with Session(self._engine) as session, session.begin():
             # The claim's cost grows with the backlog; JIT compiling it would cost more.
             session.execute(text("SET LOCAL jit = off"))
             budget = self._budget(session)
             if budget <= 0:
                 return RelayPass(0, 0, 0, capped=True)
-            rows = self._claim(session, budget)
+            limit = budget
+            if allowance is not None:
+                self._take_allowance(allowance, budget)
+                if allowance.tokens == 0:
+                    return RelayPass(0, 0, 0, paced=True)
+                limit = min(budget, allowance.tokens)
+            rows = self._claim(session, limit)
             if not rows:
                 return RelayPass(0, 0, 0)
             tasks, failures = self._tasks_of(rows)
+            released = self._released(tasks, allowance)
             outcome = self._send_sorting_refusals(
-                tasks, {row.id: row.trace_context for row in rows}
+                released, {row.id: row.trace_context for row in rows}
             )
+            if allowance is not None:
+                # What reached the task queue used its recipients; the rest go back.
+                queued = set(outcome.queued)
+                allowance.used = sum(_recipients(t) for t in released if t.task_id in queued)
             tenants = {row.id: row.tenant_id for row in rows}
             failures += [
                 _Failure(task_id, tenants[task_id], FailureCode.QUEUE_REFUSED, reason)
@@ -267,13 +337,62 @@ class Relay:
                     )
                 )
         self._report(rows, outcome, failures)
+        # The rate limited the pass: it kept claimed emails back, or claimed all it held
+        # tokens for when the in-flight budget allowed more.
+        paced = allowance is not None and (
+            allowance.held > 0 or (limit < budget and len(rows) >= limit)
+        )
         return RelayPass(
             claimed=len(rows),
             queued=len(outcome.queued),
             not_queued=len(outcome.not_queued),
             failed=len(failures),
-            capped=budget < self._claim_size and len(rows) >= budget,
+            capped=not paced and budget < self._claim_size and len(rows) >= budget,
+            paced=paced,
         )
+
+    def _take_allowance(self, allowance: _Allowance, budget: int) -> None:
+        """Take tokens for up to ``budget`` emails from the shared bucket, before the claim:
+        a whole chunk (a twentieth of a second's rate) or nothing, so a backlog is claimed
+        in chunks, not a row per claim; with tokens in hand from an earlier pass, any."""
+        pace = allowance.pace
+        allowance.at_least = min(pace.chunk, budget)
+        at_least = 1 if allowance.credit else allowance.at_least
+        want = max(0, budget - allowance.credit)
+        if want == 0:
+            return
+        taken = self._bucket.take(pace, want=want, at_least=at_least)
+        allowance.granted, allowance.level = taken.granted, taken.level
+
+    def _released(
+        self, tasks: list[TaskEnvelope[EmailPayload]], allowance: _Allowance | None
+    ) -> list[TaskEnvelope[EmailPayload]]:
+        """The tasks, in claim order, whose recipients the allowance covers."""
+        if allowance is None:
+            return tasks
+        released: list[TaskEnvelope[EmailPayload]] = []
+        for task in tasks:
+            if allowance.used + _recipients(task) > allowance.tokens:
+                break
+            released.append(task)
+            allowance.used += _recipients(task)
+        allowance.held = len(tasks) - len(released)
+        if tasks and not released:
+            # The first email is larger than what the relay holds: take the rest ahead and
+            # send it once the bucket has earned them back, alone in its second.
+            allowance.ahead = _recipients(tasks[0]) - allowance.tokens
+        return released
+
+    def _settle(self, allowance: _Allowance) -> float:
+        """After the pass: give back what it did not use (or take ahead); the bucket's level."""
+        if allowance.ahead:
+            self._credit = allowance.tokens + allowance.ahead
+            return self._bucket.give_back(allowance.pace, -allowance.ahead)
+        self._credit = 0
+        unused = allowance.tokens - allowance.used
+        if unused == 0:
+            return allowance.level
+        return self._bucket.give_back(allowance.pace, unused)
 
     def _claim(self, session: Session, limit: int) -> list[_Claimed]:
         """Lock up to ``limit`` due rows, in turns across tenants (see the module doc).
@@ -462,6 +581,11 @@ def _task_of(
         )
         return None, reason, describe_validation_error(error)
     return task, None, ""
+
+
+def _recipients(task: TaskEnvelope[EmailPayload]) -> int:
+    """What an email counts against SES's send rate: its recipients, To + Cc + Bcc."""
+    return len(task.payload.to) + len(task.payload.cc) + len(task.payload.bcc)
 
 
 def _seconds_late(row: _Claimed) -> float:
