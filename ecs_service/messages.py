@@ -52,10 +52,9 @@ class RecipientSuppressedError(Exception):
     def __init__(self, addresses: list[str]) -> None:
         self.addresses = addresses
         listed = ", ".join(addresses)
+        verb = "is" if len(addresses) == 1 else "are"
         super().__init__(
-            f"{listed} {'is' if len(addresses) == 1 else 'are'} on this tenant's suppression "
-            "list (an earlier bounce or complaint); remove with DELETE /v1/suppressions/{address} "
-            "to send again"
+            f"{listed} {verb} on this tenant's suppression list (a permanent bounce or a complaint)"
         )
 
 

@@ -58,8 +58,10 @@ def test_a_message_to_an_address_that_bounced_for_good_is_refused_naming_it(
     # Then it is refused, naming the address, and nothing is stored or counted
     problem = assert_problem(response, 422, "recipient-suppressed")
     assert problem["suppressed"] == [BOB]
-    assert BOB in problem["detail"]
-    assert "suppression list" in problem["detail"]
+    assert problem["detail"] == (
+        f"{BOB} is on this tenant's suppression list (a permanent bounce or a complaint); "
+        "DELETE /v1/suppressions/{address} takes an address off it"
+    )
     assert len(messages_of(client, caller)) == stored
     assert used_today(engine, caller) == used
 

@@ -205,7 +205,8 @@ class RecipientSuppressedProblem(problems.ProblemError):
     """422 recipient-suppressed, naming the listed recipients in ``suppressed`` too."""
 
     def __init__(self, error: messages.RecipientSuppressedError) -> None:
-        super().__init__(422, "recipient-suppressed", "Recipient Suppressed", str(error))
+        detail = f"{error}; DELETE /v1/suppressions/{{address}} takes an address off it"
+        super().__init__(422, "recipient-suppressed", "Recipient Suppressed", detail)
         self.suppressed = error.addresses
 
     def to_problem(self, instance: str, request_id: str | None) -> problems.Problem:
