@@ -252,6 +252,7 @@ def test_task_runner_environment_points_at_its_own_queues_table_and_sender(
 
     assert variables["RESULT_QUEUE_URL"] == {"Ref": "ResultQueue"}
     assert variables["TASK_DLQ_URL"] == {"Ref": "TaskDeadLetterQueue"}
+    assert variables["TASK_QUEUE_URL"] == {"Ref": "TaskQueue"}
     assert variables["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
     assert variables["SENDER_EMAIL"] == {"Ref": "SenderEmail"}
     assert variables["SES_CONFIGURATION_SET"] == {"Ref": "EmailConfigurationSet"}
@@ -259,6 +260,19 @@ def test_task_runner_environment_points_at_its_own_queues_table_and_sender(
     assert variables["LOG_LEVEL"] == {"Ref": "LogLevel"}
     assert variables["POWERTOOLS_SERVICE_NAME"] == "herald-task-runner"
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "Herald"
+
+
+def test_task_runner_may_queue_a_task_again_only_on_its_own_queue(template: Template) -> None:
+    # Given the role's statement for re-queueing throttled tasks
+    (requeue,) = [
+        statement
+        for statement in policy_statements(template)
+        if statement.owner == "TaskRunnerRole" and statement.sid == "RequeueThrottledTasks"
+    ]
+
+    # Then it may send to the task queue it consumes, and nothing else
+    assert requeue.actions == ["sqs:SendMessage"]
+    assert requeue.resources == [{"Fn::GetAtt": ["TaskQueue", "Arn"]}]
 
 
 def test_idempotency_records_outlive_a_task_redriven_from_the_dlq(template: Template) -> None:
