@@ -31,3 +31,16 @@ export function setMessage(element: HTMLElement, message: string | null): void {
   element.textContent = message ?? "";
   element.hidden = message === null;
 }
+
+/**
+ * An email address that may wrap after its "@" and before each dot of its domain, so a
+ * table column of addresses is as narrow as their longest part rather than the longest one.
+ */
+export function breakableAddress(address: string): DocumentFragment {
+  const fragment = document.createDocumentFragment();
+  address.split(/(?<=@)|(?=\.)/).forEach((part, index) => {
+    if (index > 0) fragment.append(document.createElement("wbr"));
+    fragment.append(part);
+  });
+  return fragment;
+}

@@ -208,7 +208,7 @@ export function statusMoment(message: MessageSummary, timeZone: string): string 
     case "bounced":
       return `Bounced ${at(message.updated_at)}`;
     case "complained":
-      return `Complaint ${at(message.updated_at)}`;
+      return `Complained ${at(message.updated_at)}`;
     case "failed":
       return `Failed ${at(message.finished_at)}`;
     case "canceled":

@@ -16,7 +16,7 @@ import {
 import { Poller } from "../polling";
 import { listPath } from "../router";
 import { formatDateTime } from "../time";
-import { h, setMessage } from "./dom";
+import { breakableAddress, h, setMessage } from "./dom";
 import {
   eventDetail,
   eventLabel,
@@ -53,17 +53,12 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
   const recipients = section(
     "recipients",
     "Recipients",
-    ["Address", "State", "Bounce", "Diagnostic", `When (${ctx.timeZone})`],
+    ["Address", "State", "Bounce", "Diagnostic", "When"],
     recipientsBody,
     recipientsNote,
   );
   const eventsBody = h("tbody");
-  const events = section(
-    "events",
-    "Events",
-    [`When (${ctx.timeZone})`, "Event", "Recipient", "Detail"],
-    eventsBody,
-  );
+  const events = section("events", "Events", ["When", "Event", "Recipient", "Detail"], eventsBody);
 
   function field(label: string, value: Node | string | null): Node[] {
     return value === null || value === "" ? [] : [h("dt", {}, label), h("dd", {}, value)];
@@ -90,12 +85,14 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
       "section",
       { hidden: true },
       h("h2", { id: `${id}-title` }, title),
+      // The zone is said once here: in the "When" heading it would widen the whole column.
+      h("p", { id: `${id}-zone`, class: "hint" }, `Times in ${ctx.timeZone}.`),
       h(
         "div",
         { class: "table-scroll", role: "region", "aria-labelledby": `${id}-title`, tabindex: 0 },
         h(
           "table",
-          { "aria-labelledby": `${id}-title` },
+          { "aria-labelledby": `${id}-title`, "aria-describedby": `${id}-zone` },
           h(
             "thead",
             {},
@@ -117,7 +114,7 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
       return h(
         "tr",
         {},
-        h("th", { scope: "row" }, address),
+        h("th", { scope: "row" }, breakableAddress(address)),
         h("td", {}, "No report yet"),
         h("td"),
         h("td"),
@@ -128,7 +125,7 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
     return h(
       "tr",
       {},
-      h("th", { scope: "row" }, address),
+      h("th", { scope: "row" }, breakableAddress(address)),
       h("td", {}, recipientBadge(report.status)),
       h("td", {}, bounce),
       h("td", {}, report.diagnostic ?? ""),
@@ -142,7 +139,7 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
       {},
       h("td", {}, when(event.occurred_at)),
       h("td", {}, eventLabel(event.type)),
-      h("td", {}, event.recipient ?? ""),
+      h("td", {}, event.recipient === null ? "" : breakableAddress(event.recipient)),
       h("td", {}, eventDetail(event.detail)),
     );
   }

@@ -7,7 +7,7 @@ import { ApiProblem } from "../api/errors";
 import type { Suppression, SuppressionReason } from "../api/types";
 import { messagePath } from "../router";
 import { formatDateTime } from "../time";
-import { h, setMessage } from "./dom";
+import { breakableAddress, h, setMessage } from "./dom";
 import type { View, ViewContext } from "./view";
 
 const PAGE_SIZE = 50;
@@ -30,6 +30,7 @@ export function suppressionsView(ctx: ViewContext): View {
       "marked as spam, and sending again would harm your reputation with mail providers. " +
       "Remove an address only when you know it works again.",
   );
+  const zone = h("p", { id: "suppressions-zone", class: "hint" }, `Times in ${ctx.timeZone}.`);
   const state = h("p", { class: "list-state", role: "status" });
   const retry = h("button", { type: "button", class: "button", hidden: true }, "Try again");
   const rows = h("tbody");
@@ -44,14 +45,14 @@ export function suppressionsView(ctx: ViewContext): View {
     },
     h(
       "table",
-      { "aria-labelledby": "suppressions-title" },
+      { "aria-labelledby": "suppressions-title", "aria-describedby": "suppressions-zone" },
       h(
         "thead",
         {},
         h(
           "tr",
           {},
-          ...["Address", "Reason", `Since (${ctx.timeZone})`, "Detail", "Action"].map((column) =>
+          ...["Address", "Reason", "Since", "Detail", "Action"].map((column) =>
             h("th", { scope: "col" }, column),
           ),
         ),
@@ -78,7 +79,7 @@ export function suppressionsView(ctx: ViewContext): View {
     return h(
       "tr",
       {},
-      h("th", { scope: "row" }, suppression.address),
+      h("th", { scope: "row" }, breakableAddress(suppression.address)),
       h("td", {}, REASONS[suppression.reason] ?? suppression.reason),
       h(
         "td",
@@ -110,6 +111,7 @@ export function suppressionsView(ctx: ViewContext): View {
     nextCursor = cursor;
     rows.replaceChildren(...items.map(row));
     table.hidden = items.length === 0;
+    zone.hidden = table.hidden;
     more.hidden = nextCursor === null;
     setMessage(state, items.length === 0 ? "No suppressed addresses." : null);
   }
@@ -183,6 +185,7 @@ export function suppressionsView(ctx: ViewContext): View {
     { class: "view" },
     heading,
     intro,
+    zone,
     state,
     retry,
     removeError,
