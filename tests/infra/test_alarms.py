@@ -307,14 +307,15 @@ def test_no_template_nests_a_stack_per_alarm_or_switches_a_lint_check_off_for_it
 # --------------------------------------------------------- every component
 
 # (metric namespace, metric, the resource whose dimension the alarm watches): the issue's
-# list of what must be watched.
+# list of what must be watched. The api's and the worker's ECS services are each in their
+# nested stack (stacks/service.yaml), whose ServiceName output the alarms read.
 REQUIRED_ALARMS = [
-    ("AWS/ECS", "CPUUtilization", "ApiService"),
-    ("AWS/ECS", "MemoryUtilization", "ApiService"),
-    ("ECS/ContainerInsights", "RunningTaskCount", "ApiService"),
-    ("AWS/ECS", "CPUUtilization", "WorkerService"),
-    ("AWS/ECS", "MemoryUtilization", "WorkerService"),
-    ("ECS/ContainerInsights", "RunningTaskCount", "WorkerService"),
+    ("AWS/ECS", "CPUUtilization", "ApiStack"),
+    ("AWS/ECS", "MemoryUtilization", "ApiStack"),
+    ("ECS/ContainerInsights", "RunningTaskCount", "ApiStack"),
+    ("AWS/ECS", "CPUUtilization", "WorkerStack"),
+    ("AWS/ECS", "MemoryUtilization", "WorkerStack"),
+    ("ECS/ContainerInsights", "RunningTaskCount", "WorkerStack"),
     ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", "LoadBalancer"),
     ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "ApiTargetGroup"),
     ("AWS/ApplicationELB", "UnHealthyHostCount", "ApiTargetGroup"),
