@@ -90,6 +90,11 @@ def load_handler(aws: FakeAws) -> Handler:
     os.environ.update(LAMBDA_ENV)
     os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
     time.tzset()  # TZ=:UTC, as in Lambda, for this process
+    # Lambda sets the invocation's X-Ray header (Sampled=0 when not traced) on every
+    # invocation; the Logger reads it for every line.
+    os.environ["_X_AMZN_TRACE_ID"] = (
+        "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=0"
+    )
     with mock.patch("boto3.client", aws.client):
         module = importlib.import_module("handlers.task_runner")
     handler: Handler = module.lambda_handler
@@ -182,7 +187,7 @@ STAGES: list[tuple[str, list[tuple[str, str]], list[tuple[str, str]]]] = [
         [("batch/decorators.py", "process_partial_response")],
     ),
     (
-        "batch processor and SQS parser model",
+        "batch processor and SQS record",
         [("batch/decorators.py", "process_partial_response")],
         [("shared/task_runner.py", "process_record")],
     ),

@@ -16,7 +16,19 @@ from shared.settings import ObservabilitySettings
 
 settings = ObservabilitySettings()
 
-logger = Logger(service=settings.service_name, level=settings.log_level)
+
+def _message_as_written(message: dict[str, object] | str | bool | int | float) -> str:
+    """The formatter's JSON deserializer: none. Powertools tries ``json.loads`` on every
+    message, and Herald's messages are sentences, never JSON: the failed parse (an
+    exception per line) was a third of the task runner's log line."""
+    return str(message)
+
+
+logger = Logger(
+    service=settings.service_name,
+    level=settings.log_level,
+    json_deserializer=_message_as_written,
+)
 metrics = Metrics(service=settings.service_name, namespace=settings.metrics_namespace)
 metrics.set_default_dimensions(environment=settings.environment)
 

@@ -84,7 +84,7 @@ def runner() -> Iterator[Runner]:
 def record(
     body: str, message_id: str = "m-1", attributes: dict[str, Any] | None = None
 ) -> TaskQueueRecord:
-    return TaskQueueRecord.model_validate(record_event(body, message_id, attributes))
+    return TaskQueueRecord(record_event(body, message_id, attributes))
 
 
 def record_event(
