@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.infra.conftest import describe, load_template, run_tool
+from tests.infra.conftest import ROOT_TEMPLATE, describe, load_stack, load_template, run_tool
 
 CHECK = REPO_ROOT / "tools" / "cfn-guard" / "check.py"
 WAIVERS = REPO_ROOT / "tools" / "cfn-guard" / "waivers.yaml"
@@ -74,9 +74,11 @@ def test_the_rules_actually_ran(report: dict[str, Any]) -> None:
     [(template, control) for template, controls in waiver_file().items() for control in controls],
 )
 def test_each_waiver_names_real_resources_and_says_why(template: str, control: str) -> None:
-    # Given one control waived in one template
+    # Given one control waived in one template (a stack with the templates it nests inlined,
+    # as check.py reads it: stacks/backend.yaml's ApiTaskDefinition is its api's)
     waiver = waiver_file()[template][control]
-    resources = load_template(REPO_ROOT / template)["Resources"]
+    path = REPO_ROOT / template
+    resources = (load_template(path) if path == ROOT_TEMPLATE else load_stack(path))["Resources"]
 
     # Then it names a Control Tower control, resources of that template, and its reason
     assert control.startswith("CT.") and ".PR." in control, control
@@ -101,3 +103,17 @@ def test_a_finding_nobody_waived_fails_the_check(tmp_path: Path) -> None:
     # Then the check fails and names the finding
     assert result.returncode == 1, describe(result)
     assert "stacks/network.yaml: CT.CLOUDWATCH.PR.2 fails on FlowLogGroup" in result.stdout
+
+
+def test_a_nested_template_is_checked_in_each_instance_its_stack_nests(
+    report: dict[str, Any],
+) -> None:
+    # Given the findings (stacks/backend.yaml nests stacks/service.yaml per process)
+    findings = {tuple(finding) for finding in report["findings"]}
+
+    # Then the rules judged each process's task definition with the values it gets, under
+    # the instance's name, and never the nested template on its own, whose Fn::Ifs on a
+    # process's settings they cannot see through
+    for task_definition in ("ApiTaskDefinition", "WorkerTaskDefinition", "MigrationTaskDefinition"):
+        assert ("stacks/backend.yaml", "CT.ECS.PR.7", task_definition) in findings
+    assert not [finding for finding in findings if finding[0] == "stacks/service.yaml"]

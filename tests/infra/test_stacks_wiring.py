@@ -8,6 +8,7 @@ import pytest
 
 from tests.infra.conftest import (
     NESTED_STACKS,
+    SERVICE_TEMPLATES,
     SamBuild,
     Template,
     load_template,
@@ -18,6 +19,8 @@ from tests.infra.conftest import (
 )
 
 NESTED = {logical_id: load_template(path) for logical_id, path in NESTED_STACKS.items()}
+BACKEND = NESTED["BackendStack"]
+SERVICE = {logical_id: load_template(path) for logical_id, path in SERVICE_TEMPLATES.items()}
 
 
 def nested_output_reads(value: Any) -> list[tuple[str, str]]:
@@ -97,6 +100,50 @@ def test_backend_gets_the_root_queues_and_key(template: Template) -> None:
     assert parameters["PipelineKeyArn"] == {"Fn::GetAtt": ["PipelineKey", "Arn"]}
     assert parameters["SenderEmail"] == {"Ref": "SenderEmail"}
     assert parameters["ImageUri"] == {"Ref": "BackendImageUri"}
+    assert parameters["FeedbackQueueUrl"] == {"Ref": "FeedbackQueue"}
+    assert parameters["FeedbackQueueArn"] == {"Fn::GetAtt": ["FeedbackQueue", "Arn"]}
+    assert parameters["SesMaxSendRate"] == {"Ref": "SesMaxSendRate"}
+
+
+def test_backend_nests_one_service_template_per_process() -> None:
+    # Given the backend's nested applications
+    applications = resources_of_type(BACKEND, "AWS::Serverless::Application")
+
+    # Then the api, the worker and the migration are each stacks/service.yaml, a local file
+    # beside it that `sam build` packages, and no task definition, log group or role of a
+    # process is written in the backend itself
+    assert {
+        logical_id: properties(BACKEND, logical_id)["Location"] for logical_id in applications
+    } == {logical_id: path.name for logical_id, path in SERVICE_TEMPLATES.items()}
+    for resource_type in ("AWS::ECS::TaskDefinition", "AWS::ECS::Service", "AWS::Logs::LogGroup"):
+        assert resources_of_type(BACKEND, resource_type) == {}, resource_type
+    assert resources_of_type(BACKEND, "AWS::IAM::Role") == {}
+
+
+@pytest.mark.parametrize("stack_id", sorted(SERVICE_TEMPLATES))
+def test_backend_passes_each_process_every_required_parameter_and_no_unknown_one(
+    stack_id: str,
+) -> None:
+    # Given what the backend passes one process and what stacks/service.yaml declares
+    passed = set(nested_stack_parameters(BACKEND, stack_id))
+    declared = SERVICE[stack_id]["Parameters"]
+    required = {name for name, parameter in declared.items() if "Default" not in parameter}
+
+    # Then nothing the process needs is missing, and nothing passed is unknown to it
+    assert required - passed == set(), f"{stack_id}: missing"
+    assert passed - set(declared) == set(), f"{stack_id}: unknown"
+
+
+def test_every_output_the_backend_reads_of_a_process_exists() -> None:
+    # Given every !GetAtt Process.Outputs.Name in the backend (resources and outputs)
+    reads = nested_output_reads(BACKEND["Resources"]) + nested_output_reads(BACKEND["Outputs"])
+    assert {stack_id for stack_id, _ in reads} == set(SERVICE_TEMPLATES)
+
+    # Then stacks/service.yaml declares that output, and the migration, which runs no
+    # service, is never asked for its service's name
+    for stack_id, output in reads:
+        assert output in SERVICE[stack_id]["Outputs"], f"{stack_id}.Outputs.{output}"
+        assert (stack_id, output) != ("MigrationStack", "ServiceName")
 
 
 def test_outputs_say_where_the_api_is_and_how_to_run_the_migration(template: Template) -> None:
@@ -166,4 +213,12 @@ def test_sam_build_carries_the_nested_stacks(sam_build: SamBuild) -> None:
         location = properties(built, stack_id)["Location"]
         assert location == f"{stack_id}/template.yaml"
         copied = load_template(sam_build.build_dir / location)
+        assert set(copied["Resources"]) == set(load_template(source)["Resources"]), stack_id
+    # And so does each process's stacks/service.yaml, nested in the built backend in turn
+    backend_dir = sam_build.build_dir / "BackendStack"
+    built_backend = load_template(backend_dir / "template.yaml")
+    for stack_id, source in SERVICE_TEMPLATES.items():
+        location = properties(built_backend, stack_id)["Location"]
+        assert location == f"{stack_id}/template.yaml"
+        copied = load_template(backend_dir / location)
         assert set(copied["Resources"]) == set(load_template(source)["Resources"]), stack_id

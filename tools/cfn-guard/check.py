@@ -6,7 +6,10 @@
 `check` renders each template as CloudFormation would receive it: the SAM transform applied
 (samtranslator, the function's CodeUri as an S3 URI, region us-east-1), and every
 `Fn::If` on a switch in RENDERED_CONDITIONS resolved both ways, since the rules cannot see
-through an `Fn::If` around a container definition or a certificate. A finding is a pair
+through an `Fn::If` around a container definition or a certificate. A stack's own nested
+templates (stacks/service.yaml, once per backend process) are checked inlined in it, with
+the values each instance passes (tools/nested_stacks.py), so a finding names the instance
+(ApiTaskDefinition) and no `Fn::If` on an instance's settings hides anything. A finding is a pair
 (control, resource) of one template; tools/cfn-guard/waivers.yaml lists the pairs that
 stay: per template and control, the resources and the reason. It exits 1 on a finding that
 is not waived and on a waiver that no longer matches a finding, so the file stays exact.
@@ -37,7 +40,16 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = [REPO_ROOT / "template.yaml", *sorted((REPO_ROOT / "stacks").glob("*.yaml"))]
+sys.path.insert(0, str(REPO_ROOT))
+from tools.nested_stacks import inline_nested, nested_templates  # noqa: E402
+
+ROOT_TEMPLATE = REPO_ROOT / "template.yaml"
+STACKS = sorted((REPO_ROOT / "stacks").glob("*.yaml"))
+# The root and every stack; a template a stack nests is checked inside that stack.
+TEMPLATES = [
+    ROOT_TEMPLATE,
+    *(path for path in STACKS if path.resolve() not in nested_templates(STACKS)),
+]
 WAIVERS = Path(__file__).resolve().parent / "waivers.yaml"
 REGION = "us-east-1"
 SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
@@ -124,7 +136,10 @@ def renderings(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """The template as deployed: transformed, with each switch in RENDERED_CONDITIONS that it
     has resolved both ways (every combination), so the rules see every container and
     certificate configuration that can be deployed."""
-    template = json.loads(json.dumps(cfn_yaml.load(str(path))))
+    template = cfn_yaml.load(str(path))
+    if path.resolve() != ROOT_TEMPLATE.resolve():  # the root's stacks are checked on their own
+        template = inline_nested(template, path, lambda nested: cfn_yaml.load(str(nested)))
+    template = json.loads(json.dumps(template))
     transforms = template.get("Transform", [])
     if SAM_TRANSFORM in (transforms if isinstance(transforms, list) else [transforms]):
         template = sam_transformed(template)
