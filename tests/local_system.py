@@ -95,6 +95,34 @@ class RunningSystem:
         items: list[dict[str, Any]] = answer.json()["items"]
         return items
 
+    def post_message(self, body: Mapping[str, Any], key: str | None = None) -> httpx.Response:
+        """``POST /v1/messages`` as the demo tenant, or as the tenant of ``key``."""
+        return httpx.post(
+            f"{self.api_url}/v1/messages",
+            headers={"Authorization": f"Bearer {key or self.key}"},
+            json=dict(body),
+        )
+
+    def add_tenant(self, name: str) -> str:
+        """A new tenant in this system's database, and a key for it, as an operator makes them.
+
+        The ``herald`` command, with this system's PostgreSQL as its only database setting.
+        """
+        environment = {
+            name: value for name, value in os.environ.items() if not name.startswith("DATABASE_")
+        } | {"DATABASE_URL": self.database_url}
+        herald = require_tool("herald")
+        for command in (["tenants", "create", name], ["keys", "create", name, "--name", "test"]):
+            done = subprocess.run(
+                [herald, *command],
+                env=environment,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            )
+        return done.stdout.strip()
+
     def mailbox(self) -> list[dict[str, Any]]:
         """The mailbox as ``herald-local mailbox --json`` prints it."""
         listed = subprocess.run(
