@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
+from herald_local.cli import parser
 from herald_local.ses_faults import SEND_EMAIL_PATH, SendRateWindow, SesSendRateLimit
+from herald_local.system import RunOptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -150,3 +154,35 @@ def test_requests_other_than_send_email_are_never_throttled() -> None:
 
     # Then it reaches SES
     assert answer.status_code == 200
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "fast", "inf", "nan"])
+def test_the_switch_refuses_a_rate_that_is_not_above_zero(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a rate that is not a positive number
+    # When `herald-local run` is given it
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--ses-max-send-rate", text])
+
+    # Then it says what it needs
+    assert "is not a rate above 0" in capsys.readouterr().err
+
+
+def test_the_worker_paces_to_the_local_ses_rate_or_to_1000_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the switch at 14, and left out (nor in the environment)
+    monkeypatch.delenv("HERALD_LOCAL_SES_MAX_SEND_RATE", raising=False)
+    limited = parser().parse_args(["run", "--ses-max-send-rate", "14"])
+    unlimited = parser().parse_args(["run"])
+
+    # Then the local SES's rate is 14 and None, and the worker's SES_MAX_SEND_RATE 14 and 1000
+    assert limited.ses_max_send_rate == 14
+    assert unlimited.ses_max_send_rate is None
+    assert run_options(14).worker_send_rate == 14
+    assert run_options(None).worker_send_rate == 1000
+
+
+def run_options(rate: float | None) -> RunOptions:
+    return RunOptions(project_dir=Path(), data_dir=Path(".local"), ports={}, ses_max_send_rate=rate)
