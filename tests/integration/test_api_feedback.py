@@ -188,3 +188,33 @@ def test_another_tenant_cannot_read_a_messages_feedback(
     # Then it is not found, and not listed
     assert read.status_code == 404
     assert listed.json()["items"] == []
+
+
+def test_the_openapi_document_describes_recipients_events_and_the_new_statuses(
+    client: TestClient,
+) -> None:
+    # When the OpenAPI document is read
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+
+    # Then a message carries its recipients and events, each of a documented shape
+    message = schemas["MessageOut"]
+    assert {"recipients", "events"} <= set(message["required"])
+    assert message["properties"]["recipients"]["items"] == {
+        "$ref": "#/components/schemas/RecipientOut"
+    }
+    assert message["properties"]["events"]["items"] == {"$ref": "#/components/schemas/EventOut"}
+    assert schemas["RecipientState"]["enum"] == [
+        "complained",
+        "bounced",
+        "rejected",
+        "delivered",
+        "delayed",
+    ]
+    # And the list's status filter takes the delivery statuses
+    (status,) = [
+        p for p in document["paths"]["/v1/messages"]["get"]["parameters"] if p["name"] == "status"
+    ]
+    statuses = schemas["MessageStatus"]["enum"]
+    assert {"delivered", "bounced", "complained"} <= set(statuses)
+    assert status["schema"]["anyOf"][0] == {"$ref": "#/components/schemas/MessageStatus"}

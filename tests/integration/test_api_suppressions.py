@@ -293,3 +293,25 @@ def test_removing_something_that_is_not_an_address_is_a_validation_problem(
     problem = assert_problem(response, 422, "validation-error")
     assert problem["errors"][0]["location"] == "path.address"
     assert "not a valid email address" in problem["errors"][0]["message"]
+
+
+def test_the_openapi_document_describes_the_list_the_removal_and_the_refusal(
+    client: TestClient,
+) -> None:
+    # When the OpenAPI document is read
+    document = client.get("/openapi.json").json()
+    paths = document["paths"]
+
+    # Then both routes are there, the removal's address an email
+    assert paths["/v1/suppressions"]["get"]["responses"]["200"]["content"]["application/json"][
+        "schema"
+    ] == {"$ref": "#/components/schemas/SuppressionPage"}
+    removal = paths["/v1/suppressions/{address}"]["delete"]
+    assert {"204", "404", "422"} <= set(removal["responses"])
+    assert removal["parameters"][0]["schema"]["format"] == "email"
+    # And a refused POST is a problem whose `suppressed` lists addresses
+    refusal = paths["/v1/messages"]["post"]["responses"]["422"]["content"][
+        "application/problem+json"
+    ]["schema"]["allOf"]
+    assert refusal[0] == {"$ref": "#/components/schemas/Problem"}
+    assert refusal[1]["properties"]["suppressed"]["items"]["format"] == "email"
