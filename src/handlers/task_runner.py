@@ -2,7 +2,9 @@
 
 With ``DD_TRACE_ENABLED=true`` the entry point is wrapped by the Datadog Lambda library
 (``datadog_lambda``, from the Datadog Python layer) and each record's task gets its own
-span; otherwise neither ``ddtrace`` nor ``datadog_lambda`` is imported.
+span; otherwise neither ``ddtrace`` nor ``datadog_lambda`` is imported, and when Lambda
+traces with X-Ray each task and each AWS call is an X-Ray subsegment
+(``shared.tracing.XRayTracing``, without the X-Ray SDK).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from botocore.config import Config
 from shared.observability import logger, metrics
 from shared.settings import TaskRunnerSettings
 from shared.task_runner import build_task_runner
-from shared.tracing import build_tracing, datadog_enabled
+from shared.tracing import XRayTracing, build_lambda_tracing
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -23,15 +25,21 @@ if TYPE_CHECKING:
 
 # The composition root: settings validated and clients built once, at cold start.
 settings = TaskRunnerSettings()
-tracing = build_tracing(datadog_enabled())
+tracing = build_lambda_tracing()
 tracing.correlate_logs(logger)
+sqs = boto3.client("sqs")
+# No retries inside botocore: the runner retries a throttle or an outage itself, with
+# jitter and within the invocation's time (botocore's legacy mode may sleep 15 s).
+sesv2 = boto3.client("sesv2", config=Config(retries={"total_max_attempts": 1}))
+dynamodb = boto3.client("dynamodb")
+if isinstance(tracing, XRayTracing):
+    for client in (sqs, sesv2, dynamodb):
+        tracing.instrument(client)
 runner = build_task_runner(
     settings,
-    sqs=boto3.client("sqs"),
-    # No retries inside botocore: the runner retries a throttle or an outage itself, with
-    # jitter and within the invocation's time (botocore's legacy mode may sleep 15 s).
-    sesv2=boto3.client("sesv2", config=Config(retries={"total_max_attempts": 1})),
-    dynamodb=boto3.client("dynamodb"),
+    sqs=sqs,
+    sesv2=sesv2,
+    dynamodb=dynamodb,
     logger=logger,
     metrics=metrics,
     tracing=tracing,

@@ -10,6 +10,13 @@ One email is one trace: the api stores its request span's context with the messa
 relay sends it in the SQS message attribute ``_datadog`` (a JSON object of Datadog
 propagation headers, the format the Datadog Lambda library reads), and the task runner
 starts each record's span as a child of that record's own context.
+
+With Datadog off, the task runner traces with X-Ray (``Tracing: Active``) without the X-Ray
+SDK, whose import built two X-Ray clients and cost 130 ms of every cold start:
+``XRayTracing`` writes the ``herald.task`` subsegment of each task, and one subsegment per
+AWS call (SES, SQS, DynamoDB), under Lambda's own segment, straight to the X-Ray daemon
+(one UDP datagram each, only for a sampled invocation). Nothing is imported or built for it
+at init but a socket on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
+import secrets
+import socket
+import time
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -27,6 +38,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from aws_lambda_powertools import Logger
+    from botocore.client import BaseClient
     from ddtrace.trace import Context, Tracer
 
     HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
@@ -239,6 +251,209 @@ class DatadogTracing:
             _log.debug("trace context dropped: it holds no trace id")
             return None
         return context
+
+
+XRAY_TRACE_HEADER_ENV = "_X_AMZN_TRACE_ID"  # Lambda sets it for every invocation
+XRAY_DAEMON_ENV = "AWS_XRAY_DAEMON_ADDRESS"  # Lambda sets it when tracing is active
+XRAY_DISABLED_ENV = "POWERTOOLS_TRACE_DISABLED"  # the template's switch (true with Datadog)
+_XRAY_PREAMBLE = b'{"format":"json","version":1}\n'
+
+
+def xray_parent(header: str | None) -> tuple[str, str] | None:
+    """(trace id, parent id) of a sampled invocation's ``_X_AMZN_TRACE_ID``, else None."""
+    if not header:
+        return None
+    fields = dict(part.split("=", 1) for part in header.split(";") if "=" in part)
+    if fields.get("Sampled") != "1" or "Root" not in fields or "Parent" not in fields:
+        return None
+    return fields["Root"], fields["Parent"]
+
+
+def xray_daemon(address: str) -> tuple[str, int]:
+    """The UDP address in ``AWS_XRAY_DAEMON_ADDRESS`` (``host:port`` or
+    ``tcp:host:port udp:host:port``)."""
+    for part in address.split():
+        if part.startswith("tcp:"):
+            continue
+        host, _, port = part.removeprefix("udp:").rpartition(":")
+        return host, int(port)
+    raise ValueError(f"no UDP address in {address!r}")
+
+
+class XRayTracing:
+    """X-Ray subsegments of Lambda's own segment, sent straight to the X-Ray daemon.
+
+    Parameters
+    ----------
+    daemon
+        The daemon's UDP (host, port).
+    environ
+        Where the invocation's ``_X_AMZN_TRACE_ID`` is read (Lambda updates it per
+        invocation); injected for tests.
+    send
+        Sends one datagram to the daemon; a UDP socket, opened on first use, by default.
+    """
+
+    def __init__(
+        self,
+        daemon: tuple[str, int],
+        *,
+        environ: Mapping[str, str] = os.environ,
+        send: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self._daemon = daemon
+        self._environ = environ
+        self._send = send or self._send_udp
+        self._socket: socket.socket | None = None
+        self._open: list[str] = []  # ids of the subsegments open now, innermost last
+        self._service_names: dict[str, str] = {}  # "sesv2" -> "SESv2", of instrumented clients
+
+    def inject_context(self) -> dict[str, str] | None:
+        """X-Ray's context is not carried in ``_datadog``: nothing to inject."""
+        return None
+
+    @contextmanager
+    def start_span(
+        self,
+        name: str,
+        parent: Mapping[str, str] | None,
+        *,
+        resource: str,
+        tags: Mapping[str, str],
+    ) -> Iterator[None]:
+        """A subsegment around the block, annotated with ``resource`` and ``tags``.
+
+        ``parent`` (a Datadog context) is ignored: the parent is Lambda's segment.
+        """
+        annotations = {_annotation_key(key): value for key, value in tags.items()}
+        annotations["resource"] = resource
+        with self._subsegment(name, annotations=annotations):
+            yield
+
+    def correlate_logs(self, logger: Logger) -> logging.Filter | None:
+        """Powertools' Logger already writes ``xray_trace_id`` on every line."""
+        return None
+
+    def wrap_lambda_handler(self, handler: HandlerT) -> HandlerT:
+        """The handler itself: Lambda records the invocation's segment."""
+        return handler
+
+    def instrument(self, client: BaseClient) -> None:
+        """Record a subsegment (namespace ``aws``) for every call ``client`` makes."""
+        service = client.meta.service_model.service_id
+        events = client.meta.events
+        events.register("before-call", self._call_started)
+        events.register("after-call", self._call_answered)
+        events.register("after-call-error", self._call_failed)
+        self._service_names[service.hyphenize()] = str(service)
+
+    @contextmanager
+    def _subsegment(
+        self, name: str, *, annotations: Mapping[str, str] | None = None
+    ) -> Iterator[dict[str, Any] | None]:
+        document = self._begin(name)
+        if document is not None and annotations:
+            document["annotations"] = dict(annotations)
+        try:
+            yield document
+        except Exception:
+            if document is not None:
+                document["fault"] = True
+            raise
+        finally:
+            self._end(document)
+
+    def _begin(self, name: str) -> dict[str, Any] | None:
+        parent = xray_parent(self._environ.get(XRAY_TRACE_HEADER_ENV))
+        if parent is None:
+            return None
+        trace_id, segment_id = parent
+        document: dict[str, Any] = {
+            "name": name,
+            "id": secrets.token_hex(8),
+            "trace_id": trace_id,
+            "parent_id": self._open[-1] if self._open else segment_id,
+            "type": "subsegment",
+            "start_time": time.time(),
+        }
+        self._open.append(document["id"])
+        return document
+
+    def _end(self, document: dict[str, Any] | None) -> None:
+        if document is None:
+            return
+        if self._open and self._open[-1] == document["id"]:
+            self._open.pop()
+        document["end_time"] = time.time()
+        try:
+            payload = json.dumps(document, separators=(",", ":"), default=str).encode()
+            self._send(_XRAY_PREAMBLE + payload)
+        except OSError:  # a lost subsegment must never fail the email it describes
+            _log.debug("X-Ray subsegment dropped: the daemon is unreachable", exc_info=True)
+
+    def _send_udp(self, datagram: bytes) -> None:
+        if self._socket is None:
+            self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.sendto(datagram, self._daemon)
+
+    def _call_started(self, model: Any, context: dict[str, Any], **_: Any) -> None:
+        service = self._service_names.get(model.service_model.service_id.hyphenize(), "AWS")
+        document = self._begin(service)
+        if document is not None:
+            document["namespace"] = "aws"
+            document["aws"] = {"operation": model.name}
+            context["herald_xray_subsegment"] = document
+
+    def _call_answered(
+        self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
+        document = context.pop("herald_xray_subsegment", None)
+        if document is None:
+            return
+        status = int(http_response.status_code)
+        document["http"] = {"response": {"status": status}}
+        request_id = parsed.get("ResponseMetadata", {}).get("RequestId")
+        if request_id:
+            document["aws"]["request_id"] = request_id
+        if status == 429:
+            document["throttle"] = True
+        if 400 <= status < 500:
+            document["error"] = True
+        elif status >= 500:
+            document["fault"] = True
+        self._end(document)
+
+    def _call_failed(self, context: dict[str, Any], **_: Any) -> None:
+        document = context.pop("herald_xray_subsegment", None)
+        if document is not None:
+            document["fault"] = True
+            self._end(document)
+
+
+def _annotation_key(key: str) -> str:
+    """An X-Ray annotation key: letters, digits and underscores only."""
+    return "".join(c if c.isalnum() else "_" for c in key)
+
+
+def build_lambda_tracing(
+    environ: Mapping[str, str] = os.environ,
+) -> NoTracing | DatadogTracing | XRayTracing:
+    """The task runner's tracing: Datadog when ``DD_TRACE_ENABLED``; else X-Ray subsegments
+    when Lambda traces (``AWS_XRAY_DAEMON_ADDRESS`` set and ``POWERTOOLS_TRACE_DISABLED``
+    not true); else none.
+
+    Raises
+    ------
+    TracingUnavailableError
+        Datadog is on but ``ddtrace`` cannot be imported.
+    """
+    if datadog_enabled():
+        return build_tracing(True)
+    daemon = environ.get(XRAY_DAEMON_ENV, "")
+    disabled = environ.get(XRAY_DISABLED_ENV, "false").strip().lower() in {"true", "1"}
+    if not daemon or disabled:
+        return NO_TRACING
+    return XRayTracing(xray_daemon(daemon), environ=environ)
 
 
 def build_tracing(enabled: bool) -> NoTracing | DatadogTracing:

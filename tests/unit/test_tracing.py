@@ -1,4 +1,5 @@
-"""The Datadog tracing seam: switched by DD_TRACE_ENABLED, real ddtrace spans, no agent.
+"""The tracing seam: Datadog (switched by DD_TRACE_ENABLED, real ddtrace spans, no agent)
+and the task runner's X-Ray subsegments (sent to an in-memory daemon).
 
 Spans are kept in memory by a trace processor that also drops them, so nothing ever
 reaches the tracer's writer (and the network, which unit tests block anyway).
@@ -18,6 +19,10 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools import Logger
+from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from ddtrace._trace.processor import TraceProcessor
 from ddtrace.propagation.http import HTTPPropagator
 from ddtrace.trace import Span, tracer
@@ -32,10 +37,13 @@ from shared.tracing import (
     TRACE_CONTEXT_ATTRIBUTE,
     DatadogTracing,
     TracingUnavailableError,
+    XRayTracing,
+    build_lambda_tracing,
     build_tracing,
     datadog_enabled,
     decode_trace_context,
     encode_trace_context,
+    xray_daemon,
 )
 from tests.conftest import REPO_ROOT
 
@@ -318,7 +326,7 @@ def test_the_handler_is_wrapped_by_datadog_lambda_wrapper(
     monkeypatch.setitem(sys.modules, "datadog_lambda", types.ModuleType("datadog_lambda"))
     monkeypatch.setitem(sys.modules, "datadog_lambda.wrapper", module)
 
-    def handler(event: Any, context: Any) -> str:
+    def handler(event: Any, context: Any) -> object:
         return "handled"
 
     # When the handler is wrapped
@@ -432,3 +440,149 @@ def test_a_context_that_would_push_the_message_over_256_kib_is_dropped(
     [message] = received(sqs, queue_url)
     assert json.loads(message["Body"])["task_id"] == str(task.task_id)
     assert "MessageAttributes" not in message
+
+
+SAMPLED = "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1"
+UNSAMPLED = "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=0"
+
+
+class XRayDaemon:
+    """Keeps the segment documents an ``XRayTracing`` sends, parsed."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+
+    def receive(self, datagram: bytes) -> None:
+        header, _, body = datagram.partition(b"\n")
+        assert json.loads(header) == {"format": "json", "version": 1}
+        self.documents.append(json.loads(body))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [document for document in self.documents if document["name"] == name]
+
+
+def xray(header: str) -> tuple[XRayTracing, XRayDaemon]:
+    daemon = XRayDaemon()
+    environ = {"_X_AMZN_TRACE_ID": header}
+    return XRayTracing(("169.254.79.129", 2000), environ=environ, send=daemon.receive), daemon
+
+
+def test_xray_records_a_task_as_a_subsegment_of_lambdas_segment() -> None:
+    # Given a sampled invocation
+    tracing, daemon = xray(SAMPLED)
+
+    # When a task runs in its span
+    with tracing.start_span(
+        "herald.task", None, resource="email.send", tags={"herald.task_id": "t-1"}
+    ):
+        pass
+
+    # Then the daemon got one subsegment of Lambda's segment, with the task's annotations
+    [task] = daemon.documents
+    assert (task["name"], task["type"]) == ("herald.task", "subsegment")
+    assert task["trace_id"] == "1-67891233-abcdef012345678912345678"
+    assert task["parent_id"] == "53995c3f42cd8ad8"
+    assert task["annotations"] == {"herald_task_id": "t-1", "resource": "email.send"}
+    assert task["start_time"] <= task["end_time"]
+
+
+def test_xray_sends_nothing_for_an_unsampled_invocation() -> None:
+    tracing, daemon = xray(UNSAMPLED)
+
+    with tracing.start_span("herald.task", None, resource="email.send", tags={}):
+        pass
+
+    assert daemon.documents == []
+
+
+def test_xray_marks_a_task_that_raised_as_a_fault() -> None:
+    tracing, daemon = xray(SAMPLED)
+
+    with (
+        pytest.raises(RuntimeError),
+        tracing.start_span("herald.task", None, resource="email.send", tags={}),
+    ):
+        raise RuntimeError("boom")
+
+    assert daemon.named("herald.task")[0]["fault"] is True
+
+
+def test_xray_records_each_aws_call_inside_its_task() -> None:
+    # Given a sampled invocation and an instrumented SQS client
+    tracing, daemon = xray(SAMPLED)
+    with mock_aws():
+        sqs = boto3.client("sqs")
+        tracing.instrument(sqs)
+
+        # When the task makes a call
+        with tracing.start_span("herald.task", None, resource="email.send", tags={}):
+            sqs.list_queues()
+
+    # Then the call is an aws subsegment of the task's subsegment
+    [call] = daemon.named("SQS")
+    [task] = daemon.named("herald.task")
+    assert call["parent_id"] == task["id"]
+    assert call["namespace"] == "aws"
+    assert call["aws"]["operation"] == "ListQueues"
+    assert call["http"] == {"response": {"status": 200}}
+
+
+class ThrottledBody:
+    """The raw body of an SQS (JSON protocol) throttling answer."""
+
+    @staticmethod
+    def stream(**_: Any) -> Iterator[bytes]:
+        yield b'{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}'
+
+
+def test_xray_marks_a_throttled_call() -> None:
+    # Given SQS answers a call with 429, as a throttling service does
+    tracing, daemon = xray(SAMPLED)
+    with mock_aws():
+        sqs = boto3.client("sqs", config=Config(retries={"total_max_attempts": 1}))
+        tracing.instrument(sqs)
+        # A before-send handler may answer in the service's place; the stubs say None.
+        sqs.meta.events.register(
+            "before-send.sqs.ListQueues",
+            lambda **_: AWSResponse("https://sqs", 429, HTTPHeaders(), ThrottledBody()),  # type: ignore[arg-type]
+        )
+
+        # When the call is made
+        with pytest.raises(ClientError):
+            sqs.list_queues()
+
+    # Then its subsegment says it was throttled
+    [call] = daemon.named("SQS")
+    assert (call["throttle"], call["error"]) == (True, True)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129:2000"}, XRayTracing),
+        (
+            {
+                "AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129:2000",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+            },
+            type(NO_TRACING),
+        ),
+        ({}, type(NO_TRACING)),
+    ],
+)
+def test_lambda_tracing_is_xray_only_when_lambda_traces(
+    environ: dict[str, str], expected: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DD_TRACE_ENABLED", raising=False)
+    assert type(build_lambda_tracing(environ)) is expected
+
+
+@pytest.mark.parametrize(
+    ("address", "daemon"),
+    [
+        ("169.254.79.129:2000", ("169.254.79.129", 2000)),
+        ("tcp:127.0.0.1:2000 udp:127.0.0.2:2001", ("127.0.0.2", 2001)),
+    ],
+)
+def test_xray_daemon_address_is_read_in_both_forms(address: str, daemon: tuple[str, int]) -> None:
+    assert xray_daemon(address) == daemon
