@@ -24,6 +24,7 @@ import itertools
 import json
 import threading
 import time
+import traceback
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -191,7 +192,7 @@ class SesMailboxSimulator:
             ]
             try:
                 answer = routing.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
-            except (BotoCoreError, ClientError) as error:
+            except (BotoCoreError, ClientError) as error:  # the endpoint is stopping, say
                 self._log(f"local SES: {len(entries)} event(s) not published: {error}")
                 continue
             failed = {entry["Id"] for entry in answer.get("Failed", [])}
@@ -300,7 +301,10 @@ class _DelayedPublisher:
                 due: list[_Pending] = []
                 while self._due and self._due[0][0] <= self._clock() and len(due) < SQS_BATCH:
                     due.append(heapq.heappop(self._due)[2])
-            self._deliver(due)
+            try:
+                self._deliver(due)
+            except Exception:  # noqa: BLE001 - one bad batch must not end publishing
+                traceback.print_exc()
 
 
 def _json(body: bytes) -> dict[str, Any]:
