@@ -181,8 +181,9 @@ def parser() -> argparse.ArgumentParser:
         "run",
         help="start the whole system; Ctrl-C stops it",
         description="Start PostgreSQL, a local AWS endpoint (moto) with the template's "
-        "queues, table and SES identity, the api, the worker and the task runner; print "
-        "the URLs and an API key; stream every part's logs. Ctrl-C stops everything.",
+        "queues, table, SES identity and configuration set (its SES behaving like SES's "
+        "mailbox simulator), the api, the worker and the task runner; print the URLs and "
+        "an API key; stream every part's logs. Ctrl-C stops everything.",
     )
     for name, port in PORTS.items():
         start.add_argument(
