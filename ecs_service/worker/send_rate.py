@@ -17,33 +17,37 @@ Shaped to SES's measure, recipients in any one second. A bucket of ``burst`` tok
 refilled at ``refill`` per second lets at most ``burst + refill`` be taken in any second,
 so ``SendPace`` sizes them to stay within the rate: a burst of a tenth of a second (at
 least 1) and a refill of ``floor(rate) + 1 - burst`` (takes are whole recipients, so
-fewer than ``floor(rate) + 1`` is at most ``floor(rate)``). A relay waits for a chunk of
-half the burst before it claims, so a backlog is claimed some twenty times a second
-rather than a row per claim, and a relay that wakes late loses no refill to the cap. At 14 recipients/s the relays
+fewer than ``floor(rate) + 1`` is at most ``floor(rate)``). At 14 recipients/s the relays
 release 13.6/s on average and never more than 14 in a second; under 1/s, one recipient
-every ``1/rate`` seconds. The one exception: an email with more recipients than the
-tokens a relay holds goes alone and leaves the bucket in debt, which the next releases
-wait out, so the long-run rate still holds (SES accepts up to 50 recipients per email
-whatever the rate).
+every ``1/rate`` seconds. A relay waits for a chunk of half the burst before it claims,
+so a backlog is claimed some twenty times a second rather than a row per claim, and a
+relay that wakes late loses no refill to the cap; a relay whose passes take longer than
+a tenth of a second releases less than the rate (more workers make up for it). An email
+with more recipients than a relay holds tokens for is sent once the bucket has earned
+them (the relay takes them ahead, into debt, which every relay waits out), so it too
+stays within the rate; SES accepts up to 50 recipients per email whatever the rate.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from aws_lambda_powertools import Logger
     from mypy_boto3_sesv2 import SESV2Client
-    from sqlalchemy.engine import Engine
+    from sqlalchemy import Row, TextClause
+    from sqlalchemy.engine import Connection, Engine
 
 # What SES's GetAccount answer is trusted for, and how soon a failed read is tried again.
 ACCOUNT_CACHE_SECONDS: Final = 300.0
@@ -203,43 +207,83 @@ class Taken:
 
 class PostgresSendRateBucket:
     """The shared bucket in ``send_rate_buckets``: ``take`` before a claim, ``give_back``
-    after the send. Each is one short autocommit statement on a pooled connection."""
+    after the send, each one short statement.
+
+    On one autocommit connection of its own, taken from ``engine`` once and detached from
+    its pool (no pre-ping round trip per statement: the relay asks up to twenty times a
+    second while a backlog drains); after a database error it is dropped, and the next
+    statement opens a new one. Thread-safe (one statement at a time).
+    """
 
     def __init__(self, engine: Engine, name: str = BUCKET_NAME) -> None:
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine = engine
         self._name = name
+        self._lock = threading.Lock()
+        self._connection: Connection | None = None
 
     def take(self, pace: SendPace, *, want: int, at_least: int) -> Taken:
         """Refill the bucket for the time since its last take, then take ``want`` whole
         tokens, or as many as it holds if that is ``at_least``; none if it holds fewer."""
-        with self._engine.connect() as connection:
-            row = connection.execute(
-                TAKE_TOKENS,
-                {
-                    "name": self._name,
-                    "want": want,
-                    "at_least": min(at_least, pace.chunk),
-                    "burst": pace.burst,
-                    "rate": pace.refill_per_second,
-                },
-            ).one()
+        row = self._execute(
+            TAKE_TOKENS,
+            {
+                "name": self._name,
+                "want": want,
+                "at_least": min(at_least, pace.chunk),
+                "burst": pace.burst,
+                "rate": pace.refill_per_second,
+            },
+        )
+        assert row is not None  # an upsert always returns its row
         return Taken(int(row.granted), float(row.tokens))
 
     def give_back(self, pace: SendPace, tokens: float) -> float:
         """Return unused ``tokens`` (negative: take that many more, into debt); the level
         after. The bucket never holds more than its burst."""
-        with self._engine.connect() as connection:
-            level = connection.execute(
-                GIVE_BACK_TOKENS,
-                {
-                    "name": self._name,
-                    "tokens": tokens,
-                    "burst": pace.burst,
-                    "rate": pace.refill_per_second,
-                },
-            ).scalar()
+        row = self._execute(
+            GIVE_BACK_TOKENS,
+            {
+                "name": self._name,
+                "tokens": tokens,
+                "burst": pace.burst,
+                "rate": pace.refill_per_second,
+            },
+        )
         # No row: PostgreSQL emptied the UNLOGGED table (a crash); the next take refills it.
-        return pace.burst if level is None else float(level)
+        return pace.burst if row is None else float(row.tokens)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_connection()
+
+    def _execute(self, statement: TextClause, parameters: dict[str, object]) -> Row[Any] | None:
+        with self._lock:
+            for attempt in (1, 2):
+                connection = self._connect()
+                try:
+                    row = connection.execute(statement, parameters).first()
+                    connection.commit()  # autocommit: ends SQLAlchemy's autobegun block only
+                    return row
+                except DBAPIError as error:
+                    self._drop_connection()
+                    # A connection PostgreSQL dropped (a restart, a failover) is replaced once;
+                    # otherwise the relay's pass fails and the worker backs off.
+                    if not (error.connection_invalidated and attempt == 1):
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect(self) -> Connection:
+        if self._connection is None:
+            connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            connection.detach()
+            self._connection = connection
+        return self._connection
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.invalidate()
+            self._connection.close()
+            self._connection = None
 
 
 # The level now: refilled at :rate for the time since the last take, never above :burst.
