@@ -18,7 +18,7 @@ from bench.report import write_report
 from bench.result import RESULTS_DIR
 
 # In the order of issue 9; the machine should be otherwise idle while they run.
-BENCHMARKS = ("task_runner", "cold_start", "api", "relay", "end_to_end", "faults")
+BENCHMARKS = ("task_runner", "cold_start", "api", "relay", "end_to_end", "pacing", "faults")
 
 
 def main(argv: list[str]) -> int:

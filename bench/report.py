@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench.result import RESULTS_DIR, BenchResult, Figure  # noqa: E402
 
 REPORT_NAME = "REPORT.md"
-SECTION_ORDER = ("task_runner", "cold_start", "api", "relay", "end_to_end", "faults")
+SECTION_ORDER = ("task_runner", "cold_start", "api", "relay", "end_to_end", "pacing", "faults")
 
 
 def write_report(*, failed: list[str] | None = None, directory: Path = RESULTS_DIR) -> Path:
