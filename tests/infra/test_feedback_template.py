@@ -4,10 +4,14 @@ task runner's and the worker's share of it, and the optional sender domain ident
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from moto.events.models import EventPattern
 
+from tests.conftest import REPO_ROOT
 from tests.infra.conftest import (
     Template,
     function_properties,
@@ -16,6 +20,9 @@ from tests.infra.conftest import (
     properties,
     referenced_id,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # The SES event types Herald records (CloudFormation's names for SEND, DELIVERY, BOUNCE,
 # COMPLAINT, REJECT, DELIVERY_DELAY and RENDERING_FAILURE) and the detail-type EventBridge
@@ -29,6 +36,8 @@ EVENT_TYPES = {
     "deliveryDelay": "Email Delivery Delayed",
     "renderingFailure": "Email Rendering Failed",
 }
+# SES's events as the feedback queue receives them (EventBridge's envelope), one per type.
+SAMPLE_EVENTS = sorted((REPO_ROOT / "events").glob("ses-feedback-*.json"))
 STACK_UUID = {"StackUuid": {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}}
 RULE_NAME = "herald-${Environment}-feedback-${StackUuid}"
 SENDER_DOMAIN = {"Fn::Select": [1, {"Fn::Split": ["@", {"Ref": "SenderEmail"}]}]}
@@ -126,6 +135,64 @@ def test_rule_takes_only_this_configuration_sets_ses_events(template: Template) 
     assert pattern["detail"] == {
         "mail": {"tags": {"ses:configuration-set": [{"Ref": "EmailConfigurationSet"}]}}
     }
+
+
+def rule_pattern_for(template: Template, configuration_set: str) -> EventPattern:
+    """The rule's pattern as deployed, its configuration set's name resolved, compiled by
+    moto's implementation of EventBridge's matching."""
+    pattern = copy.deepcopy(properties(template, "FeedbackRule")["EventPattern"])
+    pattern["detail"]["mail"]["tags"]["ses:configuration-set"] = [configuration_set]
+    return EventPattern.load(json.dumps(pattern))
+
+
+def configuration_set_of(event: dict[str, Any]) -> str:
+    (name,) = event["detail"]["mail"]["tags"]["ses:configuration-set"]
+    return str(name)
+
+
+@pytest.mark.parametrize("sample", SAMPLE_EVENTS, ids=[path.stem for path in SAMPLE_EVENTS])
+def test_rule_matches_each_ses_event_of_its_configuration_set(
+    template: Template, sample: Path
+) -> None:
+    # Given one of SES's events (events/), and the rule deployed for its configuration set
+    event = json.loads(sample.read_text(encoding="utf-8"))
+    pattern = rule_pattern_for(template, configuration_set_of(event))
+
+    # When EventBridge matches it; then the rule takes it to the feedback queue
+    assert pattern.matches_event(event)
+
+
+@pytest.mark.parametrize("sample", SAMPLE_EVENTS, ids=[path.stem for path in SAMPLE_EVENTS])
+def test_rule_leaves_another_environments_ses_events_alone(
+    template: Template, sample: Path
+) -> None:
+    # Given one of SES's events sent through another environment's configuration set
+    event = json.loads(sample.read_text(encoding="utf-8"))
+    pattern = rule_pattern_for(template, configuration_set_of(event))
+    event["detail"]["mail"]["tags"]["ses:configuration-set"] = ["herald-prod-other-stack"]
+
+    # When EventBridge matches it; then this environment's rule does not take it
+    assert not pattern.matches_event(event)
+
+
+def test_rule_leaves_ses_events_of_sends_without_a_configuration_set_alone(
+    template: Template,
+) -> None:
+    # Given an SES event of a send that named no configuration set (no such tag)
+    event = json.loads(SAMPLE_EVENTS[0].read_text(encoding="utf-8"))
+    pattern = rule_pattern_for(template, configuration_set_of(event))
+    del event["detail"]["mail"]["tags"]["ses:configuration-set"]
+
+    # Then the rule does not take it
+    assert not pattern.matches_event(event)
+
+
+def test_there_is_a_sample_event_for_each_published_event_type(template: Template) -> None:
+    # Given the sample events' detail-types
+    shown = {json.loads(path.read_text(encoding="utf-8"))["detail-type"] for path in SAMPLE_EVENTS}
+
+    # Then every event type the destination publishes has one the rule is checked against
+    assert shown == set(EVENT_TYPES.values())
 
 
 def test_rule_retries_then_dead_letters_what_it_cannot_deliver(template: Template) -> None:
