@@ -154,13 +154,14 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
 
   /** Says so when the page stopped looking for reports SES may still send. */
   function reportsNote(next: Message): string | null {
-    if (!awaitsReports(next.status) || polling(next)) return null;
+    if (!awaitsReports(next.status) || keepsLooking(next)) return null;
     return next.status === "sent"
       ? "No report from the recipients' mail servers yet. This page has stopped checking: reload it to look again."
       : "A later report (such as a complaint) can still come. This page has stopped checking: reload it to look again.";
   }
 
-  function polling(next: Message): boolean {
+  /** Whether to keep polling (delivery-reports.ts says how long); starts the watch. */
+  function keepsLooking(next: Message): boolean {
     const now = ctx.now();
     if (awaitsReports(next.status)) watchingSince ??= now;
     return keepsPolling(next, now, watchingSince ?? now);
@@ -216,7 +217,7 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
       const loaded = await ctx.api.getMessage(id);
       if (disposed) return;
       show(loaded);
-      if (polling(loaded)) poller.start();
+      if (keepsLooking(loaded)) poller.start();
     } catch (error) {
       if (disposed) return;
       setMessage(state, ctx.reportFailure(error));
@@ -233,7 +234,7 @@ export function messageDetailView(ctx: ViewContext, id: string): View {
       if (loaded.status !== message.status) {
         ctx.announce(`Status: ${STATUS_LABELS[loaded.status].toLowerCase()}.`);
       }
-      const keepGoing = polling(loaded);
+      const keepGoing = keepsLooking(loaded);
       if (!keepGoing) poller.stop();
       // Shown after deciding, so the note says whether the page still checks.
       if (changed || !keepGoing) show(loaded);
