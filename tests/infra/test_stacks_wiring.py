@@ -106,14 +106,14 @@ def test_backend_gets_the_root_queues_and_key(template: Template) -> None:
 
 
 def test_backend_nests_one_service_template_per_process() -> None:
-    # Given the backend's nested applications
-    applications = resources_of_type(BACKEND, "AWS::Serverless::Application")
+    # Given the backend's nested stacks
+    stacks = resources_of_type(BACKEND, "AWS::CloudFormation::Stack")
 
     # Then the api, the worker and the migration are each stacks/service.yaml, a local file
     # beside it that `sam build` packages, and no task definition, log group or role of a
     # process is written in the backend itself
     assert {
-        logical_id: properties(BACKEND, logical_id)["Location"] for logical_id in applications
+        logical_id: properties(BACKEND, logical_id)["TemplateURL"] for logical_id in stacks
     } == {logical_id: path.name for logical_id, path in SERVICE_TEMPLATES.items()}
     for resource_type in ("AWS::ECS::TaskDefinition", "AWS::ECS::Service", "AWS::Logs::LogGroup"):
         assert resources_of_type(BACKEND, resource_type) == {}, resource_type
@@ -218,7 +218,7 @@ def test_sam_build_carries_the_nested_stacks(sam_build: SamBuild) -> None:
     backend_dir = sam_build.build_dir / "BackendStack"
     built_backend = load_template(backend_dir / "template.yaml")
     for stack_id, source in SERVICE_TEMPLATES.items():
-        location = properties(built_backend, stack_id)["Location"]
+        location = properties(built_backend, stack_id)["TemplateURL"]
         assert location == f"{stack_id}/template.yaml"
         copied = load_template(backend_dir / location)
         assert set(copied["Resources"]) == set(load_template(source)["Resources"]), stack_id
