@@ -201,6 +201,16 @@ class WorkerSettings(BaseSettings):
     )
     # SES's delivery events (issue 14); absent or empty: the feedback loop does not run.
     feedback_queue_url: QueueUrl | None = Field(default=None, validation_alias="FEEDBACK_QUEUE_URL")
+    # Finished messages older than this many days are deleted (ecs_service.worker.retention);
+    # 0 keeps them forever. At most 100 years: a larger interval overflows PostgreSQL's.
+    message_retention_days: int = Field(
+        default=0, ge=0, le=36_500, validation_alias="MESSAGE_RETENTION_DAYS"
+    )
+    # The pause between retention passes while nothing more is expired (a pass that
+    # deleted a full batch is followed by the next one sooner, to catch up).
+    message_retention_interval_seconds: float = Field(
+        default=300.0, ge=1, le=86_400, validation_alias="MESSAGE_RETENTION_INTERVAL_SECONDS"
+    )
 
     @field_validator("feedback_queue_url", mode="before")
     @classmethod

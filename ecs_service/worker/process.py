@@ -1,5 +1,6 @@
 """The worker process: the relay loop, the results loop and (with FEEDBACK_QUEUE_URL) the
-feedback loop, and a clean stop on SIGTERM.
+feedback loop, (with MESSAGE_RETENTION_DAYS) the retention loop, and a clean stop on
+SIGTERM.
 
 Each loop runs in its own thread and checks the stop event between passes, so on
 SIGTERM the current batch finishes (it is one transaction) and the process exits. Both
@@ -26,6 +27,7 @@ from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 from ecs_service.worker.feedback import FeedbackConsumer, SqsFeedbackReceiver
 from ecs_service.worker.relay import Relay
 from ecs_service.worker.results import ResultsConsumer
+from ecs_service.worker.retention import CATCH_UP_SECONDS, Retention
 from ecs_service.worker.send_rate import SES_ACCOUNT_CONFIG, send_rate_from_settings
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import MessageStatus, utc_now
@@ -231,12 +233,28 @@ def run_worker(
                 target=guarded, args=("feedback", feedback.consume_once), name="feedback"
             )
         )
+    if settings.message_retention_days:
+        retention = Retention(
+            engine, days=settings.message_retention_days, logger=logger, metrics=published
+        )
+
+        def retention_pass() -> None:
+            expired = retention.expire_once()
+            # A full batch means more are expired: catch up soon, never in one long burst.
+            stop.wait(
+                CATCH_UP_SECONDS if expired.full else settings.message_retention_interval_seconds
+            )
+
+        threads.append(
+            threading.Thread(target=guarded, args=("retention", retention_pass), name="retention")
+        )
     logger.info(
         "worker started",
         extra={
             "claim_size": settings.relay_claim_size,
             "max_in_flight": settings.relay_max_in_flight,
             "feedback": bool(settings.feedback_queue_url),
+            "retention_days": settings.message_retention_days,
         },
     )
     for thread in threads:
