@@ -60,6 +60,11 @@ FAILING_EVENTS: Mapping[str, FailureCode] = {
     "Rendering Failure": FailureCode.RENDERING_FAILED,
 }
 PERMANENT = "Permanent"
+# SES refused to try this address because it is on the account's suppression list: another
+# tenant's bounce or complaint put it there. Recorded as a bounce for this message, but it
+# says nothing of this tenant's own sending, so it never lands on this tenant's list (the
+# account list is SES's, shared by every tenant; Herald's lists are per tenant).
+ACCOUNT_SUPPRESSION_SUBTYPE = "OnAccountSuppressionList"
 
 
 class RecipientState(StrEnum):
@@ -293,13 +298,21 @@ def _fill(row: MessageRecipient, outcome: RecipientOutcome, occurred_at: datetim
 
 
 def _suppress(session: Session, event: FeedbackEvent) -> tuple[str, ...]:
-    """Put a permanently bounced or complaining address on the tenant's list (once)."""
+    """Put a permanently bounced or complaining address on the tenant's list (once).
+
+    Not for a bounce SES gave because the address is on the account's list
+    (``ACCOUNT_SUPPRESSION_SUBTYPE``): that is another tenant's history, not this one's.
+    """
     reasons: dict[str, tuple[SuppressionReason, str | None]] = {}
     for outcome in _strongest_per_address(event.outcomes):
         detail = (outcome.diagnostic or event.suppression_detail or "")[:MAX_DIAGNOSTIC_LENGTH]
         if outcome.state is RecipientState.COMPLAINED:
             reasons[outcome.address] = (SuppressionReason.COMPLAINT, detail or None)
-        elif outcome.state is RecipientState.BOUNCED and outcome.bounce_type == PERMANENT:
+        elif (
+            outcome.state is RecipientState.BOUNCED
+            and outcome.bounce_type == PERMANENT
+            and outcome.bounce_subtype != ACCOUNT_SUPPRESSION_SUBTYPE
+        ):
             reasons[outcome.address] = (SuppressionReason.BOUNCE, detail or None)
     if not reasons:
         return ()

@@ -223,6 +223,28 @@ def test_transient_bounce_bounces_the_message_without_suppressing_the_address(
     assert suppressions(engine, caller.tenant_id) == {}
 
 
+def test_a_bounce_from_the_account_suppression_list_does_not_suppress_for_this_tenant(
+    engine: Engine, caller: Caller, feedback: Feedback
+) -> None:
+    # Given a sent message to an address SES's account-wide list holds (another tenant's
+    # bounce put it there: SES's list is one per account)
+    message_id = message_to(engine, caller.tenant_id)
+    event = json.loads(sample("bounce-permanent", message_id, caller.tenant_id))
+    event["detail"]["bounce"]["bounceSubType"] = "OnAccountSuppressionList"
+
+    # When SES's bounce for it is consumed
+    feedback.consume(json.dumps(event))
+
+    # Then the message is bounced with SES's reason, but this tenant's own list is untouched
+    assert status_of(engine, message_id) == ("bounced", None)
+    assert recipients(engine, message_id)[READER][:3] == (
+        "bounced",
+        "Permanent",
+        "OnAccountSuppressionList",
+    )
+    assert suppressions(engine, caller.tenant_id) == {}
+
+
 def test_complaint_makes_the_message_complained_and_suppresses_the_address(
     engine: Engine, caller: Caller, feedback: Feedback
 ) -> None:
