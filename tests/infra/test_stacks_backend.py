@@ -475,3 +475,34 @@ def test_cluster_has_container_insights(backend: Template) -> None:
         "Name": "containerInsights",
         "Value": "enhanced",
     } in settings
+
+
+def test_migration_is_a_one_off_task_definition_the_outputs_name(backend: Template) -> None:
+    # Given the migration's instance of the process template
+    task = properties(backend, "MigrationTaskDefinition")
+
+    # Then it is a small task definition and no service, and the output the release's
+    # `aws ecs run-task` reads names it
+    assert "MigrationService" not in backend["Resources"]
+    assert (str(task["Cpu"]), str(task["Memory"])) == ("256", "512")
+    assert backend["Outputs"]["MigrationTaskDefinitionArn"]["Value"] == {
+        "Ref": "MigrationTaskDefinition"
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "service_id"), [("api", "ApiService"), ("worker", "WorkerService")]
+)
+def test_outputs_name_the_services_and_log_groups_the_tools_read(
+    backend: Template, name: str, service_id: str
+) -> None:
+    # Given the backend's outputs (template.yaml, herald-deploy and the docs read them)
+    outputs = backend["Outputs"]
+    prefix = service_id.removesuffix("Service")
+
+    # Then each names the process's own resource, as before the processes were nested
+    assert outputs[f"{prefix}ServiceName"]["Value"] == {"Fn::GetAtt": [service_id, "Name"]}
+    assert outputs[f"{prefix}LogGroupName"]["Value"] == {"Ref": f"{prefix}LogGroup"}
+    assert properties(backend, f"{prefix}LogGroup")["LogGroupName"] == {
+        "Fn::Sub": f"/herald/${{AWS::StackName}}/{name}"
+    }
