@@ -123,12 +123,10 @@ def run_campaign(
         try:
             ids = schedule(system, emails, concurrency)
             with engine.begin() as connection:
-                due_at = connection.execute(
-                    text(
-                        "UPDATE messages SET send_at = now() WHERE id = ANY(:ids) RETURNING now()"
-                    ),
-                    {"ids": ids},
-                ).scalar_one()
+                connection.execute(
+                    text("UPDATE messages SET send_at = now() WHERE id = ANY(:ids)"), {"ids": ids}
+                )
+                due_at = connection.execute(text("SELECT now()")).scalar_one()
             statuses = wait_until_out(engine, emails, timeout, system)
             with engine.connect() as connection:
                 rows = connection.execute(

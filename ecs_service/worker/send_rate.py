@@ -16,13 +16,14 @@ lock for longer than that statement.
 Shaped to SES's measure, recipients in any one second. A bucket of ``burst`` tokens
 refilled at ``refill`` per second lets at most ``burst + refill`` be taken in any second,
 so ``SendPace`` sizes them to stay within the rate: a burst of a tenth of a second (at
-least 1) and a refill of ``floor(rate) + 1 - burst`` (takes are whole recipients, so
-fewer than ``floor(rate) + 1`` is at most ``floor(rate)``). At 14 recipients/s the relays
-release 13.6/s on average and never more than 14 in a second; under 1/s, one recipient
-every ``1/rate`` seconds. A relay waits for a chunk of half the burst before it claims,
-so a backlog is claimed some twenty times a second rather than a row per claim, and a
-relay that wakes late loses no refill to the cap; a relay whose passes take longer than
-a tenth of a second releases less than the rate (more workers make up for it). An email
+least 2 recipients from 10/s up, else 1) and a refill of ``floor(rate) + 1 - burst``
+(takes are whole recipients, so fewer than ``floor(rate) + 1`` is at most
+``floor(rate)``). At 14 recipients/s the relays release 13/s on average and never more
+than 14 in a second; under 1/s, one recipient every ``1/rate`` seconds. A relay waits for
+a chunk of half the burst before it claims, so a backlog is claimed some twenty times a
+second rather than a row per claim, and a relay that wakes late loses no refill to the
+cap; a relay takes at most the burst per pass, so one whose passes take longer than the
+burst lasts releases less than the rate (more workers make up for it). An email
 with more recipients than a relay holds tokens for is sent once the bucket has earned
 them (the relay takes them ahead, into debt, which every relay waits out), so it too
 stays within the rate; SES accepts up to 50 recipients per email whatever the rate.
@@ -54,8 +55,11 @@ ACCOUNT_CACHE_SECONDS: Final = 300.0
 ACCOUNT_RETRY_SECONDS: Final = 30.0
 # The rate while SES has never been read (a new SES account's sandbox rate).
 FALLBACK_SEND_RATE: Final = 1.0
-# The bucket's burst: this much of a second's rate (at least one recipient).
+# The bucket's burst: this much of a second's rate, and at least 2 recipients from
+# TWO_PER_PASS_FROM recipients/s up (else 1), so a relay whose passes are slower than a
+# tenth of a second still keeps up at SES's usual first rate, 14/s.
 BURST_SECONDS: Final = 0.1
+TWO_PER_PASS_FROM: Final = 10.0
 BUCKET_NAME: Final = "ses"
 # The relay's thread asks GetAccount: a slow SES must not hold it for long.
 SES_ACCOUNT_CONFIG: Final = Config(
@@ -176,8 +180,10 @@ class SendPace:
 
     @property
     def burst(self) -> float:
-        """Tokens the bucket holds at most: a tenth of a second's rate, at least 1."""
-        return max(1.0, self.rate * BURST_SECONDS)
+        """Tokens the bucket holds at most: a tenth of a second's rate, at least 2 (1 under
+        10/s)."""
+        least = 2.0 if self.rate >= TWO_PER_PASS_FROM else 1.0
+        return max(least, self.rate * BURST_SECONDS)
 
     @property
     def refill_per_second(self) -> float:
