@@ -150,7 +150,9 @@ build: $(STAMP) ## sam build: the Lambda artifact for arm64 / python3.13, offlin
 # a samconfig.toml environment; DRY_RUN=1 prints every AWS, docker, sam and npm command
 # instead of running it. Pipelines set CI (no change set prompt),
 # COMMIT (their checkout's SHA), ECR_REPOSITORY and CFN_ROLE_ARN; NO_WAIT=1 leaves the
-# CloudFront invalidation running; ALLOW_DIRTY=1 deploys uncommitted changes.
+# CloudFront invalidation running; ALLOW_DIRTY=1 deploys uncommitted changes;
+# ALARM_TOPIC_SUBSCRIBED=yes deploys staging or prod without AlarmEmail because the alarm
+# topic has a subscriber made outside the template (docs/monitoring.md, Notifications).
 ENV ?= dev
 is_set = $(filter 1 true yes,$(1))
 DEPLOY_FLAGS = --env $(ENV) \
@@ -158,6 +160,7 @@ DEPLOY_FLAGS = --env $(ENV) \
   $(if $(call is_set,$(CI)),--no-confirm-changeset) \
   $(if $(call is_set,$(NO_WAIT)),--no-wait) \
   $(if $(call is_set,$(ALLOW_DIRTY)),--allow-dirty) \
+  $(if $(call is_set,$(ALARM_TOPIC_SUBSCRIBED)),--alarm-topic-subscribed) \
   $(if $(COMMIT),--commit $(COMMIT)) \
   $(if $(ECR_REPOSITORY),--repository $(ECR_REPOSITORY)) \
   $(if $(CFN_ROLE_ARN),--role-arn $(CFN_ROLE_ARN))

@@ -4,6 +4,10 @@
     herald-datadog plan     --env dev             what apply would change; writes nothing
     herald-datadog apply    --env dev             make exactly the plan's changes
 
+Staging and prod monitors must reach a person: plan and apply refuse them without a
+notification handle (--notify, HERALD_DATADOG_NOTIFY_<ENV> or HERALD_DATADOG_NOTIFY), as
+herald-deploy refuses them without an alarm subscriber; dev is only warned.
+
 The Datadog keys come from the environment only: DD_API_KEY, DD_APP_KEY, and DD_SITE
 (default datadoghq.com). Exit codes: 0 done, 2 invalid definitions or configuration
 (nothing was sent), 1 Datadog refused a request or could not be reached.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +28,7 @@ from herald_datadog.account import DatadogAccount
 from herald_datadog.definitions import Settings, load_definitions, untyped
 from herald_datadog.errors import DefinitionError, HeraldDatadogError
 from herald_datadog.plan import apply_plan, has_changes, make_plan, render_plan
+from herald_deploy.alarms import is_attended
 from herald_deploy.errors import DeployError
 from herald_deploy.samconfig import load_environment
 
@@ -38,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=__doc__.split("\n\n")[0],
         epilog="Environment: DD_API_KEY and DD_APP_KEY (plan, apply), DD_SITE (default "
-        f"{DEFAULT_SITE}), HERALD_API_URL, HERALD_SITE_URL, HERALD_DATADOG_NOTIFY.",
+        f"{DEFAULT_SITE}), HERALD_API_URL, HERALD_SITE_URL, HERALD_DATADOG_NOTIFY_<ENV>, "
+        "HERALD_DATADOG_NOTIFY.",
     )
     parser.add_argument("command", choices=["validate", "plan", "apply"])
     parser.add_argument(
@@ -73,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="a Datadog handle every monitor and test notifies, e.g. @pagerduty-herald; "
-        "repeatable (default: $HERALD_DATADOG_NOTIFY, space-separated; else none)",
+        "repeatable (default: $HERALD_DATADOG_NOTIFY_<ENV>, e.g. HERALD_DATADOG_NOTIFY_PROD, "
+        "else $HERALD_DATADOG_NOTIFY, space-separated; required for staging and prod)",
     )
     parser.add_argument(
         "--delete-orphans",
@@ -96,6 +104,11 @@ def _https_url(option: str, value: str | None) -> str:
     return url
 
 
+def notify_variable(env: str) -> str:
+    """The variable holding one environment's handles: HERALD_DATADOG_NOTIFY_PROD for prod."""
+    return "HERALD_DATADOG_NOTIFY_" + re.sub(r"[^A-Z0-9]", "_", env.upper())
+
+
 def settings_from(arguments: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """What the definitions are rendered with, from the options (and their variables)."""
     # The same environments, checked the same way, as herald-deploy: the stack name too.
@@ -106,7 +119,12 @@ def settings_from(arguments: argparse.Namespace, environ: Mapping[str, str]) -> 
     env = environment.name
     notify = arguments.notify
     if notify is None:
-        notify = environ.get("HERALD_DATADOG_NOTIFY", "").split()
+        # Each environment its own handles (prod pages, dev perhaps nobody), else the shared.
+        notify = (
+            environ.get(notify_variable(env)) or environ.get("HERALD_DATADOG_NOTIFY", "")
+        ).split()
+    if not notify and arguments.command in ("plan", "apply"):
+        _no_notification_target(env, attended=is_attended(environment))
     return Settings(
         env=env,
         variables={
@@ -118,6 +136,18 @@ def settings_from(arguments: argparse.Namespace, environ: Mapping[str, str]) -> 
         },
         notify=tuple(notify),
     )
+
+
+def _no_notification_target(env: str, *, attended: bool) -> None:
+    """Refuse a staging or prod whose monitors would alert nobody; warn for any other."""
+    problem = (
+        f"no notification handle for {env}, so its monitors and Synthetics tests would alert "
+        f"nobody: pass --notify @pagerduty-herald (repeatable), or set {notify_variable(env)} "
+        "or HERALD_DATADOG_NOTIFY (docs/datadog.md)"
+    )
+    if attended:
+        raise DefinitionError(problem)
+    print(f"{PROG}: warning: {problem}", file=sys.stderr)
 
 
 def datadog_configuration(environ: Mapping[str, str], datadog_url: str | None) -> Any:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from herald_deploy.alarms import is_attended, missing_alarm_subscriber
 from herald_deploy.backend import IMAGE_PARAMETER, deploy_backend, push_image
 from herald_deploy.destroy import destroy
 from herald_deploy.errors import DeployError
@@ -72,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-dirty",
         action="store_true",
         help="deploy although tracked files differ from the commit the image is tagged with",
+    )
+    parser.add_argument(
+        "--alarm-topic-subscribed",
+        action="store_true",
+        help="the stack's alarm topic has a confirmed subscriber made outside the template "
+        "(ALARM_TOPIC_SUBSCRIBED=yes): staging and prod deploy without AlarmEmail",
     )
     parser.add_argument("--samconfig", type=Path, default=Path("samconfig.toml"))
     parser.add_argument(
@@ -144,6 +151,18 @@ def _check_placeholders(environment: Environment, shell: Shell, *, dry_run: bool
     shell.say(f"warning: {message}")
 
 
+def _check_alarm_subscriber(
+    environment: Environment, shell: Shell, *, topic_subscribed: bool, dry_run: bool
+) -> None:
+    problem = missing_alarm_subscriber(environment, topic_subscribed=topic_subscribed)
+    if problem is None:
+        return
+    # Staging and prod alarms must reach someone; a dry run only shows what would stop.
+    if is_attended(environment) and not dry_run:
+        raise DeployError(problem)
+    shell.say(f"warning: {problem}")
+
+
 def run(arguments: argparse.Namespace, shell: Shell) -> None:
     """Run the chosen step for the chosen environment."""
     dry_run: bool = arguments.dry_run
@@ -167,6 +186,12 @@ def run(arguments: argparse.Namespace, shell: Shell) -> None:
         if arguments.step == "image":
             push_image(shell, environment, repository=arguments.repository, commit=commit)
             return
+        _check_alarm_subscriber(
+            environment,
+            shell,
+            topic_subscribed=arguments.alarm_topic_subscribed,
+            dry_run=dry_run,
+        )
         _check_placeholders(environment, shell, dry_run=dry_run)
         deploy_backend(
             shell,

@@ -232,6 +232,27 @@ def test_pipelines_deploy_without_a_prompt_through_the_cloudformation_role() -> 
     assert sam_deploy[sam_deploy.index("--role-arn") + 1] == "arn:aws:iam::111122223333:role/cfn"
 
 
+def test_a_staging_dry_run_warns_that_no_one_would_get_its_alarms(
+    staging_release: list[str],
+) -> None:
+    # Given staging's samconfig.toml without AlarmEmail, dry-run
+    warnings = [line for line in staging_release if "sets no AlarmEmail" in line]
+
+    # Then the dry run says what a deploy would refuse (once, before any command)
+    assert len(warnings) == 1
+    assert staging_release.index(warnings[0]) < next(
+        i for i, line in enumerate(staging_release) if line.startswith("+ ")
+    )
+
+
+def test_alarm_topic_subscribed_tells_the_deploy_a_subscriber_exists() -> None:
+    # When prod is dry-run with ALARM_TOPIC_SUBSCRIBED=yes
+    lines = dry_run("deploy-backend", "ENV=prod", "ALARM_TOPIC_SUBSCRIBED=yes")
+
+    # Then no alarm warning is printed
+    assert not [line for line in lines if "AlarmEmail" in line]
+
+
 SITE_BUCKET = "herald-staging-sitebucket-example"
 VERSIONS_FILE = f"build/herald-deploy/{SITE_BUCKET}-versions.json"
 LIST_VERSIONS = [

@@ -438,6 +438,69 @@ def test_a_notify_handle_must_be_a_handle() -> None:
         Settings(env="dev", notify=("pagerduty herald",))
 
 
+def run_for(running: RunningFake, command: str, env: str, environ: dict[str, str]) -> int:
+    """herald-datadog ``command`` for ``env`` against the fake, with these variables."""
+    return main(
+        [command, "--env", env, "--definitions", str(DEFINITIONS),
+         "--api-url", "https://api.example.org", "--site-url", "https://d1.cloudfront.net",
+         "--datadog-url", running.url],
+        environ={**ENVIRON, **environ},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_staging_and_prod_without_a_notification_handle_are_refused_before_any_request(
+    datadog: RunningFake, capsys: pytest.CaptureFixture[str], env: str, command: str
+) -> None:
+    # Given no --notify and no handle in the environment
+
+    # When monitors of an attended environment are planned or applied
+    code = run_for(datadog, command, env, {})
+
+    # Then one line says how to name who is alerted, and Datadog was not asked anything
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"herald-datadog: error: no notification handle for {env}, so its monitors and "
+        "Synthetics tests would alert nobody: pass --notify @pagerduty-herald (repeatable), "
+        f"or set HERALD_DATADOG_NOTIFY_{env.upper()} or HERALD_DATADOG_NOTIFY (docs/datadog.md)\n"
+    )
+    assert datadog.fake.requests == []
+
+
+def test_each_environment_notifies_its_own_handles_before_the_shared_ones(
+    datadog: RunningFake,
+) -> None:
+    # Given prod's own handle and a shared one
+    environ = {
+        "HERALD_DATADOG_NOTIFY_PROD": "@pagerduty-herald-prod",
+        "HERALD_DATADOG_NOTIFY": "@slack-herald",
+    }
+
+    # When prod's monitors are applied
+    code = run_for(datadog, "apply", "prod", environ)
+
+    # Then every monitor pages prod's handle only
+    assert code == 0
+    messages = [m["message"] for m in datadog.fake.monitors.values()]
+    assert messages
+    assert all(m.endswith("Notify: @pagerduty-herald-prod") for m in messages)
+
+
+def test_dev_without_a_notification_handle_is_warned_and_applied(
+    datadog: RunningFake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given no handle at all
+
+    # When dev's monitors are applied
+    code = run_for(datadog, "apply", "dev", {})
+
+    # Then they are, with a warning that they alert nobody
+    assert code == 0
+    assert "herald-datadog: warning: no notification handle for dev" in capsys.readouterr().err
+    assert datadog.fake.monitors
+
+
 def test_validate_needs_no_keys(capsys: pytest.CaptureFixture[str]) -> None:
     # Given / When
     code = main(

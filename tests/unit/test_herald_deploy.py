@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from herald_deploy.alarms import missing_alarm_subscriber
 from herald_deploy.cli import main
 from herald_deploy.destroy import destroy
 from herald_deploy.errors import DeployError
@@ -144,3 +145,124 @@ def test_a_version_s3_will_not_delete_stops_the_destroy_before_sam_delete() -> N
     assert "delete-objects" in printed.splitlines()[-1]
     assert "modify-db-instance" not in printed
     assert "sam delete" not in printed
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def deploy(*arguments: str, samconfig: Path = SAMCONFIG) -> list[str]:
+    """herald-deploy's arguments for a release of this commit from `samconfig`."""
+    return [*arguments, "--commit", COMMIT, "--samconfig", str(samconfig)]
+
+
+class StopAtFirstCommand(DryRunShell):
+    """A real run's shell that stops the run at its first command, running nothing."""
+
+    def run(self, cmd: Command) -> None:
+        raise DeployError(f"reached `{cmd}`")
+
+    def read(self, cmd: Command, *, dry_run_output: str) -> str:
+        raise DeployError(f"reached `{cmd}`")
+
+    def say(self, message: str) -> None:
+        self._print(f"==> {message}")
+
+
+@pytest.fixture(autouse=True)
+def _nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests call main() as a real run; no aws, sam or docker command may run from here."""
+    monkeypatch.setattr("herald_deploy.cli.SubprocessShell", StopAtFirstCommand)
+
+
+def without_placeholders(tmp_path: Path) -> Path:
+    """A copy of samconfig.toml whose REPLACE-ME values are filled in."""
+    copy = tmp_path / "samconfig.toml"
+    copy.write_text(
+        SAMCONFIG.read_text(encoding="utf-8").replace("REPLACE-ME", "filled"), encoding="utf-8"
+    )
+    return copy
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_staging_and_prod_without_an_alarm_subscriber_are_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], env: str
+) -> None:
+    # Given samconfig.toml's environment without AlarmEmail (a real deploy, not a dry run)
+
+    # When it is deployed
+    code = main(deploy("all", "--env", env))
+
+    # Then nothing runs, and one line says how to give the alarms a reader
+    printed = capsys.readouterr()
+    assert code == 1
+    assert printed.out == ""
+    assert printed.err == (
+        f"herald-deploy: error: samconfig.toml [{env}] sets no AlarmEmail, so herald-{env}'s "
+        "alarms would notify nobody: add AlarmEmail=you@example.org to its "
+        "parameter_overrides, or, if the stack's AlarmTopicArn already has a confirmed "
+        "subscriber, deploy with ALARM_TOPIC_SUBSCRIBED=yes "
+        "(docs/monitoring.md, Notifications)\n"
+    )
+
+
+def test_dev_without_an_alarm_subscriber_is_only_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given dev without AlarmEmail
+    samconfig = without_placeholders(tmp_path)
+
+    # When it is deployed
+    code = main(deploy("all", "--env", "dev", samconfig=samconfig))
+
+    # Then the alarm check warns and the deploy goes on to its first command
+    printed = capsys.readouterr()
+    assert "==> warning: samconfig.toml [default] sets no AlarmEmail" in printed.out
+    assert code == 1
+    assert "reached `aws cloudformation describe-stacks" in printed.err
+
+
+def test_a_declared_subscription_lets_prod_deploy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given prod without AlarmEmail, whose topic has a subscriber made outside the template
+    samconfig = without_placeholders(tmp_path)
+
+    # When it is deployed with ALARM_TOPIC_SUBSCRIBED=yes
+    code = main(deploy("all", "--env", "prod", "--alarm-topic-subscribed", samconfig=samconfig))
+
+    # Then it goes on to its first command, without a word about alarms
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "reached `aws cloudformation describe-stacks" in printed.err
+    assert "AlarmEmail" not in printed.out + printed.err
+
+
+def with_parameter(tmp_path: Path, env: str, parameter: str) -> Path:
+    """A copy of samconfig.toml whose `env` section has one more parameter override."""
+    text = SAMCONFIG.read_text(encoding="utf-8")
+    marker = f'"Environment={env}",'
+    copy = tmp_path / "samconfig.toml"
+    copy.write_text(text.replace(marker, f'{marker}\n    "{parameter}",'), encoding="utf-8")
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("parameter", "subscribed", "passes"),
+    [
+        ("AlarmEmail=oncall@example.org", False, True),
+        ("AlarmEmail=REPLACE-ME@example.org", False, False),
+        ("AlarmEmail=", False, False),
+        ("LogLevel=INFO", True, True),
+    ],
+)
+def test_an_alarm_email_or_a_declared_subscription_is_a_subscriber(
+    tmp_path: Path, parameter: str, *, subscribed: bool, passes: bool
+) -> None:
+    # Given prod with this parameter, and the subscription declared or not
+    environment = load_environment(with_parameter(tmp_path, "prod", parameter), "prod")
+
+    # When its alarms' reach is checked
+    problem = missing_alarm_subscriber(environment, topic_subscribed=subscribed)
+
+    # Then only a real address or a declared subscription lets it through
+    assert (problem is None) is passes
