@@ -2,8 +2,8 @@
 
 What it measures
     The real ``handlers.task_runner.lambda_handler`` (its decorators: Logger context,
-    Tracer, Metrics flush; ``TaskRunner.handle_batch`` with Powertools' ``BatchProcessor``
-    and SQS parser model, the idempotency layer on DynamoDB and the Herald task registry)
+    Metrics flush; ``TaskRunner.handle_batch`` with Powertools' ``BatchProcessor`` and SQS
+    record data class, the idempotency layer on DynamoDB and the Herald task registry)
     handling SQS events of 10 new ``email.send`` tasks each, as Lambda's event source
     sends them. The handler module is imported as Lambda does, with ``boto3.client``
     replaced by in-memory SES, SQS and DynamoDB fakes (``bench/lambda_support/fakes.py``:
@@ -23,7 +23,8 @@ How
     number of records, alternating which goes first; the figures are medians over rounds.
     One more round of the handler runs under cProfile, and the notes say where its time
     goes, by stage. Tracing is disabled (``POWERTOOLS_TRACE_DISABLED``): outside Lambda
-    the X-Ray SDK has no segment to attach to.
+    there is no X-Ray daemon (the runner writes X-Ray subsegments only for a sampled
+    invocation, which Lambda marks in ``_X_AMZN_TRACE_ID``; the bench's is unsampled).
 
 Run
     .venv/bin/python -m bench.task_runner [--records 2000] [--rounds 5]
@@ -182,7 +183,7 @@ def run(handler: Handler, events: list[dict[str, Any]], aws: FakeAws) -> float:
 # them: (label, [(file suffix, function) added], [(file suffix, function) subtracted]).
 STAGES: list[tuple[str, list[tuple[str, str]], list[tuple[str, str]]]] = [
     (
-        "handler decorators (Logger context, Tracer, Metrics flush)",
+        "handler decorators (Logger context, Metrics flush)",
         [("logging/logger.py", "decorate")],
         [("batch/decorators.py", "process_partial_response")],
     ),
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "The fakes answer in microseconds, so this is the CPU cost of Herald and Powertools "
         "per record; in Lambda each SES, SQS and DynamoDB call adds a network round trip "
         "(milliseconds), which dwarfs both and is what limits a real batch.",
-        "Tracing is off (no X-Ray daemon or segment outside Lambda); logs and EMF metrics "
+        "Tracing is off (an unsampled invocation, no X-Ray daemon); logs and EMF metrics "
         "are written to /dev/null, which is cheaper than Lambda's log pipe.",
     ]
     if not met:

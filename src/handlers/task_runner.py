@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # The composition root: settings validated and clients built once, at cold start.
-settings = TaskRunnerSettings()
+settings = TaskRunnerSettings.from_environment()
 tracing = build_lambda_tracing()
 tracing.correlate_logs(logger)
 sqs = boto3.client("sqs")

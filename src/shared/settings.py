@@ -7,11 +7,29 @@ boot) with pydantic's message naming the variable, never later on a hot path.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from shared.contracts import EmailAddress
+if TYPE_CHECKING:
+    # To the type checker these are pydantic-settings models, as they behave: every field
+    # may come from the environment instead of the constructor (pydantic's mypy plugin),
+    # and ecs_service.cli's loader, bound to BaseSettings, accepts them. At run time the
+    # Lambda never imports pydantic-settings.
+    from pydantic_settings import BaseSettings as _SettingsBase
+    from pydantic_settings import SettingsConfigDict as _SettingsConfig
+else:
+    _SettingsBase = BaseModel
+    _SettingsConfig = ConfigDict
+
+from shared.contracts import EmailAddress  # noqa: TC001 - pydantic reads it at run time
 
 QueueUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+/\S+$")]
 TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,255}$")]
@@ -20,32 +38,36 @@ FOUR_DAYS = 4 * 24 * 3600  # the task queue's retention
 FOURTEEN_DAYS = 14 * 24 * 3600  # the dead-letter queues' retention
 
 
-class EnvironmentSettings(BaseModel):
+class EnvironmentSettings(_SettingsBase):
     """Settings read from environment variables: each field's ``validation_alias`` names
     its variable. Values given to the constructor (by variable name) win over the
-    environment's.
+    environment's; ``from_environment()`` reads the environment alone.
 
     Not pydantic-settings: its import (asyncio, argparse, dotenv, its CLI source) took
-    ~130 ms of every Lambda cold start, to read a handful of variables by exact name.
+    ~35 ms of every Lambda cold start, to read a handful of variables by exact name.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    _variables: ClassVar[tuple[str, ...]] = ()
+    model_config = _SettingsConfig(frozen=True, extra="ignore")
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._variables = ()  # filled in once the fields are known (first construction)
+    @classmethod
+    def from_environment(cls) -> Self:
+        """The settings as the environment gives them.
 
-    def __init__(self, **values: Any) -> None:
-        cls = type(self)
-        if not cls._variables:
-            cls._variables = tuple(
-                str(field.validation_alias)
-                for field in cls.model_fields.values()
-                if field.validation_alias is not None
-            )
-        environment = {name: os.environ[name] for name in cls._variables if name in os.environ}
-        super().__init__(**{**environment, **values})
+        Raises
+        ------
+        pydantic.ValidationError
+            A variable is missing or malformed; the message names it.
+        """
+        return cls.model_validate({})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_environment(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        names = (str(field.validation_alias) for field in cls.model_fields.values())
+        environment = {name: os.environ[name] for name in names if name in os.environ}
+        return {**environment, **values}
 
 
 class ObservabilitySettings(EnvironmentSettings):

@@ -23,7 +23,7 @@ def test_an_internationalized_sender_domain_is_read_as_punycode(
         monkeypatch.setenv(name, value)
 
     # When the runner reads its settings
-    settings = TaskRunnerSettings()
+    settings = TaskRunnerSettings.from_environment()
 
     # Then the sender is the ASCII form the api stores and SES accepts
     assert settings.sender_email == "herald@xn--bcher-kva.example"
