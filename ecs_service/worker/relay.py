@@ -55,7 +55,7 @@ message attribute: one email, one trace. Without Datadog the spans are no-ops.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 from sqlalchemy import case, func, literal, select, text, true, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message, Tenant
@@ -277,8 +278,11 @@ class Relay:
         allowance = _Allowance(SendPace(self._send_rate.per_second()), credit=self._credit)
         try:
             result = self._claim_and_send(allowance)
-        finally:
-            level = self._settle(allowance)
+        except BaseException:
+            with suppress(SQLAlchemyError):  # the pass's own error is the one to report
+                self._settle(allowance)
+            raise
+        level = self._settle(allowance)
         if not result.paced:
             return result
         # Wait for the next chunk, or, with tokens to take ahead, until they are earned.
@@ -386,9 +390,10 @@ class Relay:
     def _settle(self, allowance: _Allowance) -> float:
         """After the pass: give back what it did not use (or take ahead); the bucket's level."""
         if allowance.ahead:
+            level = self._bucket.give_back(allowance.pace, -allowance.ahead)
             self._credit = allowance.tokens + allowance.ahead
-            return self._bucket.give_back(allowance.pace, -allowance.ahead)
-        self._credit = 0
+            return level
+        self._credit = 0  # spent, or given back below (a failed give-back under-uses the rate)
         unused = allowance.tokens - allowance.used
         if unused == 0:
             return allowance.level

@@ -43,7 +43,7 @@ from ecs_service.worker.send_rate import (
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask, TaskEnvelope
 from tests.integration.conftest import drain, make_caller, new_queue
-from tests.integration.test_relay import PAYLOAD, insert_messages, statuses
+from tests.integration.test_relay import PAYLOAD, FlakyProducer, insert_messages, statuses
 
 QUEUE_SETTINGS = {
     "TASK_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/tasks",
@@ -194,6 +194,23 @@ def test_tokens_a_relay_did_not_use_go_back_for_the_next(
 
     # Then the 9 tokens it did not use are back in the bucket, for any relay to take now
     assert bucket.take(SendPace(100), want=9, at_least=9).granted == 9
+
+
+def test_tokens_of_emails_sqs_did_not_take_go_back(
+    engine: Engine, sqs: SQSClient, bucket: PostgresSendRateBucket
+) -> None:
+    # Given a relay paced to 100 recipients/s (a burst of 10), 10 due emails, and SQS
+    # failing the next send
+    caller = make_caller(engine)
+    insert_messages(engine, caller.tenant_id, 10)
+    producer = FlakyProducer(SqsTaskProducer(sqs, new_queue(sqs, "tasks")), outages=1)
+    relay = paced_relay(engine, producer, bucket, 100)
+
+    # When the relay runs a pass, Then SQS queued none of the 10 it claimed
+    assert relay.relay_due_messages().not_queued == 10
+
+    # And the 10 tokens are back in the bucket: nothing reached SES's side of the queue
+    assert bucket.take(SendPace(100), want=10, at_least=10).granted == 10
 
 
 def test_under_pacing_one_tenants_email_goes_in_the_first_pass_behind_anothers_backlog(
