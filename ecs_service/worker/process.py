@@ -156,7 +156,8 @@ def run_loop(
 def run_worker(
     database: DatabaseSettings, settings: WorkerSettings, *, tracing: Tracing = NO_TRACING
 ) -> int:
-    """Run the relay and the results consumer until SIGTERM or SIGINT; return the exit code.
+    """Run the relay, the results consumer and (with FEEDBACK_QUEUE_URL) the feedback consumer
+    until SIGTERM or SIGINT; return the exit code.
 
     ``tracing`` gives each relayed message its ``herald.relay`` span; none by default.
     """
