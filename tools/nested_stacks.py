@@ -112,7 +112,8 @@ def _inline(
                 value = [value]
             values[name] = value
         else:
-            assert "Default" in declared, f"{stack_id} does not pass {name}"
+            if "Default" not in declared:
+                raise ValueError(f"{stack_id} does not pass {name}, which has no default")
             values[name] = declared["Default"]
     resources = nested.get("Resources", {})
     renamed = {logical_id: prefix + logical_id for logical_id in resources}
@@ -143,7 +144,8 @@ def _inline(
         parent["Conditions"][kept] = definition
         condition_names[name] = kept
     for name, mapping in nested.get("Mappings", {}).items():
-        assert parent.setdefault("Mappings", {}).get(name, mapping) == mapping, name
+        if parent.setdefault("Mappings", {}).get(name, mapping) != mapping:
+            raise ValueError(f"{stack_id}: mapping {name} differs from its parent's")
         parent["Mappings"][name] = mapping
 
     depends_on = as_list(stack.get("DependsOn", []))
@@ -316,7 +318,8 @@ def _read_outputs(template: Template, stack_id: str, outputs: Mapping[str, Any])
             def placeholder(match: re.Match[str]) -> str:
                 output = outputs[match.group(1)]
                 target = referenced_id(output)
-                assert target is not None, f"{stack_id}.Outputs.{match.group(1)}: {output!r}"
+                if target is None:
+                    raise ValueError(f"{stack_id}.Outputs.{match.group(1)} in a !Sub: {output!r}")
                 if "Ref" in output:
                     return "${" + target + "}"
                 return "${" + ".".join(output["Fn::GetAtt"]) + "}"
