@@ -133,7 +133,7 @@ def write_bodies(path: Path) -> None:
 
 def reset_table(engine: Engine) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("TRUNCATE messages"))
+        connection.execute(text("TRUNCATE messages CASCADE"))
         connection.execute(text("CHECKPOINT"))
 
 

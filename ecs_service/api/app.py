@@ -56,6 +56,19 @@ REQUEST_ID_HEADER = "x-request-id"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
+def logged_path(scope: Scope) -> str:
+    """The path a request's log line records: its route's template
+    (``/v1/suppressions/{address}``), never the values in it, which may be an email address;
+    a path no route matched keeps its first two segments only (``/v1/suppressions/…``)."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None)
+    if isinstance(template, str):
+        return template
+    path: str = scope["path"]
+    segments = path.split("/")
+    return path if len(segments) <= 3 else "/".join(segments[:3]) + "/…"
+
+
 class RequestContextMiddleware:
     """Gives every request an id (the caller's ``X-Request-ID`` if sane), puts it on every
     log line of the request and on the response, and logs one line per request."""
@@ -91,7 +104,7 @@ class RequestContextMiddleware:
                 "request",
                 extra={
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": logged_path(scope),
                     "status": status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },

@@ -4,13 +4,14 @@
 |---|---|---|
 | ``bad-request`` | 400 | the body is not JSON at all (not even text) |
 | ``unauthorized`` | 401 | no bearer key, or not an active one |
-| ``not-found`` | 404 | no such message (or route) for this tenant |
+| ``not-found`` | 404 | no such message, suppressed address (or route) for this tenant |
 | ``method-not-allowed`` | 405 | the route exists, the method does not |
 | ``request-timeout`` | 408 | the request body did not arrive within the read timeout |
 | ``not-cancelable`` | 409 | cancel of a message that is no longer scheduled |
 | ``payload-too-large`` | 413 | a body over 300,000 bytes, or an email over one task (256 KiB) |
 | ``validation-error`` | 422 | the request does not match the schema; ``errors`` lists each field |
 | ``idempotency-key-reused`` | 422 | same Idempotency-Key, different body |
+| ``recipient-suppressed`` | 422 | a recipient is on the tenant's suppression list; ``suppressed`` names them |
 | ``rate-limited`` | 429 | the key's request rate is over its limit; retry after ``Retry-After`` |
 | ``quota-exceeded`` | 429 | the daily email quota is used up; retry at the next UTC midnight |
 | ``service-unavailable`` | 503 | the database cannot be reached; retry after ``Retry-After`` |

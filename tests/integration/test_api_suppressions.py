@@ -315,3 +315,38 @@ def test_the_openapi_document_describes_the_list_the_removal_and_the_refusal(
     ]["schema"]["allOf"]
     assert refusal[0] == {"$ref": "#/components/schemas/Problem"}
     assert refusal[1]["properties"]["suppressed"]["items"]["format"] == "email"
+
+
+def test_the_request_log_line_names_the_route_not_the_address_taken_off(
+    client: TestClient, engine: Engine, caller: Caller
+) -> None:
+    import json
+    import logging
+
+    from shared.observability import logger
+
+    # Given an address on the tenant's list
+    suppress(client, engine, caller, BOB)
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(logger.registered_formatter.format(record))
+
+    handler = Capture()
+    logger._logger.addHandler(handler)  # noqa: SLF001 - Powertools exposes no other hook
+    try:
+        # When the tenant takes it off, and asks for a path no route serves with it
+        removed = client.delete(f"/v1/suppressions/{quote(BOB)}", headers=caller.headers)
+        client.get(f"/v1/unknown/{quote(BOB)}", headers=caller.headers)
+    finally:
+        logger._logger.removeHandler(handler)  # noqa: SLF001
+
+    # Then the log lines name the route's template, and no line holds the address
+    assert removed.status_code == 204
+    requests = [json.loads(line) for line in lines if '"request"' in line]
+    assert [line["path"] for line in requests if line["message"] == "request"] == [
+        "/v1/suppressions/{address}",
+        "/v1/unknown/…",
+    ]
+    assert not [line for line in lines if BOB in line]
