@@ -17,7 +17,7 @@
 | ``service-unavailable`` | 503 | the database cannot be reached; retry after ``Retry-After`` |
 | ``overloaded`` | 503 | every database slot of the process is busy; retry after ``Retry-After`` |
 | ``internal-error`` | 500 | a bug; the request id in the response finds it in the logs |
-"""
+"""  # noqa: E501 - a table row is one line
 
 from __future__ import annotations
 
