@@ -181,6 +181,12 @@ deploy-frontend: $(STAMP) ## Build the web app, upload it to S3, write config.js
 deploy: $(STAMP) ## deploy-backend, then deploy-frontend, of ENV (dev, staging, prod; DRY_RUN=1 prints only)
 	$(BIN)/herald-deploy all $(DEPLOY_FLAGS)
 
+# docs/restore.md: point-in-time restore into a temporary instance, `herald db check` on it
+# as a one-off ECS task, then the instance is deleted (also when a step fails).
+.PHONY: restore-drill
+restore-drill: $(STAMP) ## Restore ENV's database (RESTORE_TIME=2026-12-03T09:30:00Z, default latest) into a temporary instance, check it, delete it (DRY_RUN=1)
+	$(BIN)/herald-deploy restore-drill $(DEPLOY_FLAGS) $(if $(RESTORE_TIME),--restore-time $(RESTORE_TIME))
+
 .PHONY: destroy
 destroy: $(STAMP) ## Delete ENV's stack; keeps its final database snapshot and log buckets (CONFIRM=<stack name>, DRY_RUN=1)
 	$(BIN)/herald-deploy destroy $(DEPLOY_FLAGS) $(if $(CONFIRM),--confirm $(CONFIRM))

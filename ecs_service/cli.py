@@ -1,6 +1,6 @@
 """The ``herald`` command: run the api, the worker or the migrations, and manage tenants and keys.
 
-    herald api | worker | migrate
+    herald api | worker | migrate | db check
     herald tenants create NAME | tenants list [--json] | tenants set-quota TENANT EMAILS_PER_DAY
     herald keys create TENANT [--name NAME] | keys list [TENANT] | keys revoke KEY_ID
     herald suppressions list --tenant TENANT [--json] | suppressions remove --tenant TENANT ADDRESS
@@ -159,6 +159,28 @@ def run_migrate(_: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print("herald: database schema is up to date")
+    return 0
+
+
+def run_db_check(_: argparse.Namespace) -> int:
+    """Print the schema's revision and each table's rows as one JSON line; exit 1 unless
+    the schema is this image's head (the restore drill's check, docs/restore.md)."""
+    from ecs_service.db.schema_check import check_schema
+
+    engine = build_engine(load(DatabaseSettings), application_name="herald-db-check")
+    try:
+        report = check_schema(engine)
+    except OperationalError as error:
+        raise DatabaseUnreachableError(error) from None
+    finally:
+        engine.dispose()
+    print(report.to_json())
+    if not report.current:
+        found, head = report.revision, report.head
+        print(
+            f"herald: the schema is at revision {found}, not this image's {head}", file=sys.stderr
+        )
+        return 1
     return 0
 
 
@@ -411,6 +433,17 @@ def parser() -> argparse.ArgumentParser:
             epilog=environment_help(*settings_classes),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         ).set_defaults(run=run)
+
+    db_check = "print the schema revision and rows per table; fail unless it is this image's"
+    commands.add_parser("db", help="check the database").add_subparsers(
+        dest="action", required=True
+    ).add_parser(
+        "check",
+        help=db_check,
+        description=db_check,
+        epilog=environment_help(DatabaseSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).set_defaults(run=run_db_check)
 
     tenants = commands.add_parser("tenants", help="manage tenants").add_subparsers(
         dest="action", required=True

@@ -5,6 +5,8 @@
     herald-deploy all      --env staging [--dry-run]   backend, then frontend
     herald-deploy image    --env staging [--dry-run]   only build and push the image
     herald-deploy destroy  --env staging --yes [--dry-run]   delete the stack (see below)
+    herald-deploy restore-drill --env staging [--restore-time T] [--dry-run]
+                           restore the database into a temporary instance, check it, delete it
 
 `destroy` refuses to run without --yes (or --confirm naming the stack): it empties the
 web app's bucket, turns off deletion protection and runs `sam delete`.
@@ -26,6 +28,7 @@ from herald_deploy.backend import IMAGE_PARAMETER, deploy_backend, push_image
 from herald_deploy.destroy import destroy
 from herald_deploy.errors import DeployError
 from herald_deploy.frontend import deploy_frontend
+from herald_deploy.restore import restore_drill
 from herald_deploy.samconfig import Environment, load_environment
 from herald_deploy.shell import DryRunShell, Shell, SubprocessShell
 
@@ -38,7 +41,9 @@ class ConfirmationRequired(DeployError):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herald-deploy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["backend", "frontend", "all", "image", "destroy"])
+    parser.add_argument(
+        "step", choices=["backend", "frontend", "all", "image", "destroy", "restore-drill"]
+    )
     parser.add_argument("--env", default="dev", help="dev, staging or prod (samconfig.toml)")
     parser.add_argument(
         "--dry-run",
@@ -79,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the stack's alarm topic has a confirmed subscriber made outside the template "
         "(ALARM_TOPIC_SUBSCRIBED=yes): staging and prod deploy without AlarmEmail",
+    )
+    parser.add_argument(
+        "--restore-time",
+        metavar="TIME",
+        help="restore-drill: the moment to restore, e.g. 2026-12-03T09:30:00Z "
+        "(RESTORE_TIME=; default: the latest restorable time)",
     )
     parser.add_argument("--samconfig", type=Path, default=Path("samconfig.toml"))
     parser.add_argument(
@@ -178,6 +189,11 @@ def run(arguments: argparse.Namespace, shell: Shell) -> None:
                 f"make destroy ENV={arguments.env} CONFIRM={stack}"
             )
         destroy(shell, environment, dry_run_outputs=outputs)
+        return
+    if arguments.step == "restore-drill":
+        restore_drill(
+            shell, environment, restore_time=arguments.restore_time, dry_run_outputs=outputs
+        )
         return
     if arguments.step in ("backend", "all", "image"):
         commit = resolve_commit(

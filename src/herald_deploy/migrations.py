@@ -87,20 +87,26 @@ def one_off_revision(task_definition: dict[str, Any], image_uri: str) -> dict[st
     return request
 
 
-def _log_hint(task_definition: dict[str, Any], task_arn: str, region: str) -> str:
-    """How to read the migration's logs (awslogs: <prefix>/<container>/<task id>)."""
+def log_location(task_definition: dict[str, Any], task_arn: str) -> tuple[str, str] | None:
+    """The migration container's CloudWatch log group and this task's stream in it
+    (awslogs: <prefix>/<container>/<task id>); None when it logs elsewhere (Datadog)."""
     for container in task_definition.get("containerDefinitions", []):
         if container.get("name") != MIGRATION_CONTAINER:
             continue
         options = container.get("logConfiguration", {}).get("options", {})
         if "awslogs-group" in options:
             stream = f"{options.get('awslogs-stream-prefix', 'ecs')}/{MIGRATION_CONTAINER}/"
-            stream += task_arn.rsplit("/", 1)[-1]
-            return (
-                f"its logs: aws logs tail {options['awslogs-group']} --region {region} "
-                f"--log-stream-names {stream}"
-            )
-    return "its logs are in the migration task's log group"
+            return str(options["awslogs-group"]), stream + task_arn.rsplit("/", 1)[-1]
+    return None
+
+
+def log_hint(task_definition: dict[str, Any], task_arn: str, region: str) -> str:
+    """How to read a one-off task's logs."""
+    location = log_location(task_definition, task_arn)
+    if location is None:
+        return "its logs are in the migration task's log group"
+    group, stream = location
+    return f"its logs: aws logs tail {group} --region {region} --log-stream-names {stream}"
 
 
 def migration_outcome(task: dict[str, Any]) -> tuple[int | None, str]:
@@ -213,7 +219,7 @@ def _run_and_check(
         # The waiter gives up after 100 polls 6 s apart; the task may still be running.
         raise DeployError(
             f"{error}\nThe migration task {task_arn} had not stopped after 10 minutes; nothing "
-            f"was deployed. {_log_hint(task_definition, task_arn, region)}"
+            f"was deployed. {log_hint(task_definition, task_arn, region)}"
         ) from error
     described = shell.read(
         command(
@@ -236,6 +242,6 @@ def _run_and_check(
     if exit_code != 0:
         raise DeployError(
             f"the migration task failed (exit code {exit_code}; {reason or 'no reason given'}); "
-            f"nothing was deployed. {_log_hint(task_definition, task_arn, region)}"
+            f"nothing was deployed. {log_hint(task_definition, task_arn, region)}"
         )
     shell.say("migrations applied: the schema is current")

@@ -339,3 +339,88 @@ def test_make_destroy_refuses_when_confirm_is_not_the_stack_name() -> None:
         "herald-deploy: error: destroy deletes stack herald-staging and the data in it; "
         "to go on, run: make destroy ENV=staging CONFIRM=herald-staging\n"
     ) in result.stderr
+
+
+DATABASE = "herald-staging-0a1b2c3d"
+DRILL = f"{DATABASE}-restore-drill"
+DRILL_CHECK = f"build/herald-deploy/{DRILL}-check.json"
+DRILL_TASK = f"arn:aws:ecs:us-east-1:111122223333:task/{CLUSTER}/0fedcba987654321"
+DRILL_KEY = "arn:aws:kms:us-east-1:111122223333:key/0example-0000-4000-8000-000000000000"
+
+
+def test_restore_drill_restores_beside_the_source_checks_then_deletes() -> None:
+    # Given the dry run of a restore drill of staging to a given moment
+    lines = dry_run("restore-drill", "ENV=staging", "RESTORE_TIME=2026-12-03T09:30:00+01:00")
+
+    # Then the commands are exactly these, in this order: the copy shares the source's
+    # network, parameters and key, is not public, and is deleted at the end
+    assert commands(lines) == [
+        DESCRIBE_STACK,
+        ["aws", "rds", "describe-db-instances", *REGION, "--db-instance-identifier", DATABASE,
+         "--query", "DBInstances[0]", "--output", "json"],
+        ["aws", "rds", "restore-db-instance-to-point-in-time", *REGION,
+         "--source-db-instance-identifier", DATABASE, "--target-db-instance-identifier", DRILL,
+         "--restore-time", "2026-12-03T08:30:00Z", "--db-instance-class", "db.t4g.small",
+         "--db-subnet-group-name", f"{DATABASE}-subnets",
+         "--vpc-security-group-ids", "sg-0exampledatabase00",
+         "--db-parameter-group-name", f"{DATABASE}-parameters",
+         "--no-multi-az", "--no-publicly-accessible", "--no-deletion-protection",
+         "--backup-retention-period", "0", "--manage-master-user-password",
+         "--master-user-secret-kms-key-id", DRILL_KEY,
+         "--tags", "Key=herald:restore-drill,Value=herald-staging",
+         "--query", "DBInstance.DBInstanceStatus", "--output", "text"],
+        ["aws", "rds", "wait", "db-instance-available", *REGION,
+         "--db-instance-identifier", DRILL],
+        ["aws", "rds", "describe-db-instances", *REGION, "--db-instance-identifier", DRILL,
+         "--query", "DBInstances[0]", "--output", "json"],
+        ["aws", "ecs", "describe-task-definition", *REGION,
+         "--task-definition", f"{TASK_DEFINITION}:7", "--query", "taskDefinition",
+         "--output", "json"],
+        ["write", DRILL_CHECK],
+        ["aws", "ecs", "run-task", *REGION, "--cluster", CLUSTER, "--launch-type", "FARGATE",
+         "--task-definition", f"{TASK_DEFINITION}:7", "--started-by", "herald-restore-drill",
+         "--network-configuration",
+         "awsvpcConfiguration={subnets=[subnet-0example00000000a,subnet-0example00000000b],"
+         "securityGroups=[sg-0example000000000],assignPublicIp=DISABLED}",
+         "--overrides", f"file://{DRILL_CHECK}", "--output", "json"],
+        ["aws", "ecs", "wait", "tasks-stopped", *REGION, "--cluster", CLUSTER,
+         "--tasks", DRILL_TASK],
+        ["aws", "ecs", "describe-tasks", *REGION, "--cluster", CLUSTER, "--tasks", DRILL_TASK,
+         "--query", "tasks[0]", "--output", "json"],
+        ["aws", "logs", "get-log-events", *REGION,
+         "--log-group-name", "/herald/herald-staging-migrate/migrate",
+         "--log-stream-name", "migrate/migrate/0fedcba987654321", "--start-from-head",
+         "--query", "events[].message", "--output", "json"],
+        ["aws", "rds", "delete-db-instance", *REGION, "--db-instance-identifier", DRILL,
+         "--skip-final-snapshot", "--delete-automated-backups",
+         "--query", "DBInstance.DBInstanceStatus", "--output", "text"],
+        ["aws", "rds", "wait", "db-instance-deleted", *REGION,
+         "--db-instance-identifier", DRILL],
+    ]  # fmt: skip
+
+
+def test_restore_drill_checks_the_copy_with_the_environments_own_image() -> None:
+    # Given the check task's override the dry run writes
+    lines = dry_run("restore-drill", "ENV=staging")
+    override = json.loads(written(lines, DRILL_CHECK))["containerOverrides"]
+
+    # Then it runs `herald db check` against the copy, with the copy's own secret (by ARN)
+    assert override == [
+        {
+            "name": "migrate",
+            "command": ["herald", "db", "check"],
+            "environment": [
+                {"name": "DATABASE_HOST",
+                 "value": f"{DRILL}.c0example0000.us-east-1.rds.amazonaws.com"},
+                {"name": "DATABASE_PORT", "value": "5432"},
+                {"name": "DATABASE_SECRET_ARN",
+                 "value": "arn:aws:secretsmanager:us-east-1:111122223333:secret:"
+                 "rds!db-0example-0000-4000-8000-000000000000-AbCdEf"},
+            ],
+        }
+    ]  # fmt: skip
+    # and without RESTORE_TIME the latest restorable time is restored, and said so
+    restore = next(c for c in commands(lines) if "restore-db-instance-to-point-in-time" in c)
+    assert "--use-latest-restorable-time" in restore
+    assert "--restore-time" not in restore
+    assert any("rows: api_keys 3, messages 1200, tenants 2" in line for line in lines)

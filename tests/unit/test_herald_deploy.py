@@ -14,6 +14,7 @@ from herald_deploy.cli import main
 from herald_deploy.destroy import destroy
 from herald_deploy.errors import DeployError
 from herald_deploy.migrations import run_migrations
+from herald_deploy.restore import restore_drill
 from herald_deploy.samconfig import load_environment
 from herald_deploy.shell import Command, DryRunShell
 from herald_deploy.stack_outputs import StackOutputs, example_outputs
@@ -108,7 +109,7 @@ def test_destroying_prod_also_lifts_the_tables_and_the_albs_protection() -> None
     destroy(DryRunShell(out), environment)
 
     # Then both are unprotected after the database and before sam delete
-    run = [line for line in out.getvalue().splitlines() if line.startswith("+ aws ")]
+    run = aws_lines(out)
     assert [line.split()[2:4] for line in run[-4:]] == [
         ["rds", "modify-db-instance"],
         ["dynamodb", "update-table"],
@@ -266,3 +267,121 @@ def test_an_alarm_email_or_a_declared_subscription_is_a_subscriber(
 
     # Then only a real address or a declared subscription lets it through
     assert (problem is None) is passes
+
+
+class DrillShell(DryRunShell):
+    """A dry run of the restore drill in which one command fails (or is interrupted), or
+    the check task exits with `check_exit_code`."""
+
+    def __init__(
+        self,
+        out: io.StringIO,
+        failing: tuple[str, ...] = (),
+        error: BaseException | None = None,
+        check_exit_code: int = 0,
+    ) -> None:
+        super().__init__(out)
+        self.failing = failing
+        self.error = error
+        self.check_exit_code = check_exit_code
+
+    def _print_or_fail(self, cmd: Command) -> None:
+        self._print(f"+ {cmd}")
+        if self.error is not None and cmd.argv[: len(self.failing)] == self.failing:
+            raise self.error
+
+    def run(self, cmd: Command) -> None:
+        self._print_or_fail(cmd)
+
+    def read(self, cmd: Command, *, dry_run_output: str) -> str:
+        self._print_or_fail(cmd)
+        if cmd.argv[:3] == ("aws", "ecs", "describe-tasks"):
+            return json.dumps(
+                {"containers": [{"name": "migrate", "exitCode": self.check_exit_code}]}
+            )
+        return dry_run_output
+
+
+def drill(shell: DryRunShell) -> None:
+    """Run the restore drill of staging, to the latest restorable time, on `shell`."""
+    restore_drill(shell, load_environment(SAMCONFIG, "staging"), restore_time=None)
+
+
+def aws_lines(out: io.StringIO) -> list[str]:
+    return [line for line in out.getvalue().splitlines() if line.startswith("+ aws ")]
+
+
+def test_a_failed_check_still_deletes_the_temporary_instance() -> None:
+    # Given a check task that exits 1
+    out = io.StringIO()
+    shell = DrillShell(out, check_exit_code=1)
+
+    # When the drill runs
+    with pytest.raises(DeployError, match=r"check of the restored database failed \(exit code 1"):
+        drill(shell)
+
+    # Then the temporary instance is deleted all the same, last
+    run = aws_lines(out)
+    assert "delete-db-instance" in run[-2] and "herald-staging-0a1b2c3d-restore-drill" in run[-2]
+    assert "wait db-instance-deleted" in run[-1]
+
+
+def test_an_interrupted_drill_still_deletes_the_temporary_instance() -> None:
+    # Given a person pressing Ctrl-C while the restore is awaited
+    out = io.StringIO()
+    shell = DrillShell(out, ("aws", "rds", "wait", "db-instance-available"), KeyboardInterrupt())
+
+    # When the drill runs
+    with pytest.raises(KeyboardInterrupt):
+        drill(shell)
+
+    # Then the instance it started is deleted before the interrupt ends the run
+    run = aws_lines(out)
+    assert "delete-db-instance" in run[-2]
+    assert "wait db-instance-deleted" in run[-1]
+
+
+def test_a_refused_restore_deletes_nothing() -> None:
+    # Given RDS refusing the restore (a drill of this environment is already running)
+    out = io.StringIO()
+    refusal = DeployError("DBInstanceAlreadyExists")
+    shell = DrillShell(out, ("aws", "rds", "restore-db-instance-to-point-in-time"), refusal)
+
+    # When the drill runs
+    with pytest.raises(DeployError, match="DBInstanceAlreadyExists"):
+        drill(shell)
+
+    # Then the other drill's instance is left alone
+    assert "delete-db-instance" not in out.getvalue()
+
+
+def test_an_instance_that_will_not_delete_is_named_with_the_command_to_delete_it() -> None:
+    # Given a drill that passes, but RDS refuses to delete the copy
+    out = io.StringIO()
+    shell = DrillShell(out, ("aws", "rds", "delete-db-instance"), DeployError("AccessDenied"))
+
+    # When the drill runs
+    with pytest.raises(DeployError) as raised:
+        drill(shell)
+
+    # Then the error says the copy is left and how to delete it by hand
+    assert "The drill passed but herald-staging-0a1b2c3d-restore-drill is left" in str(raised.value)
+    assert "aws rds delete-db-instance --region us-east-1 --db-instance-identifier " in str(
+        raised.value
+    )
+
+
+@pytest.mark.parametrize("given", ["yesterday", "2026-12-03T09:30:00", "2026-13-03T09:30:00Z"])
+def test_a_restore_time_without_a_zone_or_not_a_time_is_refused_before_anything_runs(
+    given: str,
+) -> None:
+    # Given a RESTORE_TIME that is not a moment with its zone
+    out = io.StringIO()
+    environment = load_environment(SAMCONFIG, "staging")
+
+    # When the drill is asked for it
+    with pytest.raises(DeployError, match="is not a time with its zone"):
+        restore_drill(DryRunShell(out), environment, restore_time=given)
+
+    # Then nothing ran
+    assert out.getvalue() == ""
