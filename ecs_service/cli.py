@@ -2,6 +2,7 @@
 
     herald api | worker | migrate | db check
     herald tenants create NAME | tenants list [--json] | tenants set-quota TENANT EMAILS_PER_DAY
+    herald tenants bootstrap --name NAME --secret-name NAME   (the key only in a new secret)
     herald keys create TENANT [--name NAME] | keys list [TENANT] | keys revoke KEY_ID
     herald suppressions list --tenant TENANT [--json] | suppressions remove --tenant TENANT ADDRESS
 
@@ -31,7 +32,12 @@ from ecs_service import api_keys, feedback_store, tenant_limits
 from ecs_service.db.engine import build_engine
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.db.models import ApiKey, Tenant
-from ecs_service.settings import ApiSettings, DatabaseSettings, WorkerSettings
+from ecs_service.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    TenantBootstrapSettings,
+    WorkerSettings,
+)
 from shared.contracts import describe_validation_error, suppression_key
 from shared.observability import logger
 from shared.settings import TracingSettings
@@ -205,6 +211,42 @@ def tenants_create(args: argparse.Namespace) -> int:
         return 0
 
     return _admin(action)
+
+
+def tenants_bootstrap(args: argparse.Namespace) -> int:
+    """A tenant and its first key, the key stored only in a new secret; prints its ARN."""
+    import boto3
+
+    from ecs_service.tenant_bootstrap import (
+        SecretsManagerStore,
+        SecretStoreError,
+        bootstrap_tenant,
+    )
+
+    kms_key_id = load(TenantBootstrapSettings).kms_key_id
+    engine = build_engine(load(DatabaseSettings), application_name="herald-cli")
+    try:
+        made = bootstrap_tenant(
+            engine,
+            SecretsManagerStore(boto3.client("secretsmanager")),
+            name=args.name,
+            secret_name=args.secret_name,
+            kms_key_id=kms_key_id,
+        )
+    except (api_keys.TenantExistsError, SecretStoreError) as error:
+        print(f"herald: {error}", file=sys.stderr)
+        return 1
+    except OperationalError as error:
+        raise DatabaseUnreachableError(error) from None
+    finally:
+        engine.dispose()
+    print(made.secret_arn)
+    print(
+        f"herald: tenant {made.tenant_name} ({made.tenant_id}) has key {made.key_id}, "
+        "kept only in that secret",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def tenants_list(args: argparse.Namespace) -> int:
@@ -451,6 +493,20 @@ def parser() -> argparse.ArgumentParser:
     create = tenants.add_parser("create", help="create a tenant")
     create.add_argument("name")
     create.set_defaults(run=tenants_create)
+    bootstrap = tenants.add_parser(
+        "bootstrap",
+        help="create a tenant and its first key, stored only in a new Secrets Manager secret",
+        description="Create a tenant and an API key, store the key in a new Secrets Manager "
+        "secret (encrypted with TENANT_SECRET_KMS_KEY_ID, tagged with the tenant) and print "
+        "only the secret's ARN: nothing secret reaches the output or a log.",
+        epilog=environment_help(TenantBootstrapSettings, DatabaseSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bootstrap.add_argument("--name", required=True, help="the new tenant's name")
+    bootstrap.add_argument(
+        "--secret-name", required=True, help="the new secret's name, e.g. herald/prod/tenants/NAME"
+    )
+    bootstrap.set_defaults(run=tenants_bootstrap)
     tenant_list = tenants.add_parser(
         "list", help="list tenants with their daily quota and today's usage"
     )

@@ -160,6 +160,21 @@ class ApiSettings(BaseSettings):
         return [origin for origin in self.cors_allowed_origins.split(",") if origin]
 
 
+class TenantBootstrapSettings(BaseSettings):
+    """What `herald tenants bootstrap` needs besides the database: the KMS key that
+    encrypts the secret holding a new tenant's API key (its ARN, alias or id)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    kms_key_id: Annotated[
+        str,
+        StringConstraints(
+            pattern=r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+"
+            r"|alias/[A-Za-z0-9/_-]+|[0-9a-f]{8}-[0-9a-f-]{27})$"
+        ),
+    ] = Field(validation_alias="TENANT_SECRET_KMS_KEY_ID")
+
+
 class WorkerSettings(BaseSettings):
     """What the worker needs besides the database: its queues and its pacing."""
 

@@ -25,14 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from herald_deploy.errors import DeployError
-from herald_deploy.migrations import (
-    MIGRATION_CONTAINER,
-    WORK_DIR,
-    example_task_definition,
-    log_hint,
-    log_location,
-    migration_outcome,
-)
+from herald_deploy.one_off_task import run_one_off_task
 from herald_deploy.shell import command
 from herald_deploy.stack_outputs import EXAMPLE_ACCOUNT, read_stack_outputs
 
@@ -256,102 +249,14 @@ def describe_restored(shell: Shell, target: str, *, region: str) -> RestoredData
         ) from error
 
 
-def check_overrides(restored: RestoredDatabase) -> dict[str, Any]:
-    """The check task's override: `herald db check` against the temporary instance.
-
-    Only where it is and which secret holds its password: the task reads the password
-    itself, so no secret passes through this machine or the task's definition.
-    """
+def check_environment(restored: RestoredDatabase) -> dict[str, str]:
+    """Where the check finds the temporary instance, and which secret holds its password:
+    the task reads the password itself, so no secret passes through this machine."""
     return {
-        "containerOverrides": [
-            {
-                "name": MIGRATION_CONTAINER,
-                "command": list(CHECK_COMMAND),
-                "environment": [
-                    {"name": "DATABASE_HOST", "value": restored.address},
-                    {"name": "DATABASE_PORT", "value": restored.port},
-                    {"name": "DATABASE_SECRET_ARN", "value": restored.secret_arn},
-                ],
-            }
-        ]
+        "DATABASE_HOST": restored.address,
+        "DATABASE_PORT": restored.port,
+        "DATABASE_SECRET_ARN": restored.secret_arn,
     }
-
-
-def run_check(
-    shell: Shell, outputs: StackOutputs, restored: RestoredDatabase, *, region: str
-) -> dict[str, Any] | None:
-    """Run `herald db check` as a one-off task; fail unless it exits 0; return its report
-    (None when the log cannot be read: the exit code has decided already)."""
-    cluster = outputs["ClusterName"]
-    task_definition_arn = outputs["MigrationTaskDefinitionArn"]
-    described = shell.read(
-        command(
-            "aws", "ecs", "describe-task-definition",
-            "--region", region,
-            "--task-definition", task_definition_arn,
-            "--query", "taskDefinition",
-            "--output", "json",
-        ),
-        dry_run_output=json.dumps(example_task_definition(task_definition_arn, region)),
-    )  # fmt: skip
-    task_definition: dict[str, Any] = json.loads(described)
-    overrides_file = WORK_DIR / f"{restored.identifier}-check.json"
-    shell.write_file(overrides_file, json.dumps(check_overrides(restored)))
-    subnets = ",".join(s.strip() for s in outputs["PrivateSubnetIds"].split(",") if s.strip())
-    example_task = f"arn:aws:ecs:{region}:{EXAMPLE_ACCOUNT}:task/{cluster}/0fedcba987654321"
-    started = shell.read(
-        command(
-            "aws", "ecs", "run-task",
-            "--region", region,
-            "--cluster", cluster,
-            "--launch-type", "FARGATE",
-            "--task-definition", task_definition_arn,
-            "--started-by", STARTED_BY,
-            "--network-configuration",
-            f"awsvpcConfiguration={{subnets=[{subnets}],"
-            f"securityGroups=[{outputs['MigrationSecurityGroupId']}],assignPublicIp=DISABLED}}",
-            "--overrides", f"file://{overrides_file}",
-            "--output", "json",
-        ),
-        dry_run_output=json.dumps({"tasks": [{"taskArn": example_task}], "failures": []}),
-    )  # fmt: skip
-    answer: dict[str, Any] = json.loads(started)
-    if answer.get("failures") or not answer.get("tasks"):
-        raise DeployError(f"ECS did not start the check task: {answer.get('failures')}")
-    task_arn = str(answer["tasks"][0]["taskArn"])
-    shell.say(f"checking the restored database with `herald db check` (task {task_arn})")
-    shell.run(
-        command(
-            "aws", "ecs", "wait", "tasks-stopped",
-            "--region", region, "--cluster", cluster, "--tasks", task_arn,
-        )
-    )  # fmt: skip
-    stopped = shell.read(
-        command(
-            "aws", "ecs", "describe-tasks",
-            "--region", region,
-            "--cluster", cluster,
-            "--tasks", task_arn,
-            "--query", "tasks[0]",
-            "--output", "json",
-        ),
-        dry_run_output=json.dumps(
-            {
-                "lastStatus": "STOPPED",
-                "stoppedReason": "Essential container in task exited",
-                "containers": [{"name": MIGRATION_CONTAINER, "exitCode": 0}],
-            }
-        ),
-    )  # fmt: skip
-    report = _read_report(shell, task_definition, task_arn, region=region)
-    exit_code, reason = migration_outcome(json.loads(stopped))
-    if exit_code != 0:
-        found = f"; it found {_summary(report)}" if report else ""
-        raise DeployError(
-            f"the check of the restored database failed (exit code {exit_code}; "
-            f"{reason or 'no reason given'}){found}. {log_hint(task_definition, task_arn, region)}"
-        )
-    return report
 
 
 def _example_report() -> str:
@@ -366,40 +271,41 @@ def _example_report() -> str:
     )
 
 
-def _read_report(
-    shell: Shell, task_definition: dict[str, Any], task_arn: str, *, region: str
-) -> dict[str, Any] | None:
-    """The check's JSON line from the task's CloudWatch log, if it writes there."""
-    location = log_location(task_definition, task_arn)
-    if location is None:
-        shell.say("the check task does not log to CloudWatch: its output is in Datadog")
-        return None
-    group, stream = location
-    try:
-        answer = shell.read(
-            command(
-                "aws", "logs", "get-log-events",
-                "--region", region,
-                "--log-group-name", group,
-                "--log-stream-name", stream,
-                "--start-from-head",
-                "--query", "events[].message",
-                "--output", "json",
-            ),
-            dry_run_output=json.dumps([_example_report()]),
-        )  # fmt: skip
-        messages = json.loads(answer)
-    except (DeployError, ValueError) as error:
-        shell.say(f"could not read the check's log ({str(error).splitlines()[0]})")
-        return None
-    for message in messages if isinstance(messages, list) else []:
+def _report(output: list[str] | None) -> dict[str, Any] | None:
+    """The check's JSON line among the task's log lines."""
+    for message in output or []:
         try:
             line = json.loads(message)
-        except (TypeError, ValueError):
+        except ValueError:
             continue
         if isinstance(line, dict) and line.get("check") == CHECK_MARKER:
             return line
     return None
+
+
+def run_check(
+    shell: Shell, outputs: StackOutputs, restored: RestoredDatabase, *, region: str
+) -> dict[str, Any] | None:
+    """Run `herald db check` against the temporary instance; fail unless it exits 0; return
+    its report (None when its log cannot be read: the exit code has decided already)."""
+    run = run_one_off_task(
+        shell,
+        outputs,
+        region=region,
+        name=f"{restored.identifier}-check",
+        argv=CHECK_COMMAND,
+        environment=check_environment(restored),
+        started_by=STARTED_BY,
+        example_output=[_example_report()],
+    )
+    report = _report(run.output)
+    if not run.succeeded:
+        found = f"; it found {_summary(report)}" if report else ""
+        raise DeployError(
+            f"the check of the restored database failed (exit code {run.exit_code}; "
+            f"{run.reason or 'no reason given'}){found}. {run.logs}"
+        )
+    return report
 
 
 def _summary(report: dict[str, Any]) -> str:
