@@ -187,6 +187,12 @@ deploy: $(STAMP) ## deploy-backend, then deploy-frontend, of ENV (dev, staging, 
 restore-drill: $(STAMP) ## Restore ENV's database (RESTORE_TIME=2026-12-03T09:30:00Z, default latest) into a temporary instance, check it, delete it (DRY_RUN=1)
 	$(BIN)/herald-deploy restore-drill $(DEPLOY_FLAGS) $(if $(RESTORE_TIME),--restore-time $(RESTORE_TIME))
 
+# docs/deploying.md: the first tenant of an environment; its key goes only into a new
+# Secrets Manager secret (herald/<env>/tenants/<TENANT>), whose ARN is printed.
+.PHONY: bootstrap-tenant
+bootstrap-tenant: $(STAMP) ## Create tenant TENANT in ENV with a key stored only in a new Secrets Manager secret; prints its ARN (DRY_RUN=1)
+	$(BIN)/herald-deploy bootstrap-tenant $(DEPLOY_FLAGS) --tenant "$(TENANT)"
+
 .PHONY: destroy
 destroy: $(STAMP) ## Delete ENV's stack; keeps its final database snapshot and log buckets (CONFIRM=<stack name>, DRY_RUN=1)
 	$(BIN)/herald-deploy destroy $(DEPLOY_FLAGS) $(if $(CONFIRM),--confirm $(CONFIRM))

@@ -7,6 +7,8 @@
     herald-deploy destroy  --env staging --yes [--dry-run]   delete the stack (see below)
     herald-deploy restore-drill --env staging [--restore-time T] [--dry-run]
                            restore the database into a temporary instance, check it, delete it
+    herald-deploy bootstrap-tenant --env staging --tenant NAME [--dry-run]
+                           the first tenant and key; the key only in a new secret
 
 `destroy` refuses to run without --yes (or --confirm naming the stack): it empties the
 web app's bucket, turns off deletion protection and runs `sam delete`.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from herald_deploy.alarms import is_attended, missing_alarm_subscriber
 from herald_deploy.backend import IMAGE_PARAMETER, deploy_backend, push_image
+from herald_deploy.bootstrap import bootstrap_tenant
 from herald_deploy.destroy import destroy
 from herald_deploy.errors import DeployError
 from herald_deploy.frontend import deploy_frontend
@@ -42,7 +45,16 @@ class ConfirmationRequired(DeployError):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herald-deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "step", choices=["backend", "frontend", "all", "image", "destroy", "restore-drill"]
+        "step",
+        choices=[
+            "backend",
+            "frontend",
+            "all",
+            "image",
+            "destroy",
+            "restore-drill",
+            "bootstrap-tenant",
+        ],
     )
     parser.add_argument("--env", default="dev", help="dev, staging or prod (samconfig.toml)")
     parser.add_argument(
@@ -91,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         help="restore-drill: the moment to restore, e.g. 2026-12-03T09:30:00Z "
         "(RESTORE_TIME=; default: the latest restorable time)",
     )
+    parser.add_argument("--tenant", help="bootstrap-tenant: the new tenant's name (TENANT=)")
     parser.add_argument("--samconfig", type=Path, default=Path("samconfig.toml"))
     parser.add_argument(
         "--yes", action="store_true", help="destroy: yes, delete the environment's stack"
@@ -189,6 +202,9 @@ def run(arguments: argparse.Namespace, shell: Shell) -> None:
                 f"make destroy ENV={arguments.env} CONFIRM={stack}"
             )
         destroy(shell, environment, dry_run_outputs=outputs)
+        return
+    if arguments.step == "bootstrap-tenant":
+        bootstrap_tenant(shell, environment, tenant=arguments.tenant, dry_run_outputs=outputs)
         return
     if arguments.step == "restore-drill":
         restore_drill(

@@ -424,3 +424,48 @@ def test_restore_drill_checks_the_copy_with_the_environments_own_image() -> None
     assert "--use-latest-restorable-time" in restore
     assert "--restore-time" not in restore
     assert any("rows: api_keys 3, messages 1200, tenants 2" in line for line in lines)
+
+
+BOOTSTRAP = "build/herald-deploy/herald-prod-bootstrap-initech.json"
+PROD_CLUSTER = "herald-prod-cluster"
+PROD_TASK = f"arn:aws:ecs:us-east-1:111122223333:task/{PROD_CLUSTER}/0fedcba987654321"
+
+
+def test_bootstrap_tenant_runs_the_cli_in_the_environment_and_prints_only_the_arn() -> None:
+    # Given the dry run of bootstrapping tenant initech in prod
+    lines = dry_run("bootstrap-tenant", "ENV=prod", "TENANT=initech")
+
+    # Then one one-off task of the migration task definition runs the bootstrap, and the
+    # secret's ARN is looked up by its name
+    definition = "arn:aws:ecs:us-east-1:111122223333:task-definition/herald-prod-migrate:7"
+    assert commands(lines)[1:] == [
+        ["aws", "ecs", "describe-task-definition", *REGION, "--task-definition", definition,
+         "--query", "taskDefinition", "--output", "json"],
+        ["write", BOOTSTRAP],
+        ["aws", "ecs", "run-task", *REGION, "--cluster", PROD_CLUSTER, "--launch-type", "FARGATE",
+         "--task-definition", definition, "--started-by", "herald-bootstrap-tenant",
+         "--network-configuration",
+         "awsvpcConfiguration={subnets=[subnet-0example00000000a,subnet-0example00000000b],"
+         "securityGroups=[sg-0example000000000],assignPublicIp=DISABLED}",
+         "--overrides", f"file://{BOOTSTRAP}", "--output", "json"],
+        ["aws", "ecs", "wait", "tasks-stopped", *REGION, "--cluster", PROD_CLUSTER,
+         "--tasks", PROD_TASK],
+        ["aws", "ecs", "describe-tasks", *REGION, "--cluster", PROD_CLUSTER,
+         "--tasks", PROD_TASK, "--query", "tasks[0]", "--output", "json"],
+        ["aws", "logs", "get-log-events", *REGION,
+         "--log-group-name", "/herald/herald-prod-migrate/migrate",
+         "--log-stream-name", "migrate/migrate/0fedcba987654321", "--start-from-head",
+         "--query", "events[].message", "--output", "json"],
+        ["aws", "secretsmanager", "describe-secret", *REGION,
+         "--secret-id", "herald/prod/tenants/initech", "--query", "ARN", "--output", "text"],
+    ]  # fmt: skip
+    override = json.loads(written(lines, BOOTSTRAP))["containerOverrides"]
+    assert override == [
+        {
+            "name": "migrate",
+            "command": ["herald", "tenants", "bootstrap", "--name", "initech",
+                        "--secret-name", "herald/prod/tenants/initech"],
+            "environment": [],
+        }
+    ]  # fmt: skip
+    assert "secret:herald/prod/tenants/initech-AbCdEf" in lines[-2]

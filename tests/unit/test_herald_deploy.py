@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from herald_deploy.alarms import missing_alarm_subscriber
+from herald_deploy.bootstrap import bootstrap_tenant
 from herald_deploy.cli import main
 from herald_deploy.destroy import destroy
 from herald_deploy.errors import DeployError
@@ -385,3 +386,44 @@ def test_a_restore_time_without_a_zone_or_not_a_time_is_refused_before_anything_
 
     # Then nothing ran
     assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize("tenant", ["", "-rm", "a b", "ac/me", "x" * 64])
+def test_a_tenant_name_a_secret_or_shell_would_misread_is_refused_before_anything_runs(
+    tenant: str,
+) -> None:
+    # Given a TENANT that is not a plain name
+    out = io.StringIO()
+
+    # When it is bootstrapped
+    with pytest.raises(DeployError, match="is not a tenant name"):
+        bootstrap_tenant(DryRunShell(out), load_environment(SAMCONFIG, "prod"), tenant=tenant)
+
+    # Then nothing ran
+    assert out.getvalue() == ""
+
+
+class ExistingTenantShell(DryRunShell):
+    """A dry run in which `herald tenants bootstrap` finds the tenant exists (exit 1)."""
+
+    def read(self, cmd: Command, *, dry_run_output: str) -> str:
+        self._print(f"+ {cmd}")
+        if cmd.argv[:3] == ("aws", "ecs", "describe-tasks"):
+            return json.dumps({"containers": [{"name": "migrate", "exitCode": 1}]})
+        if cmd.argv[:3] == ("aws", "logs", "get-log-events"):
+            return json.dumps(["herald: a tenant named 'initech' exists already"])
+        return dry_run_output
+
+
+def test_a_failed_bootstrap_says_what_the_command_said_and_looks_for_no_secret() -> None:
+    # Given a tenant that exists already in prod
+    out = io.StringIO()
+
+    # When it is bootstrapped
+    with pytest.raises(DeployError, match=r"exit code 1; herald: a tenant named 'initech' exists"):
+        bootstrap_tenant(
+            ExistingTenantShell(out), load_environment(SAMCONFIG, "prod"), tenant="initech"
+        )
+
+    # Then no secret is looked up
+    assert "secretsmanager" not in out.getvalue()
