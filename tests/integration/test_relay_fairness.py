@@ -215,8 +215,14 @@ def test_on_the_local_system_one_tenants_email_goes_out_within_seconds_behind_a_
         started = time.monotonic()
         message_id = system.schedule("quiet@example.org", "Behind the backlog")
 
-        # Then it is sent within seconds, long before the backlog is done
-        wait_for(lambda: system.status(message_id) == "sent", 10, "the single email", system)
+        # Then it is sent within seconds, long before the backlog is done (sent, or already
+        # delivered: the local SES reports a delivery a moment after the send)
+        wait_for(
+            lambda: system.status(message_id) in {"sent", "delivered"},
+            10,
+            "the single email",
+            system,
+        )
         seconds = time.monotonic() - started
         backlog_left = statuses(engine).get("scheduled", 0)
         with Session(engine) as session:
