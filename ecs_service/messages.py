@@ -14,16 +14,28 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, null, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service import feedback_store
 from ecs_service.db.models import Message
 from ecs_service.tenant_limits import reserve_daily_quota
-from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope
+from shared.contracts import (
+    EMAIL_SEND,
+    EmailPayload,
+    MessageStatus,
+    TaskEnvelope,
+    suppression_key,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.orm import Session
+
+# The most messages one POST /v1/messages/batch schedules (one request, one transaction).
+MAX_BATCH_MESSAGES = 500
 
 
 class MessageNotFoundError(LookupError):
@@ -154,6 +166,110 @@ def create_message(
             raise
         return _replay(earlier, request_hash)
     return Created(message, created=True)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """One message of a batch to store: already validated, its id chosen."""
+
+    id: UUID
+    email: EmailPayload
+    send_at: datetime
+    # The batch's key and the item's place in it (``batch_item_key``), or None.
+    idempotency_key: str | None = None
+
+
+def batch_item_key(batch_key: str, index: int) -> str:
+    """The idempotency key stored for item ``index`` of the batch sent with ``batch_key``.
+
+    A space never appears in an ``Idempotency-Key`` header (the api accepts printable ASCII
+    without it), so a batch's items never share a key with a single message."""
+    return f"batch {batch_key} {index}"
+
+
+def earlier_batch_items(
+    session: Session, tenant_id: UUID, keys: Sequence[str]
+) -> dict[str, Message]:
+    """The tenant's messages stored under ``keys`` (items of an earlier batch), by key."""
+    if not keys:
+        return {}
+    found = session.scalars(
+        select(Message).where(
+            Message.tenant_id == tenant_id, Message.idempotency_key.in_(list(keys))
+        )
+    )
+    return {message.idempotency_key: message for message in found if message.idempotency_key}
+
+
+def suppressed_recipients(
+    session: Session, tenant_id: UUID, emails: Sequence[EmailPayload]
+) -> list[list[str]]:
+    """For each of ``emails``, its recipients on the tenant's suppression list (one query)."""
+    recipients = [list(dict.fromkeys([*e.to, *e.cc, *e.bcc])) for e in emails]
+    listed = feedback_store.suppressed(
+        session, tenant_id, [address for each in recipients for address in each]
+    )
+    if not listed:
+        return [[] for _ in emails]
+    keys = {suppression_key(address) for address in listed}
+    return [[a for a in each if suppression_key(a) in keys] for each in recipients]
+
+
+def store_batch(
+    session: Session,
+    *,
+    tenant_id: UUID,
+    new: Sequence[NewMessage],
+    request_hash: str | None,
+    trace_context: dict[str, str] | None = None,
+) -> tuple[list[Message], list[Message]]:
+    """Store ``new`` as scheduled messages with one multi-row INSERT and count them against
+    the tenant's daily quota, in the caller's transaction; the stored messages, and those a
+    concurrent request with the same batch key stored first (replays).
+
+    Nothing is counted for the replays. The caller has refused suppressed recipients and
+    answered earlier items (``earlier_batch_items``).
+
+    Raises
+    ------
+    ecs_service.tenant_limits.DailyQuotaExceededError
+        The new messages do not fit in today's quota: the caller's transaction must roll
+        back (the rows are inserted before they are counted).
+    """
+    if not new:
+        return [], []
+    rows = [
+        {
+            "id": item.id,
+            "tenant_id": tenant_id,
+            "status": MessageStatus.SCHEDULED.value,
+            "payload": item.email.model_dump(mode="json"),
+            "send_at": item.send_at,
+            "idempotency_key": item.idempotency_key,
+            "request_hash": request_hash if item.idempotency_key else None,
+            # SQL NULL, as the single POST stores it (None would be the JSON null here).
+            "trace_context": null() if trace_context is None else trace_context,
+        }
+        for item in new
+    ]
+    # A concurrent batch with the same key may have stored some items: theirs stand.
+    statement = (
+        insert(Message)
+        .values(rows)
+        .on_conflict_do_nothing(
+            index_elements=[Message.tenant_id, Message.idempotency_key],
+            index_where=text("idempotency_key IS NOT NULL"),
+        )
+        .returning(Message)
+    )
+    stored = list(session.scalars(statement))
+    if stored:
+        reserve_daily_quota(session, tenant_id, len(stored))
+    if len(stored) == len(new):
+        return stored, []
+    won = {message.id for message in stored}
+    keys = [item.idempotency_key for item in new if item.id not in won and item.idempotency_key]
+    return stored, list(earlier_batch_items(session, tenant_id, keys).values())
 
 
 def _refuse_suppressed(session: Session, tenant_id: UUID, email: EmailPayload) -> None:

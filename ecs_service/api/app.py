@@ -194,7 +194,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DailyQuotaExceededError)
     async def on_quota_exceeded(request: Request, error: DailyQuotaExceededError) -> JSONResponse:
         return _problem_response(
-            request, problems.quota_exceeded(error.limit, error.used, error.retry_after_seconds)
+            request,
+            problems.quota_exceeded(
+                error.limit, error.used, error.retry_after_seconds, error.requested
+            ),
         )
 
     @app.exception_handler(OperationalError)

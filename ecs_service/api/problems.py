@@ -146,12 +146,15 @@ def rate_limited(headers: dict[str, str]) -> ProblemError:
     )
 
 
-def quota_exceeded(limit: int, used: int, retry_after_seconds: int) -> ProblemError:
+def quota_exceeded(
+    limit: int, used: int, retry_after_seconds: int, requested: int = 1
+) -> ProblemError:
+    refused = "is used up" if requested == 1 else f"has no room for {requested:,} more emails"
     return ProblemError(
         429,
         "quota-exceeded",
         "Daily Quota Exceeded",
-        f"the tenant's daily quota of {limit:,} emails is used up ({used:,} today); "
+        f"the tenant's daily quota of {limit:,} emails {refused} ({used:,} today); "
         "it renews at midnight UTC",
         headers={"Retry-After": str(retry_after_seconds)},
     )

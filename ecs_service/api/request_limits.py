@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 # Over the 256 KiB task limit (SQS), with room for the JSON around the email; a request
 # over it could never be scheduled anyway.
 MAX_REQUEST_BODY_BYTES = 300_000
+# POST /v1/messages/batch: up to 500 emails (messages.MAX_BATCH_MESSAGES) of about 4 KB of
+# JSON each. Its own cap, so a single message's stays small; each item is still refused if
+# its task would not fit in one SQS message.
+MAX_BATCH_BODY_BYTES = 2_000_000
+# Routes with a cap of their own: (method, path) -> bytes.
+ROUTE_BODY_CAPS: dict[tuple[str, str], int] = {("POST", "/v1/messages/batch"): MAX_BATCH_BODY_BYTES}
 # The whole body must arrive within this: a client sending a byte a second (slow loris)
 # holds a connection for seconds, never for minutes.
 BODY_READ_TIMEOUT_SECONDS = 10.0
@@ -63,10 +69,12 @@ class BodyLimitMiddleware:
         *,
         max_bytes: int = MAX_REQUEST_BODY_BYTES,
         read_timeout: float = BODY_READ_TIMEOUT_SECONDS,
+        route_caps: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.read_timeout = read_timeout
+        self.route_caps = ROUTE_BODY_CAPS if route_caps is None else route_caps
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,9 +84,10 @@ class BodyLimitMiddleware:
         if not _has_body(scope, declared):
             await self.app(scope, receive, send)
             return
-        too_large = problems.payload_too_large(self.max_bytes)
+        max_bytes = self.route_caps.get((scope["method"], scope["path"]), self.max_bytes)
+        too_large = problems.payload_too_large(max_bytes)
         too_large.headers["Connection"] = "close"
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > max_bytes:
             await send_problem(scope, send, too_large)
             return
         chunks: list[bytes] = []
@@ -91,7 +100,7 @@ class BodyLimitMiddleware:
                         return  # the client left: nobody to answer
                     chunk: bytes = message.get("body", b"")
                     size += len(chunk)
-                    if size > self.max_bytes:
+                    if size > max_bytes:
                         await send_problem(scope, send, too_large)
                         return
                     chunks.append(chunk)

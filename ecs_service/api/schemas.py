@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from uuid import UUID
 
 from pydantic import (
@@ -17,7 +17,9 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from ecs_service.api.problems import Problem
 from ecs_service.feedback_store import MAX_EVENTS, RecipientState, SuppressionReason
+from ecs_service.messages import MAX_BATCH_MESSAGES
 from shared.contracts import EmailContent, EmailPayload, MessageStatus, utc_now
 
 if TYPE_CHECKING:
@@ -219,6 +221,56 @@ class MessagePage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null on the last"
     )
+
+
+class MessageBatchCreate(BaseModel):
+    """Up to ``MAX_BATCH_MESSAGES`` emails to schedule in one request and one transaction.
+    Each is validated on its own: one invalid item is refused, the others are scheduled."""
+
+    # Items are read one by one by the route (MessageCreate each), so one bad item never
+    # refuses the whole batch; documented as the MessageCreate they must be.
+    messages: Annotated[
+        list[Any],
+        Field(min_length=1, max_length=MAX_BATCH_MESSAGES),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/MessageCreate"},
+                "minItems": 1,
+                "maxItems": MAX_BATCH_MESSAGES,
+                "description": f"1 to {MAX_BATCH_MESSAGES} emails, each as POST /v1/messages "
+                "takes it",
+            }
+        ),
+    ]
+
+
+class BatchItemOut(BaseModel):
+    """What became of one item of a batch, at its index."""
+
+    index: int = Field(description="The item's place in the request's `messages`, from 0")
+    outcome: Literal["created", "replayed", "refused"]
+    status: int = Field(
+        description="The status POST /v1/messages would have answered for it: 201 created, "
+        "200 replayed, else the problem's"
+    )
+    message: MessageSummary | None = Field(
+        default=None,
+        description="The scheduled message (created or replayed); its bodies "
+        "and feedback are read with GET /v1/messages/{id}",
+    )
+    problem: Problem | None = Field(
+        default=None, description="Why it was refused (refused only), as problem details"
+    )
+
+
+class MessageBatchOut(BaseModel):
+    """Each item's outcome, in the request's order, and how many of each."""
+
+    created: int
+    replayed: int
+    refused: int
+    items: list[BatchItemOut]
 
 
 class SuppressionOut(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID, uuid4
 
@@ -13,10 +14,20 @@ from pydantic import ValidationError
 from ecs_service import feedback_store, messages
 from ecs_service.api import problems
 from ecs_service.api.dependencies import MetricsDep, SessionDep, TenantDep, UnitOfWorkRoute
-from ecs_service.api.schemas import MessageCreate, MessageOut, MessagePage, MessageSummary
+from ecs_service.api.schemas import (
+    BatchItemOut,
+    MessageBatchCreate,
+    MessageBatchOut,
+    MessageCreate,
+    MessageOut,
+    MessagePage,
+    MessageSummary,
+)
 from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope, utc_now
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.orm import Session
 
     from ecs_service.db.models import Message
@@ -88,23 +99,7 @@ def create_message(
     send_at = body.send_at or now  # its bounds are MessageCreate's (schemas.SendAt)
     email = body.email_payload(request.app.state.sender_email)
     message_id = uuid4()
-    try:
-        # The task the relay will send must fit in one SQS message: refuse it now, not later.
-        TaskEnvelope[EmailPayload](
-            task_id=message_id,
-            kind=EMAIL_SEND,
-            tenant_id=tenant_id,
-            created_at=now,
-            send_at=send_at,
-            payload=email,
-        )
-    except ValidationError as error:
-        raise problems.ProblemError(
-            413,
-            "payload-too-large",
-            "Payload Too Large",
-            error.errors()[0]["msg"].removeprefix("Value error, "),
-        ) from error
+    _check_fits_one_task(message_id, tenant_id, now, send_at, email)
     try:
         created = messages.create_message(
             session,
@@ -133,6 +128,188 @@ def create_message(
     response.status_code = status.HTTP_200_OK
     response.headers["Idempotent-Replayed"] = "true"
     return _detail(session, created.message)
+
+
+# A batch's items are stored under "batch <key> <index>" (messages.batch_item_key), which
+# must fit the 255 characters of the column.
+MAX_BATCH_KEY_LENGTH = 240
+BatchIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_BATCH_KEY_LENGTH,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retry-safe batch: the same key and body answer the same messages, each "
+        "item created by the first request as replayed; refused items are decided again",
+    ),
+]
+
+
+@router.post(
+    "/batch",
+    summary=f"Schedule up to {messages.MAX_BATCH_MESSAGES} emails in one request",
+    description=(
+        f"One request and one transaction for 1 to {messages.MAX_BATCH_MESSAGES} emails, each "
+        "as POST /v1/messages takes it. Each item is validated and answered on its own, in "
+        "order: created (201), replayed (200: an earlier request with this Idempotency-Key "
+        "stored it) or refused with its problem (validation-error, payload-too-large, "
+        "recipient-suppressed). The batch is one request of the key's rate limit and counts "
+        "its new messages against the daily quota: if they do not all fit, none is stored "
+        "(429 quota-exceeded). The body may be up to 2,000,000 bytes."
+    ),
+    responses=problems.responses(400, 401, 413, 429, 503)
+    | {422: {"description": "Problem details (RFC 9457): validation-error of the batch "
+             "itself (no messages, too many) or idempotency-key-reused"}},
+)  # fmt: skip
+def create_messages(
+    body: MessageBatchCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    metrics: MetricsDep,
+    idempotency_key: BatchIdempotencyKey = None,
+) -> MessageBatchOut:
+    now = utc_now()
+    sender: str = request.app.state.sender_email
+    request_id = getattr(request.state, "request_id", None)
+    instance = request.url.path
+    answers: dict[int, BatchItemOut] = {}
+
+    def refuse(index: int, error: problems.ProblemError) -> None:
+        problem = error.to_problem(instance=instance, request_id=request_id)
+        answers[index] = BatchItemOut(
+            index=index, outcome="refused", status=error.status, problem=problem
+        )
+
+    # Each item on its own, in this worker thread: one bad item refuses only itself.
+    valid: dict[int, messages.NewMessage] = {}
+    for index, item in enumerate(body.messages):
+        try:
+            valid[index] = _new_message(item, index, idempotency_key, sender, tenant_id, now)
+        except problems.ProblemError as error:
+            refuse(index, error)
+    request_hash = None
+    if idempotency_key is not None:
+        canonical = json.dumps(body.messages, sort_keys=True, separators=(",", ":"))
+        request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    keys = [new.idempotency_key for new in valid.values() if new.idempotency_key]
+    earlier = messages.earlier_batch_items(session, tenant_id, keys)
+    if any(message.request_hash != request_hash for message in earlier.values()):
+        raise problems.ProblemError(
+            422,
+            "idempotency-key-reused",
+            "Idempotency Key Reused",
+            "this Idempotency-Key was already used with a different batch",
+        )
+    replayed = {
+        index: earlier[new.idempotency_key]
+        for index, new in valid.items()
+        if new.idempotency_key in earlier
+    }
+    pending = {index: new for index, new in valid.items() if index not in replayed}
+    listed = messages.suppressed_recipients(
+        session, tenant_id, [new.email for new in pending.values()]
+    )
+    for (index, _), suppressed in zip(list(pending.items()), listed, strict=True):
+        if suppressed:
+            refusal = messages.RecipientSuppressedError(suppressed)
+            refuse(index, RecipientSuppressedProblem(refusal))
+            del pending[index]
+    stored, raced = messages.store_batch(
+        session,
+        tenant_id=tenant_id,
+        new=list(pending.values()),
+        request_hash=request_hash,
+        # The request's span: the relay continues this trace when it sends the emails.
+        trace_context=request.app.state.tracing.inject_context(),
+    )
+    by_id = {message.id: message for message in stored}
+    by_key = {message.idempotency_key: message for message in raced}
+    for index, new in pending.items():
+        if new.id in by_id:
+            answers[index] = BatchItemOut(
+                index=index, outcome="created", status=201,
+                message=MessageSummary.of(by_id[new.id]),
+            )  # fmt: skip
+        else:  # a concurrent request with the same key stored it first
+            replayed[index] = by_key[new.idempotency_key]
+    for index, message in replayed.items():
+        answers[index] = BatchItemOut(
+            index=index, outcome="replayed", status=200, message=MessageSummary.of(message)
+        )
+    if stored:
+        metrics.add_metric(name="MessagesCreated", unit=MetricUnit.Count, value=len(stored))
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    items = [answers[index] for index in range(len(body.messages))]
+    return MessageBatchOut(
+        created=len(stored),
+        replayed=len(replayed),
+        refused=len(items) - len(stored) - len(replayed),
+        items=items,
+    )
+
+
+@router.api_route("/batch", methods=["GET", "DELETE"], include_in_schema=False)
+async def batch_other_methods() -> None:
+    """GET or DELETE /v1/messages/batch is a 405, not a malformed message id (a 422)."""
+    raise problems.ProblemError(
+        405,
+        "method-not-allowed",
+        "Method Not Allowed",
+        "Method Not Allowed",
+        headers={"Allow": "POST"},
+    )
+
+
+def _new_message(
+    item: Any, index: int, batch_key: str | None, sender: str, tenant_id: UUID, now: datetime
+) -> messages.NewMessage:
+    """Item ``index`` of a batch as a message to store, or the problem that refuses it."""
+    try:
+        draft = MessageCreate.model_validate(item)
+    except ValidationError as error:
+        raise problems.validation_error(
+            [
+                problems.FieldError(
+                    location=".".join(
+                        str(part) for part in ("body", "messages", index, *detail["loc"])
+                    ),
+                    message=str(detail["msg"]).removeprefix("Value error, "),
+                )
+                for detail in error.errors()
+            ]
+        ) from error
+    email = draft.email_payload(sender)
+    message_id = uuid4()
+    send_at = draft.send_at or now
+    _check_fits_one_task(message_id, tenant_id, now, send_at, email)
+    key = messages.batch_item_key(batch_key, index) if batch_key is not None else None
+    return messages.NewMessage(id=message_id, email=email, send_at=send_at, idempotency_key=key)
+
+
+def _check_fits_one_task(
+    message_id: UUID, tenant_id: UUID, now: datetime, send_at: datetime, email: EmailPayload
+) -> None:
+    """The task the relay will send must fit in one SQS message: refuse it now, not later."""
+    try:
+        TaskEnvelope[EmailPayload](
+            task_id=message_id,
+            kind=EMAIL_SEND,
+            tenant_id=tenant_id,
+            created_at=now,
+            send_at=send_at,
+            payload=email,
+        )
+    except ValidationError as error:
+        raise problems.ProblemError(
+            413,
+            "payload-too-large",
+            "Payload Too Large",
+            error.errors()[0]["msg"].removeprefix("Value error, "),
+        ) from error
 
 
 @router.get(
