@@ -272,7 +272,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = build_engine(database, application_name="herald-api")
+        # No pre-ping: a round trip per request saved; a stale connection is a 503 once
+        # and invalidates the pool (ecs_service.db.engine.build_engine).
+        engine = build_engine(database, application_name="herald-api", pre_ping=False)
         cache = KeyCache()
         listener = RevocationListener(
             build_engine(database, application_name="herald-api-keys", pooled=False), cache
@@ -286,6 +288,7 @@ def create_app(
         app.state.services = ApiServices(
             engine=engine,
             sessions=build_sessions(engine),
+            read_sessions=build_sessions(engine.execution_options(isolation_level="AUTOCOMMIT")),
             gate=gate,
             authenticator=Authenticator(cache, engine),
             limiter=limiter,

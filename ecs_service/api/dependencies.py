@@ -66,6 +66,8 @@ class ApiServices:
     authenticator: Authenticator
     # None: no request rate limit (an app built for a test of something else).
     limiter: RequestRateLimiter | None = None
+    # Sessions on autocommit connections, for GETs (``reads``); None: ``sessions``.
+    read_sessions: sessionmaker[Session] | None = None
 
 
 def services_of(request: Request) -> ApiServices:
@@ -76,16 +78,25 @@ def services_of(request: Request) -> ApiServices:
 class UnitOfWork:
     """One admitted request's database work, run in one worker thread by ``run``."""
 
-    def __init__(self, services: ApiServices, principal: Principal) -> None:
+    def __init__(self, services: ApiServices, principal: Principal, *, reads: bool = False) -> None:
         self.services = services
         self.principal = principal
+        # A read (GET) runs on an autocommit connection: no BEGIN and COMMIT round trips
+        # around its one statement.
+        self.reads = reads and services.read_sessions is not None
+        make = (
+            services.read_sessions if self.reads and services.read_sessions else services.sessions
+        )
         # No I/O: the session takes a connection when the route first uses it.
-        self.session = services.sessions()
+        self.session = make()
 
     def run(self, work: Callable[[], T]) -> T:
         """Do ``work`` in a transaction that commits when it returns (rolls back if it
-        raises). Blocking: a worker thread. (``AdmissionMiddleware`` took the request's
-        token of its key's rate limit already.)"""
+        raises); a read, statement by statement. Blocking: a worker thread.
+        (``AdmissionMiddleware`` took the request's token of its key's rate limit already.)"""
+        if self.reads:
+            with self.session:
+                return work()
         with self.session, self.session.begin():
             return work()
 
@@ -134,7 +145,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 async def admit(request: Request, principal: PrincipalDep) -> AsyncIterator[UnitOfWork]:
     """The request's unit of work (``AdmissionMiddleware`` holds its slot of the gate)."""
-    unit = UnitOfWork(services_of(request), principal)
+    unit = UnitOfWork(services_of(request), principal, reads=request.method == "GET")
     token = _current_unit.set(unit)
     try:
         yield unit

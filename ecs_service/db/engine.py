@@ -24,12 +24,18 @@ SECRETS_MANAGER_CONFIG = Config(
 )
 
 
+# Without pre-ping, no pooled connection is older than this (a failover's stale ones, idle
+# timeouts of anything between the api and the database).
+POOL_RECYCLE_SECONDS = 1800
+
+
 def build_engine(
     settings: DatabaseSettings,
     *,
     application_name: str,
     credentials: CredentialsSource | None = None,
     pooled: bool = True,
+    pre_ping: bool = True,
 ) -> Engine:
     """An engine whose pool is sized by settings; connections are checked before use.
 
@@ -39,6 +45,14 @@ def build_engine(
 
     ``pooled=False``: no pool, for a process's one long-lived connection (a LISTEN): each
     connection is opened for its user and closed with it.
+
+    ``pre_ping=False`` (the api): no ``SELECT 1`` round trip before each checkout. A pooled
+    connection the database dropped then fails the one statement that finds it: SQLAlchemy
+    reports a disconnect (``connection_invalidated``, which the api answers as a 503 to
+    retry) and invalidates the whole pool, so every other connection older than that moment
+    is replaced at its next checkout instead of failing in turn; TCP keepalives find a peer
+    that vanished silently, and ``POOL_RECYCLE_SECONDS`` bounds any connection's age. The
+    worker keeps the ping: its loops must not drop a batch on a stale connection.
     """
     connect_args: dict[str, object] = {
         "application_name": application_name,
@@ -58,8 +72,10 @@ def build_engine(
             pool_size=settings.pool_size,
             max_overflow=settings.max_overflow,
             pool_timeout=settings.pool_timeout_seconds,
-            # A connection the database dropped (restart, failover) is replaced, not handed out.
-            pool_pre_ping=True,
+            # A connection the database dropped (restart, failover) is replaced, not handed
+            # out; without the ping, the first statement on it finds out (see above).
+            pool_pre_ping=pre_ping,
+            pool_recycle=-1 if pre_ping else POOL_RECYCLE_SECONDS,
             connect_args=connect_args,
         )
     else:

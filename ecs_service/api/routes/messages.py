@@ -369,8 +369,16 @@ def cancel_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) 
         raise problems.ProblemError(409, "not-cancelable", "Not Cancelable", str(error)) from error
 
 
+# Statuses of messages SES cannot have reported on: never handed to it (scheduled), or
+# canceled before. (A queued one may hear of its events before its own result.)
+NO_FEEDBACK = frozenset({MessageStatus.SCHEDULED.value, MessageStatus.CANCELED.value})
+
+
 def _detail(session: Session, message: Message) -> MessageOut:
-    """``message`` with what SES reported of each recipient, and its events."""
+    """``message`` with what SES reported of each recipient, and its events; no query for
+    a message that cannot have any."""
+    if message.status in NO_FEEDBACK:
+        return MessageOut.of(message)
     return MessageOut.of(
         message,
         recipients=feedback_store.recipients_of(session, message.id),
