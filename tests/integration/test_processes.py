@@ -238,6 +238,8 @@ def test_worker_relays_applies_results_and_stops_cleanly_on_sigterm(
             "AWS_ENDPOINT_URL": moto_endpoint,
             "RESULTS_WAIT_SECONDS": "1",
             "RELAY_POLL_SECONDS": "1",
+            # moto has no sesv2 GetAccount: unpaced, as herald-local
+            "SES_MAX_SEND_RATE": "1000",
         },
     )
     try:

@@ -205,6 +205,8 @@ class TaskPipeline:
             "RESULTS_WAIT_SECONDS": "1",
             "RELAY_POLL_SECONDS": "1",
             "RELAY_MAX_BACKOFF_SECONDS": "1",
+            # moto has no sesv2 GetAccount: unpaced, as herald-local
+            "SES_MAX_SEND_RATE": "1000",
             "LOG_LEVEL": "WARNING",
         }
 
