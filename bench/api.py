@@ -44,7 +44,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, text
 
@@ -79,6 +79,48 @@ BODY_VARIANTS = 200
 MAX_GET_IDS = 100_000
 P99_TARGET_MS = 50.0
 RATE_FACTOR = 0.5
+# The batch run: full batches (ecs_service.messages.MAX_BATCH_MESSAGES), this many at once.
+BATCH_SIZE = 500
+BATCH_CONCURRENCY = 4
+BATCH_TARGET_PER_SECOND = 5_000
+# The overload run: this many connections; goodput must stay >= this share of the c=32 rate.
+OVERLOAD_CONCURRENCY = 256
+OVERLOAD_GOODPUT_FACTOR = 0.8
+# POST /v1/messages counting each answer's status: 201 is goodput, 429 and 503 are the
+# refusals an overloaded api may answer, anything else is wrong. One wrk thread.
+OVERLOAD_SCRIPT = """
+local requests, position = {}, 1
+created, refused, wrong = 0, 0, 0
+function init(args)
+  local headers = { ["Authorization"] = "Bearer " .. args[2],
+                    ["Content-Type"] = "application/json" }
+  for line in io.lines(args[1]) do
+    if line ~= "" then
+      requests[#requests + 1] = wrk.format("POST", "/v1/messages", headers, line)
+    end
+  end
+end
+function request()
+  local r = requests[position]
+  position = position % #requests + 1
+  return r
+end
+function response(status, _, _)
+  if status == 201 then created = created + 1
+  elseif status == 429 or status == 503 then refused = refused + 1
+  else wrong = wrong + 1 end
+end
+function done(summary, latency, _)
+  local e = summary.errors
+  io.write(string.format('WRK_RESULT {"requests": %d, "duration_us": %d, "connect": %d, '
+    .. '"read": %d, "write": %d, "status": 0, "timeout": %d, "unexpected": 0, "p50_us": %d, '
+    .. '"p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, "created": %d, '
+    .. '"refused": %d, "wrong": %d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    latency.mean, created, refused, wrong))
+end
+"""
 
 
 @dataclass(frozen=True)
@@ -211,7 +253,16 @@ class Setup:
         }
 
 
-def benchmark_app(app: str, setup: Setup) -> list[Measurement]:
+@dataclass
+class Extra:
+    """The batch and overload runs (Herald's server, and the bare batch INSERT)."""
+
+    batch: BatchMeasurement | None = None
+    bare_batch: BatchMeasurement | None = None
+    overload: OverloadMeasurement | None = None
+
+
+def benchmark_app(app: str, setup: Setup, extra: Extra | None = None) -> list[Measurement]:
     args = setup.args
     reset_table(setup.engine)
     log_path = setup.work_dir / f"uvicorn-{app}.log"
@@ -247,7 +298,211 @@ def benchmark_app(app: str, setup: Setup) -> list[Measurement]:
             )
             results.append(measured)
             print(f"    {_line(measured)}", flush=True)
+        if extra is not None:
+            reset_table(setup.engine)
+            print(f"  {app} batch: {BATCH_SIZE}-message batches, c={BATCH_CONCURRENCY}", flush=True)
+            extra.batch = measure_batches(server, setup)
+            print(f"    {_batch_line(extra.batch)}", flush=True)
+            reset_table(setup.engine)
+            extra.bare_batch = measure_bare_batches(setup)
+            print(f"    {_batch_line(extra.bare_batch)}", flush=True)
+            reset_table(setup.engine)
+            print(f"  {app} overload: POST at c={OVERLOAD_CONCURRENCY}", flush=True)
+            extra.overload = measure_overload(server, setup)
+            o = extra.overload
+            print(
+                f"    goodput {o.goodput:.0f} created/s, refused (429/503) {o.refused}, "
+                f"other {o.wrong}, socket errors {o.socket_errors}, p99 {o.p99_ms:.1f} ms",
+                flush=True,
+            )
     return results
+
+
+def _batch_line(m: BatchMeasurement) -> str:
+    return (
+        f"{m.app:<8} batch {m.rate:>8.0f} messages/s  p50 {m.p50_ms:>7.1f} ms  "
+        f"p99 {m.p99_ms:>7.1f} ms per batch  errors {m.errors}"
+    )
+
+
+@dataclass(frozen=True)
+class BatchMeasurement:
+    """Messages/s scheduled in full batches: Herald's POST /v1/messages/batch, or the bare
+    multi-row INSERT of the same rows."""
+
+    app: str
+    messages: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+
+def batch_bodies(setup: Setup) -> list[list[dict[str, object]]]:
+    """Batches of ``BATCH_SIZE`` items, cycling through the POST bodies."""
+    bodies = [json.loads(line) for line in setup.bodies.read_text().splitlines() if line]
+    return [
+        [bodies[(start + i) % len(bodies)] for i in range(BATCH_SIZE)]
+        for start in range(0, len(bodies), 7)
+    ]
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+def measure_batches(server: Server, setup: Setup) -> BatchMeasurement:
+    """``BATCH_CONCURRENCY`` clients posting full batches for ``--seconds``."""
+    import asyncio
+    import time
+
+    import httpx
+
+    payloads = [json.dumps({"messages": items}).encode() for items in batch_bodies(setup)]
+    headers = {"Authorization": f"Bearer {setup.api_key}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    created = errors = 0
+
+    async def client(number: int, until: float) -> None:
+        nonlocal created, errors
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            sent = number
+            while time.monotonic() < until:
+                started = time.monotonic()
+                answer = await http.post(
+                    "/v1/messages/batch",
+                    content=payloads[sent % len(payloads)],
+                    headers=headers,
+                )
+                latencies.append(time.monotonic() - started)
+                sent += BATCH_CONCURRENCY
+                if answer.status_code == 200 and answer.json()["created"] == BATCH_SIZE:
+                    created += BATCH_SIZE
+                else:
+                    errors += 1
+
+    async def main(seconds: float) -> float:
+        started = time.monotonic()
+        until = started + seconds
+        await asyncio.gather(*(client(n, until) for n in range(BATCH_CONCURRENCY)))
+        return time.monotonic() - started
+
+    asyncio.run(main(min(3.0, setup.args.warmup)))  # warm-up, discarded
+    latencies.clear()
+    created = errors = 0
+    wall = asyncio.run(main(setup.args.seconds))
+    return BatchMeasurement(
+        "herald", created, wall, errors,
+        1e3 * _percentile(latencies, 0.5), 1e3 * _percentile(latencies, 0.99),
+    )  # fmt: skip
+
+
+def measure_bare_batches(setup: Setup) -> BatchMeasurement:
+    """The baseline: the same rows, ``BATCH_SIZE`` per multi-row INSERT and commit, from
+    ``BATCH_CONCURRENCY`` connections (psycopg 3), nothing else."""
+    import threading
+    import time
+    import uuid as uuid_module
+
+    from psycopg.types.json import Jsonb
+
+    url = setup.database_url.replace("+psycopg", "")
+    batches = batch_bodies(setup)
+    placeholders = ", ".join(["(%s, %s, 'scheduled', %s, %s)"] * BATCH_SIZE)
+    statement = (
+        f"INSERT INTO messages (id, tenant_id, status, payload, send_at) VALUES {placeholders} "
+        "RETURNING id, created_at"
+    )
+    latencies: list[float] = []
+    counts = [0] * BATCH_CONCURRENCY
+    lock = threading.Lock()
+
+    def rows(items: list[dict[str, object]]) -> list[object]:
+        values: list[object] = []
+        for body in items:
+            payload = {
+                "sender": "herald@example.com", "to": body["to"], "cc": [], "bcc": [],
+                "reply_to": [], "subject": body["subject"], "text": body["text"], "html": None,
+            }  # fmt: skip
+            values += [uuid_module.uuid4(), setup.tenant_id, Jsonb(payload), body["send_at"]]
+        return values
+
+    def connection_loop(number: int, until: float) -> None:
+        import psycopg
+
+        with psycopg.connect(url) as connection:
+            sent = number
+            while time.monotonic() < until:
+                started = time.monotonic()
+                with connection.transaction():
+                    connection.execute(statement, rows(batches[sent % len(batches)])).fetchall()
+                with lock:
+                    latencies.append(time.monotonic() - started)
+                counts[number] += BATCH_SIZE
+                sent += BATCH_CONCURRENCY
+
+    def run(seconds: float) -> float:
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=connection_loop, args=(n, started + seconds))
+            for n in range(BATCH_CONCURRENCY)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.monotonic() - started
+
+    run(min(3.0, setup.args.warmup))
+    latencies.clear()
+    counts[:] = [0] * BATCH_CONCURRENCY
+    wall = run(setup.args.seconds)
+    return BatchMeasurement(
+        "baseline", sum(counts), wall, 0,
+        1e3 * _percentile(latencies, 0.5), 1e3 * _percentile(latencies, 0.99),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OverloadMeasurement:
+    """POST /v1/messages at ``OVERLOAD_CONCURRENCY`` connections: what was stored, what
+    was refused as it may be (429, 503), anything else."""
+
+    created: int
+    refused: int
+    wrong: int
+    socket_errors: int
+    seconds: float
+    p99_ms: float
+
+    @property
+    def goodput(self) -> float:
+        return self.created / self.seconds if self.seconds else 0.0
+
+
+def measure_overload(server: Server, setup: Setup) -> OverloadMeasurement:
+    script = setup.work_dir / "overload.lua"
+    script.write_text(OVERLOAD_SCRIPT)
+    seconds = max(1, round(setup.args.seconds))
+    command = [
+        "wrk", "-t1", f"-c{OVERLOAD_CONCURRENCY}", f"-d{seconds}s", "--timeout", "5s",
+        "-s", str(script), server.url, "--", str(setup.bodies), setup.api_key,
+    ]  # fmt: skip
+    run = run_wrk(command, seconds)
+    result = run.result
+    return OverloadMeasurement(
+        created=int(result["created"]),
+        refused=int(result["refused"]),
+        wrong=int(result["wrong"]),
+        socket_errors=run.errors,
+        seconds=result["duration_us"] / 1e6,
+        p99_ms=result["p99_us"] / 1e3,
+    )
 
 
 def profile_herald(setup: Setup) -> dict[str, object]:
@@ -287,10 +542,39 @@ def build_result(
     results: list[Measurement],
     profiles: dict[str, object],
     server_settings: str,
+    extra: Extra | None = None,
 ) -> BenchResult:
     by = {(m.app, m.endpoint): m for m in results}
     figures: list[Figure] = []
     notes: list[str] = []
+    if extra is not None and extra.batch is not None and extra.bare_batch is not None:
+        batch, bare = extra.batch, extra.bare_batch
+        figures.append(
+            Figure(
+                f"batch messages/s ({BATCH_SIZE} per request, c={BATCH_CONCURRENCY})",
+                round(batch.rate), "messages/s", baseline=round(bare.rate),
+                baseline_name="bare multi-row INSERT of the same rows",
+                target=f">= {BATCH_TARGET_PER_SECOND:,} messages/s",
+                met=batch.errors == 0 and batch.rate >= BATCH_TARGET_PER_SECOND,
+            )
+        )  # fmt: skip
+    if extra is not None and extra.overload is not None:
+        overload, post = extra.overload, by[("herald", "POST")]
+        figures.append(
+            Figure(
+                f"POST goodput at c={OVERLOAD_CONCURRENCY}", round(overload.goodput, 1),
+                "created/s", baseline=round(post.rate, 1),
+                baseline_name=f"Herald's POST at c={args.concurrency}",
+                target=f">= {OVERLOAD_GOODPUT_FACTOR} x baseline, only 429/503 refused",
+                met=overload.wrong == 0 and overload.socket_errors == 0
+                and at_least(overload.goodput, post.rate, OVERLOAD_GOODPUT_FACTOR),
+            )
+        )  # fmt: skip
+        notes.append(
+            f"Overload (c={OVERLOAD_CONCURRENCY}): {overload.created} created, "
+            f"{overload.refused} refused with 429/503, {overload.wrong} other answers, "
+            f"{overload.socket_errors} socket errors; p99 {overload.p99_ms:.1f} ms."
+        )
     for endpoint in ("POST", "GET"):
         herald, baseline = by[("herald", endpoint)], by[("baseline", endpoint)]
         clean = herald.errors == 0
@@ -336,19 +620,19 @@ def build_result(
                 f"{endpoint}: other work took {herald.other_cpu:.0%} of a core during Herald's "
                 "run: a noisy machine; rerun on a quiet one."
             )
-    for endpoint, profile in profiles.items():
+    for endpoint, found in profiles.items():
+        profile: dict[str, Any] = found  # type: ignore[assignment]
         steps = ", ".join(
             f"{name} {ms:.2f}" for name, ms in profile["steps_ms_per_request"].items()
-        )  # type: ignore[index]
+        )
         shares = ", ".join(
-            f"{name} {share:.0%}"
-            for name, share in profile["self_share_by_package"].items()  # type: ignore[index]
+            f"{name} {share:.0%}" for name, share in profile["self_share_by_package"].items()
         )
         notes.append(
             f"{endpoint} profile (cProfile, one request at a time, threads inline; "
-            f"{profile['profiled_ms_per_request']:.2f} ms CPU/request profiled, "  # type: ignore[index]
-            f"{profile['statements_per_request']:g} SQL statements + "  # type: ignore[index]
-            f"{profile['commits_per_request']:g} commits per request): CPU ms per request "  # type: ignore[index]
+            f"{profile['profiled_ms_per_request']:.2f} ms CPU/request profiled, "
+            f"{profile['statements_per_request']:g} SQL statements + "
+            f"{profile['commits_per_request']:g} commits per request): CPU ms per request "
             f"by step (inclusive, steps overlap): {steps}. Self time by package: {shares}."
         )
     method = (
@@ -377,6 +661,9 @@ def build_result(
             "uvicorn": " ".join(UVICORN_OPTIONS),
             "measurements": [asdict(m) | {"rate": m.rate} for m in results],
             "profiles": profiles,
+            "batch": asdict(extra.batch) if extra and extra.batch else None,
+            "bare_batch": asdict(extra.bare_batch) if extra and extra.bare_batch else None,
+            "overload": asdict(extra.overload) if extra and extra.overload else None,
         },
     )
 
@@ -434,15 +721,16 @@ def run(args: argparse.Namespace) -> None:
         )  # fmt: skip
         print(f"postgres: {settings}; uvicorn --workers {args.workers}", flush=True)
         results: list[Measurement] = []
+        extra = Extra()
         for app in ("baseline", "herald"):
             print(f"{app}:", flush=True)
-            results += benchmark_app(app, setup)
+            results += benchmark_app(app, setup, extra if app == "herald" else None)
             # Herald logs a line per request; show the rest: warnings, errors, uvicorn's own.
             lines = tail(work_dir / f"uvicorn-{app}.log", 20_000).splitlines()[1:]
             if shown := [line for line in lines if '"level":"INFO"' not in line][-15:]:
                 print(f"  {app}: uvicorn logged:\n" + "\n".join(shown), flush=True)
         profiles = profile_herald(setup) if args.profile_requests > 0 else {}
-        result = build_result(args, results, profiles, settings)
+        result = build_result(args, results, profiles, settings, extra)
         print(f"\n{result.title}")
         for figure in result.figures:
             ratio = f"x{figure.ratio:.2f}" if figure.ratio is not None else ""
@@ -487,7 +775,8 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 2
     per_run = args.warmup + args.seconds + 2 * WRK_GRACE_SECONDS
-    budget = 240 + 2 * (120 + 2 * per_run) + 120 + args.profile_requests * 0.2
+    # Herald's batch (2 runs), the bare batch (2) and the overload run come on top.
+    budget = 240 + 2 * (120 + 2 * per_run) + 3 * per_run + 120 + args.profile_requests * 0.2
     return run_bounded(lambda: run(args), budget)
 
 
