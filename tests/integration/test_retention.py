@@ -11,10 +11,12 @@ from uuid import UUID, uuid4
 
 import pytest
 from aws_lambda_powertools import Logger
+from pydantic import ValidationError
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message, MessageEvent, MessageRecipient, Suppression
+from ecs_service.settings import WorkerSettings
 from ecs_service.worker.retention import MESSAGES_EXPIRED, Retention
 from tests.integration.conftest import new_queue
 from tests.integration.test_processes import spawn
@@ -339,3 +341,16 @@ def test_the_worker_keeps_everything_when_retention_is_0(
     assert '"retention_days":0' in output.replace(" ", "")
     assert "expired messages deleted" not in output
     assert ancient in remaining(engine)
+
+
+@pytest.mark.parametrize("days", ["-1", "36501", "thirty"])
+def test_a_retention_that_is_not_a_number_of_days_is_refused_naming_the_variable(
+    days: str,
+) -> None:
+    # Given / When the worker's settings read MESSAGE_RETENTION_DAYS
+    with pytest.raises(ValidationError, match="MESSAGE_RETENTION_DAYS"):
+        WorkerSettings(
+            TASK_QUEUE_URL="http://localhost:4566/000000000000/tasks",
+            RESULT_QUEUE_URL="http://localhost:4566/000000000000/results",
+            MESSAGE_RETENTION_DAYS=days,
+        )
