@@ -28,6 +28,7 @@ from tests.infra.conftest import (
     Template,
     describe,
     function_properties,
+    load_stack,
     load_template,
     policy_statements,
     properties,
@@ -59,8 +60,10 @@ SECRET_ARN_VARIABLES = {"DD_API_KEY_SECRET_ARN", "DATABASE_SECRET_ARN"}
 
 
 def variant(template_path: Path, *, enabled: bool) -> Template:
-    """A template as deployed with Datadog on or off."""
-    resolved: Template = resolve_datadog(load_template(template_path), enabled=enabled)
+    """A template as deployed with Datadog on or off; the backend with its processes'
+    stacks/service.yaml inlined (ApiTaskDefinition, WorkerTaskRole, ...)."""
+    loaded = load_stack(template_path) if template_path == BACKEND_TEMPLATE else None
+    resolved: Template = resolve_datadog(loaded or load_template(template_path), enabled=enabled)
     return resolved
 
 
@@ -461,17 +464,20 @@ def test_no_environment_variable_holds_an_api_key(enabled: bool) -> None:
 
 @pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
 def test_execution_role_may_read_exactly_the_datadog_secret_only_when_on(enabled: bool) -> None:
-    statements = {
-        s.sid: s
+    statements = [
+        s
         for s in policy_statements(variant(BACKEND_TEMPLATE, enabled=enabled))
         if "Datadog" in s.sid
-    }
+    ]
 
     if not enabled:
-        assert statements == {}
+        assert statements == []
         return
-    assert {s.owner for s in statements.values()} == {"TaskExecutionRole"}
-    assert_reads_exactly_the_datadog_secret(statements)
+    # The execution roles of the api's and the worker's tasks (the migration runs no Datadog)
+    owners = {"ApiTaskExecutionRole", "WorkerTaskExecutionRole"}
+    assert {s.owner for s in statements} == owners
+    for owner in owners:
+        assert_reads_exactly_the_datadog_secret({s.sid: s for s in statements if s.owner == owner})
 
 
 def test_the_api_and_the_worker_run_the_same_sidecars() -> None:
@@ -506,7 +512,10 @@ def test_migration_task_has_no_datadog() -> None:
     backend = variant(BACKEND_TEMPLATE, enabled=True)
     [migrate] = properties(backend, "MigrationTaskDefinition")["ContainerDefinitions"]
 
-    assert not [name for name in environment(migrate) if name.startswith("DD_")]
+    variables = environment(migrate)
+    assert {name: variables[name] for name in variables if name.startswith("DD_")} == {
+        "DD_TRACE_ENABLED": "false"
+    }
     assert migrate["LogConfiguration"]["LogDriver"] == "awslogs"
 
 
