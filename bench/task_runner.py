@@ -96,7 +96,7 @@ def load_handler(aws: FakeAws) -> Handler:
     os.environ["_X_AMZN_TRACE_ID"] = (
         "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=0"
     )
-    with mock.patch("boto3.client", aws.client):
+    with mock.patch("boto3.session.Session.client", aws.client):
         module = importlib.import_module("handlers.task_runner")
     handler: Handler = module.lambda_handler
     return handler

@@ -192,7 +192,7 @@ from unittest import mock
 import fakes
 artifact = Path(sys.path[0]).resolve()
 aws = fakes.FakeAws()
-with mock.patch("boto3.client", aws.client):
+with mock.patch("boto3.session.Session.client", aws.client):
     import handlers.task_runner as module
 os.environ["_X_AMZN_TRACE_ID"] = (
     "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=0"

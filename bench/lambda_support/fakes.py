@@ -310,7 +310,8 @@ class FakeDynamoDB:
 
 
 class FakeAws:
-    """One fake of each service the task runner uses; ``client(name)`` stands in for boto3's."""
+    """One fake of each service the task runner uses; ``client(name)`` stands in for boto3's
+    (``boto3.client`` or, patched in as a bound method, ``boto3.session.Session.client``)."""
 
     def __init__(self) -> None:
         self.sesv2 = FakeSesV2()

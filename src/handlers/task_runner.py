@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from botocore.config import Config
 
 from shared.observability import logger, metrics
 from shared.settings import TaskRunnerSettings
-from shared.task_runner import build_task_runner
+from shared.task_runner import aws_session, build_task_runner
 from shared.tracing import XRayTracing, build_lambda_tracing
 
 if TYPE_CHECKING:
@@ -27,11 +26,12 @@ if TYPE_CHECKING:
 settings = TaskRunnerSettings.from_environment()
 tracing = build_lambda_tracing()
 tracing.correlate_logs(logger)
-sqs = boto3.client("sqs")
+aws = aws_session(("sqs", "sesv2", "dynamodb"))
+sqs = aws.client("sqs")
 # No retries inside botocore: the runner retries a throttle or an outage itself, with
 # jitter and within the invocation's time (botocore's legacy mode may sleep 15 s).
-sesv2 = boto3.client("sesv2", config=Config(retries={"total_max_attempts": 1}))
-dynamodb = boto3.client("dynamodb")
+sesv2 = aws.client("sesv2", config=Config(retries={"total_max_attempts": 1}))
+dynamodb = aws.client("dynamodb")
 if isinstance(tracing, XRayTracing):
     for client in (sqs, sesv2, dynamodb):
         tracing.instrument(client)

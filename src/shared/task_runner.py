@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import boto3
+import botocore.session
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -53,6 +55,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.loaders import Loader
 from pydantic import ValidationError
 
 from shared.adapters.client_errors import to_herald_error
@@ -64,7 +67,7 @@ from shared.tasks import build_task_registry
 from shared.tracing import NO_TRACING, TRACE_CONTEXT_ATTRIBUTE, decode_trace_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
     from aws_lambda_powertools import Logger, Metrics
@@ -421,6 +424,31 @@ class TaskRunner:
         self._metrics.add_metric(name=names.sent, unit=MetricUnit.Count, value=1)
         self._metrics.add_metric(name=SEND_LATENCY, unit=MetricUnit.Milliseconds, value=latency_ms)
         return TaskResult.sent(task.task_id, provider_message_id, finished_at)
+
+
+class KnownServicesLoader(Loader):
+    """botocore's data loader, told which services the process uses.
+
+    botocore checks every client's service name against the list of all the services it
+    ships, which it builds by listing each of ~440 data folders twice (service models and
+    endpoint rules): most of the cost of building the runner's three clients at cold start.
+    A name outside ``services`` is still refused (``UnknownServiceError``).
+    """
+
+    def __init__(self, services: Sequence[str]) -> None:
+        super().__init__()
+        self._services = sorted(services)
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        """The services given, whatever the model type."""
+        return list(self._services)
+
+
+def aws_session(services: Sequence[str]) -> boto3.session.Session:
+    """One boto3 session for the clients of ``services``, its loader told which they are."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", KnownServicesLoader(services))
+    return boto3.session.Session(botocore_session=core)
 
 
 def build_task_runner(

@@ -191,20 +191,14 @@ def task_runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskRunnerHarness]:
             result_queue_url=result_queue_url,
             logs=logs,
         )
-        # Clients are built from the default session at import: hook faults in before.
-        boto3.setup_default_session()
-        assert boto3.DEFAULT_SESSION is not None
-        # A before-call handler may answer in SES's place; the stubs type it as returning None.
-        boto3.DEFAULT_SESSION.events.register(
-            "before-call.sesv2.SendEmail",
-            harness.ses_faults,  # type: ignore[arg-type]
-        )
         import handlers.task_runner
 
         harness.module = importlib.reload(handlers.task_runner)
+        # Faults hook into the handler's own SES client: a before-call handler may answer
+        # in SES's place.
+        harness.module.sesv2.meta.events.register("before-call.sesv2.SendEmail", harness.ses_faults)
         logger._logger.addHandler(logs)  # noqa: SLF001 - Powertools exposes no other hook
         try:
             yield harness
         finally:
             logger._logger.removeHandler(logs)  # noqa: SLF001
-            boto3.DEFAULT_SESSION = None
