@@ -104,4 +104,4 @@ def test_image_dependency_set_runs_every_command(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert "api,worker,migrate,tenants,keys" in result.stdout
+    assert "{api,worker,migrate,db,tenants,keys,suppressions}" in result.stdout
