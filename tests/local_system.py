@@ -47,6 +47,7 @@ class RunningSystem:
     key: str = ""
     # Empty when frontend/dist is not built (the banner says so instead of a URL).
     frontend_url: str = ""
+    reader: threading.Thread | None = None  # copies the process's output into ``output``
 
     @property
     def headers(self) -> dict[str, str]:
@@ -68,6 +69,12 @@ class RunningSystem:
 
     def text(self) -> str:
         return "".join(self.output)
+
+    def output_to_the_end(self, timeout: float = 10) -> str:
+        """Everything the process wrote, once it has exited and its output is all read."""
+        if self.reader is not None:
+            self.reader.join(timeout)
+        return self.text()
 
     def schedule(self, to: str, subject: str, send_at: datetime | None = None) -> str:
         body: dict[str, Any] = {"to": [to], "subject": subject, "text": f"Body of {subject}"}
@@ -249,6 +256,7 @@ def running_local_system(
             system.output.append(line)
 
     reader = threading.Thread(target=collect, daemon=True)
+    system.reader = reader
     reader.start()
     try:
         wait_for(
@@ -295,7 +303,7 @@ def stop_and_check_nothing_is_left(system: RunningSystem) -> None:
     runner.send_signal(signal.SIGINT)
 
     assert runner.wait(timeout=STOP_TIMEOUT_SECONDS) == 0, system.text()[-6000:]
-    assert "PostgreSQL stopped" in system.text()
+    assert "PostgreSQL stopped" in system.output_to_the_end()
     assert [pid for pid in parts if alive(pid)] == []
     assert [pid for pid in parts if group_alive(pid)] == []
     assert postmaster is not None

@@ -3,8 +3,9 @@
 One system is started for the module (start-up costs a few seconds): its own data
 folder and free ports, and two local-only switches for the retry story: the local SES
 throttles ``slow@example.org`` five times (botocore's own five attempts all fail, so the
-record goes back to SQS), and the task queue's visibility timeout is 2 s instead of the
-template's 300 s, so the redelivery comes in seconds. The last test stops it.
+task runner itself must retry the throttled send), and the task queue's visibility
+timeout is 2 s instead of the template's 300 s, so a record that did go back to the queue
+would come again in seconds. The last test stops it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from tests.local_system import (
 )
 
 THROTTLED = "slow@example.org"
+# What a message ends as once SES has reported on it (or Herald never sent it).
+SETTLED = {"delivered", "bounced", "complained", "failed", "canceled"}
 # Enough 429s to outlast botocore's own retries (5 attempts in its default mode), so the
-# first delivery fails as a whole and SQS must redeliver.
+# first SendEmail call fails as a whole and the task runner must retry it.
 THROTTLE_COUNT = 5
 
 
@@ -113,7 +116,7 @@ def test_the_mailbox_command_finds_the_running_systems_port_by_its_data_director
     assert f"kept for the next run: {local_system.data_dir / 'demo-api-key'}" in local_system.text()
 
 
-def test_a_throttled_send_goes_back_to_sqs_and_is_sent_once_on_redelivery(
+def test_a_throttled_send_is_retried_by_the_task_runner_and_sent_once(
     local_system: RunningSystem,
 ) -> None:
     # Given a recipient the local SES throttles for its next five SendEmail requests
@@ -122,8 +125,9 @@ def test_a_throttled_send_goes_back_to_sqs_and_is_sent_once_on_redelivery(
     # When an email to it is scheduled
     message_id = local_system.schedule(THROTTLED, subject)
 
-    # Then the first delivery fails (botocore's retries included) and goes back to the
-    # queue, the redelivery sends it, and the message ends sent (then delivered)
+    # Then the first SendEmail call fails as a throttle (botocore's retries included), the
+    # task runner retries it in place (issue 19: throttling never sends a record back
+    # towards the DLQ), and the message ends sent (then delivered)
     wait_for(
         lambda: local_system.status(message_id) in ("sent", "delivered"),
         60,
@@ -131,8 +135,9 @@ def test_a_throttled_send_goes_back_to_sqs_and_is_sent_once_on_redelivery(
         local_system,
     )
     output = local_system.text()
-    assert "transient failure: the record goes back to the queue" in output
-    assert re.search(r"receive counts \[2\] -> 1 done", output), output[-4000:]
+    assert "TasksThrottled=1" in output, output[-4000:]
+    assert re.search(r"receive counts \[1\] -> 1 done, 0 back to the queue", output), output[-4000:]
+    assert "the record goes back to the queue" not in output
     # And it reached the mailbox exactly once
     sent = [email for email in local_system.mailbox() if email["subject"] == subject]
     assert len(sent) == 1
@@ -171,21 +176,27 @@ def test_a_port_in_use_is_named_with_the_flag_that_changes_it(tmp_path: Path) ->
 def test_ctrl_c_stops_every_part_leaves_no_process_and_keeps_the_data(
     local_system: RunningSystem,
 ) -> None:
-    # Given the running system, its parts, and the messages it holds
+    # Given the running system, its parts, and the messages it holds, once SES has
+    # reported on each (a delivery arriving during the stop would change a status)
     runner = local_system.process
     parts = children_of(runner.pid)
     assert len(parts) >= 3  # api, worker, task runner
     postmaster = int((local_system.data_dir / "postgres" / "pgdata" / "postmaster.pid")
                      .read_text().split()[0])  # fmt: skip
-    listed = httpx.get(f"{local_system.api_url}/v1/messages", headers=local_system.headers)
-    before = {message["id"]: message["status"] for message in listed.json()["items"]}
+    wait_for(
+        lambda: {message["status"] for message in local_system.messages()} <= SETTLED,
+        30,
+        "SES's report on every message",
+        local_system,
+    )
+    before = {message["id"]: message["status"] for message in local_system.messages()}
 
     # When Ctrl-C reaches it
     runner.send_signal(signal.SIGINT)
 
     # Then it stops cleanly and promptly
     assert runner.wait(timeout=60) == 0
-    output = local_system.text()
+    output = local_system.output_to_the_end()
     assert "PostgreSQL stopped" in output
     # And no process of the system is left: not a part, not its group, not PostgreSQL
     assert [pid for pid in parts if alive(pid)] == []
