@@ -89,8 +89,11 @@ OVERLOAD_GOODPUT_FACTOR = 0.8
 # POST /v1/messages counting each answer's status: 201 is goodput, 429 and 503 are the
 # refusals an overloaded api may answer, anything else is wrong. One wrk thread.
 OVERLOAD_SCRIPT = """
-local requests, position = {}, 1
+local requests, position, threads = {}, 1, {}
 created, refused, wrong = 0, 0, 0
+function setup(thread)
+  threads[#threads + 1] = thread
+end
 function init(args)
   local headers = { ["Authorization"] = "Bearer " .. args[2],
                     ["Content-Type"] = "application/json" }
@@ -112,6 +115,13 @@ function response(status, _, _)
 end
 function done(summary, latency, _)
   local e = summary.errors
+  -- done() runs in the main Lua state: the counts live in each thread's.
+  created, refused, wrong = 0, 0, 0
+  for _, thread in ipairs(threads) do
+    created = created + thread:get("created")
+    refused = refused + thread:get("refused")
+    wrong = wrong + thread:get("wrong")
+  end
   io.write(string.format('WRK_RESULT {"requests": %d, "duration_us": %d, "connect": %d, '
     .. '"read": %d, "write": %d, "status": 0, "timeout": %d, "unexpected": 0, "p50_us": %d, '
     .. '"p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, "created": %d, '

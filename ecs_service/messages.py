@@ -11,11 +11,10 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID, uuid4
 
-from sqlalchemy import func, null, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service import feedback_store
@@ -215,6 +214,38 @@ def suppressed_recipients(
     return [[a for a in each if suppression_key(a) in keys] for each in recipients]
 
 
+class StoredMessage(Protocol):
+    """What an answer reads of a stored message: a ``Message``, or a row ``INSERT_BATCH``
+    returned."""
+
+    id: UUID
+    status: str
+    payload: dict[str, Any]
+    send_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    queued_at: datetime | None
+    finished_at: datetime | None
+    provider_message_id: str | None
+    error: str | None
+
+
+# A concurrent batch with the same key may have stored some items: theirs stand (ON
+# CONFLICT DO NOTHING on the partial unique index of idempotency keys).
+INSERT_BATCH = text("""
+INSERT INTO messages (id, tenant_id, status, payload, send_at, idempotency_key, request_hash,
+                      trace_context)
+SELECT item.id, :tenant_id, 'scheduled', item.payload::jsonb, item.send_at, item.key,
+       CASE WHEN item.key IS NULL THEN NULL ELSE CAST(:request_hash AS text) END,
+       CAST(:trace_context AS jsonb)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:payloads AS text[]), CAST(:send_ats AS timestamptz[]),
+            CAST(:keys AS text[])) AS item (id, payload, send_at, key)
+ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id, status, payload, send_at, created_at, updated_at, queued_at, finished_at,
+          provider_message_id, error, idempotency_key
+""")
+
+
 def store_batch(
     session: Session,
     *,
@@ -222,7 +253,7 @@ def store_batch(
     new: Sequence[NewMessage],
     request_hash: str | None,
     trace_context: dict[str, str] | None = None,
-) -> tuple[list[Message], list[Message]]:
+) -> tuple[list[StoredMessage], list[Message]]:
     """Store ``new`` as scheduled messages with one multi-row INSERT and count them against
     the tenant's daily quota, in the caller's transaction; the stored messages, and those a
     concurrent request with the same batch key stored first (replays).
@@ -238,31 +269,19 @@ def store_batch(
     """
     if not new:
         return [], []
-    rows = [
-        {
-            "id": item.id,
-            "tenant_id": tenant_id,
-            "status": MessageStatus.SCHEDULED.value,
-            "payload": item.email.model_dump(mode="json"),
-            "send_at": item.send_at,
-            "idempotency_key": item.idempotency_key,
-            "request_hash": request_hash if item.idempotency_key else None,
-            # SQL NULL, as the single POST stores it (None would be the JSON null here).
-            "trace_context": null() if trace_context is None else trace_context,
-        }
-        for item in new
-    ]
-    # A concurrent batch with the same key may have stored some items: theirs stand.
-    statement = (
-        insert(Message)
-        .values(rows)
-        .on_conflict_do_nothing(
-            index_elements=[Message.tenant_id, Message.idempotency_key],
-            index_where=text("idempotency_key IS NOT NULL"),
-        )
-        .returning(Message)
-    )
-    stored = list(session.scalars(statement))
+    # One short statement whatever the batch's size: the rows travel as arrays (unnest),
+    # so neither SQLAlchemy nor psycopg compiles or parses a 500-row VALUES list.
+    parameters = {
+        "tenant_id": tenant_id,
+        "ids": [item.id for item in new],
+        "payloads": [item.email.model_dump_json() for item in new],
+        "send_ats": [item.send_at for item in new],
+        "keys": [item.idempotency_key for item in new],
+        "request_hash": request_hash,
+        # None: the column's NULL, as a single POST stores it.
+        "trace_context": None if trace_context is None else json.dumps(trace_context),
+    }
+    stored: list[StoredMessage] = list(session.execute(INSERT_BATCH, parameters))
     if stored:
         reserve_daily_quota(session, tenant_id, len(stored))
     if len(stored) == len(new):

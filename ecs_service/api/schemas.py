@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ecs_service.db.models import Message, MessageEvent, MessageRecipient, Suppression
+    from ecs_service.messages import StoredMessage
 
 # How far send_at may be from now. The past allows for clock skew between a client and
 # Herald; the database holds wider bounds (migration 0004) around each row's created_at.
@@ -111,7 +112,7 @@ class MessageSummary(BaseModel):
     error: str | None
 
     @classmethod
-    def of(cls, message: Message, **more: Any) -> Self:
+    def of(cls, message: Message | StoredMessage, **more: Any) -> Self:
         """``message`` as this model; ``more`` gives the fields a subclass adds."""
         return cls(
             id=message.id,
@@ -199,7 +200,7 @@ class MessageOut(MessageSummary):
     @classmethod
     def of(
         cls,
-        message: Message,
+        message: Message | StoredMessage,
         recipients: Sequence[MessageRecipient] = (),
         events: Sequence[MessageEvent] = (),
         **more: Any,

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
     from ecs_service.db.models import Message
 
+# Parametrized once: TaskEnvelope[EmailPayload] looks its class up on every use.
+EmailTask = TaskEnvelope[EmailPayload]
 # UnitOfWorkRoute: each route's work and commit run in one worker thread (the rate-limit
 # token was taken by AdmissionMiddleware, before the body was read).
 router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=UnitOfWorkRoute)
@@ -226,7 +228,7 @@ def create_messages(
         trace_context=request.app.state.tracing.inject_context(),
     )
     by_id = {message.id: message for message in stored}
-    by_key = {message.idempotency_key: message for message in raced}
+    by_key = {message.idempotency_key: message for message in raced}  # raced: Messages
     for index, new in pending.items():
         if new.id in by_id:
             answers[index] = BatchItemOut(
@@ -295,7 +297,7 @@ def _check_fits_one_task(
 ) -> None:
     """The task the relay will send must fit in one SQS message: refuse it now, not later."""
     try:
-        TaskEnvelope[EmailPayload](
+        EmailTask(
             task_id=message_id,
             kind=EMAIL_SEND,
             tenant_id=tenant_id,
