@@ -73,7 +73,7 @@ class RecipientSuppressedError(Exception):
 class Created:
     """The message, and whether this request created it (False: an idempotent replay)."""
 
-    message: Message
+    message: Message | StoredMessage
     created: bool
 
 
@@ -132,6 +132,23 @@ def create_message(
         if earlier is not None:
             return _replay(earlier, request_hash)
     _refuse_suppressed(session, tenant_id, email)
+    if idempotency_key is None:
+        # Counted first: a refusal leaves nothing in the caller's transaction. Then one
+        # Core INSERT ... RETURNING: no ORM unit of work for a row nothing else touches.
+        reserve_daily_quota(session, tenant_id)
+        [row] = session.execute(
+            INSERT_BATCH,
+            {
+                "tenant_id": tenant_id,
+                "ids": [message_id or uuid4()],
+                "payloads": [email.model_dump_json()],
+                "send_ats": [send_at],
+                "keys": [None],
+                "request_hash": None,
+                "trace_context": None if trace_context is None else json.dumps(trace_context),
+            },
+        )
+        return Created(row, created=True)
     message = Message(
         id=message_id or uuid4(),
         tenant_id=tenant_id,
@@ -144,12 +161,6 @@ def create_message(
     )
     # The INSERT's RETURNING fills in the server defaults (the mapper's eager_defaults):
     # no SELECT follows it.
-    if idempotency_key is None:
-        # Counted first: a refusal leaves nothing in the caller's transaction.
-        reserve_daily_quota(session, tenant_id)
-        session.add(message)
-        session.flush()
-        return Created(message, created=True)
     try:
         # A SAVEPOINT only with a key: losing the race for it must not undo the transaction.
         with session.begin_nested():

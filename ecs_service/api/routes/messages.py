@@ -376,7 +376,7 @@ def cancel_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) 
 NO_FEEDBACK = frozenset({MessageStatus.SCHEDULED.value, MessageStatus.CANCELED.value})
 
 
-def _detail(session: Session, message: Message) -> MessageOut:
+def _detail(session: Session, message: Message | messages.StoredMessage) -> MessageOut:
     """``message`` with what SES reported of each recipient, and its events; no query for
     a message that cannot have any."""
     if message.status in NO_FEEDBACK:
