@@ -108,6 +108,12 @@ class Message(Base):
         ),
         # The relay's in-flight count: the few queued rows, by when (migration 0006).
         Index("ix_messages_in_flight", "queued_at", postgresql_where=text("status = 'queued'")),
+        # Retention's passes: finished messages, oldest first (migration 0009).
+        Index(
+            "ix_messages_finished",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
         # Delivery feedback without Herald's tags finds its message by SES's id (0007).
         Index(
             "ix_messages_provider_message_id",

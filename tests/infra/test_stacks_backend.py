@@ -33,7 +33,8 @@ ACCEPTED_TLS_POLICIES = {
 }
 SECRET_LOOKING = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE|CREDENTIAL", re.I)
 # Named like a secret, holds none: the secret's ARN, useless without the task role.
-NOT_SECRETS = {"DATABASE_SECRET_ARN"}
+# Names of secrets, not secrets: the database secret's ARN, the KMS key of tenant secrets.
+NOT_SECRETS = {"DATABASE_SECRET_ARN", "TENANT_SECRET_KMS_KEY_ID"}
 # Dynamic references CloudFormation would resolve into a plain variable's value.
 RESOLVED_SECRET = re.compile(r"\{\{resolve:(secretsmanager|ssm-secure):")
 TASK_ROLES = {"api": "ApiTaskRole", "migrate": "MigrationTaskRole", "worker": "WorkerTaskRole"}
@@ -279,7 +280,9 @@ def test_containers_get_the_environment_the_contract_names(backend: Template) ->
         "RESULT_QUEUE_URL",
         "FEEDBACK_QUEUE_URL",
         "SES_MAX_SEND_RATE",
+        "MESSAGE_RETENTION_DAYS",
     }
+    assert worker["MESSAGE_RETENTION_DAYS"] == {"Ref": "MessageRetentionDays"}
     assert (api["POWERTOOLS_SERVICE_NAME"], worker["POWERTOOLS_SERVICE_NAME"]) == (
         "herald-api",
         "herald-worker",
@@ -352,9 +355,48 @@ def test_every_task_has_its_own_task_role(backend: Template) -> None:
     assert roles == {name: {"Fn::GetAtt": [role, "Arn"]} for name, role in TASK_ROLES.items()}
 
 
-@pytest.mark.parametrize("name", ["api", "migrate"])
-def test_api_and_migration_may_only_read_the_database_secret(backend: Template, name: str) -> None:
-    assert grants(backend, TASK_ROLES[name]) == DATABASE_SECRET_GRANTS
+def test_api_may_only_read_the_database_secret(backend: Template) -> None:
+    assert grants(backend, TASK_ROLES["api"]) == DATABASE_SECRET_GRANTS
+
+
+TENANT_SECRETS = (
+    "{'Fn::Sub': 'arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
+    ":secret:herald/${Environment}/tenants/*'}"
+)
+RDS_MANAGED_SECRETS = (
+    "{'Fn::Sub': 'arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
+    ":secret:rds!db-*'}"
+)
+
+
+def test_migration_may_read_the_database_secret_the_drill_s_and_create_tenant_secrets(
+    backend: Template,
+) -> None:
+    # The one-off tasks run on the migration's role: the restore drill's check reads its
+    # temporary instance's RDS-managed secret; bootstrap-tenant creates (and, if its commit
+    # fails, deletes) a secret under herald/<env>/tenants/, encrypted with the database key
+    assert grants(backend, TASK_ROLES["migrate"]) == DATABASE_SECRET_GRANTS | {
+        ("secretsmanager:GetSecretValue", RDS_MANAGED_SECRETS),
+        ("secretsmanager:CreateSecret", TENANT_SECRETS),
+        ("secretsmanager:TagResource", TENANT_SECRETS),
+        ("secretsmanager:DeleteSecret", TENANT_SECRETS),
+        ("kms:GenerateDataKey", "DatabaseKeyArn"),
+    }
+    drill = role_statements(backend, TASK_ROLES["migrate"])["ReadTheRestoreDrillSecret"]
+    assert drill.statement["Condition"] == {
+        "StringLike": {
+            "secretsmanager:ResourceTag/aws:rds:primaryDBInstanceArn": {
+                "Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}"
+                ":db:herald-${Environment}-*-restore-drill"
+            }
+        }
+    }
+    encrypt = role_statements(backend, TASK_ROLES["migrate"])["EncryptTenantKeySecrets"]
+    assert encrypt.statement["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}
+        }
+    }
 
 
 def test_worker_may_use_exactly_its_queues_the_pipeline_key_ses_account_and_the_database_secret(
@@ -379,12 +421,14 @@ def test_worker_may_use_exactly_its_queues_the_pipeline_key_ses_account_and_the_
 
 
 def test_only_the_task_roles_may_read_the_database_secret(backend: Template) -> None:
-    # Given every statement that names the database secret or its key
+    # Given every statement that names the database secret or its key, but the migration
+    # role's tenant-secret policy (the test above: encrypting new secrets under tenants/*)
     readers = [
         statement
         for statement in policy_statements(backend)
         if {"DatabaseSecretArn", "DatabaseKeyArn"}
         & {str(referenced_id(resource)) for resource in statement.resources}
+        and statement.owner != "TenantBootstrapPolicy"
     ]
     [policy_id] = {statement.owner for statement in readers}
     holders = {
@@ -396,7 +440,18 @@ def test_only_the_task_roles_may_read_the_database_secret(backend: Template) -> 
     # Then one managed policy holds them, attached to exactly the three task roles; the
     # only other managed policy is the worker's own, attached to the worker's role alone
     assert holders == set(TASK_ROLES.values())
-    assert set(resources_of_type(backend, "AWS::IAM::ManagedPolicy")) == {policy_id, "WorkerPolicy"}
+    assert set(resources_of_type(backend, "AWS::IAM::ManagedPolicy")) == {
+        policy_id,
+        "WorkerPolicy",
+        "RestoreDrillSecretReadPolicy",
+        "TenantBootstrapPolicy",
+    }
+    for migration_only in ("RestoreDrillSecretReadPolicy", "TenantBootstrapPolicy"):
+        assert {
+            role_id
+            for role_id in resources_of_type(backend, "AWS::IAM::Role")
+            if {"Ref": migration_only} in properties(backend, role_id).get("ManagedPolicyArns", [])
+        } == {"MigrationTaskRole"}
     assert "Roles" not in properties(backend, policy_id)
     assert "Roles" not in properties(backend, "WorkerPolicy")
     assert {
