@@ -220,7 +220,7 @@ class SesMailboxSimulator:
 
 
 def event_summary(record: dict[str, Any]) -> dict[str, Any]:
-    """What the mailbox shows of an event: its type, recipients, time and the key facts."""
+    """What the mailbox shows of an event: type, recipients, time, key facts, the send's tags."""
     event_type = str(record["eventType"])
     mail = record["mail"]
     summary: dict[str, Any] = {
@@ -228,6 +228,12 @@ def event_summary(record: dict[str, Any]) -> dict[str, Any]:
         "recipients": list(mail.get("destination", [])),
         "occurred_at": mail.get("timestamp"),
         "detail": {},
+        # The send's own tags (Herald's), without the ses:* ones SES adds.
+        "tags": {
+            name: values[0]
+            for name, values in mail.get("tags", {}).items()
+            if not name.startswith("ses:") and values
+        },
     }
     if (delivery := record.get("delivery")) is not None:
         summary |= {"recipients": delivery["recipients"], "occurred_at": delivery["timestamp"]}

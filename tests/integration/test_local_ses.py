@@ -249,7 +249,9 @@ def test_what_was_published_is_listed_for_the_mailbox(local_ses: LocalSes) -> No
     with urllib.request.urlopen(local_ses.endpoint.url + EVENTS_PATH, timeout=5) as answer:
         published = json.load(answer)
 
-    # Then it lists the email's events, oldest first, with the complaint's type
+    # Then it lists the email's events, oldest first, with the complaint's type and the
+    # send's own tags
     events = published[message_id]
     assert [event["type"] for event in events] == ["Send", "Delivery", "Complaint"]
     assert events[2]["detail"] == {"complaintFeedbackType": "abuse"}
+    assert events[0]["tags"] == {"herald-message-id": "m-1", "herald-tenant-id": "t-1"}

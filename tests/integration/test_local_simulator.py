@@ -18,7 +18,9 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
+from herald_local.ses_events import EVENTS_PATH
 from tests.local_system import RunningSystem, children_of, running_local_system, wait_for
 
 SIMULATOR = "simulator.amazonses.com"
@@ -189,3 +191,24 @@ def test_the_parts_get_the_feedback_queue_configuration_set_and_send_rate(
     assert worker["FEEDBACK_QUEUE_URL"].endswith("/herald-local-FeedbackQueue")
     assert worker["SES_MAX_SEND_RATE"] == "1000"
     assert runner["SES_CONFIGURATION_SET"].startswith("herald-dev-")
+
+
+def test_every_email_carries_herald_message_and_tenant_tags(local_system: RunningSystem) -> None:
+    # Given an email sent through the local system
+    message = send_and_wait(local_system, simulator("success"), "delivered")
+
+    # When the local SES is asked what it published for it
+    published = httpx.get(local_system.aws_url + EVENTS_PATH).json()
+
+    # Then its events carry Herald's tags: the message and its tenant (what lets an event
+    # that comes before the task runner's result find its message)
+    tags = published[message["provider_message_id"]][0]["tags"]
+    engine = create_engine(local_system.database_url)
+    try:
+        with engine.connect() as connection:
+            tenant_id = connection.scalar(
+                text("SELECT tenant_id FROM messages WHERE id = :id"), {"id": message["id"]}
+            )
+    finally:
+        engine.dispose()
+    assert tags == {"herald-message-id": message["id"], "herald-tenant-id": str(tenant_id)}
