@@ -336,6 +336,25 @@ def get_message(session: Session, *, tenant_id: UUID, message_id: UUID) -> Messa
     return message
 
 
+# A GET's one statement: what the answer shows, on the primary key, without the ORM.
+READ_MESSAGE = text("""
+SELECT id, status, payload, send_at, created_at, updated_at, queued_at, finished_at,
+       provider_message_id, error
+FROM messages WHERE id = :message_id AND tenant_id = :tenant_id
+""")
+
+
+def read_message(session: Session, *, tenant_id: UUID, message_id: UUID) -> StoredMessage:
+    """The tenant's message with this id, as ``GET /v1/messages/{id}`` shows it: one
+    statement, a row rather than an ORM object (nothing here changes it)."""
+    row: StoredMessage | None = session.execute(
+        READ_MESSAGE, {"message_id": message_id, "tenant_id": tenant_id}
+    ).first()
+    if row is None:
+        raise MessageNotFoundError(f"no message {message_id}")
+    return row
+
+
 def list_messages(
     session: Session,
     *,

@@ -348,7 +348,7 @@ def list_messages(
 )
 def get_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) -> MessageOut:
     try:
-        message = messages.get_message(session, tenant_id=tenant_id, message_id=message_id)
+        message = messages.read_message(session, tenant_id=tenant_id, message_id=message_id)
     except messages.MessageNotFoundError as error:
         raise problems.not_found(str(error)) from error
     return _detail(session, message)
