@@ -46,7 +46,7 @@ class FakeEmailSender:
         self.sent: list[tuple[EmailPayload, UUID]] = []
         self.errors: list[Exception] = []
 
-    def send(self, email: EmailPayload, *, task_id: UUID) -> str:
+    def send(self, email: EmailPayload, *, task_id: UUID, tenant_id: UUID) -> str:
         if self.errors:
             raise self.errors.pop(0)
         self.sent.append((email, task_id))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class EmailSender(Protocol):
     """Sends one email and returns the provider's message id."""
 
-    def send(self, email: EmailPayload, *, task_id: UUID) -> str: ...
+    def send(self, email: EmailPayload, *, task_id: UUID, tenant_id: UUID) -> str: ...
 
 
 class TaskProducer(Protocol):

@@ -39,7 +39,7 @@ def test_text_email_reaches_ses_with_its_recipients(sesv2: SESV2Client) -> None:
     )
 
     # When it is sent
-    message_id = SesEmailSender(sesv2).send(email, task_id=uuid4())
+    message_id = SesEmailSender(sesv2).send(email, task_id=uuid4(), tenant_id=uuid4())
 
     # Then SES holds exactly it, under the returned id
     [message] = sent_messages()
@@ -63,7 +63,9 @@ def test_html_and_text_are_both_sent(sesv2: SESV2Client) -> None:
 
     # When an email with both bodies is sent
     SesEmailSender(sesv2).send(
-        make_email(text="plain", html="<p>rich</p>", reply_to=["r@example.org"]), task_id=uuid4()
+        make_email(text="plain", html="<p>rich</p>", reply_to=["r@example.org"]),
+        task_id=uuid4(),
+        tenant_id=uuid4(),
     )
 
     # Then SES got a simple message with both parts, UTF-8, and the reply-to
@@ -140,14 +142,14 @@ def test_sending_quota_refusal_is_a_throttled_error(
 
     # When an email is sent, Then the refusal is a throttle (retried, never a failed email)
     with pytest.raises(ThrottledError, match=f"SES SendEmail failed: {code}"):
-        SesEmailSender(sesv2).send(make_email(), task_id=uuid4())
+        SesEmailSender(sesv2).send(make_email(), task_id=uuid4(), tenant_id=uuid4())
 
 
 def test_an_outage_is_transient_but_not_a_throttle(sesv2: SESV2Client) -> None:
     ses_answers(sesv2, 503, "ServiceUnavailable", "Service is unavailable.")
 
     with pytest.raises(TransientError) as raised:
-        SesEmailSender(sesv2).send(make_email(), task_id=uuid4())
+        SesEmailSender(sesv2).send(make_email(), task_id=uuid4(), tenant_id=uuid4())
 
     assert not isinstance(raised.value, ThrottledError)
 
@@ -158,5 +160,5 @@ def test_unverified_sender_is_a_permanent_error(sesv2: SESV2Client) -> None:
 
     # When it is sent, Then SES's MessageRejected becomes a permanent error
     with pytest.raises(PermanentError, match="SES SendEmail failed: MessageRejected"):
-        SesEmailSender(sesv2).send(email, task_id=uuid4())
+        SesEmailSender(sesv2).send(email, task_id=uuid4(), tenant_id=uuid4())
     assert sent_messages() == []

@@ -58,12 +58,12 @@ class SesEmailSender:
         self._client = client
         self._configuration_set = configuration_set
 
-    def send(self, email: EmailPayload, *, task_id: UUID, tenant_id: UUID | None = None) -> str:
+    def send(self, email: EmailPayload, *, task_id: UUID, tenant_id: UUID) -> str:
         """Send ``email`` and return SES's message id.
 
         ``task_id`` and ``tenant_id`` become the ``herald-message-id`` and
-        ``herald-tenant-id`` tags (the latter left out when None: a caller that does not
-        know the tenant).
+        ``herald-tenant-id`` tags, by which the worker matches SES's events to the message
+        within its tenant.
 
         Raises
         ------
@@ -75,9 +75,10 @@ class SesEmailSender:
         TransientError
             An outage or a configuration problem: retry later.
         """
-        tags: list[MessageTagTypeDef] = [{"Name": MESSAGE_ID_TAG, "Value": str(task_id)}]
-        if tenant_id is not None:
-            tags.append({"Name": TENANT_ID_TAG, "Value": str(tenant_id)})
+        tags: list[MessageTagTypeDef] = [
+            {"Name": MESSAGE_ID_TAG, "Value": str(task_id)},
+            {"Name": TENANT_ID_TAG, "Value": str(tenant_id)},
+        ]
         body: BodyTypeDef = {}
         if email.text:
             body["Text"] = {"Data": email.text, "Charset": UTF8}

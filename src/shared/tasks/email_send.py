@@ -33,6 +33,6 @@ def register_email_send(registry: TaskRegistry, sender: EmailSender, *, sender_e
         email = task.payload
         if email.sender.lower() != allowed:
             email = email.model_copy(update={"sender": sender_email})
-        return sender.send(email, task_id=task.task_id)
+        return sender.send(email, task_id=task.task_id, tenant_id=task.tenant_id)
 
     registry.register(EMAIL_SEND, EmailPayload, send_email, metrics=EMAIL_METRICS)

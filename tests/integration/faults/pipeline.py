@@ -123,7 +123,7 @@ class FlakySes:
     """A sesv2 client whose ``SendEmail`` is throttled for the chosen messages' first tries.
 
     SES answers ``TooManyRequestsException`` (HTTP 429) when the send rate is exceeded;
-    the adapter turns it into a ``TransientError``, so SQS redelivers the task.
+    the adapter turns it into a ``ThrottledError``, and the task runner retries it in place.
     """
 
     def __init__(self, real: Any, failures: dict[UUID, int]) -> None:
