@@ -583,7 +583,7 @@ def build_result(
         notes.append(
             f"Overload (c={OVERLOAD_CONCURRENCY}): {overload.created} created, "
             f"{overload.refused} refused with 429/503, {overload.wrong} other answers, "
-            f"{overload.socket_errors} socket errors; p99 {overload.p99_ms:.1f} ms."
+            f"{overload.socket_errors} socket failures; p99 {overload.p99_ms:.1f} ms."
         )
     for endpoint in ("POST", "GET"):
         herald, baseline = by[("herald", endpoint)], by[("baseline", endpoint)]
@@ -739,6 +739,10 @@ def run(args: argparse.Namespace) -> None:
             lines = tail(work_dir / f"uvicorn-{app}.log", 20_000).splitlines()[1:]
             if shown := [line for line in lines if '"level":"INFO"' not in line][-15:]:
                 print(f"  {app}: uvicorn logged:\n" + "\n".join(shown), flush=True)
+        if args.profile_requests > 0:
+            # The batch and overload runs emptied the table the GET ids came from: read
+            # ids of the rows the overload run left.
+            prepare_reads(engine, work_dir / "ids-herald.txt")
         profiles = profile_herald(setup) if args.profile_requests > 0 else {}
         result = build_result(args, results, profiles, settings, extra)
         print(f"\n{result.title}")
