@@ -186,8 +186,7 @@ def test_api_autoscaling_keeps_two_tasks_and_a_stack_update_does_not_reset_it(
     backend: Template,
 ) -> None:
     # Given the api service and its scalable target
-    [target_id] = resources_of_type(backend, "AWS::ApplicationAutoScaling::ScalableTarget")
-    target = properties(backend, target_id)
+    target = properties(backend, "ApiScalableTarget")
 
     # Then the service leaves its count to autoscaling (no DesiredCount for an update to
     # reset), and autoscaling never goes below two tasks, one per AZ
@@ -204,9 +203,56 @@ def test_api_scales_on_cpu_and_on_requests_per_task(backend: Template) -> None:
         ]
         for policy_id in resources_of_type(backend, "AWS::ApplicationAutoScaling::ScalingPolicy")
         if (policy := properties(backend, policy_id))["PolicyType"] == "TargetTrackingScaling"
+        and policy["ScalingTargetId"] == {"Ref": "ApiScalableTarget"}
     }
 
     assert metrics == {"ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"}
+
+
+def test_worker_autoscaling_stays_between_its_task_count_and_its_maximum(
+    backend: Template,
+) -> None:
+    # Given the worker's scalable target
+    target = properties(backend, "WorkerScalableTarget")
+
+    # Then the service leaves its count to autoscaling, between the two parameters
+    assert "DesiredCount" not in properties(backend, "WorkerService")
+    assert target["ResourceId"] == {"Fn::Sub": "service/${Cluster}/${WorkerService.Name}"}
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (
+        {"Ref": "WorkerTaskCount"},
+        {"Ref": "WorkerMaxTasks"},
+    )
+    assert int(backend["Parameters"]["WorkerMaxTasks"]["MaxValue"]) >= int(
+        backend["Parameters"]["WorkerTaskCount"]["MaxValue"]
+    )
+
+
+def test_worker_scales_on_the_relay_backlog_per_running_task(backend: Template) -> None:
+    # Given the worker's one scaling policy
+    [policy] = [
+        policy
+        for policy_id in resources_of_type(backend, "AWS::ApplicationAutoScaling::ScalingPolicy")
+        if (policy := properties(backend, policy_id))["ScalingTargetId"]
+        == {"Ref": "WorkerScalableTarget"}
+    ]
+    queries = {
+        query["Id"]: query
+        for query in policy["TargetTrackingScalingPolicyConfiguration"][
+            "CustomizedMetricSpecification"
+        ]["Metrics"]
+    }
+
+    # Then it tracks the worker's own RelayBacklog divided by its running tasks
+    backlog = queries["backlog"]["MetricStat"]["Metric"]
+    assert (backlog["Namespace"], backlog["MetricName"]) == ("Herald", "RelayBacklog")
+    assert backlog["Dimensions"] == [
+        {"Name": "service", "Value": "herald-worker"},
+        {"Name": "environment", "Value": {"Ref": "Environment"}},
+    ]
+    running = queries["running"]["MetricStat"]["Metric"]
+    assert running["MetricName"] == "RunningTaskCount"
+    assert [query["Id"] for query in queries.values() if query["ReturnData"]] == ["perTask"]
+    assert "backlog / running" in queries["perTask"]["Expression"]
 
 
 # ------------------------------------------------------------------------ containers
