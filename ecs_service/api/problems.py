@@ -8,7 +8,7 @@
 | ``method-not-allowed`` | 405 | the route exists, the method does not |
 | ``request-timeout`` | 408 | the request body did not arrive within the read timeout |
 | ``not-cancelable`` | 409 | cancel of a message that is no longer scheduled |
-| ``payload-too-large`` | 413 | a body over 300,000 bytes, or an email over one task (256 KiB) |
+| ``payload-too-large`` | 413 | a body over 300,000 bytes (a batch's 2,000,000), or an email over one task (256 KiB) |
 | ``validation-error`` | 422 | the request does not match the schema; ``errors`` lists each field |
 | ``idempotency-key-reused`` | 422 | same Idempotency-Key, different body |
 | ``recipient-suppressed`` | 422 | a recipient is on the tenant's suppression list; ``suppressed`` names them |
