@@ -171,6 +171,29 @@ def test_service_runs_private_and_rolls_back_a_failed_deployment(
     assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (100, 200)
 
 
+DEPLOYMENT_ALARMS = {
+    "ApiService": ["ApiTarget5xxRateAlarm", "ApiUnhealthyHostsAlarm"],
+    "WorkerService": ["RelayRowsFailedAlarm", "ResultsRejectedAlarm"],
+}
+
+
+@pytest.mark.parametrize("service_id", sorted(DEPLOYMENT_ALARMS))
+def test_service_rolls_back_a_release_that_starts_fine_when_its_alarms_fire(
+    backend: Template, service_id: str
+) -> None:
+    # Given the service's deployment alarms, as the nested stack receives their names
+    alarms = properties(backend, service_id)["DeploymentConfiguration"]["Alarms"]
+    split = alarms["AlarmNames"]["Fn::Split"]
+    joined = split[1]["Fn::Join"]
+
+    # Then ECS watches exactly those alarms of this stack and rolls back when one fires
+    assert (alarms["Enable"], alarms["Rollback"]) == (True, True)
+    assert split[0] == joined[0] == ","
+    assert [referenced_id(name) for name in joined[1]] == DEPLOYMENT_ALARMS[service_id]
+    for alarm_id in DEPLOYMENT_ALARMS[service_id]:
+        assert backend["Resources"][alarm_id]["Type"] == "AWS::CloudWatch::Alarm"
+
+
 def test_every_service_is_covered_by_the_private_network_checks(backend: Template) -> None:
     assert set(resources_of_type(backend, "AWS::ECS::Service")) == {"ApiService", "WorkerService"}
 
