@@ -13,6 +13,8 @@ Rules kept here and nowhere else:
   > delayed, and within bounced a permanent bounce over a transient or undetermined one.
   A weaker or repeated event is recorded as an event only.
 - A permanent bounce or a complaint puts the address on the message's tenant's list.
+- An event changes only the message's own recipients (to, cc, bcc): an address it names
+  that the message was not sent to is history only, never a recipient or a suppression.
 - The summary of a ``sent`` (or already summarised) message: ``failed`` if SES rejected
   it or could not render it; else ``complained`` if any recipient complained, ``bounced``
   if any bounced, ``delivered`` if every recipient (to, cc, bcc) was delivered, else
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -176,11 +178,15 @@ class Recorded:
         How many recipients moved into each state.
     suppressed
         The addresses newly put on the tenant's suppression list.
+    strangers
+        How many of the event's outcomes named an address the message was not sent to
+        (ignored: recorded in the event's history only).
     """
 
     applied: bool
     newly: Mapping[RecipientState, int] = field(default_factory=dict)
     suppressed: tuple[str, ...] = ()
+    strangers: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,9 +215,12 @@ class SuppressionCursor:
             fields = json.loads(raw)
             created_at = datetime.fromisoformat(fields["c"])
             address = fields["a"]
+            # A listed address is its own key: anything else (a NUL, a lone surrogate,
+            # which PostgreSQL cannot take) was not handed out by this API.
+            listed = isinstance(address, str) and suppression_key(address) == address
         except (ValueError, KeyError, TypeError) as error:
             raise InvalidCursorError("the cursor is not one this API returned") from error
-        if not isinstance(address, str) or created_at.tzinfo is None:
+        if not listed or created_at.tzinfo is None:
             raise InvalidCursorError("the cursor is not one this API returned")
         return cls(created_at=created_at, address=address)
 
@@ -223,7 +232,16 @@ def record_event(session: Session, event: FeedbackEvent) -> Recorded:
     result, are applied one after the other. The caller's transaction commits it, and
     calls ``summarise`` afterwards.
     """
-    session.execute(select(Message.id).where(Message.id == event.message_id).with_for_update())
+    payload = session.scalar(
+        select(Message.payload).where(Message.id == event.message_id).with_for_update()
+    )
+    # SES reports only on the addresses the email went to: an outcome for any other address
+    # is a forged or garbled event, and may neither add a recipient to the message nor put
+    # on the tenant's list an address the tenant never sent to. The event stays history.
+    own = _recipients(payload or {})
+    outcomes = tuple(o for o in event.outcomes if o.address in own)
+    strangers = len(event.outcomes) - len(outcomes)
+    event = replace(event, outcomes=outcomes)
     recipient = event.outcomes[0].address if len(event.outcomes) == 1 else None
     inserted = session.scalar(
         insert(MessageEvent)
@@ -243,7 +261,7 @@ def record_event(session: Session, event: FeedbackEvent) -> Recorded:
         return Recorded(applied=False)
     newly = _apply_outcomes(session, event)
     suppressed = _suppress(session, event)
-    return Recorded(applied=True, newly=newly, suppressed=suppressed)
+    return Recorded(applied=True, newly=newly, suppressed=suppressed, strangers=strangers)
 
 
 def _apply_outcomes(session: Session, event: FeedbackEvent) -> dict[RecipientState, int]:

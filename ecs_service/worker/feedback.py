@@ -33,6 +33,7 @@ import json
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from uuid import UUID
 
@@ -42,6 +43,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -72,7 +74,6 @@ from shared.errors import HeraldError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from datetime import datetime
 
     from aws_lambda_powertools import Logger
     from mypy_boto3_sqs import SQSClient
@@ -118,10 +119,31 @@ def _truncated(value: str | None) -> str | None:
     return value if value is None else _storable(value)[:MAX_DIAGNOSTIC_LENGTH]
 
 
+def _cut(value: object) -> object:
+    # A receiving server's answer can be long (SES passes it on whole): an event is kept
+    # with its first 1,000 characters, never refused for it (that would lose the bounce).
+    return value[:MAX_DIAGNOSTIC_LENGTH] if isinstance(value, str) else value
+
+
+# SES did not exist before this; an earlier time (or one PostgreSQL would store before year
+# 1) is no time SES stamps.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _plausible(value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError("is not a time SES could have stamped")
+    return value
+
+
 # Bounded at SQS's 256 KiB body by the queue; each field bounded again here.
 Address = Annotated[str, Field(min_length=1, max_length=MAX_ADDRESS_INPUT_LENGTH)]
 ShortText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(_storable)]
-Diagnostic = Annotated[str | None, Field(max_length=20_000), AfterValidator(_truncated)]
+Diagnostic = Annotated[
+    str | None, BeforeValidator(_cut), Field(max_length=20_000), AfterValidator(_truncated)
+]
+SesTime = Annotated[AwareDatetime, AfterValidator(_plausible)]
 Recipients = Annotated[list[Address], Field(min_length=1, max_length=MAX_RECIPIENTS)]
 TagValues = Annotated[list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]], Field(max_length=10)]
 TagName = Annotated[str, Field(max_length=MAX_TAG_LENGTH)]
@@ -142,7 +164,7 @@ class SesMail(_SesObject):
         max_length=MAX_PROVIDER_MESSAGE_ID_LENGTH,
         pattern=PROVIDER_MESSAGE_ID_PATTERN,
     )
-    timestamp: AwareDatetime
+    timestamp: SesTime
     destination: list[Address] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     tags: dict[TagName, TagValues] = Field(default_factory=dict, max_length=MAX_TAGS)
 
@@ -162,7 +184,7 @@ class SesBounce(_SesObject):
     bounced_recipients: Annotated[
         list[BouncedRecipient], Field(min_length=1, max_length=MAX_RECIPIENTS)
     ] = Field(alias="bouncedRecipients")
-    timestamp: AwareDatetime
+    timestamp: SesTime
 
 
 class ComplainedRecipient(_SesObject):
@@ -175,13 +197,13 @@ class SesComplaint(_SesObject):
     ] = Field(alias="complainedRecipients")
     complaint_feedback_type: ShortText | None = Field(default=None, alias="complaintFeedbackType")
     complaint_sub_type: ShortText | None = Field(default=None, alias="complaintSubType")
-    timestamp: AwareDatetime
+    timestamp: SesTime
 
 
 class SesDelivery(_SesObject):
     recipients: Recipients
     smtp_response: Diagnostic = Field(default=None, alias="smtpResponse")
-    timestamp: AwareDatetime
+    timestamp: SesTime
 
 
 class DelayedRecipient(_SesObject):
@@ -194,8 +216,8 @@ class SesDeliveryDelay(_SesObject):
         list[DelayedRecipient], Field(min_length=1, max_length=MAX_RECIPIENTS)
     ] = Field(alias="delayedRecipients")
     delay_type: ShortText | None = Field(default=None, alias="delayType")
-    expiration_time: AwareDatetime | None = Field(default=None, alias="expirationTime")
-    timestamp: AwareDatetime
+    expiration_time: SesTime | None = Field(default=None, alias="expirationTime")
+    timestamp: SesTime
 
 
 class SesReject(_SesObject):
@@ -244,7 +266,7 @@ class EventBridgeEnvelope(_SesObject):
     """
 
     source: Literal["aws.ses"]
-    time: AwareDatetime
+    time: SesTime
     detail: dict[str, Any]
 
 
@@ -389,7 +411,9 @@ def to_feedback_event(parsed: ParsedFeedback, message_id: UUID, tenant_id: UUID)
         message_id=message_id,
         tenant_id=tenant_id,
         event_type=event.event_type,
-        occurred_at=occurred_at,
+        # A clock ahead of ours (skew, or a forged time) would order history wrongly and
+        # hold a recipient's time in the future: no event happened after it was received.
+        occurred_at=min(occurred_at, datetime.now(UTC)),
         digest=parsed.digest,
         detail=detail,
         outcomes=tuple(outcomes),
@@ -533,6 +557,7 @@ class _Outcome:
     refused: list[tuple[ReceivedFeedback, str]] = field(default_factory=list)
     newly: Counter[RecipientState] = field(default_factory=Counter)
     suppressed: list[tuple[UUID, str]] = field(default_factory=list)
+    strangers: list[tuple[ReceivedFeedback, int]] = field(default_factory=list)
     handled: list[str] = field(default_factory=list)  # receipt handles to delete
 
 
@@ -637,6 +662,8 @@ class FeedbackConsumer:
                 outcome.applied.append((message, event))
                 outcome.newly.update(recorded.newly)
                 outcome.suppressed += [(event.tenant_id, a) for a in recorded.suppressed]
+                if recorded.strangers:
+                    outcome.strangers.append((message, recorded.strangers))
                 touched.add(target.id)
             for message_id in sorted(touched):
                 feedback_store.summarise(session, message_id)
@@ -671,6 +698,12 @@ class FeedbackConsumer:
             self._logger.info(
                 "addresses suppressed for their tenant",
                 extra={"tenant_id": str(tenant_id), "addresses": count},
+            )
+        for message, strangers in outcome.strangers:
+            # Counted, not named: SES reports only on an email's own recipients.
+            self._logger.warning(
+                "feedback named addresses its message was not sent to; kept as history only",
+                extra={"message_id": message.message_id, "addresses": strangers},
             )
         for message, why in outcome.refused:
             self._logger.error(
