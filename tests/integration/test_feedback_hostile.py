@@ -242,3 +242,39 @@ def test_two_consumers_applying_one_messages_events_at_once_end_in_the_strongest
         READER: "bounced",
         other: "delivered",
     }
+
+
+# -- repeats and reorders ----------------------------------------------------------------------
+
+
+def test_one_ses_event_in_two_eventbridge_envelopes_is_applied_once(
+    engine: Engine, caller: Caller, feedback: Feedback
+) -> None:
+    # Given SES's Bounce delivered twice by EventBridge, in envelopes of different ids and times
+    message_id = message_to(engine, caller.tenant_id)
+    first = json.loads(sample("bounce-permanent", message_id, caller.tenant_id))
+    second = dict(first, id="6f0f2d1c-0000-4000-8000-00000000beef", time="2026-12-03T10:05:00Z")
+
+    # When both are consumed
+    applied = feedback.consume(json.dumps(first), json.dumps(second))
+
+    # Then the event is applied once and the other counted as a repeat
+    assert applied == 1
+    assert (feedback.count("EmailsBounced"), feedback.count("FeedbackEventsRepeated")) == (1, 1)
+
+
+def test_a_delivery_after_a_bounce_of_the_same_recipient_never_undoes_the_bounce(
+    engine: Engine, caller: Caller, feedback: Feedback
+) -> None:
+    # Given a sent message whose recipient bounced permanently
+    message_id = message_to(engine, caller.tenant_id)
+    feedback.consume(sample("bounce-permanent", message_id, caller.tenant_id))
+
+    # When a Delivery of that recipient follows
+    feedback.consume(sample("delivery", message_id, caller.tenant_id))
+
+    # Then the recipient and the message stay bounced, and the address suppressed
+    assert status_of(engine, message_id) == ("bounced", None)
+    assert recipients(engine, message_id)[READER][0] == "bounced"
+    assert list(suppressions(engine, caller.tenant_id)) == [READER]
+    assert feedback.count("EmailsDelivered") == 0
