@@ -149,7 +149,8 @@ build: $(STAMP) ## sam build: the Lambda artifact for arm64 / python3.13, offlin
 # Every deploy, by a person, CodeBuild or Jenkins, runs these (docs/ci-cd.md). ENV names
 # a samconfig.toml environment; DRY_RUN=1 prints every AWS, docker, sam and npm command
 # instead of running it. Pipelines set CI (no change set prompt),
-# COMMIT (their checkout's SHA), ECR_REPOSITORY and CFN_ROLE_ARN; NO_WAIT=1 leaves the
+# COMMIT (their checkout's SHA), ECR_REPOSITORY, CFN_ROLE_ARN and PERMISSIONS_BOUNDARY_ARN
+# (the pipeline stack's outputs); NO_WAIT=1 leaves the
 # CloudFront invalidation running; ALLOW_DIRTY=1 deploys uncommitted changes;
 # ALARM_TOPIC_SUBSCRIBED=yes deploys staging or prod without AlarmEmail because the alarm
 # topic has a subscriber made outside the template (docs/monitoring.md, Notifications).
@@ -163,7 +164,8 @@ DEPLOY_FLAGS = --env $(ENV) \
   $(if $(call is_set,$(ALARM_TOPIC_SUBSCRIBED)),--alarm-topic-subscribed) \
   $(if $(COMMIT),--commit $(COMMIT)) \
   $(if $(ECR_REPOSITORY),--repository $(ECR_REPOSITORY)) \
-  $(if $(CFN_ROLE_ARN),--role-arn $(CFN_ROLE_ARN))
+  $(if $(CFN_ROLE_ARN),--role-arn $(CFN_ROLE_ARN)) \
+  $(if $(PERMISSIONS_BOUNDARY_ARN),--permissions-boundary-arn $(PERMISSIONS_BOUNDARY_ARN))
 
 .PHONY: push-image
 push-image: $(STAMP) ## Build the backend image (arm64) and push it to ECR tagged with the commit, unless it is there

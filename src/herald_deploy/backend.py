@@ -24,6 +24,8 @@ IMAGE_PARAMETER = "BackendImageUri"
 # The task runner's DD_VERSION: the commit, as the containers' image tag is.
 VERSION_PARAMETER = "ServiceVersion"
 ARCHITECTURE_PARAMETER = "BackendCpuArchitecture"
+# The pipeline stack's boundary, which its CloudFormation role requires on every role.
+BOUNDARY_PARAMETER = "PermissionsBoundaryArn"
 
 
 def backend_architecture(environment: Environment) -> str:
@@ -60,16 +62,19 @@ def sam_deploy(
     version: str,
     confirm_changeset: bool,
     cloudformation_role_arn: str | None,
+    permissions_boundary_arn: str | None = None,
 ) -> None:
     """`sam build` then `sam deploy` of the environment with the new image and version.
 
     The command line's --parameter-overrides replaces samconfig.toml's list instead of
-    merging with it, so every parameter of the environment is passed, the image replaced.
+    merging with it, so every parameter of the environment is passed, the image replaced
+    (and the permissions boundary, when the pipeline gives one).
     """
     shell.run(command("sam", "build", "--config-env", environment.config_env))
     overrides = {
         **environment.with_parameter(IMAGE_PARAMETER, image_uri),
         VERSION_PARAMETER: version,
+        **({BOUNDARY_PARAMETER: permissions_boundary_arn} if permissions_boundary_arn else {}),
     }
     blank = [
         key for key, value in overrides.items() if not value or any(c.isspace() for c in value)
@@ -101,6 +106,7 @@ def deploy_backend(
     commit: str,
     confirm_changeset: bool,
     cloudformation_role_arn: str | None = None,
+    permissions_boundary_arn: str | None = None,
     dry_run_outputs: dict[str, str] | None = None,
 ) -> None:
     """Image, migrations, then the stack: the services roll only through CloudFormation."""
@@ -117,4 +123,5 @@ def deploy_backend(
         version=commit,
         confirm_changeset=confirm_changeset,
         cloudformation_role_arn=cloudformation_role_arn,
+        permissions_boundary_arn=permissions_boundary_arn,
     )

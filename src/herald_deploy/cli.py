@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the CloudFormation service role sam deploy passes (pipelines)",
     )
     parser.add_argument(
+        "--permissions-boundary-arn",
+        help="the pipeline stack's PermissionsBoundaryArn, passed as the stack's parameter "
+        "of that name (pipelines: the CloudFormation role requires it on every role)",
+    )
+    parser.add_argument(
         "--allow-dirty",
         action="store_true",
         help="deploy although tracked files differ from the commit the image is tagged with",
@@ -232,6 +237,7 @@ def run(arguments: argparse.Namespace, shell: Shell) -> None:
             commit=commit,
             confirm_changeset=not arguments.no_confirm_changeset,
             cloudformation_role_arn=arguments.role_arn,
+            permissions_boundary_arn=arguments.permissions_boundary_arn,
             dry_run_outputs=outputs,
         )
     if arguments.step in ("frontend", "all"):

@@ -41,7 +41,14 @@ DESCRIBE_STACK = [
 def dry_run(target: str, *variables: str) -> list[str]:
     """Run a deploy target in dry-run mode; return its printed lines."""
     make = require_tool("make")
-    env = {**os.environ, "CI": "", "COMMIT": "", "CFN_ROLE_ARN": "", "NO_WAIT": ""}
+    env = {
+        **os.environ,
+        "CI": "",
+        "COMMIT": "",
+        "CFN_ROLE_ARN": "",
+        "PERMISSIONS_BOUNDARY_ARN": "",
+        "NO_WAIT": "",
+    }
     result = subprocess.run(
         # -o: treat the install stamp as up to date, whatever changed since `make install`.
         [make, "--no-print-directory", "-o", ".venv/.installed", target, "DRY_RUN=1",
@@ -230,6 +237,19 @@ def test_pipelines_deploy_without_a_prompt_through_the_cloudformation_role() -> 
     sam_deploy = next(c for c in commands(lines) if c[:2] == ["sam", "deploy"])
     assert "--no-confirm-changeset" in sam_deploy
     assert sam_deploy[sam_deploy.index("--role-arn") + 1] == "arn:aws:iam::111122223333:role/cfn"
+
+
+def test_pipelines_deploy_every_role_with_the_pipelines_permissions_boundary() -> None:
+    # Given the pipeline stack's boundary, as the deploy project's variable
+    boundary = "arn:aws:iam::111122223333:policy/herald-pipeline-permissions-boundary"
+    lines = dry_run("deploy-backend", "ENV=prod", "CI=true", f"PERMISSIONS_BOUNDARY_ARN={boundary}")
+
+    # Then sam deploy passes it as the root stack's parameter, once
+    sam_deploy = next(c for c in commands(lines) if c[:2] == ["sam", "deploy"])
+    overrides = sam_deploy[sam_deploy.index("--parameter-overrides") + 1 :]
+    assert [o for o in overrides if o.startswith("PermissionsBoundaryArn=")] == [
+        f"PermissionsBoundaryArn={boundary}"
+    ]
 
 
 def test_a_staging_dry_run_warns_that_no_one_would_get_its_alarms(

@@ -11,6 +11,7 @@ from tests.infra.conftest import (
     KMS_GRANTS_ONLY_FOR_AWS_SERVICES,
     NESTED_STACKS,
     SERVICE_TEMPLATES,
+    STACKS_DIR,
     TEMPLATES,
     Template,
     as_list,
@@ -216,3 +217,43 @@ def test_every_parameter_and_output_says_what_it_is(stack_id: str) -> None:
         assert len(str(parameter.get("Description", "")).strip()) >= 20, name
     for name, output in stack["Outputs"].items():
         assert str(output.get("Description", "")).strip(), name
+
+
+# The permissions boundary (NUMBERS.md, issue 18): the same parameter, condition and
+# property in every template of this directory that creates roles.
+BOUNDED_TEMPLATES = ["service.yaml", "database.yaml", "network.yaml"]
+BOUNDARY = {
+    "Fn::If": [
+        "HasPermissionsBoundary",
+        {"Ref": "PermissionsBoundaryArn"},
+        {"Ref": "AWS::NoValue"},
+    ]
+}
+
+
+@pytest.mark.parametrize("name", BOUNDED_TEMPLATES)
+def test_every_role_carries_the_pipelines_permissions_boundary_when_given(name: str) -> None:
+    # Given a stack that creates roles
+    template = load_template(STACKS_DIR / name)
+    roles = resources_of_type(template, "AWS::IAM::Role")
+
+    # Then each role takes the boundary from PermissionsBoundaryArn, empty meaning none
+    assert roles
+    for role_id in roles:
+        assert properties(template, role_id)["PermissionsBoundary"] == BOUNDARY, role_id
+    assert template["Parameters"]["PermissionsBoundaryArn"]["Default"] == ""
+    assert template["Conditions"]["HasPermissionsBoundary"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PermissionsBoundaryArn"}, ""]}]
+    }
+
+
+def test_the_backend_passes_the_boundary_to_every_service_stack() -> None:
+    # Given the backend, which nests stacks/service.yaml once per process
+    backend = load_template(STACKS_DIR / "backend.yaml")
+    instances = resources_of_type(backend, "AWS::CloudFormation::Stack")
+
+    # Then each instance gets the backend's own PermissionsBoundaryArn
+    assert len(instances) == 3
+    for stack_id in instances:
+        parameters = properties(backend, stack_id)["Parameters"]
+        assert parameters["PermissionsBoundaryArn"] == {"Ref": "PermissionsBoundaryArn"}, stack_id

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+from fnmatch import fnmatch
 
 import pytest
 
 from tests.infra.conftest import (
+    REPO_ROOT,
     STACKS_DIR,
+    PolicyStatement,
     Template,
     load_template,
     policy_statements,
@@ -149,3 +152,127 @@ def test_the_build_roles_and_the_pipeline_role_trust_only_their_service_in_this_
         assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == {
             "Ref": "AWS::AccountId"
         }
+
+
+# ---------------------------------------------------------------- the boundary
+ENVIRONMENT_TEMPLATES = [
+    "template.yaml",
+    "stacks/backend.yaml",
+    "stacks/service.yaml",
+    "stacks/database.yaml",
+    "stacks/network.yaml",
+    "stacks/site.yaml",
+]
+ROLE_POLICY_TYPES = {
+    "AWS::IAM::Role",
+    "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::Serverless::Function",
+}
+BOUNDED_ACTIONS = {
+    "iam:CreateRole",
+    "iam:PutRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:PutRolePermissionsBoundary",
+}
+
+
+def cloudformation_role_statements(pipeline: Template) -> list[PolicyStatement]:
+    return [s for s in policy_statements(pipeline) if s.owner == "CloudFormationExecutionRole"]
+
+
+def test_the_boundary_allows_every_action_an_environment_roles_policy_allows(
+    pipeline: Template,
+) -> None:
+    # Given what the boundary allows, and every action the environments' roles are granted
+    ceiling = [
+        action
+        for s in policy_statements(pipeline)
+        if s.owner == "HeraldPermissionsBoundary" and s.allows
+        for action in s.actions
+    ]
+    granted = {
+        (path, statement.owner, action)
+        for path in ENVIRONMENT_TEMPLATES
+        if (REPO_ROOT / path).exists()
+        for statement in policy_statements(load_template(REPO_ROOT / path))
+        if statement.owner_type in ROLE_POLICY_TYPES and statement.allows
+        for action in statement.actions
+    }
+
+    # Then the boundary takes nothing away that a role was meant to have
+    assert granted
+    beyond = [g for g in granted if not any(fnmatch(g[2].lower(), c.lower()) for c in ceiling)]
+    assert beyond == []
+
+
+def test_the_boundary_denies_identity_and_account_management(pipeline: Template) -> None:
+    [deny] = [
+        s
+        for s in policy_statements(pipeline)
+        if s.owner == "HeraldPermissionsBoundary" and not s.allows
+    ]
+    allowed = [
+        a
+        for s in policy_statements(pipeline)
+        if s.owner == "HeraldPermissionsBoundary" and s.allows
+        for a in s.actions
+    ]
+
+    assert {"iam:*", "organizations:*", "account:*"} <= set(deny.actions)
+    assert not [a for a in allowed if a.split(":")[0] in {"iam", "organizations", "sts"}]
+
+
+def test_the_boundarys_arn_is_an_output_and_reaches_the_deploy(pipeline: Template) -> None:
+    output = pipeline["Outputs"]["PermissionsBoundaryArn"]
+    variables = {
+        v["Name"]: v["Value"]
+        for v in properties(pipeline, "DeployProject")["Environment"]["EnvironmentVariables"]
+    }
+
+    assert output["Value"] == {"Ref": "HeraldPermissionsBoundary"}
+    assert "Export" in output
+    assert variables["PERMISSIONS_BOUNDARY_ARN"] == {"Ref": "HeraldPermissionsBoundary"}
+
+
+def test_cloudformation_creates_and_empowers_roles_only_with_the_boundary(
+    pipeline: Template,
+) -> None:
+    # Given every Allow of the CloudFormation role naming a way to create or empower a role
+    statements = [
+        s
+        for s in cloudformation_role_statements(pipeline)
+        if s.allows and BOUNDED_ACTIONS & set(s.actions)
+    ]
+
+    # Then each holds the role to the boundary, all four ways are covered, and nothing
+    # allows them by a wildcard
+    assert {a for s in statements for a in s.actions} >= BOUNDED_ACTIONS
+    for statement in statements:
+        condition = statement.statement["Condition"]["StringEquals"]
+        assert condition["iam:PermissionsBoundary"] == {"Ref": "HeraldPermissionsBoundary"}
+    assert not [
+        s
+        for s in cloudformation_role_statements(pipeline)
+        if s.allows and any(a in ("iam:*", "iam:Put*", "iam:Create*") for a in s.actions)
+    ]
+
+
+def test_cloudformation_may_never_remove_a_boundary(pipeline: Template) -> None:
+    denied = {
+        a for s in cloudformation_role_statements(pipeline) if not s.allows for a in s.actions
+    }
+
+    assert "iam:DeleteRolePermissionsBoundary" in denied
+
+
+@pytest.mark.parametrize("service", ["kms", "secretsmanager", "sqs", "lambda"])
+def test_cloudformation_holds_no_whole_service_on_every_resource(
+    pipeline: Template, service: str
+) -> None:
+    # Then no Allow gives service:* with "*" as a resource
+    assert not [
+        str(s)
+        for s in cloudformation_role_statements(pipeline)
+        if s.allows and f"{service}:*" in s.actions and "*" in s.resources
+    ]
