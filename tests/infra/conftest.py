@@ -14,7 +14,7 @@ import pytest
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
 from tests.conftest import REPO_ROOT, require_tool
-from tools.nested_stacks import inline_nested
+from tools.nested_stacks import ROOT_INLINED_STACKS, inline_nested
 
 ROOT_TEMPLATE = REPO_ROOT / "template.yaml"
 STACKS_DIR = REPO_ROOT / "stacks"
@@ -26,6 +26,12 @@ NESTED_STACKS = {
     "NetworkStack": STACKS_DIR / "network.yaml",
     "DatabaseStack": STACKS_DIR / "database.yaml",
     "BackendStack": STACKS_DIR / "backend.yaml",
+}
+# The stacks template.yaml nests only to be shorter (tools/nested_stacks.ROOT_INLINED_STACKS):
+# the `template` fixture reads them inlined, as part of the root.
+ROOT_PARTS = {
+    "SiteStack": STACKS_DIR / "site.yaml",
+    "DashboardStack": STACKS_DIR / "dashboard.yaml",
 }
 # The templates a nested stack nests in turn, by the logical IDs that nest them: one ECS
 # process each (stacks/backend.yaml's api, worker and migration).
@@ -51,8 +57,24 @@ def load_template(path: Path) -> Template:
 
 @pytest.fixture(scope="session")
 def template() -> Template:
-    """The root SAM template."""
+    """The root SAM template as one piece: the stacks split out of it only to shorten it
+    (tools/nested_stacks.ROOT_INLINED_STACKS: stacks/site.yaml, stacks/dashboard.yaml) inlined under the logical
+    IDs they had in it (SiteBucket, SiteDistribution, ...); the network, database and
+    backend stay nested stacks."""
+    return load_root()
+
+
+@pytest.fixture(scope="session")
+def root_template() -> Template:
+    """template.yaml as written, every nested stack a resource (its wiring)."""
     return load_template(ROOT_TEMPLATE)
+
+
+def load_root() -> Template:
+    """template.yaml with ROOT_INLINED_STACKS inlined (the `template` fixture)."""
+    return inline_nested(
+        load_template(ROOT_TEMPLATE), ROOT_TEMPLATE, load_template, ROOT_INLINED_STACKS
+    )
 
 
 @pytest.fixture(scope="session")

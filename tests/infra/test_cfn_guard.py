@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.infra.conftest import ROOT_TEMPLATE, describe, load_stack, load_template, run_tool
+from tests.infra.conftest import ROOT_TEMPLATE, describe, load_root, load_stack, run_tool
 
 CHECK = REPO_ROOT / "tools" / "cfn-guard" / "check.py"
 WAIVERS = REPO_ROOT / "tools" / "cfn-guard" / "waivers.yaml"
@@ -75,10 +75,11 @@ def test_the_rules_actually_ran(report: dict[str, Any]) -> None:
 )
 def test_each_waiver_names_real_resources_and_says_why(template: str, control: str) -> None:
     # Given one control waived in one template (a stack with the templates it nests inlined,
-    # as check.py reads it: stacks/backend.yaml's ApiTaskDefinition is its api's)
+    # as check.py reads it: stacks/backend.yaml's ApiTaskDefinition is its api's, and the
+    # root's SiteDistribution is stacks/site.yaml's Distribution)
     waiver = waiver_file()[template][control]
     path = REPO_ROOT / template
-    resources = (load_template(path) if path == ROOT_TEMPLATE else load_stack(path))["Resources"]
+    resources = (load_root() if path == ROOT_TEMPLATE else load_stack(path))["Resources"]
 
     # Then it names a Control Tower control, resources of that template, and its reason
     assert control.startswith("CT.") and ".PR." in control, control
@@ -117,3 +118,15 @@ def test_a_nested_template_is_checked_in_each_instance_its_stack_nests(
     for task_definition in ("ApiTaskDefinition", "WorkerTaskDefinition", "MigrationTaskDefinition"):
         assert ("stacks/backend.yaml", "CT.ECS.PR.7", task_definition) in findings
     assert not [finding for finding in findings if finding[0] == "stacks/service.yaml"]
+
+
+def test_the_roots_split_out_parts_are_checked_as_part_of_the_root(
+    report: dict[str, Any],
+) -> None:
+    # Given the findings (template.yaml nests stacks/site.yaml only to be shorter)
+    findings = {tuple(finding) for finding in report["findings"]}
+
+    # Then the site's resources are judged in the root, under the names they had there,
+    # and stacks/site.yaml is never checked on its own as well
+    assert ("template.yaml", "CT.CLOUDFRONT.PR.4", "SiteDistribution") in findings
+    assert not [f for f in findings if f[0] in ("stacks/site.yaml", "stacks/dashboard.yaml")]

@@ -20,6 +20,9 @@ from tests.infra.conftest import (
     properties,
 )
 
+# The dashboard, read inlined in the root (stacks/dashboard.yaml's Pipeline, nested as
+# DashboardStack; PipelineDashboard when it was written in template.yaml).
+DASHBOARD = "DashboardPipeline"
 PSEUDO_PARAMETERS = {"AWS::Region", "AWS::AccountId", "AWS::StackName", "AWS::Partition"}
 # The AWS metrics the dashboard may show, by namespace (names as CloudWatch spells them).
 AWS_METRICS = {
@@ -76,7 +79,7 @@ PLACEHOLDER = re.compile(r"\$\{([^}!]+)\}")
 
 
 def dashboard_body_template(template: Template) -> str:
-    body = properties(template, "PipelineDashboard")["DashboardBody"]["Fn::Sub"]
+    body = properties(template, DASHBOARD)["DashboardBody"]["Fn::Sub"]
     assert isinstance(body, str)
     return body
 
@@ -222,7 +225,7 @@ def test_an_output_links_to_the_dashboard(template: Template) -> None:
 
     # Then it opens this dashboard in the stack's region
     assert "console.aws.amazon.com/cloudwatch" in url
-    assert "${PipelineDashboard}" in url
+    assert "${" + DASHBOARD + "}" in url
     assert "region=${AWS::Region}" in url
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from tests.infra.conftest import (
     NESTED_STACKS,
+    ROOT_PARTS,
     SERVICE_TEMPLATES,
     SamBuild,
     Template,
@@ -18,7 +19,8 @@ from tests.infra.conftest import (
     resources_of_type,
 )
 
-NESTED = {logical_id: load_template(path) for logical_id, path in NESTED_STACKS.items()}
+ROOT_NESTS = {**NESTED_STACKS, **ROOT_PARTS}
+NESTED = {logical_id: load_template(path) for logical_id, path in ROOT_NESTS.items()}
 BACKEND = NESTED["BackendStack"]
 SERVICE = {logical_id: load_template(path) for logical_id, path in SERVICE_TEMPLATES.items()}
 
@@ -39,22 +41,22 @@ def nested_output_reads(value: Any) -> list[tuple[str, str]]:
     return []
 
 
-def test_template_nests_exactly_the_three_stacks_from_local_files(template: Template) -> None:
+def test_template_nests_exactly_its_stacks_from_local_files(root_template: Template) -> None:
     # Given the root template's applications
-    applications = resources_of_type(template, "AWS::Serverless::Application")
+    applications = resources_of_type(root_template, "AWS::Serverless::Application")
 
     # Then each nested stack is a local file under stacks/, which `sam build` packages
     assert {
-        logical_id: properties(template, logical_id)["Location"] for logical_id in applications
-    } == {logical_id: f"stacks/{path.name}" for logical_id, path in NESTED_STACKS.items()}
+        logical_id: properties(root_template, logical_id)["Location"] for logical_id in applications
+    } == {logical_id: f"stacks/{path.name}" for logical_id, path in ROOT_NESTS.items()}
 
 
-@pytest.mark.parametrize("stack_id", sorted(NESTED_STACKS))
+@pytest.mark.parametrize("stack_id", sorted(ROOT_NESTS))
 def test_template_passes_every_required_parameter_and_no_unknown_one(
-    template: Template, stack_id: str
+    root_template: Template, stack_id: str
 ) -> None:
     # Given what template.yaml passes and what the nested template declares
-    passed = set(nested_stack_parameters(template, stack_id))
+    passed = set(nested_stack_parameters(root_template, stack_id))
     declared = NESTED[stack_id]["Parameters"]
     required = {name for name, parameter in declared.items() if "Default" not in parameter}
 
@@ -63,9 +65,11 @@ def test_template_passes_every_required_parameter_and_no_unknown_one(
     assert passed - set(declared) == set(), f"{stack_id}: unknown"
 
 
-def test_every_nested_output_the_root_reads_exists(template: Template) -> None:
+def test_every_nested_output_the_root_reads_exists(root_template: Template) -> None:
     # Given every !GetAtt Stack.Outputs.Name in the root template (resources and outputs)
-    reads = nested_output_reads(template["Resources"]) + nested_output_reads(template["Outputs"])
+    reads = nested_output_reads(root_template["Resources"]) + nested_output_reads(
+        root_template["Outputs"]
+    )
     assert reads
 
     # Then the nested template declares that output
@@ -73,20 +77,25 @@ def test_every_nested_output_the_root_reads_exists(template: Template) -> None:
         assert output in NESTED[stack_id].get("Outputs", {}), f"{stack_id}.Outputs.{output}"
 
 
-def test_stacks_are_created_in_dependency_order(template: Template) -> None:
+def test_stacks_are_created_in_dependency_order(root_template: Template) -> None:
     # Given which nested stacks each one reads outputs of
     reads = {
         stack_id: {
-            read for read, _ in nested_output_reads(nested_stack_parameters(template, stack_id))
+            read
+            for read, _ in nested_output_reads(nested_stack_parameters(root_template, stack_id))
         }
-        for stack_id in NESTED_STACKS
+        for stack_id in ROOT_NESTS
     }
 
-    # Then the network comes first, the database needs the network's, the backend both
+    # Then the network and the site come first, the database needs the network's, the
+    # backend all three (the site's origin is the one its CORS allows), the dashboard last
+    # (it shows the database's and the ALB's metrics)
     assert reads == {
         "NetworkStack": set(),
         "DatabaseStack": {"NetworkStack"},
-        "BackendStack": {"NetworkStack", "DatabaseStack"},
+        "BackendStack": {"NetworkStack", "DatabaseStack", "SiteStack"},
+        "SiteStack": set(),
+        "DashboardStack": {"DatabaseStack", "BackendStack"},
     }
 
 

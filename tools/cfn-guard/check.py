@@ -41,14 +41,26 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
-from tools.nested_stacks import inline_nested, nested_templates  # noqa: E402
+from tools.nested_stacks import (  # noqa: E402
+    ROOT_INLINED_STACKS,
+    inline_nested,
+    nested_template_path,
+    nested_templates,
+)
 
 ROOT_TEMPLATE = REPO_ROOT / "template.yaml"
 STACKS = sorted((REPO_ROOT / "stacks").glob("*.yaml"))
-# The root and every stack; a template a stack nests is checked inside that stack.
+# The root and every stack; a template a stack nests is checked inside that stack, and so
+# is one of the root's ROOT_INLINED_STACKS (stacks/site.yaml) inside the root.
+_ROOT_INLINED = {
+    nested.resolve()
+    for stack_id, resource in cfn_yaml.load(str(ROOT_TEMPLATE))["Resources"].items()
+    if stack_id in ROOT_INLINED_STACKS
+    and (nested := nested_template_path(resource, ROOT_TEMPLATE)) is not None
+}
 TEMPLATES = [
     ROOT_TEMPLATE,
-    *(path for path in STACKS if path.resolve() not in nested_templates(STACKS)),
+    *(path for path in STACKS if path.resolve() not in nested_templates(STACKS) | _ROOT_INLINED),
 ]
 WAIVERS = Path(__file__).resolve().parent / "waivers.yaml"
 REGION = "us-east-1"
@@ -137,8 +149,9 @@ def renderings(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     has resolved both ways (every combination), so the rules see every container and
     certificate configuration that can be deployed."""
     template = cfn_yaml.load(str(path))
-    if path.resolve() != ROOT_TEMPLATE.resolve():  # the root's stacks are checked on their own
-        template = inline_nested(template, path, lambda nested: cfn_yaml.load(str(nested)))
+    # The root's other stacks (network, database, backend) are checked on their own.
+    only = ROOT_INLINED_STACKS if path.resolve() == ROOT_TEMPLATE.resolve() else None
+    template = inline_nested(template, path, lambda nested: cfn_yaml.load(str(nested)), only)
     template = json.loads(json.dumps(template))
     transforms = template.get("Transform", [])
     if SAM_TRANSFORM in (transforms if isinstance(transforms, list) else [transforms]):
