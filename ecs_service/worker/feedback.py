@@ -534,9 +534,10 @@ def match(event: SesEvent, targets: Sequence[_Target]) -> _Target | None:
     message id, and only if it is that tenant's. Without it: the message with its SES
     message id (known once the ``sent`` result is applied).
     """
-    by_provider_id = next(
-        (t for t in targets if t.provider_message_id == event.mail.message_id), None
-    )
+    # SES's id names one email; two messages claiming it (a forged or garbled result) name
+    # none: the event must not land on whichever of them sorts first, maybe another tenant's.
+    claimed = [t for t in targets if t.provider_message_id == event.mail.message_id]
+    by_provider_id = claimed[0] if len(claimed) == 1 else None
     tenant_tag = event.mail.tag(TENANT_TAG)
     if tenant_tag is None:
         return by_provider_id

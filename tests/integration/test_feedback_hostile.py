@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ecs_service.db.models import MessageEvent
+from ecs_service.db.models import Message, MessageEvent
 from tests.integration.conftest import Caller, drain, new_queue
 from tests.integration.test_feedback import (
     READER,
@@ -25,6 +25,7 @@ from tests.integration.test_feedback import (
     sample,
     status_of,
     suppressions,
+    untagged,
 )
 
 if TYPE_CHECKING:
@@ -278,3 +279,36 @@ def test_a_delivery_after_a_bounce_of_the_same_recipient_never_undoes_the_bounce
     assert recipients(engine, message_id)[READER][0] == "bounced"
     assert list(suppressions(engine, caller.tenant_id)) == [READER]
     assert feedback.count("EmailsDelivered") == 0
+
+
+# -- SES's id claimed twice ----------------------------------------------------------------------
+
+
+def test_an_untagged_event_whose_ses_id_two_messages_claim_touches_neither(
+    engine: Engine, caller: Caller, other_caller: Caller, feedback: Feedback
+) -> None:
+    # Given two tenants' sent messages that claim the same SES message id (a garbled or
+    # forged result), and an untagged Bounce naming that id
+    mine = message_to(engine, caller.tenant_id)
+    theirs = message_to(engine, other_caller.tenant_id)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Message)
+            .where(Message.id == theirs)
+            .values(
+                provider_message_id=select(Message.provider_message_id)
+                .where(Message.id == mine)
+                .scalar_subquery()
+            )
+        )
+    body = untagged(sample("bounce-permanent", mine, caller.tenant_id))
+
+    # When it is consumed
+    feedback.consume(body)
+
+    # Then it is unmatched: neither message, nor either tenant's list, changes
+    assert feedback.count("FeedbackEventsUnmatched") == 1
+    assert [status_of(engine, m) for m in (mine, theirs)] == [("sent", None)] * 2
+    assert (
+        suppressions(engine, caller.tenant_id) == suppressions(engine, other_caller.tenant_id) == {}
+    )
