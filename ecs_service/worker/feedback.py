@@ -8,12 +8,17 @@ it is checked, not trusted:
   documented event format. A body that is not one (a poison event) is deleted, logged
   and counted in ``FeedbackEventsRejected``: it can never become valid, and it must not
   hold up the events beside it. An event type Herald does not record (Open, Click,
-  Subscription) is deleted and counted in ``FeedbackEventsIgnored``.
+  Subscription) is deleted and counted in ``FeedbackEventsIgnored``. A diagnostic is cut
+  to 1,000 characters (never a reason to lose the bounce); a time SES could not have
+  stamped (before 2000, or one PostgreSQL would hold but Python not read back) is poison,
+  and a time ahead of the worker's clock is recorded as the time the event was received.
 - The event finds its message by Herald's tags on the send (``herald-message-id`` and
   ``herald-tenant-id``, which must name the message's own tenant) or, without the tags,
   by SES's message id (``messages.provider_message_id``), the tenant tag still checked
-  when present. One tenant's event can never touch another tenant's message. An event
-  with no such message is deleted and counted in ``FeedbackEventsUnmatched``.
+  when present. One tenant's event can never touch another tenant's message, and an SES
+  id two messages claim matches neither. An event with no such message is deleted and
+  counted in ``FeedbackEventsUnmatched``; an address it names that its message was not
+  sent to is history only (``feedback_store``), logged as a count, never named.
 - Applying is idempotent: ``feedback_store.record_event`` records an event once, by the
   digest of SES's event (SES delivers at least once); a repeat is counted in
   ``FeedbackEventsRepeated`` and changes nothing.
