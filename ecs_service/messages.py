@@ -19,7 +19,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ecs_service import feedback_store
 from ecs_service.db.models import Message
-from ecs_service.tenant_limits import reserve_daily_quota
+from ecs_service.tenant_limits import (
+    DailyQuotaExceededError,
+    daily_quota_ctes,
+    reserve_daily_quota,
+)
 from shared.contracts import (
     EMAIL_SEND,
     EmailPayload,
@@ -131,24 +135,9 @@ def create_message(
         earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
         if earlier is not None:
             return _replay(earlier, request_hash)
-    _refuse_suppressed(session, tenant_id, email)
     if idempotency_key is None:
-        # Counted first: a refusal leaves nothing in the caller's transaction. Then one
-        # Core INSERT ... RETURNING: no ORM unit of work for a row nothing else touches.
-        reserve_daily_quota(session, tenant_id)
-        [row] = session.execute(
-            INSERT_BATCH,
-            {
-                "tenant_id": tenant_id,
-                "ids": [message_id or uuid4()],
-                "payloads": [email.model_dump_json()],
-                "send_ats": [send_at],
-                "keys": [None],
-                "request_hash": None,
-                "trace_context": None if trace_context is None else json.dumps(trace_context),
-            },
-        )
-        return Created(row, created=True)
+        return _create_unkeyed(session, tenant_id, email, send_at, message_id, trace_context)
+    _refuse_suppressed(session, tenant_id, email)
     message = Message(
         id=message_id or uuid4(),
         tenant_id=tenant_id,
@@ -176,6 +165,66 @@ def create_message(
             raise
         return _replay(earlier, request_hash)
     return Created(message, created=True)
+
+
+# A message without an Idempotency-Key in one round trip: the suppression check, the
+# daily quota (counted only when no recipient is suppressed) and the INSERT (only when
+# the quota was counted). A refusal leaves nothing in the transaction and, for a
+# suppressed recipient, takes no lock on the tenant's usage row. No row: no such tenant.
+CREATE_UNKEYED = text(f"""
+WITH listed AS (
+    SELECT coalesce(array_agg(s.address), '{{}}') AS addresses FROM suppressions AS s
+    WHERE s.tenant_id = :tenant_id AND s.address = ANY(CAST(:recipients AS text[]))
+), {daily_quota_ctes(also_when="(SELECT cardinality(addresses) FROM listed) = 0")},
+stored AS (
+    INSERT INTO messages (id, tenant_id, status, payload, send_at, trace_context)
+    SELECT :id, :tenant_id, 'scheduled', CAST(:payload AS jsonb), :send_at,
+           CAST(:trace_context AS jsonb)
+    WHERE EXISTS (SELECT FROM reserved)
+    RETURNING id, status, payload, send_at, created_at, updated_at, queued_at, finished_at,
+              provider_message_id, error, idempotency_key
+)
+SELECT listed.addresses AS suppressed, state.quota, state.used, state.seconds_left,
+       stored.id, stored.status, stored.payload, stored.send_at, stored.created_at,
+       stored.updated_at, stored.queued_at, stored.finished_at, stored.provider_message_id,
+       stored.error, stored.idempotency_key
+FROM state CROSS JOIN listed LEFT JOIN stored ON true
+""")
+
+
+def _create_unkeyed(
+    session: Session,
+    tenant_id: UUID,
+    email: EmailPayload,
+    send_at: datetime,
+    message_id: UUID | None,
+    trace_context: dict[str, str] | None,
+) -> Created:
+    # Core, one statement (CREATE_UNKEYED): no ORM unit of work for a row nothing else
+    # touches, and one round trip where suppression check, quota and INSERT took three.
+    keys: dict[str, str] = {}
+    for address in [*email.to, *email.cc, *email.bcc]:
+        keys.setdefault(suppression_key(address), address)
+    row = session.execute(
+        CREATE_UNKEYED,
+        {
+            "tenant_id": tenant_id,
+            "recipients": list(keys),
+            "count": 1,
+            "id": message_id or uuid4(),
+            "payload": email.model_dump_json(),
+            "send_at": send_at,
+            "trace_context": None if trace_context is None else json.dumps(trace_context),
+        },
+    ).first()
+    if row is None:
+        raise LookupError(f"no tenant {tenant_id}")
+    if row.suppressed:
+        listed = set(row.suppressed)
+        raise RecipientSuppressedError([address for key, address in keys.items() if key in listed])
+    if row.id is None:
+        raise DailyQuotaExceededError(int(row.quota), int(row.used), max(1, row.seconds_left))
+    return Created(row, created=True)
 
 
 @dataclass(frozen=True)

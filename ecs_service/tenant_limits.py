@@ -384,10 +384,13 @@ class DailyQuotaExceededError(Exception):
         )
 
 
-# The tenant's quota and today's committed usage (UTC day, PostgreSQL's clock); when
-# :count more fit, they are added to this connection's slot row of the day.
-RESERVE_DAILY_QUOTA: Final = text(f"""
-WITH state AS (
+def daily_quota_ctes(*, also_when: str = "true") -> str:
+    """The CTEs ``state`` (the tenant's quota and today's committed usage, UTC day by
+    PostgreSQL's clock, and seconds to midnight) and ``reserved`` (when :count more fit
+    and ``also_when`` holds, they are added to this connection's slot row of the day;
+    one row if so). For a statement that counts emails in the same round trip as other
+    work (``ecs_service.messages``' single POST)."""
+    return f"""state AS (
     SELECT t.daily_quota AS quota,
            today.day,
            (SELECT coalesce(sum(u.used), 0) FROM tenant_daily_usage AS u
@@ -399,10 +402,14 @@ WITH state AS (
 ), reserved AS (
     INSERT INTO tenant_daily_usage AS u (tenant_id, day, slot, used)
     SELECT :tenant_id, day, pg_backend_pid() % {USAGE_SLOTS}, :count FROM state
-    WHERE used + :count <= quota
+    WHERE used + :count <= quota AND ({also_when})
     ON CONFLICT (tenant_id, day, slot) DO UPDATE SET used = u.used + excluded.used
     RETURNING 1
-)
+)"""
+
+
+RESERVE_DAILY_QUOTA: Final = text(f"""
+WITH {daily_quota_ctes()}
 SELECT quota, used, seconds_left, EXISTS (SELECT FROM reserved) AS reserved FROM state
 """)
 
