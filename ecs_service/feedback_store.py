@@ -501,12 +501,18 @@ def recipients_of(session: Session, message_id: UUID) -> list[MessageRecipient]:
 
 
 def events_of(session: Session, message_id: UUID, limit: int = MAX_EVENTS) -> list[MessageEvent]:
-    """The message's first ``limit`` events, oldest first."""
-    return list(
+    """The message's latest ``limit`` events, oldest first.
+
+    The latest, not the first: a run of DeliveryDelay events must not hide the Bounce or
+    Delivery that ended them.
+    """
+    latest = list(
         session.scalars(
             select(MessageEvent)
             .where(MessageEvent.message_id == message_id)
-            .order_by(MessageEvent.occurred_at, MessageEvent.id)
+            .order_by(MessageEvent.occurred_at.desc(), MessageEvent.id.desc())
             .limit(limit)
         )
     )
+    latest.reverse()
+    return latest
