@@ -165,7 +165,8 @@ DEPLOY_FLAGS = --env $(ENV) \
   $(if $(COMMIT),--commit $(COMMIT)) \
   $(if $(ECR_REPOSITORY),--repository $(ECR_REPOSITORY)) \
   $(if $(CFN_ROLE_ARN),--role-arn $(CFN_ROLE_ARN)) \
-  $(if $(PERMISSIONS_BOUNDARY_ARN),--permissions-boundary-arn $(PERMISSIONS_BOUNDARY_ARN))
+  $(if $(PERMISSIONS_BOUNDARY_ARN),--permissions-boundary-arn $(PERMISSIONS_BOUNDARY_ARN)) \
+  $(if $(SMOKE_TIMEOUT),--smoke-timeout $(SMOKE_TIMEOUT))
 
 .PHONY: push-image
 push-image: $(STAMP) ## Build the backend image (arm64) and push it to ECR tagged with the commit, unless it is there
@@ -182,6 +183,13 @@ deploy-frontend: $(STAMP) ## Build the web app, upload it to S3, write config.js
 .PHONY: deploy
 deploy: $(STAMP) ## deploy-backend, then deploy-frontend, of ENV (dev, staging, prod; DRY_RUN=1 prints only)
 	$(BIN)/herald-deploy all $(DEPLOY_FLAGS)
+
+# After staging's deploy, before prod's approval (docs/ci-cd.md): an email through the api
+# to SES's simulator, waited for until delivered. The key: HERALD_SMOKE_API_KEY, else the
+# secret herald/<ENV>/tenants/smoke (make bootstrap-tenant ENV=… TENANT=smoke).
+.PHONY: smoke
+smoke: $(STAMP) ## One email through ENV's api to SES's mailbox simulator, until delivered (SMOKE_TIMEOUT=300)
+	$(BIN)/herald-deploy smoke $(DEPLOY_FLAGS)
 
 # docs/restore.md: point-in-time restore into a temporary instance, `herald db check` on it
 # as a one-off ECS task, then the instance is deleted (also when a step fails).

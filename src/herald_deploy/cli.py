@@ -9,6 +9,8 @@
                            restore the database into a temporary instance, check it, delete it
     herald-deploy bootstrap-tenant --env staging --tenant NAME [--dry-run]
                            the first tenant and key; the key only in a new secret
+    herald-deploy smoke --env staging [--dry-run]
+                           one email through the api to SES's simulator, until delivered
 
 `destroy` refuses to run without --yes (or --confirm naming the stack): it empties the
 web app's bucket, turns off deletion protection and runs `sam delete`.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +37,7 @@ from herald_deploy.frontend import deploy_frontend
 from herald_deploy.restore import restore_drill
 from herald_deploy.samconfig import Environment, load_environment
 from herald_deploy.shell import DryRunShell, Shell, SubprocessShell
+from herald_deploy.smoke import DEFAULT_TIMEOUT_SECONDS, smoke
 
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 
@@ -54,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
             "destroy",
             "restore-drill",
             "bootstrap-tenant",
+            "smoke",
         ],
     )
     parser.add_argument("--env", default="dev", help="dev, staging or prod (samconfig.toml)")
@@ -109,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
         "(RESTORE_TIME=; default: the latest restorable time)",
     )
     parser.add_argument("--tenant", help="bootstrap-tenant: the new tenant's name (TENANT=)")
+    parser.add_argument(
+        "--smoke-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="smoke: how long to wait for the email's delivery (SMOKE_TIMEOUT=)",
+    )
     parser.add_argument("--samconfig", type=Path, default=Path("samconfig.toml"))
     parser.add_argument(
         "--yes", action="store_true", help="destroy: yes, delete the environment's stack"
@@ -210,6 +222,17 @@ def run(arguments: argparse.Namespace, shell: Shell) -> None:
         return
     if arguments.step == "bootstrap-tenant":
         bootstrap_tenant(shell, environment, tenant=arguments.tenant, dry_run_outputs=outputs)
+        return
+    if arguments.step == "smoke":
+        # The key from the environment, never the command line (ps, shell history).
+        smoke(
+            shell,
+            environment,
+            api_key=os.environ.get("HERALD_SMOKE_API_KEY") or None,
+            dry_run=dry_run,
+            timeout_seconds=arguments.smoke_timeout,
+            dry_run_outputs=outputs,
+        )
         return
     if arguments.step == "restore-drill":
         restore_drill(

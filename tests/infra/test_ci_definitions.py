@@ -59,7 +59,7 @@ def test_buildspec_is_a_v0_2_buildspec_with_runtimes_reports_and_caches() -> Non
 def test_buildspec_tests_then_deploys_through_existing_targets(make_targets: set[str]) -> None:
     commands = buildspec_commands()
 
-    assert called_targets(commands) == {"test", "push-image", "deploy"}
+    assert called_targets(commands) == {"test", "push-image", "deploy", "smoke"}
     assert called_targets(commands) <= make_targets
     assert commands.index("make test") < commands.index("make push-image")
 
@@ -75,14 +75,23 @@ def test_jenkinsfile_stages_call_existing_targets_and_release_only_main(
     stages = dict(zip(blocks[1::2], blocks[2::2], strict=True))
 
     # Then its stages mirror the CodePipeline's, each calling existing targets
-    assert list(stages) == ["Test", "Build image", "Deploy staging", "Approve prod", "Deploy prod"]
+    assert list(stages) == [
+        "Test",
+        "Build image",
+        "Deploy staging",
+        "Smoke staging",
+        "Approve prod",
+        "Deploy prod",
+    ]
     assert called_targets(text) <= make_targets
     assert called_targets(stages["Test"]) == {"test"}
     assert "junit" in stages["Test"]
-    for name in ("Build image", "Deploy staging", "Approve prod", "Deploy prod"):
+    for name in ("Build image", "Deploy staging", "Smoke staging", "Approve prod", "Deploy prod"):
         assert "when { branch 'main' }" in stages[name], name
-    for name in ("Build image", "Deploy staging", "Deploy prod"):
+    for name in ("Build image", "Deploy staging", "Smoke staging", "Deploy prod"):
         assert "withCredentials([aws(credentialsId:" in stages[name], name
+    assert called_targets(stages["Smoke staging"]) == {"smoke"}
+    assert "ENV=staging" in stages["Smoke staging"]
     assert "input message:" in stages["Approve prod"]
     assert called_targets(stages["Deploy prod"]) == {"deploy"}
     assert "ENV=prod" in stages["Deploy prod"]

@@ -239,6 +239,26 @@ def test_pipelines_deploy_without_a_prompt_through_the_cloudformation_role() -> 
     assert sam_deploy[sam_deploy.index("--role-arn") + 1] == "arn:aws:iam::111122223333:role/cfn"
 
 
+def test_smoke_reads_the_api_url_and_the_smoke_tenants_secret_and_prints_no_key() -> None:
+    # Given staging, dry-run
+    lines = dry_run("smoke", "ENV=staging")
+
+    # Then it reads the stack's outputs and the smoke tenant's secret, says what it sends
+    # where, and never prints the key it read
+    assert commands(lines) == [
+        DESCRIBE_STACK,
+        [
+            "aws", "secretsmanager", "get-secret-value", *REGION,
+            "--secret-id", "herald/staging/tenants/smoke",
+            "--query", "SecretString", "--output", "text",
+        ],
+    ]  # fmt: skip
+    assert any(
+        "POST https://" in line and "success@simulator.amazonses.com" in line for line in lines
+    )
+    assert not [line for line in lines if "hk_example_not_a_key" in line]
+
+
 def test_pipelines_deploy_every_role_with_the_pipelines_permissions_boundary() -> None:
     # Given the pipeline stack's boundary, as the deploy project's variable
     boundary = "arn:aws:iam::111122223333:policy/herald-pipeline-permissions-boundary"

@@ -58,9 +58,14 @@ def test_stages_test_then_deploy_staging_then_approve_before_prod(pipeline: Temp
     assert approve["ActionTypeId"]["Category"] == "Approval"
     assert approve["ActionTypeId"]["Provider"] == "Manual"
     assert '"value": "prod"' in deploy["Configuration"]["EnvironmentVariables"]
-    [staging] = by_stage["DeployStaging"]
+    staging, smoke = sorted(by_stage["DeployStaging"], key=lambda a: a["RunOrder"])
     assert '"value": "staging"' in staging["Configuration"]["EnvironmentVariables"]
     assert all(a["ActionTypeId"]["Category"] != "Approval" for a in by_stage["DeployStaging"])
+    # The smoke test runs on staging after its deploy, so before prod's approval
+    assert staging["RunOrder"] < smoke["RunOrder"]
+    variables = json.loads(smoke["Configuration"]["EnvironmentVariables"])
+    assert {"name": "PIPELINE_STEP", "value": "smoke", "type": "PLAINTEXT"} in variables
+    assert {"name": "DEPLOY_ENV", "value": "staging", "type": "PLAINTEXT"} in variables
 
 
 def test_the_image_repository_is_immutable_scanned_encrypted_and_pruned(
