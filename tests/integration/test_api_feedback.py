@@ -123,7 +123,7 @@ def test_a_new_message_has_no_recipients_or_events_and_reads_back_as_created(
     assert client.get(f"/v1/messages/{created['id']}", headers=caller.headers).json() == created
 
 
-def test_a_message_answers_its_first_100_events_oldest_first(
+def test_a_message_answers_its_latest_100_events_oldest_first(
     client: TestClient, engine: Engine, caller: Caller
 ) -> None:
     # Given a message with 101 events (SES said "delayed" again and again)
@@ -136,10 +136,10 @@ def test_a_message_answers_its_first_100_events_oldest_first(
     # When it is read
     events = client.get(f"/v1/messages/{message_id}", headers=caller.headers).json()["events"]
 
-    # Then the first 100 are there, oldest first
+    # Then the latest 100 are there, oldest first: the earliest delay made room
     assert len(events) == 100
-    assert events[0]["occurred_at"] == "2026-12-03T10:00:01Z"
-    assert events[-1]["occurred_at"] == "2026-12-03T10:01:40Z"
+    assert events[0]["occurred_at"] == "2026-12-03T10:00:02Z"
+    assert events[-1]["occurred_at"] == "2026-12-03T10:01:41Z"
 
 
 @pytest.mark.parametrize(
