@@ -58,9 +58,9 @@ def load_template(path: Path) -> Template:
 @pytest.fixture(scope="session")
 def template() -> Template:
     """The root SAM template as one piece: the stacks split out of it only to shorten it
-    (tools/nested_stacks.ROOT_INLINED_STACKS: stacks/site.yaml, stacks/dashboard.yaml) inlined under the logical
-    IDs they had in it (SiteBucket, SiteDistribution, ...); the network, database and
-    backend stay nested stacks."""
+    (ROOT_PARTS: stacks/site.yaml, stacks/dashboard.yaml) inlined under the logical IDs
+    they had in it (SiteBucket, SiteDistribution; the dashboard is DashboardPipeline);
+    the network, database and backend stay nested stacks."""
     return load_root()
 
 

@@ -11,9 +11,12 @@ import pytest
 from shared.settings import ObservabilitySettings, TaskRunnerSettings
 from tests.conftest import REPO_ROOT
 from tests.infra.conftest import (
+    NESTED_STACKS,
+    ROOT_PARTS,
     Template,
     as_list,
     function_properties,
+    load_template,
     policy_statements,
     properties,
     referenced_id,
@@ -465,3 +468,144 @@ def test_every_samconfig_environment_sets_the_parameters_without_defaults(
     assert set(by_environment) == {"default", "staging", "prod"}
     for environment, names in by_environment.items():
         assert required <= names, environment
+
+
+# --------------------------------------------------------------- budget (issue 18)
+
+
+def budget_notifications(template: Template) -> dict[tuple[str, int], list[Any]]:
+    """CostBudget's notifications: (type, threshold %) -> what they notify."""
+    return {
+        (entry["Notification"]["NotificationType"], int(entry["Notification"]["Threshold"])): [
+            subscriber["Address"] for subscriber in entry["Subscribers"]
+        ]
+        for entry in properties(template, "CostBudget")["NotificationsWithSubscribers"]
+    }
+
+
+def test_budget_is_a_monthly_cost_budget_of_the_monthly_budget_parameter(
+    template: Template,
+) -> None:
+    # Given the environment's budget
+    budget = properties(template, "CostBudget")["Budget"]
+
+    # Then it limits the month's cost in USD to MonthlyBudget
+    assert (budget["BudgetType"], budget["TimeUnit"]) == ("COST", "MONTHLY")
+    assert budget["BudgetLimit"] == {"Amount": {"Ref": "MonthlyBudget"}, "Unit": "USD"}
+
+
+def test_budget_0_creates_no_budget(template: Template) -> None:
+    # Given the budget's condition
+    condition = template["Resources"]["CostBudget"]["Condition"]
+
+    # Then MonthlyBudget 0 turns the budget off
+    assert template["Conditions"][condition] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "MonthlyBudget"}, 0]}]
+    }
+    assert template["Parameters"]["MonthlyBudget"]["MinValue"] == 0
+
+
+def test_budget_tells_the_alarm_topic_at_80_percent_spent_and_100_percent_forecast(
+    template: Template,
+) -> None:
+    # Given the budget's notifications
+    notifications = budget_notifications(template)
+
+    # Then both go to the alarm topic, which people subscribe to
+    assert notifications == {
+        ("ACTUAL", 80): [{"Ref": "AlarmTopic"}],
+        ("FORECASTED", 100): [{"Ref": "AlarmTopic"}],
+    }
+    for entry in properties(template, "CostBudget")["NotificationsWithSubscribers"]:
+        assert entry["Notification"]["ComparisonOperator"] == "GREATER_THAN"
+        assert entry["Notification"]["ThresholdType"] == "PERCENTAGE"
+
+
+def test_budget_counts_the_environments_tag_that_samconfig_puts_on_the_stack(
+    template: Template,
+) -> None:
+    # Given the budget's cost filter and the tags each samconfig environment deploys with
+    tag_filter = properties(template, "CostBudget")["Budget"]["CostFilters"]["TagKeyValue"]
+    config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    tags = {
+        dict(pair.split("=", 1) for pair in sections["deploy"]["parameters"]["tags"].split())[
+            "Environment"
+        ]
+        for sections in config.values()
+        if isinstance(sections, dict)
+    }
+
+    # Then it filters on the user tag Environment (user:<key>$<value>), whose values are the
+    # environments' names
+    assert tag_filter == [{"Fn::Join": ["", ["user:Environment$", {"Ref": "Environment"}]]}]
+    assert tags == set(template["Parameters"]["Environment"]["AllowedValues"])
+
+
+def test_aws_budgets_may_publish_to_the_encrypted_alarm_topic(template: Template) -> None:
+    # Given who may publish to the alarm topic and use its key
+    for owner in ("AlarmTopicPolicy", "PipelineKey"):
+        [statement] = [
+            s
+            for s in policy_statements(template)
+            if s.owner == owner
+            and s.allows
+            and s.statement.get("Principal") == {"Service": "budgets.amazonaws.com"}
+        ]
+
+        # Then AWS Budgets may, for this account's budgets only
+        condition = statement.statement["Condition"]
+        assert condition["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        assert "aws:SourceArn" in condition["ArnLike"]
+
+
+def test_samconfig_sets_a_budget_for_staging_and_prod() -> None:
+    budgets = {env: value for env, name, value in SAMCONFIG_OVERRIDES if name == "MonthlyBudget"}
+
+    assert set(budgets) == {"staging", "prod"}
+    assert all(float(value) > 0 for value in budgets.values())
+
+
+# ------------------------------------------------------ permissions boundary (issue 18)
+
+BOUNDARY = {
+    "Fn::If": [
+        "HasPermissionsBoundary",
+        {"Ref": "PermissionsBoundaryArn"},
+        {"Ref": "AWS::NoValue"},
+    ]
+}
+
+
+def test_every_role_of_the_root_carries_the_permissions_boundary(template: Template) -> None:
+    # Given the root's roles (the site's and the dashboard's stacks inlined: they have none)
+    roles = resources_of_type(template, "AWS::IAM::Role")
+    assert roles
+
+    # Then each carries the boundary the pipeline's role insists on, none when it is empty
+    for logical_id in roles:
+        assert properties(template, logical_id).get("PermissionsBoundary") == BOUNDARY, logical_id
+    assert template["Conditions"]["HasPermissionsBoundary"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PermissionsBoundaryArn"}, ""]}]
+    }
+    assert template["Parameters"]["PermissionsBoundaryArn"]["Default"] == ""
+
+
+def test_no_function_has_sam_create_a_role_without_the_boundary(template: Template) -> None:
+    # Given the SAM functions: a function without Role would get a role SAM makes
+    for logical_id in resources_of_type(template, "AWS::Serverless::Function"):
+        # Then each names its own role (which carries the boundary)
+        assert "Role" in function_properties(template, logical_id), logical_id
+
+
+def test_every_nested_stack_with_roles_gets_the_boundary(root_template: Template) -> None:
+    # Given the root's nested stacks and the templates they nest
+    for stack_id, path in {**NESTED_STACKS, **ROOT_PARTS}.items():
+        nested = load_template(path)
+        passed = properties(root_template, stack_id).get("Parameters", {})
+
+        # Then a stack that declares the parameter (it has roles, or nests stacks that do)
+        # gets the root's, and a stack that does not declare it creates no role
+        if "PermissionsBoundaryArn" in nested.get("Parameters", {}):
+            assert passed["PermissionsBoundaryArn"] == {"Ref": "PermissionsBoundaryArn"}
+        else:
+            assert not resources_of_type(nested, "AWS::IAM::Role"), stack_id
