@@ -78,14 +78,18 @@ def services_of(request: Request) -> ApiServices:
 class UnitOfWork:
     """One admitted request's database work, run in one worker thread by ``run``."""
 
-    def __init__(self, services: ApiServices, principal: Principal, *, reads: bool = False) -> None:
+    def __init__(
+        self, services: ApiServices, principal: Principal, *, autocommit: bool = False
+    ) -> None:
         self.services = services
         self.principal = principal
-        # A read (GET) runs on an autocommit connection: no BEGIN and COMMIT round trips
-        # around its one statement.
-        self.reads = reads and services.read_sessions is not None
+        # A read (GET), or a route's work that is one statement (``one_statement_unless``),
+        # runs on an autocommit connection: no BEGIN and COMMIT round trips around it.
+        self.autocommit = autocommit and services.read_sessions is not None
         make = (
-            services.read_sessions if self.reads and services.read_sessions else services.sessions
+            services.read_sessions
+            if self.autocommit and services.read_sessions
+            else services.sessions
         )
         # No I/O: the session takes a connection when the route first uses it.
         self.session = make()
@@ -94,11 +98,37 @@ class UnitOfWork:
         """Do ``work`` in a transaction that commits when it returns (rolls back if it
         raises); a read, statement by statement. Blocking: a worker thread.
         (``AdmissionMiddleware`` took the request's token of its key's rate limit already.)"""
-        if self.reads:
+        if self.autocommit:
             with self.session:
                 return work()
         with self.session, self.session.begin():
             return work()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+ONE_STATEMENT_UNLESS = "herald_one_statement_unless"
+
+
+def one_statement_unless(header: str) -> Callable[[F], F]:
+    """Marks a write route whose work is a single statement unless the request carries
+    ``header`` (POST /v1/messages without an Idempotency-Key): it then runs on an
+    autocommit connection, the statement its own transaction, committed before the
+    route returns (no BEGIN and COMMIT round trips). The route must do nothing after
+    that statement that should undo it if it fails."""
+
+    def mark(endpoint: F) -> F:
+        setattr(endpoint, ONE_STATEMENT_UNLESS, header.lower())
+        return endpoint
+
+    return mark
+
+
+def _autocommits(request: Request) -> bool:
+    if request.method == "GET":
+        return True
+    # The endpoint as routed: UnitOfWorkRoute's wrapper, whose __dict__ is the route's.
+    unless = getattr(request.scope.get("endpoint"), ONE_STATEMENT_UNLESS, None)
+    return isinstance(unless, str) and unless not in request.headers
 
 
 _current_unit: ContextVar[UnitOfWork | None] = ContextVar("herald_unit_of_work", default=None)
@@ -145,7 +175,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 async def admit(request: Request, principal: PrincipalDep) -> AsyncIterator[UnitOfWork]:
     """The request's unit of work (``AdmissionMiddleware`` holds its slot of the gate)."""
-    unit = UnitOfWork(services_of(request), principal, reads=request.method == "GET")
+    unit = UnitOfWork(services_of(request), principal, autocommit=_autocommits(request))
     token = _current_unit.set(unit)
     try:
         yield unit

@@ -13,7 +13,13 @@ from pydantic import ValidationError
 
 from ecs_service import feedback_store, messages
 from ecs_service.api import problems
-from ecs_service.api.dependencies import MetricsDep, SessionDep, TenantDep, UnitOfWorkRoute
+from ecs_service.api.dependencies import (
+    MetricsDep,
+    SessionDep,
+    TenantDep,
+    UnitOfWorkRoute,
+    one_statement_unless,
+)
 from ecs_service.api.schemas import (
     BatchItemOut,
     MessageBatchCreate,
@@ -88,6 +94,8 @@ IdempotencyKey = Annotated[
     summary="Schedule an email",
     responses=REPLAYED | problems.responses(400, 401, 413, 429, 503) | CREATE_REFUSED,
 )
+# Without a key, messages.create_message is one statement (CREATE_UNKEYED).
+@one_statement_unless("Idempotency-Key")
 def create_message(
     body: MessageCreate,
     request: Request,
