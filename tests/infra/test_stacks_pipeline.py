@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import re
 from fnmatch import fnmatch
+from typing import Any
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.infra.conftest import (
-    REPO_ROOT,
     STACKS_DIR,
     PolicyStatement,
     Template,
@@ -30,7 +31,7 @@ def pipeline() -> Template:
     return load_template(PIPELINE_PATH)
 
 
-def stages(pipeline: Template) -> dict[str, list[dict[str, object]]]:
+def stages(pipeline: Template) -> dict[str, list[dict[str, Any]]]:
     return {stage["Name"]: stage["Actions"] for stage in properties(pipeline, "Pipeline")["Stages"]}
 
 
