@@ -9,7 +9,8 @@ conditions decided where those values decide them (a Fn::If on one is replaced b
 branch), the others kept as the parent's, and the parent's reads of the instance's outputs
 replaced by what the outputs hold. What a nested template declares is then checked on every
 instance with the values it really gets, under the names it had when the instances were
-written out by hand.
+written out by hand. template.yaml's own parts (ROOT_INLINED_STACKS: the site and the
+dashboard) are read the same way, inlined in the root under the names they had there.
 """
 
 from __future__ import annotations
