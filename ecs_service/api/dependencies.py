@@ -27,12 +27,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 from fastapi import Depends, Request
+from fastapi.dependencies.utils import get_typed_return_annotation, get_typed_signature
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -131,18 +131,53 @@ def _autocommits(request: Request) -> bool:
     return isinstance(unless, str) and unless not in request.headers
 
 
-_current_unit: ContextVar[UnitOfWork | None] = ContextVar("herald_unit_of_work", default=None)
-
-
 def _in_unit_of_work(endpoint: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-    @functools.wraps(endpoint)
-    async def run(*args: Any, **kwargs: Any) -> T:
-        call = functools.partial(endpoint, *args, **kwargs)
-        unit = _current_unit.get()
-        if unit is None:
-            return await run_in_threadpool(call)
-        return await run_in_threadpool(unit.run, call)
+    """The endpoint as FastAPI sees it: a coroutine that runs ``endpoint`` and its commit in
+    one worker thread. The parameters annotated ``SessionDep``, ``TenantDep`` and
+    ``MetricsDep`` are not FastAPI dependencies of it: the wrapper hands them over from the
+    request's unit of work, which it builds itself. Resolving them as dependencies cost
+    six dependency solves a request (session, unit, principal, bearer, tenant, metrics);
+    now the bearer scheme (for the OpenAPI docs) is the route's only one."""
+    typed = get_typed_signature(endpoint)
+    injected = {
+        name: role
+        for name, parameter in typed.parameters.items()
+        for hint, role in _INJECTED
+        if parameter.annotation == hint
+    }
+    if not injected:
 
+        @functools.wraps(endpoint)
+        async def run_alone(*args: Any, **kwargs: Any) -> T:
+            return await run_in_threadpool(functools.partial(endpoint, *args, **kwargs))
+
+        return run_alone
+    kept = [parameter for name, parameter in typed.parameters.items() if name not in injected]
+    request_name = next((p.name for p in kept if p.annotation is Request), None)
+    if request_name is None:
+        request_name = "_unit_request"
+        kept.append(
+            inspect.Parameter(request_name, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+        )
+    reads_request = request_name in typed.parameters
+
+    async def run(**kwargs: Any) -> T:
+        request: Request = kwargs[request_name] if reads_request else kwargs.pop(request_name)
+        principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+        if not isinstance(principal, Principal):
+            raise problems.unauthorized()
+        unit = UnitOfWork(services_of(request), principal, autocommit=_autocommits(request))
+        given = {"session": unit.session, "tenant": principal.tenant_id}
+        given["metrics"] = request.app.state.metrics if "metrics" in injected.values() else None
+        for name, role in injected.items():
+            kwargs[name] = given[role]
+        return await run_in_threadpool(unit.run, functools.partial(endpoint, **kwargs))
+
+    functools.update_wrapper(run, endpoint)
+    run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        sorted(kept, key=lambda parameter: parameter.kind),
+        return_annotation=get_typed_return_annotation(endpoint) or inspect.Signature.empty,
+    )
     return run
 
 
@@ -155,6 +190,9 @@ class UnitOfWorkRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         if not inspect.iscoroutinefunction(endpoint):
             endpoint = _in_unit_of_work(endpoint)
+            if getattr(endpoint, "__signature__", None) is not None:
+                # The bearer scheme its session and tenant came with, for the OpenAPI docs.
+                kwargs["dependencies"] = [*(kwargs.get("dependencies") or []), Depends(bearer)]
         super().__init__(path, endpoint, **kwargs)
 
 
@@ -174,13 +212,9 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def admit(request: Request, principal: PrincipalDep) -> AsyncIterator[UnitOfWork]:
-    """The request's unit of work (``AdmissionMiddleware`` holds its slot of the gate)."""
-    unit = UnitOfWork(services_of(request), principal, autocommit=_autocommits(request))
-    token = _current_unit.set(unit)
-    try:
-        yield unit
-    finally:
-        _current_unit.reset(token)
+    """The request's unit of work, for a route outside ``UnitOfWorkRoute`` (which builds
+    its own; ``AdmissionMiddleware`` holds the request's slot of the gate)."""
+    yield UnitOfWork(services_of(request), principal, autocommit=_autocommits(request))
 
 
 # scope="function": the unit of work ends as soon as the route has returned.
@@ -211,3 +245,11 @@ async def get_metrics(request: Request) -> ThreadSafeMetrics:
 
 
 MetricsDep = Annotated[ThreadSafeMetrics, Depends(get_metrics)]
+
+
+# The parameters UnitOfWorkRoute hands over itself (``_in_unit_of_work``), by annotation.
+_INJECTED: list[tuple[Any, str]] = [
+    (SessionDep, "session"),
+    (TenantDep, "tenant"),
+    (MetricsDep, "metrics"),
+]
