@@ -742,7 +742,9 @@ def run(args: argparse.Namespace) -> None:
             results += benchmark_app(app, setup, extra if app == "herald" else None)
             # Herald logs a line per request; show the rest: warnings, errors, uvicorn's own.
             lines = tail(work_dir / f"uvicorn-{app}.log", 20_000).splitlines()[1:]
-            if shown := [line for line in lines if '"level":"INFO"' not in line][-15:]:
+            # (EMF metric lines, '{"_aws":…', are neither.)
+            others = [line for line in lines if '"level":"INFO"' not in line]
+            if shown := [line for line in others if not line.startswith('{"_aws"')][-15:]:
                 print(f"  {app}: uvicorn logged:\n" + "\n".join(shown), flush=True)
         if args.profile_requests > 0:
             # The batch and overload runs emptied the table the GET ids came from: read

@@ -328,3 +328,44 @@ def test_early_refusals_carry_the_cors_headers_a_browser_needs_to_read_them(
     assert response.headers["access-control-allow-origin"] == origin
     exposed = response.headers["access-control-expose-headers"].lower().split(", ")
     assert {"retry-after", "ratelimit", "ratelimit-policy"} <= set(exposed)
+
+
+def statements_of_one_post(
+    client: TestClient, caller: Caller, headers: dict[str, str]
+) -> list[tuple[str, bool]]:
+    """The statements writing messages that one POST ran, each with whether its connection
+    was in autocommit (its own transaction: no BEGIN or COMMIT round trip)."""
+    statements: list[tuple[str, bool]] = []
+    api_engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
+
+    def record(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append((statement, bool(cursor.connection.autocommit)))
+
+    event.listen(api_engine, "before_cursor_execute", record)
+    try:
+        response = client.post("/v1/messages", json=email(), headers=caller.headers | headers)
+        assert response.status_code == 201
+    finally:
+        event.remove(api_engine, "before_cursor_execute", record)
+    return [(sql, autocommit) for sql, autocommit in statements if "messages" in sql]
+
+
+def test_a_post_without_a_key_is_one_statement_in_its_own_transaction(
+    client: TestClient, caller: Caller
+) -> None:
+    # When a message is scheduled without an Idempotency-Key
+    statements = statements_of_one_post(client, caller, {})
+
+    # Then one statement checked suppressions, counted the quota and stored it, committed
+    # by itself
+    [(sql, autocommit)] = statements
+    assert ("suppressions" in sql, "tenant_daily_usage" in sql, autocommit) == (True, True, True)
+
+
+def test_a_post_with_a_key_stays_in_a_transaction(client: TestClient, caller: Caller) -> None:
+    # When a message is scheduled with an Idempotency-Key
+    statements = statements_of_one_post(client, caller, {"Idempotency-Key": "one-transaction"})
+
+    # Then its statements ran in a transaction (its SAVEPOINT needs one)
+    assert statements
+    assert not any(autocommit for _, autocommit in statements)
