@@ -241,10 +241,10 @@ def test_worker_autoscaling_stays_between_its_task_count_and_its_maximum(
     # Then the service leaves its count to autoscaling, between the two parameters
     assert "DesiredCount" not in properties(backend, "WorkerService")
     assert target["ResourceId"] == {"Fn::Sub": "service/${Cluster}/${WorkerService.Name}"}
-    assert (target["MinCapacity"], target["MaxCapacity"]) == (
-        {"Ref": "WorkerTaskCount"},
-        {"Ref": "WorkerMaxTasks"},
-    )
+    assert target["MinCapacity"] == {"Ref": "WorkerTaskCount"}
+    # and WorkerTaskCount 0 still pauses sending: the maximum is then 0 as well
+    assert target["MaxCapacity"] == {"Fn::If": ["WorkerPaused", 0, {"Ref": "WorkerMaxTasks"}]}
+    assert backend["Conditions"]["WorkerPaused"] == {"Fn::Equals": [{"Ref": "WorkerTaskCount"}, "0"]}
     assert int(backend["Parameters"]["WorkerMaxTasks"]["MaxValue"]) >= int(
         backend["Parameters"]["WorkerTaskCount"]["MaxValue"]
     )
