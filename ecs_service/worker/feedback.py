@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -66,7 +65,7 @@ from ecs_service.feedback_store import (
     RecipientOutcome,
     RecipientState,
 )
-from shared.adapters.client_errors import to_herald_error
+from shared.adapters.sqs import delete_messages, receive_bodies
 from shared.contracts import (
     MAX_ADDRESS_INPUT_LENGTH,
     MAX_PROVIDER_MESSAGE_ID_LENGTH,
@@ -82,7 +81,6 @@ if TYPE_CHECKING:
 
     from aws_lambda_powertools import Logger
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
     from sqlalchemy.engine import Engine
 
     from ecs_service.thread_safe_metrics import MetricRecorder
@@ -104,7 +102,6 @@ NEWLY = {
     RecipientState.COMPLAINED: "EmailsComplained",
 }
 
-SQS_MAX_BATCH = 10
 RECORDED_TYPES = frozenset(
     {"Send", "Delivery", "Bounce", "Complaint", "Reject", "DeliveryDelay", "Rendering Failure"}
 )
@@ -450,19 +447,12 @@ class SqsFeedbackReceiver:
 
     def receive(self) -> list[ReceivedFeedback]:
         """Up to 10 messages, each parsed; raise a Herald error if SQS refuses."""
-        try:
-            messages = self._client.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=SQS_MAX_BATCH,
-                WaitTimeSeconds=self._wait_seconds,
-            ).get("Messages", [])
-        except (ClientError, BotoCoreError) as error:
-            raise to_herald_error(error, "SQS ReceiveMessage (feedback)") from error
         received: list[ReceivedFeedback] = []
-        for message in messages:
-            message_id, handle = message["MessageId"], message["ReceiptHandle"]
+        for message_id, handle, body in receive_bodies(
+            self._client, self._queue_url, wait_seconds=self._wait_seconds, what="feedback"
+        ):
             try:
-                parsed = parse_feedback(message.get("Body", ""))
+                parsed = parse_feedback(body)
             except ValueError as error:
                 received.append(ReceivedFeedback(message_id, handle, None, str(error)))
             else:
@@ -477,20 +467,7 @@ class SqsFeedbackReceiver:
         TransientError, PermanentError
             SQS refused the call itself.
         """
-        not_deleted = 0
-        for start in range(0, len(receipt_handles), SQS_MAX_BATCH):
-            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(i), "ReceiptHandle": handle}
-                for i, handle in enumerate(receipt_handles[start : start + SQS_MAX_BATCH])
-            ]
-            try:
-                response = self._client.delete_message_batch(
-                    QueueUrl=self._queue_url, Entries=entries
-                )
-            except (ClientError, BotoCoreError) as error:
-                raise to_herald_error(error, "SQS DeleteMessageBatch (feedback)") from error
-            not_deleted += len(response.get("Failed", []))
-        return not_deleted
+        return delete_messages(self._client, self._queue_url, receipt_handles, what="feedback")
 
 
 class FeedbackReceiver(Protocol):

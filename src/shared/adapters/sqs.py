@@ -223,6 +223,54 @@ class SqsResultPublisher:
             raise to_herald_error(error, "SQS SendMessage (result)") from error
 
 
+def receive_bodies(
+    client: SQSClient, queue_url: str, *, wait_seconds: int, what: str
+) -> list[tuple[str, str, str]]:
+    """Up to 10 messages of ``queue_url`` as (message id, receipt handle, body), long-polling
+    ``wait_seconds``; the worker's consumers parse the bodies themselves.
+
+    Raises
+    ------
+    TransientError, PermanentError
+        SQS refused the call (``what`` names the queue in the error).
+    """
+    try:
+        messages = client.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=SQS_MAX_BATCH, WaitTimeSeconds=wait_seconds
+        ).get("Messages", [])
+    except (ClientError, BotoCoreError) as error:
+        raise to_herald_error(error, f"SQS ReceiveMessage ({what})") from error
+    return [
+        (message["MessageId"], message["ReceiptHandle"], message.get("Body", ""))
+        for message in messages
+    ]
+
+
+def delete_messages(
+    client: SQSClient, queue_url: str, receipt_handles: Sequence[str], *, what: str
+) -> int:
+    """Delete the messages of ``receipt_handles`` in batches of 10; return how many SQS did
+    not delete.
+
+    Raises
+    ------
+    TransientError, PermanentError
+        SQS refused the call itself (``what`` names the queue in the error).
+    """
+    not_deleted = 0
+    for start in range(0, len(receipt_handles), SQS_MAX_BATCH):
+        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(i), "ReceiptHandle": handle}
+            for i, handle in enumerate(receipt_handles[start : start + SQS_MAX_BATCH])
+        ]
+        try:
+            response = client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as error:
+            raise to_herald_error(error, f"SQS DeleteMessageBatch ({what})") from error
+        not_deleted += len(response.get("Failed", []))
+    return not_deleted
+
+
 @dataclass(frozen=True)
 class ReceivedResult:
     """One message of the result queue: its result, or why its body is not one.
@@ -269,19 +317,12 @@ class SqsResultReceiver:
 
     def receive(self) -> list[ReceivedResult]:
         """Up to 10 messages, each parsed; raise a Herald error if SQS refuses."""
-        try:
-            messages = self._client.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=SQS_MAX_BATCH,
-                WaitTimeSeconds=self._wait_seconds,
-            ).get("Messages", [])
-        except (ClientError, BotoCoreError) as error:
-            raise to_herald_error(error, "SQS ReceiveMessage (results)") from error
         received: list[ReceivedResult] = []
-        for message in messages:
-            message_id, handle = message["MessageId"], message["ReceiptHandle"]
+        for message_id, handle, body in receive_bodies(
+            self._client, self._queue_url, wait_seconds=self._wait_seconds, what="results"
+        ):
             try:
-                result = TaskResult.model_validate_json(message.get("Body", ""))
+                result = TaskResult.model_validate_json(body)
             except ValidationError as error:
                 received.append(
                     ReceivedResult(message_id, handle, None, describe_validation_error(error))
@@ -298,20 +339,7 @@ class SqsResultReceiver:
         TransientError, PermanentError
             SQS refused the call itself.
         """
-        not_deleted = 0
-        for start in range(0, len(receipt_handles), SQS_MAX_BATCH):
-            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(i), "ReceiptHandle": handle}
-                for i, handle in enumerate(receipt_handles[start : start + SQS_MAX_BATCH])
-            ]
-            try:
-                response = self._client.delete_message_batch(
-                    QueueUrl=self._queue_url, Entries=entries
-                )
-            except (ClientError, BotoCoreError) as error:
-                raise to_herald_error(error, "SQS DeleteMessageBatch (results)") from error
-            not_deleted += len(response.get("Failed", []))
-        return not_deleted
+        return delete_messages(self._client, self._queue_url, receipt_handles, what="results")
 
 
 class SqsDeadLetterSink:
