@@ -194,7 +194,7 @@ class MessageOut(MessageSummary):
         "yet is absent"
     )
     events: list[EventOut] = Field(
-        description=f"The message's delivery events, oldest first: the first {MAX_EVENTS}"
+        description=f"The message's latest {MAX_EVENTS} delivery events, oldest first"
     )
 
     @classmethod

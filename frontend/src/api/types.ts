@@ -100,9 +100,9 @@ export interface Message {
   finished_at: string | null;
   provider_message_id: string | null;
   error: string | null;
-  /** What SES reported per recipient; only GET /v1/messages/{id} gives it. */
+  /** What SES reported per recipient (POST and cancel answer it empty, a replay the real one). */
   recipients: RecipientReport[];
-  /** SES's events about it, oldest first, at most 100; only GET /v1/messages/{id} gives them. */
+  /** SES's latest 100 events about it, oldest first (empty from POST and cancel, as above). */
   events: MessageEvent[];
 }
 
