@@ -244,7 +244,9 @@ def test_worker_autoscaling_stays_between_its_task_count_and_its_maximum(
     assert target["MinCapacity"] == {"Ref": "WorkerTaskCount"}
     # and WorkerTaskCount 0 still pauses sending: the maximum is then 0 as well
     assert target["MaxCapacity"] == {"Fn::If": ["WorkerPaused", 0, {"Ref": "WorkerMaxTasks"}]}
-    assert backend["Conditions"]["WorkerPaused"] == {"Fn::Equals": [{"Ref": "WorkerTaskCount"}, "0"]}
+    assert backend["Conditions"]["WorkerPaused"] == {
+        "Fn::Equals": [{"Ref": "WorkerTaskCount"}, "0"]
+    }
     assert int(backend["Parameters"]["WorkerMaxTasks"]["MaxValue"]) >= int(
         backend["Parameters"]["WorkerTaskCount"]["MaxValue"]
     )
