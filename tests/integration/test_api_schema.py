@@ -5,20 +5,28 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.integration.conftest import Caller
+from ecs_service.api.app import create_app
+from ecs_service.settings import ApiSettings, DatabaseSettings
+from tests.integration.conftest import SENDER, Caller
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+@pytest.fixture(scope="module")
+def schema_app(database_settings: DatabaseSettings) -> FastAPI:
+    """An app of the schema test's own: schemathesis runs an ASGI app's lifespan, start-up
+    and shut-down, around every call, and shutting the session's app down stopped its
+    key-revocation listener for every test after this one (test_api_limits failed when it
+    ran later)."""
+    return create_app(ApiSettings(SENDER_EMAIL=SENDER), database_settings)
+
+
 @pytest.fixture
-def api_schema(app_client: TestClient) -> schemathesis.BaseSchema:
-    # The session's client has run the app's lifespan, so its engine is open.
-    app: FastAPI = app_client.app  # type: ignore[assignment]
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+def api_schema(schema_app: FastAPI) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_asgi("/openapi.json", schema_app)
 
 
 @schema.parametrize()
