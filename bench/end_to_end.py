@@ -91,14 +91,19 @@ def schedule(system: RunningSystem, emails: int, concurrency: int) -> tuple[floa
     return started, time.time()
 
 
+# What SES accepted: sent, and what its delivery events make of sent (issue 14's states).
+ACCEPTED_BY_SES = frozenset({"sent", "delivered", "bounced", "complained"})
+
+
 def wait_until_done(engine: Engine, emails: int, timeout: float) -> dict[str, int]:
-    """Poll PostgreSQL until every message is sent or failed; the counts by status."""
+    """Poll PostgreSQL until SES accepted or Herald failed every message; the counts by
+    status."""
     deadline = time.monotonic() + timeout
     query = text("SELECT status, count(*) FROM messages GROUP BY status")
     while True:
         with engine.connect() as connection:
             counts: dict[str, int] = dict(connection.execute(query).all())
-        done = counts.get("sent", 0) + counts.get("failed", 0)
+        done = sum(counts.get(status, 0) for status in ACCEPTED_BY_SES) + counts.get("failed", 0)
         if done >= emails:
             return counts
         if time.monotonic() > deadline:
@@ -199,7 +204,7 @@ def build_result(
     cpu: dict[str, float],
     machine_cpu: float,
 ) -> BenchResult:
-    sent = [row for row in rows if row.status == "sent" and row.finished_at is not None]
+    sent = [row for row in rows if row.status in ACCEPTED_BY_SES and row.finished_at is not None]
     latencies = [(row.finished_at - row.send_at).total_seconds() for row in sent]  # type: ignore[operator]
     last_sent = max(row.finished_at.timestamp() for row in sent)  # type: ignore[union-attr]
     throughput = len(sent) / (last_sent - first_post)

@@ -302,7 +302,8 @@ def run_round(
         ).scalar_one()
         if left:
             raise RuntimeError(f"{left} rows were not marked queued")
-        connection.exec_driver_sql("TRUNCATE messages")
+        # CASCADE: delivery feedback's tables reference messages.
+        connection.exec_driver_sql("TRUNCATE messages CASCADE")
     return phases
 
 
