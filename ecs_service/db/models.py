@@ -78,6 +78,11 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None]
+    # None: never expires. From this instant the key is refused (migration 0010).
+    expires_at: Mapped[datetime | None]
+    # When the api last read the row to authenticate a request: accurate to its key
+    # cache's age bound (ecs_service.api.key_cache), at no extra round trip a request.
+    last_used_at: Mapped[datetime | None]
 
 
 class Message(Base):
