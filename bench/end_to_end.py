@@ -44,7 +44,7 @@ from sqlalchemy import create_engine, text
 from bench.result import RESULTS_DIR, BenchResult, Figure
 from bench.support.processes import machine_busy_seconds, run_bounded, tree_cpu_seconds
 from bench.support.servers import BENCH_RATE_LIMIT
-from tests.local_system import RunningSystem, postmaster_pid, running_local_system
+from herald_local.harness import RunningSystem, postmaster_pid, running_local_system
 
 if TYPE_CHECKING:
     from datetime import datetime

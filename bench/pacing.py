@@ -49,8 +49,8 @@ from bench.result import RESULTS_DIR, BenchResult, Figure
 from bench.support.processes import run_bounded
 from bench.support.servers import BENCH_RATE_LIMIT
 from ecs_service.worker.send_rate import SendPace
+from herald_local.harness import RunningSystem, running_local_system
 from herald_local.mailbox import read_mailbox
-from tests.local_system import RunningSystem, running_local_system
 
 NAME = "pacing"
 RECIPIENT = "paced-{number}@bench.example.org"

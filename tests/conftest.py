@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from herald_local.harness import ToolMissingError, find_tool
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = REPO_ROOT / ".venv" / "bin"
 MARKER_BY_FOLDER = {"unit": "unit", "integration": "integration", "infra": "infra", "e2e": "e2e"}
 
 # No test may reach a real AWS account, whatever the developer's shell holds.
@@ -54,21 +56,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def require_tool(name: str) -> str:
     """Return the path of an executable a test needs.
 
-    Looked up in the project's virtualenv first, then on PATH. When it is missing, the
-    test fails under CI (a missing dependency must never pass as a skip there) and is
-    skipped with a clear reason on a developer's machine.
+    Looked up as the local-system harness looks it up (``find_tool``: the project's
+    virtualenvs first, then PATH). When it is missing, the test fails under CI (a missing
+    dependency must never pass as a skip there) and is skipped with a clear reason on a
+    developer's machine.
     """
-    for candidate in (
-        VENV_BIN / name,
-        REPO_ROOT / ".venv-uv" / "bin" / name,
-        REPO_ROOT / "tools" / name / ".venv" / "bin" / name,
-    ):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"{name} is not installed: run `make install`"
+    try:
+        return find_tool(name)
+    except ToolMissingError as missing:
+        skip_or_fail(str(missing))
+
+
+def skip_or_fail(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A tool the harness (herald_local.harness) misses in a fixture: as ``require_tool``."""
+    try:
+        return (yield)
+    except ToolMissingError as missing:
+        skip_or_fail(str(missing))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A tool the harness misses in a test's own body: as ``require_tool``."""
+    try:
+        return (yield)
+    except ToolMissingError as missing:
+        skip_or_fail(str(missing))

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
-from tests.conftest import REPO_ROOT
-from tests.local_system import (
+from herald_local.harness import (
     RunningSystem,
     alive,
     children_of,
@@ -29,6 +28,7 @@ from tests.local_system import (
     running_local_system,
     stop_and_check_nothing_is_left,
 )
+from tests.conftest import REPO_ROOT
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 # Headless, and quiet: without the background-networking switches Chromium tries to reach

@@ -15,8 +15,8 @@ from uuid import uuid4
 import httpx
 from playwright.sync_api import Locator, Page, expect
 
+from herald_local.harness import RunningSystem
 from tests.e2e.accessibility import assert_accessible
-from tests.local_system import RunningSystem
 
 READER = "reader@example.org"
 COPY = "copy@example.org"

@@ -20,10 +20,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Dialog, Locator, Page, Route, expect
 
+from herald_local.harness import RunningSystem
 from tests.conftest import REPO_ROOT
 from tests.e2e.accessibility import assert_accessible
 from tests.e2e.conftest import TIME_ZONE, open_tab
-from tests.local_system import RunningSystem
 
 READER = "reader@example.org"
 # The local SES bounces this address as SES's mailbox simulator does, with this diagnostic.

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from herald_local.harness import RunningSystem, children_of, running_local_system, wait_for
 from herald_local.ses_events import EVENTS_PATH
-from tests.local_system import RunningSystem, children_of, running_local_system, wait_for
 
 SIMULATOR = "simulator.amazonses.com"
 FEEDBACK_TIMEOUT_S = 60

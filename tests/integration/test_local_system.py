@@ -23,10 +23,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from herald_local.postgres import LocalPostgres
-from tests.conftest import require_tool
-from tests.integration.conftest import REPO_ROOT
-from tests.local_system import (
+from herald_local.harness import (
     RunningSystem,
     alive,
     children_of,
@@ -34,6 +31,9 @@ from tests.local_system import (
     running_local_system,
     wait_for,
 )
+from herald_local.postgres import LocalPostgres
+from tests.conftest import require_tool
+from tests.integration.conftest import REPO_ROOT
 
 THROTTLED = "slow@example.org"
 # What a message ends as once SES has reported on it (or Herald never sent it).

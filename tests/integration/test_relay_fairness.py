@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 from ecs_service import api_keys
 from ecs_service.db.models import Message
 from ecs_service.worker.relay import Relay
+from herald_local.harness import running_local_system, wait_for
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask
 from tests.integration.conftest import drain, make_caller, new_queue
 from tests.integration.test_relay import PAYLOAD, insert_messages, statuses
-from tests.local_system import running_local_system, wait_for
 
 BACKLOG = 1_200
 

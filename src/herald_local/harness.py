@@ -1,9 +1,16 @@
 """The whole system on one machine, started as a person starts it: ``herald-local run``.
 
 Shared by the tests that need the running system (tests/integration/test_local_system.py,
-tests/e2e/): start it in a folder of its own on free ports, read what its banner printed
-(the API key and the URLs), talk to it, stop it with Ctrl-C, and check that nothing of it
-is left running.
+tests/e2e/) and the benchmarks that measure it (bench/end_to_end.py, bench/pacing.py):
+start it in a folder of its own on free ports, read what its banner printed (the API key
+and the URLs), talk to it, stop it with Ctrl-C, and check that nothing of it is left
+running.
+
+It lives here rather than under tests/ so the bench does not import test code. It imports
+no pytest (a missing executable is ``ToolMissingError``; tests/conftest.py turns it into a
+skip, or a failure under CI); it needs httpx, which the project's dev dependency group
+installs and the ``herald`` package's own dependencies do not: nothing ``herald-local``
+runs imports this module.
 """
 
 from __future__ import annotations
@@ -11,28 +18,54 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from herald_local.postgres import free_port
-from tests.conftest import REPO_ROOT, require_tool
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from datetime import datetime
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PART_NAMES = ("api", "aws", "mailbox", "frontend", "postgres")
 KEY_PATTERN = re.compile(r"API key\s+(hrld_\S+)")
 API_PATTERN = re.compile(r"API\s+(http://127\.0\.0\.1:\d+)")
 FRONTEND_PATTERN = re.compile(r"front-end\s+(http://127\.0\.0\.1:\d+)")
 START_TIMEOUT_SECONDS = 120
 STOP_TIMEOUT_SECONDS = 60
+
+
+class ToolMissingError(LookupError):
+    """An executable the harness runs (``herald-local``, ``herald``) is not installed."""
+
+
+def find_tool(name: str) -> str:
+    """The path of an executable: the project's virtualenvs first, then PATH.
+
+    Raises ``ToolMissingError`` (its message says to run ``make install``) when it is
+    nowhere.
+    """
+    for candidate in (
+        REPO_ROOT / ".venv" / "bin" / name,
+        REPO_ROOT / ".venv-uv" / "bin" / name,
+        REPO_ROOT / "tools" / name / ".venv" / "bin" / name,
+    ):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ToolMissingError(f"{name} is not installed: run `make install`")
 
 
 @dataclass
@@ -118,7 +151,7 @@ class RunningSystem:
         environment = {
             name: value for name, value in os.environ.items() if not name.startswith("DATABASE_")
         } | {"DATABASE_URL": self.database_url}
-        herald = require_tool("herald")
+        herald = find_tool("herald")
         for command in (["tenants", "create", name], ["keys", "create", name, "--name", "test"]):
             done = subprocess.run(
                 [herald, *command],
@@ -134,7 +167,7 @@ class RunningSystem:
         """The mailbox as ``herald-local mailbox --json`` prints it."""
         listed = subprocess.run(
             [
-                require_tool("herald-local"),
+                find_tool("herald-local"),
                 "mailbox",
                 "--json",
                 "--aws-port",
@@ -233,7 +266,7 @@ def running_local_system(
     PostgreSQL are killed, so a failed test leaves nothing behind either.
     """
     ports = {name: free_port() for name in PART_NAMES}
-    command = [require_tool("herald-local"), "run", "--data-dir", str(data_dir)]
+    command = [find_tool("herald-local"), "run", "--data-dir", str(data_dir)]
     command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
     command += extra_args
     if ses_max_send_rate is not None:
