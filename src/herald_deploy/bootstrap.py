@@ -62,11 +62,7 @@ def bootstrap_tenant(
         example_output=[example_arn],
     )
     if not run.succeeded:
-        said = [line for line in run.output or [] if line.startswith("herald:")]
-        raise DeployError(
-            f"the bootstrap of tenant {tenant} failed (exit code {run.exit_code}; "
-            f"{said[-1] if said else run.reason or 'no reason given'}). {run.logs}"
-        )
+        raise run.failure(f"the bootstrap of tenant {tenant}")
     # By name, not from the log: it also works when the task logs to Datadog.
     arn = shell.read(
         command(

@@ -300,10 +300,8 @@ def run_check(
     )
     report = _report(run.output)
     if not run.succeeded:
-        found = f"; it found {_summary(report)}" if report else ""
-        raise DeployError(
-            f"the check of the restored database failed (exit code {run.exit_code}; "
-            f"{run.reason or 'no reason given'}){found}. {run.logs}"
+        raise run.failure(
+            "the check of the restored database", found=_summary(report) if report else ""
         )
     return report
 

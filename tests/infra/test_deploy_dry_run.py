@@ -30,7 +30,8 @@ REGION = ["--region", "us-east-1"]
 BUCKET = "s3://herald-staging-sitebucket-example"
 CLUSTER = "herald-staging-cluster"
 TASK_DEFINITION = "arn:aws:ecs:us-east-1:111122223333:task-definition/herald-staging-migrate"
-TASK = f"arn:aws:ecs:us-east-1:111122223333:task/{CLUSTER}/0123456789abcdef"
+# A dry run's one-off tasks (migrations, the drill's check, a bootstrap) share one example id.
+TASK = f"arn:aws:ecs:us-east-1:111122223333:task/{CLUSTER}/0fedcba987654321"
 IMMUTABLE = "public, max-age=31536000, immutable"
 DESCRIBE_STACK = [
     "aws", "cloudformation", "describe-stacks", *REGION, "--stack-name", STACK,
@@ -384,7 +385,7 @@ def test_make_destroy_refuses_when_confirm_is_not_the_stack_name() -> None:
 DATABASE = "herald-staging-0a1b2c3d"
 DRILL = f"{DATABASE}-restore-drill"
 DRILL_CHECK = f"build/herald-deploy/{DRILL}-check.json"
-DRILL_TASK = f"arn:aws:ecs:us-east-1:111122223333:task/{CLUSTER}/0fedcba987654321"
+DRILL_TASK = TASK
 DRILL_KEY = "arn:aws:kms:us-east-1:111122223333:key/0example-0000-4000-8000-000000000000"
 
 
