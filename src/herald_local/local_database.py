@@ -32,17 +32,24 @@ class DemoKey:
     reused: bool
 
 
-def prepare_database(database_url: str, key_file: Path) -> DemoKey:
+def prepare_database(database_url: str, key_file: Path, *, app_url: str | None = None) -> DemoKey:
     """Migrate, make sure the demo tenant exists, and give it one key per data directory.
+
+    ``database_url`` migrates (the schema's owner); the tenant and key are made as the CLI
+    makes them, through ``app_url`` (``herald_app``, as in AWS) when given.
 
     Only keys' hashes are stored, so the plaintext is kept in ``key_file`` (mode 0600,
     beside the local database it opens): the next run reuses it while it is active. When
     it is missing or no longer active, the demo keys of earlier runs are revoked before a
     new one is issued, so a data directory never collects live demo keys.
     """
-    engine = create_engine(database_url)
+    owner = create_engine(database_url)
     try:
-        upgrade_to_head(engine)
+        upgrade_to_head(owner)
+    finally:
+        owner.dispose()
+    engine = create_engine(app_url or database_url)
+    try:
         with Session(engine) as session, session.begin():
             tenant = session.scalar(select(Tenant).where(Tenant.name == DEMO_TENANT))
             if tenant is None:

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Self
 
 SERVER_USER = "postgres"
+# The superuser that owns the schema and runs the migrations (as the RDS master user does).
 DATABASE_USER = "herald"
+# The role migration 0011 creates, which the api, worker and CLI log in as (as in AWS).
+APP_USER = "herald_app"
 # Settings that make a throwaway server fast; never for data you want to keep.
 EPHEMERAL_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -114,9 +117,22 @@ class LocalPostgres:
     def log_file(self) -> Path:
         return self.data_dir / "postgres.log"
 
-    def url(self, database: str = DATABASE_USER, *, driver: str = "postgresql+psycopg") -> str:
-        """A SQLAlchemy URL for ``database`` as the ``herald`` superuser over TCP."""
-        return f"{driver}://{DATABASE_USER}@127.0.0.1:{self.port}/{database}"
+    def url(
+        self,
+        database: str = DATABASE_USER,
+        *,
+        driver: str = "postgresql+psycopg",
+        user: str = DATABASE_USER,
+    ) -> str:
+        """A SQLAlchemy URL for ``database`` over TCP, as the ``herald`` superuser (who
+        migrates) unless ``user`` says otherwise. The server trusts local connections, so
+        the URL holds no password."""
+        return f"{driver}://{user}@127.0.0.1:{self.port}/{database}"
+
+    def app_url(self, database: str = DATABASE_USER, *, driver: str = "postgresql+psycopg") -> str:
+        """A URL for ``database`` as ``herald_app``, the role the api, worker and CLI use
+        (it exists once migration 0011 ran; it may change rows, not the schema)."""
+        return self.url(database, driver=driver, user=APP_USER)
 
     def start(self) -> Self:
         """Initialise the data directory if needed, start the server and wait until it accepts."""
