@@ -116,8 +116,10 @@ def _example_source(identifier: str, region: str) -> dict[str, Any]:
     }
 
 
-def describe_source(shell: Shell, identifier: str, *, region: str) -> SourceDatabase:
-    """The environment's database: its network, parameters, keys and restorable window."""
+def _describe_instance(
+    shell: Shell, identifier: str, *, region: str, example: dict[str, Any]
+) -> dict[str, Any]:
+    """`aws rds describe-db-instances` of one instance (`example` in a dry run)."""
     answer = shell.read(
         command(
             "aws", "rds", "describe-db-instances",
@@ -126,10 +128,38 @@ def describe_source(shell: Shell, identifier: str, *, region: str) -> SourceData
             "--query", "DBInstances[0]",
             "--output", "json",
         ),
-        dry_run_output=json.dumps(_example_source(identifier, region)),
+        dry_run_output=json.dumps(example),
     )  # fmt: skip
     try:
-        described: dict[str, Any] = json.loads(answer)
+        described = json.loads(answer)
+    except ValueError:
+        described = answer
+    if not isinstance(described, dict):
+        raise _unexpected(identifier, described)
+    return described
+
+
+def _unexpected(identifier: str, described: object) -> DeployError:
+    return DeployError(
+        f"unexpected describe-db-instances answer for {identifier}: {str(described)[:200]!r}"
+    )
+
+
+def _wait(shell: Shell, waiter: str, identifier: str, *, region: str) -> None:
+    """`aws rds wait <waiter>` for one instance (the waiter gives up after 30 minutes)."""
+    shell.run(
+        command(
+            "aws", "rds", "wait", waiter,
+            "--region", region, "--db-instance-identifier", identifier,
+        )
+    )  # fmt: skip
+
+
+def describe_source(shell: Shell, identifier: str, *, region: str) -> SourceDatabase:
+    """The environment's database: its network, parameters, keys and restorable window."""
+    example = _example_source(identifier, region)
+    described = _describe_instance(shell, identifier, region=region, example=example)
+    try:
         return SourceDatabase(
             identifier=identifier,
             instance_class=str(described["DBInstanceClass"]),
@@ -142,10 +172,8 @@ def describe_source(shell: Shell, identifier: str, *, region: str) -> SourceData
             secret_kms_key_id=str(described["MasterUserSecret"]["KmsKeyId"]),
             latest_restorable_time=str(described.get("LatestRestorableTime", "unknown")),
         )
-    except (ValueError, KeyError, IndexError, TypeError) as error:
-        raise DeployError(
-            f"unexpected describe-db-instances answer for {identifier}: {answer[:200]!r}"
-        ) from error
+    except (KeyError, IndexError, TypeError) as error:
+        raise _unexpected(identifier, described) from error
 
 
 def restore(
@@ -188,24 +216,15 @@ def wait_until_available(shell: Shell, target: str, *, region: str) -> None:
     """Wait for the restore, asking RDS's waiter again while the instance is on its way."""
     for _ in range(WAIT_ROUNDS):
         try:
-            shell.run(
-                command(
-                    "aws", "rds", "wait", "db-instance-available",
-                    "--region", region, "--db-instance-identifier", target,
-                )
-            )  # fmt: skip
+            _wait(shell, "db-instance-available", target, region=region)
             return
         except DeployError as error:
-            status = shell.read(
-                command(
-                    "aws", "rds", "describe-db-instances",
-                    "--region", region,
-                    "--db-instance-identifier", target,
-                    "--query", "DBInstances[0].DBInstanceStatus",
-                    "--output", "text",
-                ),
-                dry_run_output="available",
-            )  # fmt: skip
+            described = _describe_instance(
+                shell, target, region=region, example={"DBInstanceStatus": "available"}
+            )
+            status = str(described.get("DBInstanceStatus"))
+            if status == "available":
+                return
             if status not in ON_ITS_WAY:
                 raise DeployError(f"the restored instance {target} is {status!r}") from error
     raise DeployError(f"the restored instance {target} was not available after 4 hours")
@@ -224,18 +243,8 @@ def describe_restored(shell: Shell, target: str, *, region: str) -> RestoredData
         },
         "KmsKeyId": _example_source(target, region)["KmsKeyId"],
     }
-    answer = shell.read(
-        command(
-            "aws", "rds", "describe-db-instances",
-            "--region", region,
-            "--db-instance-identifier", target,
-            "--query", "DBInstances[0]",
-            "--output", "json",
-        ),
-        dry_run_output=json.dumps(example),
-    )  # fmt: skip
+    described = _describe_instance(shell, target, region=region, example=example)
     try:
-        described: dict[str, Any] = json.loads(answer)
         return RestoredDatabase(
             identifier=target,
             address=str(described["Endpoint"]["Address"]),
@@ -243,10 +252,8 @@ def describe_restored(shell: Shell, target: str, *, region: str) -> RestoredData
             secret_arn=str(described["MasterUserSecret"]["SecretArn"]),
             kms_key_id=str(described["KmsKeyId"]),
         )
-    except (ValueError, KeyError, TypeError) as error:
-        raise DeployError(
-            f"unexpected describe-db-instances answer for {target}: {answer[:200]!r}"
-        ) from error
+    except (KeyError, TypeError) as error:
+        raise _unexpected(target, described) from error
 
 
 def check_environment(restored: RestoredDatabase) -> dict[str, str]:
@@ -329,12 +336,7 @@ def delete(shell: Shell, target: str, *, region: str) -> None:
         ),
         dry_run_output="deleting",
     )  # fmt: skip
-    shell.run(
-        command(
-            "aws", "rds", "wait", "db-instance-deleted",
-            "--region", region, "--db-instance-identifier", target,
-        )
-    )  # fmt: skip
+    _wait(shell, "db-instance-deleted", target, region=region)
 
 
 def _by_hand(target: str, region: str) -> str:

@@ -58,6 +58,38 @@ def test_a_failed_migration_stops_the_release_and_deregisters_the_revision() -> 
     assert "sam deploy" not in printed
 
 
+class StuckMigrationShell(DryRunShell):
+    """A dry run in which ECS's waiter gives up before the migration task stops."""
+
+    def run(self, cmd: Command) -> None:
+        super().run(cmd)
+        if cmd.argv[:4] == ("aws", "ecs", "wait", "tasks-stopped"):
+            raise DeployError("Waiter TasksStopped failed: Max attempts exceeded")
+
+
+def test_a_migration_that_does_not_stop_names_its_task_and_deregisters_the_revision() -> None:
+    # Given a migration task still running when ECS's waiter gives up
+    out = io.StringIO()
+    environment = load_environment(REPO_ROOT / "samconfig.toml", "staging")
+    outputs = StackOutputs("herald-staging", example_outputs(environment))
+
+    # When the migrations run
+    with pytest.raises(DeployError) as raised:
+        run_migrations(
+            StuckMigrationShell(out), outputs, region="us-east-1", image_uri="x/herald:abc"
+        )
+
+    # Then the error names the task and its logs, and says nothing was deployed
+    message = str(raised.value)
+    assert "the migration task (arn:aws:ecs:us-east-1:111122223333:task/" in message
+    assert "had not stopped after 10 minutes. its logs: aws logs tail /herald/" in message
+    assert message.endswith("Nothing was deployed.")
+    # and the one-off revision is deregistered all the same, without asking for the outcome
+    printed = out.getvalue()
+    assert "deregister-task-definition" in printed.splitlines()[-1]
+    assert "describe-tasks" not in printed
+
+
 def test_dev_is_samconfigs_default_environment_with_all_its_parameters() -> None:
     environment = load_environment(REPO_ROOT / "samconfig.toml", "dev")
 
@@ -280,11 +312,13 @@ class DrillShell(DryRunShell):
         failing: tuple[str, ...] = (),
         error: BaseException | None = None,
         check_exit_code: int = 0,
+        restored_status: str | None = None,
     ) -> None:
         super().__init__(out)
         self.failing = failing
         self.error = error
         self.check_exit_code = check_exit_code
+        self.restored_status = restored_status
 
     def _print_or_fail(self, cmd: Command) -> None:
         self._print(f"+ {cmd}")
@@ -300,6 +334,11 @@ class DrillShell(DryRunShell):
             return json.dumps(
                 {"containers": [{"name": "migrate", "exitCode": self.check_exit_code}]}
             )
+        describes_the_copy = cmd.argv[:3] == ("aws", "rds", "describe-db-instances") and any(
+            arg.endswith("-restore-drill") for arg in cmd.argv
+        )
+        if self.restored_status and describes_the_copy:
+            return json.dumps({"DBInstanceStatus": self.restored_status})
         return dry_run_output
 
 
@@ -338,6 +377,29 @@ def test_an_interrupted_drill_still_deletes_the_temporary_instance() -> None:
 
     # Then the instance it started is deleted before the interrupt ends the run
     run = aws_lines(out)
+    assert "delete-db-instance" in run[-2]
+    assert "wait db-instance-deleted" in run[-1]
+
+
+def test_a_restore_that_ends_in_a_failed_state_is_named_and_deleted() -> None:
+    # Given a restore RDS gives up on (the waiter fails, the copy is incompatible-restore)
+    out = io.StringIO()
+    waiter = DeployError("Waiter DBInstanceAvailable failed")
+    shell = DrillShell(
+        out,
+        ("aws", "rds", "wait", "db-instance-available"),
+        waiter,
+        restored_status="incompatible-restore",
+    )
+
+    # When the drill runs
+    with pytest.raises(DeployError, match=r"restore-drill is 'incompatible-restore'"):
+        drill(shell)
+
+    # Then the waiter is not asked again, no check runs, and the copy is deleted
+    run = aws_lines(out)
+    assert sum("wait db-instance-available" in line for line in run) == 1
+    assert not any("ecs run-task" in line for line in run)
     assert "delete-db-instance" in run[-2]
     assert "wait db-instance-deleted" in run[-1]
 
