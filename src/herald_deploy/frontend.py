@@ -68,20 +68,18 @@ def upload(shell: Shell, site: Site, *, region: str) -> None:
             "--cache-control", REVALIDATE,
         )
     )  # fmt: skip
-    shell.run(
-        command(
-            "aws", "s3", "cp", f"{DIST_DIR}/config.json", f"{bucket}/config.json",
-            "--region", region, "--cache-control", REVALIDATE,
-            "--content-type", "application/json",
-        )
-    )  # fmt: skip
-    shell.run(
-        command(
-            "aws", "s3", "cp", f"{DIST_DIR}/index.html", f"{bucket}/index.html",
-            "--region", region, "--cache-control", REVALIDATE,
-            "--content-type", "text/html; charset=utf-8",
-        )
-    )  # fmt: skip
+    # The index last: it names the assets and reads the configuration, so both are there.
+    for name, content_type in (
+        ("config.json", "application/json"),
+        ("index.html", "text/html; charset=utf-8"),
+    ):
+        shell.run(
+            command(
+                "aws", "s3", "cp", f"{DIST_DIR}/{name}", f"{bucket}/{name}",
+                "--region", region, "--cache-control", REVALIDATE,
+                "--content-type", content_type,
+            )
+        )  # fmt: skip
 
 
 def invalidate(shell: Shell, site: Site, *, wait: bool) -> str:

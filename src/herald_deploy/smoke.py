@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from herald_deploy.bootstrap import secret_name
 from herald_deploy.errors import DeployError
 from herald_deploy.shell import command
 from herald_deploy.stack_outputs import read_stack_outputs
@@ -44,7 +45,7 @@ EXAMPLE_KEY_SECRET = json.dumps({"api_key": "hk_example_not_a_key"})
 
 def smoke_secret_id(environment: Environment) -> str:
     """The secret `make bootstrap-tenant ENV=<env> TENANT=smoke` stored the key in."""
-    return f"herald/{environment.name}/tenants/{SMOKE_TENANT}"
+    return secret_name(environment, SMOKE_TENANT)
 
 
 class Api(Protocol):

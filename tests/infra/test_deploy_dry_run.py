@@ -37,6 +37,35 @@ DESCRIBE_STACK = [
     "aws", "cloudformation", "describe-stacks", *REGION, "--stack-name", STACK,
     "--query", "Stacks[0].Outputs", "--output", "json",
 ]  # fmt: skip
+# One-off tasks run in the private subnets with the security group the database accepts.
+NETWORK = (
+    "awsvpcConfiguration={subnets=[subnet-0example00000000a,subnet-0example00000000b],"
+    "securityGroups=[sg-0example000000000],assignPublicIp=DISABLED}"
+)
+
+
+def one_off_task(stack: str, *, started_by: str, overrides: str) -> list[list[str]]:
+    """What a dry run prints to run a command once as a task of `stack`'s migration task
+    definition (the command and variables in the file `overrides`) and read its output."""
+    cluster = f"{stack}-cluster"
+    definition = f"arn:aws:ecs:us-east-1:111122223333:task-definition/{stack}-migrate:7"
+    task = f"arn:aws:ecs:us-east-1:111122223333:task/{cluster}/0fedcba987654321"
+    return [
+        ["aws", "ecs", "describe-task-definition", *REGION, "--task-definition", definition,
+         "--query", "taskDefinition", "--output", "json"],
+        ["write", overrides],
+        ["aws", "ecs", "run-task", *REGION, "--cluster", cluster, "--launch-type", "FARGATE",
+         "--task-definition", definition, "--started-by", started_by,
+         "--network-configuration", NETWORK, "--overrides", f"file://{overrides}",
+         "--output", "json"],
+        ["aws", "ecs", "wait", "tasks-stopped", *REGION, "--cluster", cluster, "--tasks", task],
+        ["aws", "ecs", "describe-tasks", *REGION, "--cluster", cluster, "--tasks", task,
+         "--query", "tasks[0]", "--output", "json"],
+        ["aws", "logs", "get-log-events", *REGION,
+         "--log-group-name", f"/herald/{stack}-migrate/migrate",
+         "--log-stream-name", "migrate/migrate/0fedcba987654321", "--start-from-head",
+         "--query", "events[].message", "--output", "json"],
+    ]  # fmt: skip
 
 
 def dry_run(target: str, *variables: str) -> list[str]:
@@ -109,10 +138,7 @@ def test_backend_pushes_migrates_then_deploys_with_the_commits_image(
          "--query", "taskDefinition.taskDefinitionArn", "--output", "text"],
         ["aws", "ecs", "run-task", *REGION, "--cluster", CLUSTER, "--launch-type", "FARGATE",
          "--task-definition", f"{TASK_DEFINITION}:8", "--started-by", "herald-deploy",
-         "--network-configuration",
-         "awsvpcConfiguration={subnets=[subnet-0example00000000a,subnet-0example00000000b],"
-         "securityGroups=[sg-0example000000000],assignPublicIp=DISABLED}",
-         "--output", "json"],
+         "--network-configuration", NETWORK, "--output", "json"],
         ["aws", "ecs", "wait", "tasks-stopped", *REGION, "--cluster", CLUSTER, "--tasks", TASK],
         ["aws", "ecs", "describe-tasks", *REGION, "--cluster", CLUSTER, "--tasks", TASK,
          "--query", "tasks[0]", "--output", "json"],
@@ -385,7 +411,6 @@ def test_make_destroy_refuses_when_confirm_is_not_the_stack_name() -> None:
 DATABASE = "herald-staging-0a1b2c3d"
 DRILL = f"{DATABASE}-restore-drill"
 DRILL_CHECK = f"build/herald-deploy/{DRILL}-check.json"
-DRILL_TASK = TASK
 DRILL_KEY = "arn:aws:kms:us-east-1:111122223333:key/0example-0000-4000-8000-000000000000"
 
 
@@ -414,24 +439,7 @@ def test_restore_drill_restores_beside_the_source_checks_then_deletes() -> None:
          "--db-instance-identifier", DRILL],
         ["aws", "rds", "describe-db-instances", *REGION, "--db-instance-identifier", DRILL,
          "--query", "DBInstances[0]", "--output", "json"],
-        ["aws", "ecs", "describe-task-definition", *REGION,
-         "--task-definition", f"{TASK_DEFINITION}:7", "--query", "taskDefinition",
-         "--output", "json"],
-        ["write", DRILL_CHECK],
-        ["aws", "ecs", "run-task", *REGION, "--cluster", CLUSTER, "--launch-type", "FARGATE",
-         "--task-definition", f"{TASK_DEFINITION}:7", "--started-by", "herald-restore-drill",
-         "--network-configuration",
-         "awsvpcConfiguration={subnets=[subnet-0example00000000a,subnet-0example00000000b],"
-         "securityGroups=[sg-0example000000000],assignPublicIp=DISABLED}",
-         "--overrides", f"file://{DRILL_CHECK}", "--output", "json"],
-        ["aws", "ecs", "wait", "tasks-stopped", *REGION, "--cluster", CLUSTER,
-         "--tasks", DRILL_TASK],
-        ["aws", "ecs", "describe-tasks", *REGION, "--cluster", CLUSTER, "--tasks", DRILL_TASK,
-         "--query", "tasks[0]", "--output", "json"],
-        ["aws", "logs", "get-log-events", *REGION,
-         "--log-group-name", "/herald/herald-staging-migrate/migrate",
-         "--log-stream-name", "migrate/migrate/0fedcba987654321", "--start-from-head",
-         "--query", "events[].message", "--output", "json"],
+        *one_off_task(STACK, started_by="herald-restore-drill", overrides=DRILL_CHECK),
         ["aws", "rds", "delete-db-instance", *REGION, "--db-instance-identifier", DRILL,
          "--skip-final-snapshot", "--delete-automated-backups",
          "--query", "DBInstance.DBInstanceStatus", "--output", "text"],
@@ -468,8 +476,6 @@ def test_restore_drill_checks_the_copy_with_the_environments_own_image() -> None
 
 
 BOOTSTRAP = "build/herald-deploy/herald-prod-bootstrap-initech.json"
-PROD_CLUSTER = "herald-prod-cluster"
-PROD_TASK = f"arn:aws:ecs:us-east-1:111122223333:task/{PROD_CLUSTER}/0fedcba987654321"
 
 
 def test_bootstrap_tenant_runs_the_cli_in_the_environment_and_prints_only_the_arn() -> None:
@@ -478,25 +484,8 @@ def test_bootstrap_tenant_runs_the_cli_in_the_environment_and_prints_only_the_ar
 
     # Then one one-off task of the migration task definition runs the bootstrap, and the
     # secret's ARN is looked up by its name
-    definition = "arn:aws:ecs:us-east-1:111122223333:task-definition/herald-prod-migrate:7"
     assert commands(lines)[1:] == [
-        ["aws", "ecs", "describe-task-definition", *REGION, "--task-definition", definition,
-         "--query", "taskDefinition", "--output", "json"],
-        ["write", BOOTSTRAP],
-        ["aws", "ecs", "run-task", *REGION, "--cluster", PROD_CLUSTER, "--launch-type", "FARGATE",
-         "--task-definition", definition, "--started-by", "herald-bootstrap-tenant",
-         "--network-configuration",
-         "awsvpcConfiguration={subnets=[subnet-0example00000000a,subnet-0example00000000b],"
-         "securityGroups=[sg-0example000000000],assignPublicIp=DISABLED}",
-         "--overrides", f"file://{BOOTSTRAP}", "--output", "json"],
-        ["aws", "ecs", "wait", "tasks-stopped", *REGION, "--cluster", PROD_CLUSTER,
-         "--tasks", PROD_TASK],
-        ["aws", "ecs", "describe-tasks", *REGION, "--cluster", PROD_CLUSTER,
-         "--tasks", PROD_TASK, "--query", "tasks[0]", "--output", "json"],
-        ["aws", "logs", "get-log-events", *REGION,
-         "--log-group-name", "/herald/herald-prod-migrate/migrate",
-         "--log-stream-name", "migrate/migrate/0fedcba987654321", "--start-from-head",
-         "--query", "events[].message", "--output", "json"],
+        *one_off_task("herald-prod", started_by="herald-bootstrap-tenant", overrides=BOOTSTRAP),
         ["aws", "secretsmanager", "describe-secret", *REGION,
          "--secret-id", "herald/prod/tenants/initech", "--query", "ARN", "--output", "text"],
     ]  # fmt: skip
