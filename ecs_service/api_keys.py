@@ -7,6 +7,17 @@ the public ``key_id`` finds the row, and the hashes are compared in constant tim
 Revoking a key notifies ``REVOKED_CHANNEL`` (PostgreSQL NOTIFY, delivered at commit), so
 the api processes, which keep known keys in memory for a short while
 (``ecs_service.api.key_cache``), forget it at once.
+
+A key may expire (``expires_at``, from ``herald keys create --expires-in-days``): from
+that instant it is refused exactly as an unknown or revoked key is. The expiry travels
+with the row into the api's cache and is checked on every request, so a cached key stops
+working on time, not up to a cache age later.
+
+``last_used_at`` is stamped by the statement that reads the row to authenticate a
+request (``find_key_recording_use``), not by a statement of its own: a key the api has
+cached is used without touching the database, so the time is accurate to the cache's
+age bound (``key_cache.CACHE_TTL_SECONDS``, 60 s) per api process, at no extra round
+trip. Only a presentation with the right secret, of a key not expired, stamps it.
 """
 
 from __future__ import annotations
@@ -17,11 +28,11 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from ecs_service.db.models import ApiKey, Tenant
 
@@ -33,6 +44,28 @@ KEY_PREFIX = "hrld"
 KEY_PATTERN = re.compile(r"^hrld_(?P<key_id>[A-Za-z0-9]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
 # NOTIFY channel of revocations; the payload is the revoked key's public key_id.
 REVOKED_CHANNEL = "herald_api_key_revoked"
+# The longest lifetime ``herald keys create --expires-in-days`` gives a key (ten years);
+# a key that should outlive it is created without an expiry.
+MAX_KEY_LIFETIME_DAYS = 3650
+
+# One statement, one round trip: read the unrevoked key, and stamp its use when the
+# presented key is it (hashes compared: comparing SHA-256 digests leaks nothing useful
+# about a 256-bit key) and it has not expired. A data-modifying CTE runs whether or not
+# the outer query reads it.
+FIND_KEY_RECORDING_USE = text(
+    """
+    WITH found AS (
+        SELECT id, key_hash, tenant_id, expires_at FROM api_keys
+        WHERE key_id = :key_id AND revoked_at IS NULL
+    ), used AS (
+        UPDATE api_keys SET last_used_at = now()
+        FROM found
+        WHERE api_keys.id = found.id AND found.key_hash = :presented_hash
+          AND (found.expires_at IS NULL OR found.expires_at > now())
+    )
+    SELECT key_hash, tenant_id, expires_at FROM found
+    """
+)
 
 
 class TenantExistsError(ValueError):
@@ -43,6 +76,10 @@ class NotFoundError(LookupError):
     """No tenant or key matches."""
 
 
+class InvalidExpiryError(ValueError):
+    """A key's lifetime is not a whole number of days from 1 to ``MAX_KEY_LIFETIME_DAYS``."""
+
+
 @dataclass(frozen=True)
 class IssuedKey:
     """A new key: ``plaintext`` is shown once and never stored."""
@@ -51,6 +88,7 @@ class IssuedKey:
     tenant_id: UUID
     key_id: str
     plaintext: str
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -63,11 +101,15 @@ class Principal:
 
 @dataclass(frozen=True)
 class StoredKey:
-    """What checking a presented key needs of its row (an active key)."""
+    """What checking a presented key needs of its row (an unrevoked key, maybe expired)."""
 
     key_id: str
     key_hash: str
     tenant_id: UUID
+    expires_at: datetime | None = None  # None: never expires
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 def hash_key(plaintext: str) -> str:
@@ -95,17 +137,49 @@ def find_tenant(session: Session, name_or_id: str) -> Tenant:
     return tenant
 
 
-def issue_key(session: Session, tenant: Tenant, name: str) -> IssuedKey:
-    """Create a key for ``tenant``; the plaintext is returned once."""
+def expiry_in_days(days: str, now: datetime) -> datetime:
+    """The instant a key created at ``now`` expires, ``days`` (a whole number from 1 to
+    ``MAX_KEY_LIFETIME_DAYS``, as typed) after it.
+
+    Raises
+    ------
+    InvalidExpiryError
+        ``days`` is not such a number; the message says what is.
+    """
+    if not (days.isascii() and days.isdigit() and 1 <= int(days) <= MAX_KEY_LIFETIME_DAYS):
+        raise InvalidExpiryError(
+            f"a key's lifetime must be a whole number of days from 1 to "
+            f"{MAX_KEY_LIFETIME_DAYS}, not {days!r} (leave the option out for no expiry)"
+        )
+    return now + timedelta(days=int(days))
+
+
+def issue_key(
+    session: Session, tenant: Tenant, name: str, *, expires_at: datetime | None = None
+) -> IssuedKey:
+    """Create a key for ``tenant``, valid until ``expires_at`` (None: until revoked); the
+    plaintext is returned once."""
     key_id = "".join(
         secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789")
         for _ in range(12)
     )
     plaintext = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(tenant_id=tenant.id, key_id=key_id, key_hash=hash_key(plaintext), name=name)
+    key = ApiKey(
+        tenant_id=tenant.id,
+        key_id=key_id,
+        key_hash=hash_key(plaintext),
+        name=name,
+        expires_at=expires_at,
+    )
     session.add(key)
     session.flush()
-    return IssuedKey(id=key.id, tenant_id=tenant.id, key_id=key_id, plaintext=plaintext)
+    return IssuedKey(
+        id=key.id,
+        tenant_id=tenant.id,
+        key_id=key_id,
+        plaintext=plaintext,
+        expires_at=expires_at,
+    )
 
 
 def revoke_key(session: Session, key_id: str) -> None:
@@ -127,21 +201,26 @@ def key_id_of(presented: str) -> str | None:
     return match["key_id"] if match else None
 
 
-def find_active_key(connection: Connection | Session, key_id: str) -> StoredKey | None:
-    """The active key with this public id, or None (unknown or revoked)."""
+def find_key_recording_use(
+    connection: Connection | Session, key_id: str, presented: str
+) -> StoredKey | None:
+    """The unrevoked key with this public id (None: unknown or revoked), in one statement
+    that also sets its ``last_used_at`` when ``presented`` is that key and it has not
+    expired. Commit for the stamp to last (on an autocommit connection it does)."""
     row = connection.execute(
-        select(ApiKey.key_hash, ApiKey.tenant_id).where(
-            ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None)
-        )
+        FIND_KEY_RECORDING_USE, {"key_id": key_id, "presented_hash": hash_key(presented)}
     ).one_or_none()
-    return StoredKey(key_id, row.key_hash, row.tenant_id) if row is not None else None
+    if row is None:
+        return None
+    return StoredKey(key_id, row.key_hash, row.tenant_id, row.expires_at)
 
 
-def check_key(stored: StoredKey | None, presented: str) -> Principal | None:
-    """The principal of ``presented`` if it is the stored key, or None — in the same time
-    whatever is wrong."""
+def check_key(stored: StoredKey | None, presented: str, now: datetime) -> Principal | None:
+    """The principal of ``presented`` if it is the stored key and has not expired at
+    ``now``, or None — in the same time whatever is wrong."""
     # Compare even when nothing was found, so timing does not tell which part was wrong.
     expected = stored.key_hash if stored is not None else hash_key("")
-    if hmac.compare_digest(expected, hash_key(presented)) and stored is not None:
+    matches = hmac.compare_digest(expected, hash_key(presented))
+    if matches and stored is not None and not stored.expired(now):
         return Principal(tenant_id=stored.tenant_id, key_id=stored.key_id)
     return None

@@ -3,7 +3,13 @@
 ``KeyCache`` keeps the rows of recently presented keys for ``ttl_seconds``: active ones
 (up to ``max_keys``), and apart from them, so that made-up key ids never push a real key
 out, the key ids that are not active (up to ``max_absent``). A presented key is still
-hashed and compared in constant time against the cached hash on every request.
+hashed and compared in constant time against the cached hash on every request, and the
+cached row's expiry (``StoredKey.expires_at``) is checked against the wall clock then too:
+an expiring key stops working at its instant, not when its cached row ages out.
+
+Reading a key's row (a miss) stamps its ``last_used_at`` in the same statement
+(``api_keys.find_key_recording_use``, one round trip on an autocommit connection), so a
+key's last use is known to within ``ttl_seconds`` for each api process, for free.
 
 It also remembers, for longer, which tenant each active key id it read belongs to
 (``tenant_of``). That never authenticates anyone: it only tells admission whose share
@@ -26,6 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from psycopg import sql
@@ -35,7 +42,7 @@ from ecs_service.api_keys import (
     Principal,
     StoredKey,
     check_key,
-    find_active_key,
+    find_key_recording_use,
     key_id_of,
 )
 from shared.observability import logger
@@ -67,7 +74,7 @@ MISS: Final = _Miss()
 
 @dataclass(frozen=True)
 class _Entry:
-    stored: StoredKey | None  # None: no active key has this id
+    stored: StoredKey | None  # None: no unrevoked key has this id
     expires_at: float
 
 
@@ -180,34 +187,45 @@ class KeyCache:
             self._trusted = trusted
 
 
-class Authenticator:
-    """Checks presented keys against the cache, or the database on a miss."""
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, cache: KeyCache, engine: Engine) -> None:
+
+class Authenticator:
+    """Checks presented keys against the cache, or the database on a miss; ``wall_clock``
+    decides whether a key has expired."""
+
+    def __init__(
+        self, cache: KeyCache, engine: Engine, *, wall_clock: Callable[[], datetime] = _utc_now
+    ) -> None:
         self.cache = cache
         self.engine = engine
+        # A miss is one statement (it stamps last_used_at): no BEGIN or COMMIT around it.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._wall_clock = wall_clock
 
     def from_cache(self, presented: str) -> Principal | None | _Miss:
         """The principal (None: refused) from memory only, or ``MISS``; no I/O."""
         key_id = key_id_of(presented)
         if key_id is None:
-            return check_key(None, presented)
+            return check_key(None, presented, self._wall_clock())
         stored = self.cache.lookup(key_id)
         if isinstance(stored, _Miss):
             return MISS
-        return check_key(stored, presented)
+        return check_key(stored, presented, self._wall_clock())
 
     def from_database(self, presented: str) -> Principal | None:
         """The principal (None: refused), reading the key's row; remembers it. Blocking:
         run it in a worker thread. Holds a pooled connection only while it reads."""
         key_id = key_id_of(presented)
         if key_id is None:
-            return check_key(None, presented)
+            return check_key(None, presented, self._wall_clock())
         generation = self.cache.generation()
-        with self.engine.connect() as connection:
-            stored = find_active_key(connection, key_id)
+        with self._autocommit.connect() as connection:
+            stored = find_key_recording_use(connection, key_id, presented)
+            connection.commit()  # autocommit: ends SQLAlchemy's autobegun block only
         self.cache.remember(key_id, stored, generation)
-        return check_key(stored, presented)
+        return check_key(stored, presented, self._wall_clock())
 
 
 class RevocationListener:
