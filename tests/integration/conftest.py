@@ -26,7 +26,7 @@ from ecs_service.api.app import create_app
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.settings import ApiSettings, DatabaseSettings
 from herald_local.postgres import EPHEMERAL_SETTINGS, LocalPostgres
-from tests.queues import drain
+from tests.support.queues import drain
 
 SENDER = "herald@example.com"
 __all__ = ["drain"]  # test modules take it from here too
@@ -63,7 +63,17 @@ def postgres() -> Iterator[LocalPostgres]:
 
 @pytest.fixture(scope="session")
 def database_settings(postgres: LocalPostgres) -> DatabaseSettings:
-    return DatabaseSettings(url=postgres.url(), pool_size=10, max_overflow=10)
+    """The api, worker and CLI log in as herald_app, as in AWS: a missing grant fails."""
+    return DatabaseSettings(url=postgres.app_url(), pool_size=10, max_overflow=10)
+
+
+@pytest.fixture(scope="session")
+def owner_engine(postgres: LocalPostgres) -> Iterator[Engine]:
+    """The schema's owner (the migration user), for what herald_app may not do: TRUNCATE,
+    DDL a test adds for a moment."""
+    built = create_engine(postgres.url(), pool_size=2)
+    yield built
+    built.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +90,8 @@ def _empty_tables(request: pytest.FixtureRequest) -> None:
     """Each test starts from empty tables (only for tests that use the database)."""
     if "engine" not in request.fixturenames and "postgres" not in request.fixturenames:
         return
-    engine: Engine = request.getfixturevalue("engine")
-    with engine.begin() as connection:
+    owner: Engine = request.getfixturevalue("owner_engine")
+    with owner.begin() as connection:
         connection.execute(text("TRUNCATE tenants, api_keys, messages CASCADE"))
 
 

@@ -20,7 +20,7 @@ from ecs_service.settings import ApiSettings, DatabaseSettings
 from herald_local.postgres import free_port
 from tests.integration.conftest import SENDER, Caller
 from tests.integration.test_api_messages import assert_problem, create, email
-from tests.waits import wait_for
+from tests.support.waits import wait_for
 
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=31536000; includeSubDomains",

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shared import observability
-from tests.emf import emitted_metrics
 from tests.integration.conftest import SENDER, Caller
+from tests.support.emf import emitted_metrics
 
 PROBLEM = "application/problem+json"
 

@@ -23,7 +23,7 @@ from ecs_service.db.models import MESSAGES_DUE_CHANNEL
 from ecs_service.settings import DatabaseSettings
 from ecs_service.worker.process import DueWaiter
 from herald_local.postgres import DATABASE_USER, LocalPostgres
-from tests.waits import wait_for
+from tests.support.waits import wait_for
 
 ROLE = "herald_rotating"
 FIRST_PASSWORD = "first-Pa55word"

@@ -26,7 +26,7 @@ from herald_local.postgres import LocalPostgres, free_port
 from shared.contracts import AnyTask, TaskResult
 from tests.integration.conftest import REPO_ROOT, SENDER, Caller, drain, new_queue
 from tests.integration.test_relay import insert_messages
-from tests.waits import wait_for
+from tests.support.waits import wait_for
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from ecs_service.worker.relay import Relay
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask, TaskEnvelope
 from shared.errors import FailureCode, TaskBatchSendError, failure_text
-from tests.emf import emitted_metrics
 from tests.integration.conftest import Caller, drain, make_caller, new_queue
+from tests.support.emf import emitted_metrics
 
 PAYLOAD = {
     "sender": "herald@example.com",

@@ -22,7 +22,7 @@ from tests.integration.conftest import new_queue
 from tests.integration.test_processes import spawn
 from tests.integration.test_relay import PAYLOAD, insert_messages
 from tests.integration.test_results import RecordedMetrics
-from tests.waits import wait_for
+from tests.support.waits import wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable

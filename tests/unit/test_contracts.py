@@ -19,7 +19,7 @@ from shared.contracts import (
     describe_validation_error,
 )
 from shared.errors import FailureCode
-from tests.fakes import NOW, make_email, make_task
+from tests.support.fakes import NOW, make_email, make_task
 
 
 def test_valid_email_task_round_trips_through_its_message_body() -> None:

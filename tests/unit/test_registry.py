@@ -9,7 +9,7 @@ from shared.contracts import AnyTask, EmailPayload, TaskEnvelope
 from shared.errors import PermanentError
 from shared.registry import FALLBACK_METRICS, TaskMetricNames, TaskRegistry
 from shared.tasks import build_task_registry
-from tests.fakes import FakeEmailSender, make_email, make_task
+from tests.support.fakes import FakeEmailSender, make_email, make_task
 
 
 class Ping(BaseModel):

@@ -17,7 +17,7 @@ from mypy_boto3_sesv2 import SESV2Client
 
 from shared.adapters.ses import SesEmailSender
 from shared.errors import PermanentError, ThrottledError, TransientError
-from tests.fakes import make_email
+from tests.support.fakes import make_email
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from shared.adapters.sqs import (
 )
 from shared.contracts import SQS_MAX_MESSAGE_BYTES, AnyTask, TaskResult
 from shared.errors import TaskBatchSendError, TransientError
-from tests.fakes import NOW, make_email, make_task
-from tests.queues import drain
+from tests.support.fakes import NOW, make_email, make_task
+from tests.support.queues import drain
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/herald-tasks"
 

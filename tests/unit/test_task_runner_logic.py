@@ -21,7 +21,7 @@ from shared.task_runner import (
     deferrals_of,
 )
 from shared.tasks import build_task_registry
-from tests.fakes import (
+from tests.support.fakes import (
     NOW,
     FakeDeadLetterSink,
     FakeEmailSender,

@@ -43,8 +43,8 @@ from shared.adapters.sqs import SqsTaskProducer
 from shared.settings import TaskRunnerSettings
 from shared.task_runner import build_task_runner
 from tests.integration.conftest import REPO_ROOT, SENDER
-from tests.queues import drain
-from tests.waits import wait_for
+from tests.support.queues import drain
+from tests.support.waits import wait_for
 
 # How many messages each scenario moves: small for `make test`, 1,000 for the bench.
 N = int(os.environ.get("HERALD_FAULT_N", "20"))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.integration.conftest import REPO_ROOT
-from tests.waits import wait_for
+from tests.support.waits import wait_for
 
 
 @contextmanager
@@ -44,7 +44,7 @@ def tail(log: Path, lines: int = 30) -> str:
 
 
 def wait_watching(condition: Callable[[], object], timeout: float, what: str, log: Path) -> None:
-    """``tests.waits.wait_for``; on a timeout, the process's latest output joins the error."""
+    """``tests.support.waits.wait_for``; on a timeout, the latest output joins the error."""
     try:
         wait_for(condition, timeout, what)
     except AssertionError as error:

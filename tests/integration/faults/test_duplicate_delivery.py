@@ -12,7 +12,7 @@ from tests.integration.faults.pipeline import (
     assert_no_email_lost_or_sent_twice,
     insert_due_messages,
 )
-from tests.queues import drain
+from tests.support.queues import drain
 
 
 def send_bodies(pipeline: TaskPipeline, bodies: list[str]) -> None:

@@ -29,7 +29,7 @@ from tests.integration.conftest import SENDER, Caller, make_caller, migrated_pos
 from tests.integration.faults.conftest import RecordScenario
 from tests.integration.faults.pipeline import N
 from tests.integration.faults.processes import herald_process, tail, wait_watching
-from tests.waits import wait_for
+from tests.support.waits import wait_for
 
 CLIENTS = 4
 DOWN_SECONDS = 1

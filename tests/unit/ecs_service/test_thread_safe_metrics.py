@@ -9,7 +9,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
-from tests.emf import emitted_metrics
+from tests.support.emf import emitted_metrics
 
 THREADS = 8
 ADDS_PER_THREAD = 500

@@ -23,7 +23,7 @@ from mypy_boto3_sqs import SQSClient
 
 from shared.contracts import TaskResult
 from shared.observability import logger
-from tests.queues import drain
+from tests.support.queues import drain
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 SENDER = "herald@example.com"

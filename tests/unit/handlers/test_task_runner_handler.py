@@ -12,7 +12,7 @@ from shared.adapters.sqs import DEAD_LETTER_REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_
 from shared.contracts import MessageStatus
 from shared.errors import FailureCode
 from shared.task_runner import DEFERRALS_ATTRIBUTE
-from tests.emf import emitted_metrics
+from tests.support.emf import emitted_metrics
 from tests.unit.handlers.conftest import EVENTS, TaskRunnerHarness
 
 

@@ -13,7 +13,7 @@ def drain(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
     while batch := sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
     ).get("Messages", []):
-        messages.extend(batch)
+        messages.extend(dict(message) for message in batch)
         sqs.delete_message_batch(
             QueueUrl=queue_url,
             Entries=[

@@ -1,0 +1,1 @@
+"""What tests share: fakes, queue and wait helpers, EMF readers, row builders (issue 16)."""
