@@ -91,8 +91,12 @@ def secret(password: str) -> str:
 
 @pytest.fixture
 def rotating(
-    postgres: LocalPostgres, engine: Engine, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    postgres: LocalPostgres,
+    owner_engine: Engine,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[RotatingDatabase]:
+    engine = owner_engine  # creating roles and reloading the server's settings is the owner's
     # boto3's own configuration leads the engine's Secrets Manager client to the moto server
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     secrets = boto3.client("secretsmanager", endpoint_url=moto_endpoint)

@@ -623,9 +623,9 @@ def test_an_event_with_a_nul_character_is_poison_not_a_database_error(
 
 
 @pytest.fixture
-def database_refuses_delays(engine: Engine) -> Iterator[None]:
+def database_refuses_delays(owner_engine: Engine) -> Iterator[None]:
     """PostgreSQL refuses to record a DeliveryDelay event, until the test ends."""
-    with engine.begin() as connection:
+    with owner_engine.begin() as connection:
         connection.execute(
             text(
                 "ALTER TABLE message_events ADD CONSTRAINT ck_test_no_delays "
@@ -633,7 +633,7 @@ def database_refuses_delays(engine: Engine) -> Iterator[None]:
             )
         )
     yield
-    with engine.begin() as connection:
+    with owner_engine.begin() as connection:
         connection.execute(text("ALTER TABLE message_events DROP CONSTRAINT ck_test_no_delays"))
 
 

@@ -103,9 +103,9 @@ def results(engine: Engine, sqs: SQSClient, queue_url: str) -> Results:
 
 
 @pytest.fixture
-def database_refuses_one_provider_id(engine: Engine) -> Iterator[str]:
+def database_refuses_one_provider_id(owner_engine: Engine) -> Iterator[str]:
     """PostgreSQL refuses a row whose provider_message_id is ``REFUSED_ID``, until the end."""
-    with engine.begin() as connection:
+    with owner_engine.begin() as connection:
         connection.execute(
             text(
                 "ALTER TABLE messages ADD CONSTRAINT ck_test_refused "
@@ -113,7 +113,7 @@ def database_refuses_one_provider_id(engine: Engine) -> Iterator[str]:
             )
         )
     yield REFUSED_ID
-    with engine.begin() as connection:
+    with owner_engine.begin() as connection:
         connection.execute(text("ALTER TABLE messages DROP CONSTRAINT ck_test_refused"))
 
 
