@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from herald_local.aws_isolation import RealAwsRefusedError
-from herald_local.ports import PortInUseError
 from herald_local.postgres import PostgresNotFoundError
 from herald_local.ses_faults import parse_throttle_rules
+from herald_local.tcp_ports import PortInUseError
 from herald_local.template import TemplateError
 
 if TYPE_CHECKING:
@@ -116,9 +116,9 @@ def mailbox(args: argparse.Namespace) -> int:
         read_mailbox,
         with_herald_sends,
     )
-    from herald_local.ports import read_running_ports
     from herald_local.postgres import DATABASE_USER
     from herald_local.system import PORTS
+    from herald_local.tcp_ports import read_running_ports
 
     # The running system's own port first (it may have been started with --aws-port),
     # then the flag's or variable's, then the default.

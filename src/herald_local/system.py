@@ -42,14 +42,14 @@ from herald_local.aws_isolation import REGION, isolated_environment, use_only_lo
 from herald_local.local_aws import LocalAwsEndpoint
 from herald_local.part_process import PartProcess
 from herald_local.pipeline_resources import create_pipeline_resources
-from herald_local.ports import (
+from herald_local.postgres import LocalPostgres
+from herald_local.ses_simulator import SesEventRouting
+from herald_local.tcp_ports import (
     PortRequest,
     check_ports_free,
     remove_running_ports,
     write_running_ports,
 )
-from herald_local.postgres import LocalPostgres
-from herald_local.ses_simulator import SesEventRouting
 from herald_local.template import read_pipeline_template
 from herald_local.web_servers import frontend_server, mailbox_server
 

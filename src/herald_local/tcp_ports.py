@@ -1,4 +1,7 @@
-"""The local system's ports: checked free before anything starts, with a clear message."""
+"""The local system's TCP ports: checked free before anything starts, with a clear message.
+
+(TCP ports, as opposed to ``shared/ports.py``'s interfaces the adapters implement.)
+"""
 
 from __future__ import annotations
 
