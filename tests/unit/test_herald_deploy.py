@@ -98,6 +98,49 @@ def test_dev_is_samconfigs_default_environment_with_all_its_parameters() -> None
     assert environment.with_parameter("BackendImageUri", "new")["BackendImageUri"] == "new"
 
 
+@pytest.mark.parametrize(("name", "config_env"), [("dev", "default"), ("staging", "staging"),
+                                                 ("prod", "prod")])  # fmt: skip
+def test_every_environment_reads_as_sam_clis_own_reader_reads_it(
+    name: str, config_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given SAM CLI's own reading of samconfig.toml (its config reader and the type its
+    # --parameter-overrides option parses with), without its telemetry
+    monkeypatch.setenv("SAM_CLI_TELEMETRY", "0")
+    from samcli.cli.types import CfnParameterOverridesType  # type: ignore[import-untyped]
+    from samcli.lib.config.samconfig import SamConfig  # type: ignore[import-untyped]
+
+    sam = SamConfig(str(REPO_ROOT), "samconfig.toml").get_all(["deploy"], "parameters", config_env)
+
+    # When herald-deploy reads the same environment
+    environment = load_environment(SAMCONFIG, name)
+
+    # Then both see the same stack, region and template parameters
+    assert (environment.stack_name, environment.region) == (sam["stack_name"], sam["region"])
+    overrides = CfnParameterOverridesType().convert(sam["parameter_overrides"], None, None)
+    assert environment.parameters == overrides
+
+
+@pytest.mark.parametrize(
+    "override", ["ParameterKey=LogLevel,ParameterValue=INFO", "LogLevel='INFO'", "file://p.yaml"]
+)
+def test_an_override_form_herald_deploy_does_not_read_is_refused_not_misread(
+    override: str, tmp_path: Path
+) -> None:
+    # Given an environment whose parameter_overrides uses a form SAM CLI reads but this
+    # package does not
+    samconfig = tmp_path / "samconfig.toml"
+    samconfig.write_text(
+        "version = 0.1\n[staging.deploy.parameters]\n"
+        'stack_name = "herald-staging"\nregion = "us-east-1"\n'
+        f"parameter_overrides = [{override!r}]\n",
+        encoding="utf-8",
+    )
+
+    # When it is read, then it is refused, naming the item
+    with pytest.raises(DeployError, match="is not KEY=VALUE"):
+        load_environment(samconfig, "staging")
+
+
 def test_an_unknown_environment_is_refused_with_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="known: dev, prod, staging"):
         load_environment(REPO_ROOT / "samconfig.toml", "qa")
