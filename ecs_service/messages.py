@@ -1,8 +1,14 @@
-"""A tenant's messages: create (with idempotency keys), list, get and cancel.
+"""The one home of the ``messages`` table: every query and status transition.
 
-Every function takes the tenant's id and touches only that tenant's rows: a tenant
-never sees or changes another's messages. Nothing here talks to SQS: the relay does,
-from the rows these functions write.
+The api's side: create (with idempotency keys), list, get and cancel a tenant's
+messages. Each of these takes the tenant's id and touches only that tenant's rows: a
+tenant never sees or changes another's messages.
+
+The worker's side: the relay claims due messages (``claim_due``) and moves them
+``scheduled -> queued`` (``mark_queued``) or ``scheduled -> failed``
+(``fail_unsendable``); the results consumer locks them (``lock_for_results``) and moves
+them ``queued -> sent | failed`` (``record_result``). Nothing here talks to SQS: the
+workers do, around these calls.
 """
 
 from __future__ import annotations
@@ -10,15 +16,15 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID, uuid4
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import case, func, literal, select, text, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service import feedback_store
-from ecs_service.db.models import Message
+from ecs_service.db.models import Message, Tenant
 from ecs_service.tenant_limits import (
     DailyQuotaExceededError,
     daily_quota_ctes,
@@ -33,9 +39,13 @@ from shared.contracts import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+    from datetime import timedelta
 
-    from sqlalchemy.orm import Session
+    from sqlalchemy import ColumnElement
+    from sqlalchemy.orm import InstrumentedAttribute, Session
+
+    from shared.contracts import TaskResult
 
 # The most messages one POST /v1/messages/batch schedules (one request, one transaction).
 MAX_BATCH_MESSAGES = 500
@@ -464,3 +474,197 @@ def task_of(message: Message) -> TaskEnvelope[EmailPayload]:
         send_at=message.send_at,
         payload=EmailPayload.model_validate(message.payload),
     )
+
+
+# --- The worker's side -----------------------------------------------------------------
+
+# Rows the claim considers per row it may lock: the rest may be locked by other relays.
+CANDIDATES_PER_CLAIMED_ROW = 4
+# What Python's datetime holds, a day inside each end so no time zone takes a value out.
+# PostgreSQL holds more (4713 BC to 294276 AD, and infinity); such a row is failed, not read.
+READABLE_TIMES = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
+
+
+@dataclass(frozen=True)
+class DueMessage:
+    """A message the relay claimed, as read: a time Python cannot hold is None."""
+
+    id: UUID
+    tenant_id: UUID
+    payload: dict[str, Any]
+    trace_context: dict[str, str] | None
+    send_at: datetime | None
+    created_at: datetime | None
+
+
+def _due() -> tuple[ColumnElement[bool], ...]:
+    # Matches ix_messages_due's predicate: a range of that index, not the table.
+    return (Message.status == MessageStatus.SCHEDULED.value, Message.send_at <= func.now())
+
+
+def _in_flight(expiry: timedelta) -> tuple[ColumnElement[bool], ...]:
+    # Matches ix_messages_in_flight's predicate.
+    return (
+        Message.status == MessageStatus.QUEUED.value,
+        Message.queued_at > func.now() - expiry,
+    )
+
+
+def count_due(session: Session) -> int:
+    """Messages due but not queued (the relay's backlog): scheduled, send_at now or earlier."""
+    return session.scalar(select(func.count()).select_from(Message).where(*_due())) or 0
+
+
+def count_in_flight(session: Session, expiry: timedelta) -> int:
+    """Messages queued within ``expiry`` and not finished: a range of ix_messages_in_flight."""
+    return session.scalar(select(func.count()).select_from(Message).where(*_in_flight(expiry))) or 0
+
+
+def next_send_at(session: Session) -> datetime | None:
+    """The earliest send_at of a scheduled message (None: nothing is scheduled)."""
+    return session.scalar(
+        select(func.min(Message.send_at)).where(Message.status == MessageStatus.SCHEDULED.value)
+    )
+
+
+def claim_due(session: Session, limit: int, *, in_flight_expiry: timedelta) -> list[DueMessage]:
+    """Lock up to ``limit`` due messages (``FOR UPDATE SKIP LOCKED``), in turns across tenants.
+
+    Each tenant's first due rows are numbered (its turns) by a range scan of
+    ``ix_messages_tenant_due``, so the cost grows with the tenants and ``limit``, not
+    with the backlog (a 30,000-row backlog is read 200 rows deep). A tenant's turns start
+    after its messages in flight (queued within ``in_flight_expiry``). FOR UPDATE may not
+    sit on the query that numbers them (a window function), so the lock is on ``messages``
+    joined to them; the outer WHERE rechecks a locked row is still due.
+    """
+    # The first turns, with room for rows another relay has locked (SKIP LOCKED passes
+    # over them, so a second relay takes the next rows of even a single tenant's
+    # backlog); materialized, so the planner knows it is small and locks by primary key.
+    considered = limit * CANDIDATES_PER_CLAIMED_ROW
+    turns = (
+        select(
+            Message.id,
+            func.row_number().over(order_by=(Message.send_at, Message.id)).label("turn"),
+            func.greatest(Message.send_at, Message.created_at).label("due_since"),
+        )
+        .where(Message.tenant_id == Tenant.id, *_due())
+        .order_by(Message.send_at, Message.id)
+        .limit(considered)
+        .lateral("turns")
+    )
+    # A tenant's turns start after its tasks in flight: across passes, a tenant whose
+    # backlog already holds the queue waits behind one with nothing queued, so a
+    # newcomer is not queued behind every older backlog's next row.
+    in_flight = (
+        select(Message.tenant_id, func.count().label("queued"))
+        .where(*_in_flight(in_flight_expiry))
+        .group_by(Message.tenant_id)
+        .subquery("in_flight")
+    )
+    position = (turns.c.turn + func.coalesce(in_flight.c.queued, 0)).label("position")
+    candidates = (
+        select(turns.c.id, position, turns.c.due_since)
+        .select_from(Tenant)
+        .join(turns, true())
+        .outerjoin(in_flight, in_flight.c.tenant_id == Tenant.id)
+        .order_by(position, turns.c.due_since, turns.c.id)
+        .limit(considered)
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )
+    rows = session.execute(
+        select(
+            Message.id,
+            Message.tenant_id,
+            Message.payload,
+            Message.trace_context,
+            _readable(Message.send_at).label("send_at"),
+            _readable(Message.created_at).label("created_at"),
+        )
+        .join(candidates, candidates.c.id == Message.id)
+        .where(*_due())
+        .order_by(candidates.c.position, candidates.c.due_since, Message.id)
+        .limit(limit)
+        .with_for_update(of=Message, skip_locked=True)
+    ).all()
+    return [DueMessage(*row) for row in rows]
+
+
+def _readable(column: InstrumentedAttribute[datetime]) -> ColumnElement[datetime | None]:
+    """``column`` where Python can hold it, else NULL: one bad time cannot fail the claim."""
+    low, high = READABLE_TIMES
+    return case((column.between(literal(low), literal(high)), column), else_=None)
+
+
+def mark_queued(session: Session, message_ids: Sequence[UUID]) -> None:
+    """``scheduled -> queued``: SQS has the tasks of ``message_ids`` (claimed by the caller)."""
+    if not message_ids:
+        return
+    session.execute(
+        update(Message)
+        .where(Message.id.in_(message_ids), Message.status == MessageStatus.SCHEDULED.value)
+        .values(status=MessageStatus.QUEUED.value, queued_at=func.now(), updated_at=func.now())
+    )
+
+
+# One statement for a pass's failures, whatever their number.
+FAIL_UNSENDABLE = text("""
+UPDATE messages SET status = 'failed', error = failure.error, finished_at = now(),
+                    updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:errors AS text[])) AS failure (id, error)
+WHERE messages.id = failure.id AND messages.status = 'scheduled'
+""")
+
+
+def fail_unsendable(session: Session, errors: Mapping[UUID, str]) -> None:
+    """``scheduled -> failed``: the relay will never send these claimed messages; each
+    keeps the error a tenant reads (Herald's text for the reason, never a raw detail)."""
+    if not errors:
+        return
+    session.execute(FAIL_UNSENDABLE, {"ids": list(errors), "errors": list(errors.values())})
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A message the results consumer locked: its status and SES message id."""
+
+    status: str
+    provider_message_id: str | None
+
+
+def lock_for_results(session: Session, message_ids: Sequence[UUID]) -> dict[UUID, Locked]:
+    """Lock the messages of ``message_ids`` (waiting for a relay's commit); their status and
+    SES message id.
+
+    Locked in id order, so two consumers locking overlapping batches cannot deadlock. An
+    unknown id is absent from the answer.
+    """
+    rows = session.execute(
+        select(Message.id, Message.status, Message.provider_message_id)
+        .where(Message.id.in_(sorted(set(message_ids))))
+        .order_by(Message.id)
+        .with_for_update()
+    )
+    return {row.id: Locked(row.status, row.provider_message_id) for row in rows}
+
+
+def record_result(session: Session, result: TaskResult, *, error: str | None) -> bool:
+    """``queued -> sent | failed`` as ``result`` says; False if the message is not queued.
+
+    ``error`` is what a tenant reads of a failure (Herald's text for its code). The
+    ``finished_at`` stored is kept between the message's ``queued_at`` and now.
+    """
+    changed = session.execute(
+        update(Message)
+        .where(Message.id == result.task_id, Message.status == MessageStatus.QUEUED.value)
+        .values(
+            status=result.status.value,
+            provider_message_id=result.provider_message_id,
+            error=error,
+            finished_at=func.least(
+                func.greatest(result.finished_at, Message.queued_at), func.now()
+            ),
+            updated_at=func.now(),
+        )
+    )
+    return bool(changed.rowcount)  # type: ignore[attr-defined]

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 
 import boto3
 import psycopg
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from ecs_service import messages
 from ecs_service.db.engine import build_engine
-from ecs_service.db.models import MESSAGES_DUE_CHANNEL, Message
+from ecs_service.db.models import MESSAGES_DUE_CHANNEL
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 from ecs_service.worker.feedback import FeedbackConsumer, SqsFeedbackReceiver
 from ecs_service.worker.relay import Relay
@@ -30,7 +30,7 @@ from ecs_service.worker.results import ResultsConsumer
 from ecs_service.worker.retention import CATCH_UP_SECONDS, Retention
 from ecs_service.worker.send_rate import SES_ACCOUNT_CONFIG, send_rate_from_settings
 from shared.adapters.sqs import SqsTaskProducer
-from shared.contracts import MessageStatus, utc_now
+from shared.contracts import utc_now
 from shared.errors import HeraldError, TransientError
 from shared.observability import logger, metrics
 from shared.tracing import NO_TRACING
@@ -116,11 +116,7 @@ class DueWaiter:
     def _seconds_until_next_due(self) -> float:
         try:
             with Session(self._engine) as session:
-                next_due = session.scalar(
-                    select(func.min(Message.send_at)).where(
-                        Message.status == MessageStatus.SCHEDULED.value
-                    )
-                )
+                next_due = messages.next_send_at(session)
         except SQLAlchemyError:
             return self._poll_seconds
         if next_due is None:

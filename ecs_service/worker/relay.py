@@ -57,22 +57,22 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
-from sqlalchemy import case, func, literal, select, text, true, update
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ecs_service.db.models import Message, Tenant
-from ecs_service.messages import task_of
+from ecs_service import messages
+from ecs_service.db.models import Message
+from ecs_service.messages import DueMessage, task_of
 from ecs_service.worker.send_rate import PostgresSendRateBucket, SendPace
 from shared.adapters.sqs import SQS_MAX_BATCH
 from shared.contracts import (
     EmailPayload,
-    MessageStatus,
     TaskEnvelope,
     describe_validation_error,
     utc_now,
@@ -85,9 +85,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from aws_lambda_powertools import Logger
-    from sqlalchemy import ColumnElement
     from sqlalchemy.engine import Engine
-    from sqlalchemy.orm import InstrumentedAttribute
 
     from ecs_service.thread_safe_metrics import MetricRecorder
     from ecs_service.worker.send_rate import SendRate
@@ -98,11 +96,6 @@ BACKLOG_INTERVAL_SECONDS = 15.0
 # A task queued longer ago than this no longer counts as in flight (see the module doc).
 IN_FLIGHT_EXPIRY_SECONDS = 300.0
 RELAY_SPAN = "herald.relay"
-# Rows the claim considers per row it may lock: the rest may be locked by other relays.
-CANDIDATES_PER_CLAIMED_ROW = 4
-# What Python's datetime holds, a day inside each end so no time zone takes a value out.
-# PostgreSQL holds more (4713 BC to 294276 AD, and infinity); such a row is failed, not read.
-READABLE_TIMES = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -122,18 +115,6 @@ class RelayPass:
     capped: bool = False
     paced: bool = False
     rate_wait_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Claimed:
-    """A claimed row, as read: a time Python cannot hold is None."""
-
-    id: UUID
-    tenant_id: UUID
-    payload: dict[str, Any]
-    trace_context: dict[str, str] | None
-    send_at: datetime | None
-    created_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -232,30 +213,11 @@ class Relay:
     def count_backlog(self) -> int:
         """Messages due but not queued: scheduled with send_at now or earlier."""
         with Session(self._engine) as session:
-            # The WHERE matches ix_messages_due's predicate: a range of that index, not the table.
-            return (
-                session.scalar(
-                    select(func.count())
-                    .select_from(Message)
-                    .where(
-                        Message.status == MessageStatus.SCHEDULED.value,
-                        Message.send_at <= func.now(),
-                    )
-                )
-                or 0
-            )
+            return messages.count_due(session)
 
     def count_in_flight(self, session: Session) -> int:
-        """Tasks queued within the expiry and not finished: a range of ix_messages_in_flight."""
-        return (
-            session.scalar(select(func.count()).select_from(Message).where(*self._in_flight())) or 0
-        )
-
-    def _in_flight(self) -> tuple[ColumnElement[bool], ...]:
-        return (
-            Message.status == MessageStatus.QUEUED.value,
-            Message.queued_at > func.now() - self._in_flight_expiry,
-        )
+        """Tasks queued within the expiry and not finished."""
+        return messages.count_in_flight(session, self._in_flight_expiry)
 
     def _budget(self, session: Session) -> int:
         """How many rows this pass may claim: 0 while the task queue holds enough.
@@ -302,7 +264,7 @@ class Relay:
                 if allowance.tokens == 0:
                     return RelayPass(0, 0, 0, paced=True)
                 limit = min(budget, allowance.tokens)
-            rows = self._claim(session, limit)
+            rows = messages.claim_due(session, limit, in_flight_expiry=self._in_flight_expiry)
             if not rows:
                 return RelayPass(0, 0, 0)
             tasks, failures = self._tasks_of(rows)
@@ -319,27 +281,10 @@ class Relay:
                 _Failure(task_id, tenants[task_id], FailureCode.QUEUE_REFUSED, reason)
                 for task_id, reason in outcome.refused.items()
             ]
-            if outcome.queued:
-                session.execute(
-                    update(Message)
-                    .where(Message.id.in_(outcome.queued))
-                    .values(
-                        status=MessageStatus.QUEUED.value,
-                        queued_at=func.now(),
-                        updated_at=func.now(),
-                    )
-                )
-            for failure in failures:
-                session.execute(
-                    update(Message)
-                    .where(Message.id == failure.message_id)
-                    .values(
-                        status=MessageStatus.FAILED.value,
-                        error=failure_text(failure.reason),
-                        finished_at=func.now(),
-                        updated_at=func.now(),
-                    )
-                )
+            messages.mark_queued(session, outcome.queued)
+            messages.fail_unsendable(
+                session, {f.message_id: failure_text(f.reason) for f in failures}
+            )
         self._report(rows, outcome, failures)
         # The rate limited the pass: it kept claimed emails back, or claimed all it held
         # tokens for when the in-flight budget allowed more.
@@ -399,70 +344,8 @@ class Relay:
             return allowance.level
         return self._bucket.give_back(allowance.pace, unused)
 
-    def _claim(self, session: Session, limit: int) -> list[_Claimed]:
-        """Lock up to ``limit`` due rows, in turns across tenants (see the module doc).
-
-        Each tenant's first due rows are numbered (its turns) by a range scan of
-        ``ix_messages_tenant_due``, so the cost grows with the tenants and ``limit``, not
-        with the backlog (a 30,000-row backlog is read 200 rows deep). FOR UPDATE may not
-        sit on the query that numbers them (a window function), so the lock is on
-        ``messages`` joined to them; the outer WHERE rechecks a locked row is still due.
-        """
-        due = (Message.status == MessageStatus.SCHEDULED.value, Message.send_at <= func.now())
-        # The first turns, with room for rows another relay has locked (SKIP LOCKED passes
-        # over them, so a second relay takes the next rows of even a single tenant's
-        # backlog); materialized, so the planner knows it is small and locks by primary key.
-        considered = limit * CANDIDATES_PER_CLAIMED_ROW
-        turns = (
-            select(
-                Message.id,
-                func.row_number().over(order_by=(Message.send_at, Message.id)).label("turn"),
-                func.greatest(Message.send_at, Message.created_at).label("due_since"),
-            )
-            .where(Message.tenant_id == Tenant.id, *due)
-            .order_by(Message.send_at, Message.id)
-            .limit(considered)
-            .lateral("turns")
-        )
-        # A tenant's turns start after its tasks in flight: across passes, a tenant whose
-        # backlog already holds the queue waits behind one with nothing queued, so a
-        # newcomer is not queued behind every older backlog's next row.
-        in_flight = (
-            select(Message.tenant_id, func.count().label("queued"))
-            .where(*self._in_flight())
-            .group_by(Message.tenant_id)
-            .subquery("in_flight")
-        )
-        position = (turns.c.turn + func.coalesce(in_flight.c.queued, 0)).label("position")
-        candidates = (
-            select(turns.c.id, position, turns.c.due_since)
-            .select_from(Tenant)
-            .join(turns, true())
-            .outerjoin(in_flight, in_flight.c.tenant_id == Tenant.id)
-            .order_by(position, turns.c.due_since, turns.c.id)
-            .limit(considered)
-            .cte("candidates")
-            .prefix_with("MATERIALIZED")
-        )
-        rows = session.execute(
-            select(
-                Message.id,
-                Message.tenant_id,
-                Message.payload,
-                Message.trace_context,
-                _readable(Message.send_at).label("send_at"),
-                _readable(Message.created_at).label("created_at"),
-            )
-            .join(candidates, candidates.c.id == Message.id)
-            .where(*due)
-            .order_by(candidates.c.position, candidates.c.due_since, Message.id)
-            .limit(limit)
-            .with_for_update(of=Message, skip_locked=True)
-        ).all()
-        return [_Claimed(*row) for row in rows]
-
     def _tasks_of(
-        self, rows: Sequence[_Claimed]
+        self, rows: Sequence[DueMessage]
     ) -> tuple[list[TaskEnvelope[EmailPayload]], list[_Failure]]:
         tasks: list[TaskEnvelope[EmailPayload]] = []
         failures: list[_Failure] = []
@@ -523,7 +406,7 @@ class Relay:
                     trace_contexts[task.task_id] = carrier
             self._producer.send(tasks, trace_contexts=trace_contexts)
 
-    def _report(self, rows: Sequence[_Claimed], outcome: _Sent, failures: list[_Failure]) -> None:
+    def _report(self, rows: Sequence[DueMessage], outcome: _Sent, failures: list[_Failure]) -> None:
         """Log and count what the committed pass did."""
         for failure in failures:
             self._logger.error(
@@ -556,14 +439,8 @@ class Relay:
             self._metrics.add_metric(name="RelayLag", unit=MetricUnit.Seconds, value=lag)
 
 
-def _readable(column: InstrumentedAttribute[datetime]) -> ColumnElement[datetime | None]:
-    """``column`` where Python can hold it, else NULL: one bad time cannot fail the claim."""
-    low, high = READABLE_TIMES
-    return case((column.between(literal(low), literal(high)), column), else_=None)
-
-
 def _task_of(
-    row: _Claimed,
+    row: DueMessage,
 ) -> tuple[TaskEnvelope[EmailPayload] | None, FailureCode | None, str]:
     """The task of a claimed row, or why it cannot be one (a reason and a detail to log)."""
     if row.send_at is None or row.created_at is None:
@@ -593,7 +470,7 @@ def _recipients(task: TaskEnvelope[EmailPayload]) -> int:
     return len(task.payload.to) + len(task.payload.cc) + len(task.payload.bcc)
 
 
-def _seconds_late(row: _Claimed) -> float:
+def _seconds_late(row: DueMessage) -> float:
     """How long a relayed row had been due: since its send_at, or its creation if later."""
     assert row.send_at is not None and row.created_at is not None  # else it was not relayed
     due_since = max(row.send_at, row.created_at)

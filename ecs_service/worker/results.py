@@ -45,19 +45,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from ecs_service import feedback_store
-from ecs_service.db.models import Message
+from ecs_service import feedback_store, messages
+from ecs_service.messages import Locked
 from shared.adapters.sqs import SqsResultReceiver
 from shared.contracts import MessageStatus
 from shared.errors import HeraldError, failure_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from uuid import UUID
 
     from aws_lambda_powertools import Logger
     from mypy_boto3_sqs import SQSClient
@@ -95,31 +93,7 @@ AFTER_SENT = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class _Locked:
-    """A locked message's status and SES message id."""
-
-    status: str
-    provider_message_id: str | None
-
-
-def lock_messages(session: Session, task_ids: Sequence[UUID]) -> dict[UUID, _Locked]:
-    """Lock the messages of ``task_ids`` (waiting for a relay's commit); return their status
-    and SES message id.
-
-    Locked in id order, so two consumers locking overlapping batches cannot deadlock. An
-    unknown id is absent from the answer.
-    """
-    rows = session.execute(
-        select(Message.id, Message.status, Message.provider_message_id)
-        .where(Message.id.in_(sorted(set(task_ids))))
-        .order_by(Message.id)
-        .with_for_update()
-    )
-    return {row.id: _Locked(row.status, row.provider_message_id) for row in rows}
-
-
-def _is_repeat(locked: _Locked | None, result: TaskResult) -> bool:
+def _is_repeat(locked: Locked | None, result: TaskResult) -> bool:
     """Whether the message has what ``result`` says already (or moved on from it)."""
     if locked is None:
         return False
@@ -144,20 +118,8 @@ def apply_result(session: Session, result: TaskResult) -> bool:
     summarised from the delivery events that arrived before its result.
     """
     failed = result.status is MessageStatus.FAILED
-    changed = session.execute(
-        update(Message)
-        .where(Message.id == result.task_id, Message.status == MessageStatus.QUEUED.value)
-        .values(
-            status=result.status.value,
-            provider_message_id=result.provider_message_id,
-            error=failure_text(result.error_code) if failed else None,
-            finished_at=func.least(
-                func.greatest(result.finished_at, Message.queued_at), func.now()
-            ),
-            updated_at=func.now(),
-        )
-    )
-    if not changed.rowcount:  # type: ignore[attr-defined]
+    error = failure_text(result.error_code) if failed else None
+    if not messages.record_result(session, result, error=error):
         return False
     if not failed:
         feedback_store.summarise(session, result.task_id)
@@ -250,7 +212,7 @@ class ResultsConsumer:
     ) -> _Outcome:
         outcome = _Outcome()
         with Session(self._engine) as session, session.begin():
-            locked = lock_messages(session, [result.task_id for _, result in results])
+            locked = messages.lock_for_results(session, [result.task_id for _, result in results])
             for handle, result in results:
                 found = locked.get(result.task_id)
                 status = found.status if found else None
@@ -273,9 +235,7 @@ class ResultsConsumer:
                     outcome.refused.append((result, type(error.orig).__name__))
                     continue
                 if changed:
-                    locked[result.task_id] = _Locked(
-                        result.status.value, result.provider_message_id
-                    )
+                    locked[result.task_id] = Locked(result.status.value, result.provider_message_id)
                     outcome.applied.append(result)
                 else:
                     outcome.rejected.append((result, "the message is no longer queued"))
