@@ -200,8 +200,8 @@ restore-drill: $(STAMP) ## Restore ENV's database (RESTORE_TIME=2026-12-03T09:30
 # docs/deploying.md: the first tenant of an environment; its key goes only into a new
 # Secrets Manager secret (herald/<env>/tenants/<TENANT>), whose ARN is printed.
 .PHONY: bootstrap-tenant
-bootstrap-tenant: $(STAMP) ## Create tenant TENANT in ENV with a key stored only in a new Secrets Manager secret; prints its ARN (DRY_RUN=1)
-	$(BIN)/herald-deploy bootstrap-tenant $(DEPLOY_FLAGS) --tenant "$(TENANT)"
+bootstrap-tenant: $(STAMP) ## Create tenant TENANT in ENV with a key stored only in a new Secrets Manager secret; prints its ARN (EXPIRES_DAYS=N: the key's lifetime; DRY_RUN=1)
+	$(BIN)/herald-deploy bootstrap-tenant $(DEPLOY_FLAGS) --tenant "$(TENANT)" $(if $(EXPIRES_DAYS),--expires-in-days "$(EXPIRES_DAYS)")
 
 .PHONY: destroy
 destroy: $(STAMP) ## Delete ENV's stack; keeps its final database snapshot and log buckets (CONFIRM=<stack name>, DRY_RUN=1)

@@ -6,6 +6,7 @@ environment's own image, network and database secret) runs `herald tenants boots
 which writes the key into a new Secrets Manager secret `herald/<env>/tenants/<tenant>`
 (encrypted with the key the task's TENANT_SECRET_KMS_KEY_ID names, tagged with the
 tenant) and prints only the secret's ARN. This step prints that ARN and how to read it.
+EXPIRES_DAYS gives the key a lifetime (`--expires-in-days`); the CLI holds its range.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 # What a secret's name and the shell take without quoting, and what people type.
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A whole number of days; its upper bound is the CLI's (api_keys.MAX_KEY_LIFETIME_DAYS).
+LIFETIME_DAYS = re.compile(r"^[1-9][0-9]{0,5}$")
 STARTED_BY = "herald-bootstrap-tenant"
 
 
@@ -38,14 +41,22 @@ def bootstrap_tenant(
     environment: Environment,
     *,
     tenant: str | None,
+    expires_in_days: str | None = None,
     dry_run_outputs: dict[str, str] | None = None,
 ) -> str:
-    """Create `tenant` and its first key in the environment; return the key's secret ARN."""
+    """Create `tenant` and its first key (expiring after `expires_in_days`, None: when
+    revoked) in the environment; return the key's secret ARN."""
     if not tenant or not TENANT_NAME.fullmatch(tenant):
         raise DeployError(
             f"TENANT={tenant or ''!r} is not a tenant name: 1 to 63 letters, digits, '.', "
             "'_' or '-', starting with a letter or digit (make bootstrap-tenant ENV=… TENANT=…)"
         )
+    if expires_in_days is not None and not LIFETIME_DAYS.fullmatch(expires_in_days):
+        raise DeployError(
+            f"EXPIRES_DAYS={expires_in_days!r} is not a whole number of days from 1 (leave it "
+            "out for a key that works until revoked)"
+        )
+    lifetime = ("--expires-in-days", expires_in_days) if expires_in_days else ()
     region = environment.region
     outputs = read_stack_outputs(shell, environment, dry_run_outputs=dry_run_outputs)
     name = secret_name(environment, tenant)
@@ -56,7 +67,7 @@ def bootstrap_tenant(
         outputs,
         region=region,
         name=f"{environment.stack_name}-bootstrap-{tenant}",
-        argv=("herald", "tenants", "bootstrap", "--name", tenant, "--secret-name", name),
+        argv=("herald", "tenants", "bootstrap", "--name", tenant, "--secret-name", name, *lifetime),
         environment={},
         started_by=STARTED_BY,
         example_output=[example_arn],

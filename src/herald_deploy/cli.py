@@ -7,8 +7,8 @@
     herald-deploy destroy  --env staging --yes [--dry-run]   delete the stack (see below)
     herald-deploy restore-drill --env staging [--restore-time T] [--dry-run]
                            restore the database into a temporary instance, check it, delete it
-    herald-deploy bootstrap-tenant --env staging --tenant NAME [--dry-run]
-                           the first tenant and key; the key only in a new secret
+    herald-deploy bootstrap-tenant --env staging --tenant NAME [--expires-in-days N]
+                           [--dry-run]   the first tenant and key; the key only in a new secret
     herald-deploy smoke --env staging [--dry-run]
                            one email through the api to SES's simulator, until delivered
 
@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         "(RESTORE_TIME=; default: the latest restorable time)",
     )
     parser.add_argument("--tenant", help="bootstrap-tenant: the new tenant's name (TENANT=)")
+    parser.add_argument(
+        "--expires-in-days",
+        metavar="DAYS",
+        help="bootstrap-tenant: the key stops working this many days from now "
+        "(EXPIRES_DAYS=; default: it works until revoked)",
+    )
     parser.add_argument(
         "--smoke-timeout",
         type=float,
@@ -221,7 +227,13 @@ def run(arguments: argparse.Namespace, shell: Shell) -> None:
         destroy(shell, environment, dry_run_outputs=outputs)
         return
     if arguments.step == "bootstrap-tenant":
-        bootstrap_tenant(shell, environment, tenant=arguments.tenant, dry_run_outputs=outputs)
+        bootstrap_tenant(
+            shell,
+            environment,
+            tenant=arguments.tenant,
+            expires_in_days=arguments.expires_in_days,
+            dry_run_outputs=outputs,
+        )
         return
     if arguments.step == "smoke":
         # The key from the environment, never the command line (ps, shell history).

@@ -499,3 +499,15 @@ def test_bootstrap_tenant_runs_the_cli_in_the_environment_and_prints_only_the_ar
         }
     ]  # fmt: skip
     assert "secret:herald/prod/tenants/initech-AbCdEf" in lines[-2]
+
+
+def test_bootstrap_tenant_passes_the_keys_lifetime_to_the_cli() -> None:
+    # Given the dry run of bootstrapping tenant initech in prod with a 90-day key
+    lines = dry_run("bootstrap-tenant", "ENV=prod", "TENANT=initech", "EXPIRES_DAYS=90")
+
+    # Then the one-off task's command asks the CLI for a key that expires in 90 days
+    (override,) = json.loads(written(lines, BOOTSTRAP))["containerOverrides"]
+    assert override["command"] == [
+        "herald", "tenants", "bootstrap", "--name", "initech",
+        "--secret-name", "herald/prod/tenants/initech", "--expires-in-days", "90",
+    ]  # fmt: skip

@@ -508,6 +508,22 @@ def test_a_tenant_name_a_secret_or_shell_would_misread_is_refused_before_anythin
     assert out.getvalue() == ""
 
 
+@pytest.mark.parametrize("days", ["", "0", "ninety", "-5", "1.5", " 90", "1e3"])
+def test_a_key_lifetime_that_is_not_a_whole_number_of_days_is_refused_before_anything_runs(
+    days: str,
+) -> None:
+    # Given an EXPIRES_DAYS that is not a whole number of days from 1
+    out = io.StringIO()
+    prod = load_environment(SAMCONFIG, "prod")
+
+    # When a tenant is bootstrapped with it
+    with pytest.raises(DeployError, match="is not a whole number of days from 1"):
+        bootstrap_tenant(DryRunShell(out), prod, tenant="initech", expires_in_days=days)
+
+    # Then nothing ran
+    assert out.getvalue() == ""
+
+
 class ExistingTenantShell(DryRunShell):
     """A dry run in which `herald tenants bootstrap` finds the tenant exists (exit 1)."""
 
