@@ -2,8 +2,10 @@
 
     herald api | worker | migrate | db check
     herald tenants create NAME | tenants list [--json] | tenants set-quota TENANT EMAILS_PER_DAY
-    herald tenants bootstrap --name NAME --secret-name NAME   (the key only in a new secret)
-    herald keys create TENANT [--name NAME] | keys list [TENANT] | keys revoke KEY_ID
+    herald tenants bootstrap --name NAME --secret-name NAME [--expires-in-days DAYS]
+                                                             (the key only in a new secret)
+    herald keys create TENANT [--name NAME] [--expires-in-days DAYS]
+    herald keys list [TENANT] [--json] | keys revoke KEY_ID
     herald suppressions list --tenant TENANT [--json] | suppressions remove --tenant TENANT ADDRESS
 
 Configuration comes from the environment (see ``ecs_service.settings``); a missing or
@@ -16,19 +18,18 @@ automatic instrumentation before the app is imported, and trace one email end to
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from ecs_service import api_keys, feedback_store, tenant_limits
+from ecs_service.api.asgi import APP_FACTORY
 from ecs_service.db.engine import build_engine
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.db.models import ApiKey, Tenant
@@ -38,63 +39,19 @@ from ecs_service.settings import (
     TenantBootstrapSettings,
     WorkerSettings,
 )
-from shared.contracts import describe_validation_error, suppression_key
-from shared.observability import logger
+from ecs_service.startup import read_settings, start_tracing
+from shared.contracts import suppression_key
 from shared.settings import TracingSettings
-from shared.tracing import (
-    NO_TRACING,
-    DatadogTracing,
-    NoTracing,
-    TracingUnavailableError,
-    build_tracing,
-)
 
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from pydantic import BaseModel
+
     from ecs_service.db.models import Suppression
 
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 # The suppression list is read this many rows at a time (one query each).
 SUPPRESSIONS_PAGE = 500
-
-
-class ConfigurationError(SystemExit):
-    """Settings are missing or invalid: exit 2 with a message naming them."""
-
-
-def load(settings_class: Callable[[], SettingsT]) -> SettingsT:
-    try:
-        return settings_class()
-    except ValidationError as error:
-        raise ConfigurationError(
-            f"herald: invalid configuration: {describe_validation_error(error)}"
-        ) from error
-
-
-def start_tracing() -> NoTracing | DatadogTracing:
-    """Datadog tracing for this process when ``DD_TRACE_ENABLED`` is true, else none.
-
-    ``ddtrace.auto`` instruments the libraries (FastAPI, SQLAlchemy, psycopg, botocore)
-    and must run before the app is imported. Botocore's own SQS context injection is
-    switched off: it would give every message of a batch the batch call's context,
-    where the relay gives each message its own.
-    """
-    if not load(TracingSettings).datadog_enabled:
-        return NO_TRACING
-    try:
-        importlib.import_module("ddtrace.auto")
-        tracing = build_tracing(True)
-    except (ImportError, TracingUnavailableError) as error:
-        raise ConfigurationError(
-            "herald: DD_TRACE_ENABLED is true but ddtrace cannot be imported: install the "
-            f"service extra, or set DD_TRACE_ENABLED=false ({error})"
-        ) from error
-    from ddtrace import config
-
-    config.botocore["distributed_tracing"] = False
-    tracing.correlate_logs(logger)
-    return tracing
 
 
 def run_api(_: argparse.Namespace) -> int:
@@ -105,12 +62,11 @@ def run_api(_: argparse.Namespace) -> int:
     import string of ``ecs_service.api.asgi``. With several workers, this process
     supervises them: SIGTERM stops them all, each finishing its in-flight requests.
     """
-    settings = load(ApiSettings)
-    load(DatabaseSettings)
-    load(TracingSettings)
+    settings = read_settings(ApiSettings)
+    read_settings(DatabaseSettings)
+    read_settings(TracingSettings)
     import uvicorn
 
-    from ecs_service.api.asgi import APP_FACTORY
     from ecs_service.api.http_protocol import BoundedHeadersProtocol
 
     uvicorn.run(
@@ -142,7 +98,7 @@ def run_worker(_: argparse.Namespace) -> int:
     tracing = start_tracing()
     from ecs_service.worker.process import run_worker as run
 
-    return run(load(DatabaseSettings), load(WorkerSettings), tracing=tracing)
+    return run(read_settings(DatabaseSettings), read_settings(WorkerSettings), tracing=tracing)
 
 
 class DatabaseUnreachableError(SystemExit):
@@ -157,7 +113,7 @@ class DatabaseUnreachableError(SystemExit):
 
 
 def run_migrate(_: argparse.Namespace) -> int:
-    engine = build_engine(load(DatabaseSettings), application_name="herald-migrate")
+    engine = build_engine(read_settings(DatabaseSettings), application_name="herald-migrate")
     try:
         upgrade_to_head(engine)
     except OperationalError as error:
@@ -173,7 +129,7 @@ def run_db_check(_: argparse.Namespace) -> int:
     the schema is this image's head (the restore drill's check, docs/restore.md)."""
     from ecs_service.db.schema_check import check_schema
 
-    engine = build_engine(load(DatabaseSettings), application_name="herald-db-check")
+    engine = build_engine(read_settings(DatabaseSettings), application_name="herald-db-check")
     try:
         report = check_schema(engine)
     except OperationalError as error:
@@ -191,7 +147,7 @@ def run_db_check(_: argparse.Namespace) -> int:
 
 
 def _admin(action: Callable[[Session], int]) -> int:
-    engine = build_engine(load(DatabaseSettings), application_name="herald-cli")
+    engine = build_engine(read_settings(DatabaseSettings), application_name="herald-cli")
     try:
         with Session(engine) as session, session.begin():
             return action(session)
@@ -215,6 +171,11 @@ def tenants_create(args: argparse.Namespace) -> int:
 
 def tenants_bootstrap(args: argparse.Namespace) -> int:
     """A tenant and its first key, the key stored only in a new secret; prints its ARN."""
+    try:
+        expires_at = _expiry(args)
+    except api_keys.InvalidExpiryError as error:
+        print(f"herald: {error}", file=sys.stderr)
+        return 2
     import boto3
 
     from ecs_service.tenant_bootstrap import (
@@ -223,8 +184,8 @@ def tenants_bootstrap(args: argparse.Namespace) -> int:
         bootstrap_tenant,
     )
 
-    kms_key_id = load(TenantBootstrapSettings).kms_key_id
-    engine = build_engine(load(DatabaseSettings), application_name="herald-cli")
+    kms_key_id = read_settings(TenantBootstrapSettings).kms_key_id
+    engine = build_engine(read_settings(DatabaseSettings), application_name="herald-cli")
     try:
         made = bootstrap_tenant(
             engine,
@@ -232,6 +193,7 @@ def tenants_bootstrap(args: argparse.Namespace) -> int:
             name=args.name,
             secret_name=args.secret_name,
             kms_key_id=kms_key_id,
+            expires_at=expires_at,
         )
     except (api_keys.TenantExistsError, SecretStoreError) as error:
         print(f"herald: {error}", file=sys.stderr)
@@ -293,13 +255,31 @@ def tenants_set_quota(args: argparse.Namespace) -> int:
     return _admin(action)
 
 
+def _expiry(args: argparse.Namespace) -> datetime | None:
+    """When a key created now expires, from ``--expires-in-days`` (None: never)."""
+    if args.expires_in_days is None:
+        return None
+    return api_keys.expiry_in_days(args.expires_in_days, datetime.now(UTC))
+
+
+def _when(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment is not None else None
+
+
 def keys_create(args: argparse.Namespace) -> int:
+    try:
+        expires_at = _expiry(args)
+    except api_keys.InvalidExpiryError as error:
+        print(f"herald: {error}", file=sys.stderr)
+        return 2
+
     def action(session: Session) -> int:
         tenant = api_keys.find_tenant(session, args.tenant)
-        issued = api_keys.issue_key(session, tenant, args.name)
+        issued = api_keys.issue_key(session, tenant, args.name, expires_at=expires_at)
         print(issued.plaintext)
+        until = f"expires {_when(expires_at)}" if expires_at else "never expires"
         print(
-            f"key id {issued.key_id} for tenant {tenant.name}: shown once, store it now",
+            f"key id {issued.key_id} for tenant {tenant.name} ({until}): shown once, store it now",
             file=sys.stderr,
         )
         return 0
@@ -307,7 +287,18 @@ def keys_create(args: argparse.Namespace) -> int:
     return _admin(action)
 
 
+def _state(key: ApiKey, now: datetime) -> str:
+    """``active``, ``expired`` or ``revoked``: whether the api accepts the key now."""
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
+
+
 def keys_list(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+
     def action(session: Session) -> int:
         query = select(ApiKey, Tenant.name).join(Tenant).order_by(ApiKey.created_at)
         if args.tenant:
@@ -317,19 +308,21 @@ def keys_list(args: argparse.Namespace) -> int:
                 "key_id": key.key_id,
                 "tenant": tenant_name,
                 "name": key.name,
-                "created_at": key.created_at.isoformat(timespec="seconds"),
-                "revoked_at": key.revoked_at.isoformat(timespec="seconds")
-                if key.revoked_at
-                else None,
+                "state": _state(key, now),
+                "created_at": _when(key.created_at),
+                "expires_at": _when(key.expires_at),
+                "last_used_at": _when(key.last_used_at),
+                "revoked_at": _when(key.revoked_at),
             }
             for key, tenant_name in session.execute(query)
         ]
         print_listing(
             rows,
-            ("KEY ID", "TENANT", "NAME", "CREATED", "STATE"),
+            ("KEY ID", "TENANT", "NAME", "CREATED", "EXPIRES", "LAST USED", "STATE"),
             lambda row: (
                 row["key_id"], row["tenant"], row["name"], row["created_at"],
-                f"revoked {row['revoked_at']}" if row["revoked_at"] else "active",
+                row["expires_at"] or "never", row["last_used_at"] or "never",
+                f"revoked {row['revoked_at']}" if row["revoked_at"] else row["state"],
             ),
             as_json=args.json,
         )  # fmt: skip
@@ -428,7 +421,7 @@ def suppressions_remove(args: argparse.Namespace) -> int:
     return _admin(action)
 
 
-def environment_help(*settings_classes: type[BaseSettings]) -> str:
+def environment_help(*settings_classes: type[BaseModel]) -> str:
     """The environment variables these settings read, with their defaults, for ``--help``.
 
     Generated from the settings models, so the help cannot drift from what is read.
@@ -448,6 +441,15 @@ def environment_help(*settings_classes: type[BaseSettings]) -> str:
                 default = f"default {field.default}"
             lines.append(f"  {variable:<34} {default}")
     return "\n".join(lines)
+
+
+def add_expiry_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--expires-in-days",
+        metavar="DAYS",
+        help=f"the key stops working this many days from now (1 to "
+        f"{api_keys.MAX_KEY_LIFETIME_DAYS}); without it, it works until revoked",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -506,6 +508,7 @@ def parser() -> argparse.ArgumentParser:
     bootstrap.add_argument(
         "--secret-name", required=True, help="the new secret's name, e.g. herald/prod/tenants/NAME"
     )
+    add_expiry_option(bootstrap)
     bootstrap.set_defaults(run=tenants_bootstrap)
     tenant_list = tenants.add_parser(
         "list", help="list tenants with their daily quota and today's usage"
@@ -527,6 +530,7 @@ def parser() -> argparse.ArgumentParser:
     key_create = keys.add_parser("create", help="issue a key for a tenant (printed once)")
     key_create.add_argument("tenant", help="tenant name or id")
     key_create.add_argument("--name", default="default", help="what the key is for")
+    add_expiry_option(key_create)
     key_create.set_defaults(run=keys_create)
     key_list = keys.add_parser("list", help="list keys (never their secrets)")
     key_list.add_argument("tenant", nargs="?", help="only this tenant's")

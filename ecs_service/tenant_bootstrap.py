@@ -26,6 +26,7 @@ from ecs_service import api_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
     from uuid import UUID
 
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -108,9 +109,16 @@ class Bootstrapped:
 
 
 def bootstrap_tenant(
-    engine: Engine, store: SecretStore, *, name: str, secret_name: str, kms_key_id: str
+    engine: Engine,
+    store: SecretStore,
+    *,
+    name: str,
+    secret_name: str,
+    kms_key_id: str,
+    expires_at: datetime | None = None,
 ) -> Bootstrapped:
-    """Create tenant ``name`` and a key, store the key in secret ``secret_name``, commit.
+    """Create tenant ``name`` and a key (valid until ``expires_at``; None: until revoked),
+    store the key in secret ``secret_name``, commit.
 
     Raises
     ------
@@ -124,7 +132,7 @@ def bootstrap_tenant(
         session.begin()
         try:
             tenant = api_keys.create_tenant(session, name)
-            issued = api_keys.issue_key(session, tenant, BOOTSTRAP_KEY_NAME)
+            issued = api_keys.issue_key(session, tenant, BOOTSTRAP_KEY_NAME, expires_at=expires_at)
             arn = store.create(
                 name=secret_name,
                 value=json.dumps(
@@ -133,6 +141,7 @@ def bootstrap_tenant(
                         "key_id": issued.key_id,
                         "tenant": tenant.name,
                         "tenant_id": str(tenant.id),
+                        "expires_at": expires_at.isoformat() if expires_at else None,
                     }
                 ),
                 kms_key_id=kms_key_id,

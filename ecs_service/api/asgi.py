@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ecs_service.cli import load, start_tracing
 from ecs_service.settings import ApiSettings, DatabaseSettings
+from ecs_service.startup import read_settings, start_tracing
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -24,4 +24,4 @@ def create_app() -> FastAPI:
     tracing = start_tracing()
     from ecs_service.api.app import create_app as build_app
 
-    return build_app(load(ApiSettings), load(DatabaseSettings), tracing=tracing)
+    return build_app(read_settings(ApiSettings), read_settings(DatabaseSettings), tracing=tracing)

@@ -130,9 +130,7 @@ def test_the_first_use_of_a_key_records_when_it_was_used(
     assert before - timedelta(seconds=1) <= used <= after + timedelta(seconds=1)
 
 
-def test_recording_a_use_costs_no_statement_of_its_own(
-    client: TestClient, caller: Caller
-) -> None:
+def test_recording_a_use_costs_no_statement_of_its_own(client: TestClient, caller: Caller) -> None:
     # When the api reads a key it has not cached
     with key_reads(client) as reads:
         assert client.get(MESSAGES, headers=caller.headers).status_code == 200

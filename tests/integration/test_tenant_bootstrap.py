@@ -4,6 +4,7 @@ new tenant's key lives only in a new, encrypted, tagged secret, and is printed n
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
@@ -44,9 +45,9 @@ def database(postgres: LocalPostgres, engine: Engine, monkeypatch: pytest.Monkey
 
 
 def bootstrap(
-    capsys: pytest.CaptureFixture[str], name: str, secret_name: str
+    capsys: pytest.CaptureFixture[str], name: str, secret_name: str, *options: str
 ) -> tuple[int, str, str]:
-    code = main(["tenants", "bootstrap", "--name", name, "--secret-name", secret_name])
+    code = main(["tenants", "bootstrap", "--name", name, "--secret-name", secret_name, *options])
     printed = capsys.readouterr()
     return code, printed.out, printed.err
 
@@ -151,3 +152,45 @@ def test_bootstrap_needs_the_kms_key_to_encrypt_with(
     with pytest.raises(SystemExit, match="TENANT_SECRET_KMS_KEY_ID"):
         main(["tenants", "bootstrap", "--name", "initech", "--secret-name", "herald/x/y"])
     assert tenants(database) == []
+
+
+def test_a_bootstrapped_key_may_expire_and_its_secret_says_when(
+    database: Engine,
+    secretsmanager: SecretsManagerClient,
+    kms_key: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a new tenant whose first key should last 90 days
+    secret_name = f"herald/test/tenants/initech-{uuid4().hex[:8]}"
+    before = datetime.now(UTC)
+
+    # When it is bootstrapped with that lifetime
+    code, out, _ = bootstrap(capsys, "initech", secret_name, "--expires-in-days", "90")
+
+    # Then the key expires 90 days from now, and the secret beside it says when
+    assert code == 0
+    with Session(database) as session:
+        expires_at = session.scalar(select(ApiKey.expires_at))
+    assert expires_at is not None
+    assert timedelta(days=90) <= expires_at - before <= timedelta(days=90, seconds=2)
+    stored = json.loads(secretsmanager.get_secret_value(SecretId=out.strip())["SecretString"])
+    assert datetime.fromisoformat(stored["expires_at"]) == expires_at
+
+
+def test_a_bootstrap_lifetime_out_of_bounds_is_refused_before_anything_is_made(
+    database: Engine,
+    secretsmanager: SecretsManagerClient,
+    kms_key: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # When a tenant is bootstrapped with a key lifetime of zero days
+    secret_name = f"herald/test/tenants/initech-{uuid4().hex[:8]}"
+    code, out, err = bootstrap(capsys, "initech", secret_name, "--expires-in-days", "0")
+
+    # Then it is refused in one line, with no tenant and no secret made
+    assert (code, out) == (2, "")
+    assert err.startswith("herald: a key's lifetime must be a whole number of days")
+    assert err.count("\n") == 1
+    assert tenants(database) == []
+    names = [s["Name"] for s in secretsmanager.list_secrets()["SecretList"]]
+    assert secret_name not in names

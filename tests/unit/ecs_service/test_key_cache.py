@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from sqlalchemy import create_engine
 
 from ecs_service.api.admission import UNAUTHENTICATED
 from ecs_service.api.admission_middleware import lookup_party
-from ecs_service.api.key_cache import MISS, KeyCache
-from ecs_service.api_keys import StoredKey, hash_key
+from ecs_service.api.key_cache import MISS, Authenticator, KeyCache
+from ecs_service.api_keys import Principal, StoredKey, hash_key
 
 KEY_ID = "AbCdEfGhJkMn"
 KEY = f"hrld_{KEY_ID}_{'s' * 43}"
@@ -35,6 +37,28 @@ def test_a_remembered_key_is_served_until_its_time_is_up() -> None:
     now[0] = 60.0
 
     assert (served, cache.lookup(KEY_ID)) == (row, MISS)
+
+
+def test_a_cached_key_is_accepted_until_its_expiry_and_refused_from_it() -> None:
+    # Given a key expiring at noon, cached at 11:59 (the row would be served until 12:00:59)
+    noon = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    wall = [noon - timedelta(minutes=1)]
+    row = StoredKey(KEY_ID, hash_key(KEY), uuid4(), expires_at=noon)
+    cache = listening_cache([0.0])
+    cache.remember(KEY_ID, row, cache.generation())
+    # (create_engine does not connect: the cache alone answers)
+    authenticator = Authenticator(
+        cache, create_engine("postgresql+psycopg://"), wall_clock=lambda: wall[0]
+    )
+
+    # When the key is presented a microsecond before noon, and at noon
+    wall[0] = noon - timedelta(microseconds=1)
+    before = authenticator.from_cache(KEY)
+    wall[0] = noon
+    at = authenticator.from_cache(KEY)
+
+    # Then it is accepted before, refused at its expiry: no database read, no cache age
+    assert (before, at) == (Principal(row.tenant_id, KEY_ID), None)
 
 
 def test_a_row_read_before_a_revocation_is_not_remembered_after_it() -> None:
