@@ -61,13 +61,18 @@ def _failure(cmd: Command, returncode: int, stderr: str = "") -> DeployError:
 
 
 @dataclass
-class SubprocessShell:
-    """Prints every command, then runs it; any failure raises `DeployError`."""
+class _Printing:
+    """Where both shells print what they do: standard output, or `out`."""
 
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
     def _print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
+
+
+@dataclass
+class SubprocessShell(_Printing):
+    """Prints every command, then runs it; any failure raises `DeployError`."""
 
     def run(self, cmd: Command) -> None:
         self._print(f"+ {cmd}")
@@ -117,13 +122,8 @@ class SubprocessShell:
 
 
 @dataclass
-class DryRunShell:
+class DryRunShell(_Printing):
     """Prints every command and file write instead of doing it; reads return the example."""
-
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-
-    def _print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
 
     def run(self, cmd: Command) -> None:
         self._print(f"+ {cmd}")
