@@ -190,7 +190,7 @@ def run_task(
     if answer.get("failures") or not answer.get("tasks"):
         raise DeployError(f"ECS did not start {label}: {answer.get('failures')}")
     task_arn = str(answer["tasks"][0]["taskArn"])
-    shell.say(f"waiting for {label}, the one-off task {task_arn}, to stop")
+    shell.say(f"waiting for {label} to stop (the one-off task {task_arn})")
     try:
         shell.run(
             command(
