@@ -8,8 +8,15 @@ The database is given in one of three ways:
   (``ecs_service.db.credentials``);
 - ``DATABASE_SECRET``: the secret's JSON itself (``username``, ``password``), read once.
 
-The last two go with ``DATABASE_HOST``, ``DATABASE_PORT``, ``DATABASE_NAME`` and
-``DATABASE_SSLMODE``.
+- ``DATABASE_AUTH=iam`` with ``DATABASE_USER`` (how the api and worker run in AWS, as
+  ``herald_app``): IAM database authentication, a token signed with the task role's
+  credentials for each new connection (``ecs_service.db.credentials``); no password.
+
+The last three go with ``DATABASE_HOST``, ``DATABASE_PORT``, ``DATABASE_NAME``,
+``DATABASE_SSLMODE`` and ``DATABASE_SSLROOTCERT``. Their TLS default is AWS's:
+``verify-full`` against the RDS certificate bundle the image ships (``RDS_CA_BUNDLE``), so
+a connection checks that the server is the instance it named. ``DATABASE_URL`` (the
+local system, the tests) carries its own TLS settings, if any, in its query.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ from shared.contracts import EmailAddress
 from shared.settings import QueueUrl
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+DatabaseAuth = Literal["password", "iam"]
+# Where ecs_service/Dockerfile puts the RDS global certificate bundle (every region's CAs).
+RDS_CA_BUNDLE = "/etc/ssl/certs/rds-global-bundle.pem"
+VERIFYING = ("verify-ca", "verify-full")
 SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$")
 
 
@@ -59,7 +70,11 @@ class DatabaseSettings(BaseSettings):
     host: str | None = None
     port: int = Field(default=5432, ge=1, le=65_535)
     name: str = "herald"
-    sslmode: SslMode = "require"
+    # password: DATABASE_URL or the secret; iam: DATABASE_USER logs in with IAM tokens.
+    auth: DatabaseAuth = "password"
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = None
+    sslmode: SslMode = "verify-full"
+    sslrootcert: str = RDS_CA_BUNDLE
     pool_size: int = Field(default=10, ge=1, le=100)
     max_overflow: int = Field(default=5, ge=0, le=100)
     pool_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -69,6 +84,10 @@ class DatabaseSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
+        if self.auth == "iam":
+            return self._iam_source()
+        if self.user is not None:
+            raise ValueError("DATABASE_USER goes with DATABASE_AUTH=iam")
         if self.url is None and self.secret is None and self.secret_arn is None:
             raise ValueError(
                 "set DATABASE_URL, or DATABASE_SECRET_ARN (or DATABASE_SECRET) with DATABASE_HOST"
@@ -92,12 +111,22 @@ class DatabaseSettings(BaseSettings):
             _check_postgresql_url(self.url.get_secret_value())
         return self
 
+    def _iam_source(self) -> Self:
+        if self.url is not None or self.secret is not None or self.secret_arn is not None:
+            raise ValueError(
+                "DATABASE_AUTH=iam logs in with IAM tokens: set no DATABASE_URL, "
+                "DATABASE_SECRET or DATABASE_SECRET_ARN"
+            )
+        if self.host is None or self.user is None:
+            raise ValueError("DATABASE_AUTH=iam needs DATABASE_HOST and DATABASE_USER")
+        return self
+
     @cached_property
     def sqlalchemy_url(self) -> URL:
         """The URL SQLAlchemy connects with (psycopg 3); its password is never logged.
 
-        With ``DATABASE_SECRET_ARN`` it holds no user name or password: the engine supplies
-        them at connect time (``ecs_service.db.credentials``).
+        With ``DATABASE_SECRET_ARN`` or ``DATABASE_AUTH=iam`` it holds no user name or
+        password: the engine supplies them at connect time (``ecs_service.db.credentials``).
         """
         if self.url is not None:
             url = make_url(self.url.get_secret_value())
@@ -116,8 +145,15 @@ class DatabaseSettings(BaseSettings):
             host=self.host,
             port=self.port,
             database=self.name,
-            query={"sslmode": self.sslmode},
+            query=self.tls_query,
         )
+
+    @property
+    def tls_query(self) -> dict[str, str]:
+        """libpq's TLS parameters: the mode, and the CA bundle when the server is verified."""
+        if self.sslmode in VERIFYING:
+            return {"sslmode": self.sslmode, "sslrootcert": self.sslrootcert}
+        return {"sslmode": self.sslmode}
 
 
 class ApiSettings(BaseSettings):

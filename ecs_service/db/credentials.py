@@ -7,9 +7,15 @@ LISTEN reconnect — is refused until the task is replaced. Here the engine asks
 credentials each time it connects: they are read from the secret once and kept, and when
 PostgreSQL refuses the password the secret is read again and that connection retried once.
 
+With IAM database authentication (``DATABASE_AUTH=iam``, how the api and worker log in as
+``herald_app`` in AWS) there is no password at all: each new connection signs a fresh
+token with the task role's credentials (``RdsIamCredentials``). A token is valid for 15
+minutes and only for opening a connection; signing it is local (SigV4, no request to AWS).
+
 ``supply_credentials_on_connect`` hooks a ``CredentialsSource`` into an engine;
-``SecretsManagerCredentials`` is the source for ``DATABASE_SECRET_ARN``. Nothing here logs
-or shows a password.
+``SecretsManagerCredentials`` is the source for ``DATABASE_SECRET_ARN``,
+``RdsIamCredentials`` the one for ``DATABASE_AUTH=iam``. Nothing here logs or shows a
+password or a token.
 """
 
 from __future__ import annotations
@@ -128,6 +134,54 @@ class SecretsManagerCredentials:
             )
         except ValueError as error:
             raise CredentialsUnavailableError(str(error)) from error
+
+
+class AuthTokenSigner(Protocol):
+    """What ``RdsIamCredentials`` needs of boto3's RDS client."""
+
+    def generate_db_auth_token(
+        self, DBHostname: str, Port: int, DBUsername: str, Region: str | None = None
+    ) -> str: ...
+
+
+class RdsIamCredentials:
+    """A new IAM authentication token for every connection (``rds-db:connect``).
+
+    A token is signed locally with the credentials boto3 finds (the ECS task role's), for
+    this host, port and user, in the client's region; it expires 15 minutes later, so it
+    is never kept: ``current`` signs one each time a connection is opened.
+
+    Parameters
+    ----------
+    host, port
+        The instance's endpoint, as the connection names it (the token is bound to it).
+    user
+        The PostgreSQL role granted ``rds_iam`` (``DATABASE_USER``: ``herald_app``).
+    client
+        boto3's RDS client; only ``generate_db_auth_token`` is used.
+    """
+
+    def __init__(self, host: str, port: int, user: str, client: AuthTokenSigner) -> None:
+        self._host = host
+        self._port = port
+        self._user = user
+        self._client = client
+
+    def current(self) -> DatabaseCredentials:
+        try:
+            token = self._client.generate_db_auth_token(
+                DBHostname=self._host, Port=self._port, DBUsername=self._user
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise CredentialsUnavailableError(
+                f"cannot sign an IAM database authentication token for {self._user}: {error}"
+            ) from error
+        return DatabaseCredentials(self._user, token)
+
+    def refresh(self, refused: DatabaseCredentials) -> DatabaseCredentials:
+        # Not called for RDS's refusal of a token ("PAM authentication failed", not a
+        # refused password): a fresh token cannot mend a missing grant or policy.
+        return self.current()
 
 
 def refused_the_password(error: psycopg.Error) -> bool:

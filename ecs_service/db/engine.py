@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import boto3
 from botocore.config import Config
@@ -10,12 +10,16 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from ecs_service.db.credentials import SecretsManagerCredentials, supply_credentials_on_connect
+from ecs_service.db.credentials import (
+    RdsIamCredentials,
+    SecretsManagerCredentials,
+    supply_credentials_on_connect,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from ecs_service.db.credentials import CredentialsSource
+    from ecs_service.db.credentials import AuthTokenSigner, CredentialsSource
     from ecs_service.settings import DatabaseSettings
 
 # A new connection waits for the secret, so reading it must fail in seconds, not minutes.
@@ -40,8 +44,9 @@ def build_engine(
     """An engine whose pool is sized by settings; connections are checked before use.
 
     With ``DATABASE_SECRET_ARN`` every new connection logs in with the credentials of that
-    secret, read through boto3 (its own configuration: region, ``AWS_ENDPOINT_URL``) unless
-    ``credentials`` are given.
+    secret, read through boto3 (its own configuration: region, ``AWS_ENDPOINT_URL``); with
+    ``DATABASE_AUTH=iam`` as ``DATABASE_USER`` with a new IAM token; unless ``credentials``
+    are given.
 
     ``pooled=False``: no pool, for a process's one long-lived connection (a LISTEN): each
     connection is opened for its user and closed with it.
@@ -82,10 +87,8 @@ def build_engine(
         engine = create_engine(
             settings.sqlalchemy_url, poolclass=NullPool, connect_args=connect_args
         )
-    if credentials is None and settings.secret_arn is not None:
-        credentials = SecretsManagerCredentials(
-            settings.secret_arn, boto3.client("secretsmanager", config=SECRETS_MANAGER_CONFIG)
-        )
+    if credentials is None:
+        credentials = credentials_of(settings)
     if credentials is not None:
         supply_credentials_on_connect(engine, credentials)
     return engine
@@ -94,3 +97,16 @@ def build_engine(
 def build_sessions(engine: Engine) -> sessionmaker[Session]:
     """The session factory: objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def credentials_of(settings: DatabaseSettings) -> CredentialsSource | None:
+    """Where the settings' connections get their credentials at connect time; None: from
+    the URL itself."""
+    if settings.auth == "iam" and settings.host is not None and settings.user is not None:
+        signer = cast("AuthTokenSigner", boto3.client("rds"))
+        return RdsIamCredentials(settings.host, settings.port, settings.user, signer)
+    if settings.secret_arn is not None:
+        return SecretsManagerCredentials(
+            settings.secret_arn, boto3.client("secretsmanager", config=SECRETS_MANAGER_CONFIG)
+        )
+    return None

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import psycopg
@@ -17,6 +18,7 @@ from mypy_boto3_secretsmanager import SecretsManagerClient
 from ecs_service.db.credentials import (
     CredentialsUnavailableError,
     DatabaseCredentials,
+    RdsIamCredentials,
     SecretsManagerCredentials,
     connect_with_credentials,
 )
@@ -173,6 +175,78 @@ def test_credentials_never_show_their_password() -> None:
     assert FIRST.password not in str(FIRST)
 
 
+# ------------------------------------------------------------ IAM authentication
+
+RDS_HOST = "herald.abc.us-east-1.rds.amazonaws.com"
+
+
+class CountingSigner:
+    """boto3's RDS client (its real SigV4 signer), counting the tokens it signs."""
+
+    def __init__(self) -> None:
+        # A session of its own: the default one keeps the credentials it found first.
+        self.client = boto3.session.Session().client("rds", region_name="us-east-1")
+        self.signed = 0
+
+    def generate_db_auth_token(
+        self, DBHostname: str, Port: int, DBUsername: str, Region: str | None = None
+    ) -> str:
+        self.signed += 1
+        token: str = self.client.generate_db_auth_token(
+            DBHostname=DBHostname, Port=Port, DBUsername=DBUsername, Region=Region
+        )
+        return token
+
+
+def test_an_iam_token_is_signed_for_the_instance_the_user_and_the_region() -> None:
+    # Given IAM authentication as herald_app, with the task role's credentials
+    credentials = RdsIamCredentials(RDS_HOST, 5432, "herald_app", CountingSigner())
+
+    # When a connection asks for its credentials
+    current = credentials.current()
+
+    # Then the user is herald_app and the password a connect token for this endpoint,
+    # signed for rds-db in the region, valid 15 minutes
+    token = urlsplit(f"https://{current.password}")
+    query = parse_qs(token.query)
+    assert current.username == "herald_app"
+    assert (token.hostname, token.port) == (RDS_HOST, 5432)
+    assert query["Action"] == ["connect"]
+    assert query["DBUser"] == ["herald_app"]
+    assert query["X-Amz-Credential"][0].endswith("/us-east-1/rds-db/aws4_request")
+    assert query["X-Amz-Expires"] == ["900"]
+    assert len(query["X-Amz-Signature"][0]) == 64
+
+
+def test_each_new_connection_logs_in_with_a_token_signed_for_it() -> None:
+    # Given IAM authentication, and a database that accepts any token
+    signer = CountingSigner()
+    credentials = RdsIamCredentials(RDS_HOST, 5432, "herald_app", signer)
+
+    # When the engine opens two connections
+    for _ in range(2):
+        connect_with_credentials(AnyPassword(), [], CPARAMS, credentials)  # type: ignore[arg-type]
+
+    # Then each signed its own token: none is kept past its 15 minutes
+    assert signer.signed == 2
+
+
+def test_no_aws_credentials_is_a_token_that_cannot_be_signed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # Given a process without AWS credentials (no task role, no keys, no profile)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    credentials = RdsIamCredentials(RDS_HOST, 5432, "herald_app", CountingSigner())
+
+    # When a connection asks for its credentials, Then it is told why there are none
+    with pytest.raises(CredentialsUnavailableError, match="cannot sign an IAM database"):
+        credentials.current()
+
+
 # ---------------------------------------------------------------- the connect hook
 
 
@@ -212,6 +286,17 @@ class FakeDialect:
 
 
 CPARAMS = {"host": "db", "dbname": "herald", "sslmode": "require"}
+
+
+class AnyPassword(FakeDialect):
+    """Accepts every password (a token it cannot check)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def connect(self, *_: Any, **cparams: Any) -> str:
+        self.attempts.append(cparams)
+        return f"connection as {cparams['user']}"
 
 
 def connect(dialect: FakeDialect, credentials: FakeCredentials) -> Any:

@@ -7,8 +7,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from ecs_service.settings import ApiSettings, DatabaseSettings, WorkerSettings
+from ecs_service.settings import RDS_CA_BUNDLE, ApiSettings, DatabaseSettings, WorkerSettings
 
+# AWS's default: the server's certificate and name checked against the image's RDS bundle.
+VERIFY_FULL = {"sslmode": "verify-full", "sslrootcert": RDS_CA_BUNDLE}
+RDS_HOST = "herald.abc.us-east-1.rds.amazonaws.com"
 RDS_SECRET = json.dumps({"username": "herald_admin", "password": "p@ss:w/rd"})
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1234-AbCdEf"
 
@@ -23,6 +26,9 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "DATABASE_PORT",
         "DATABASE_NAME",
         "DATABASE_SSLMODE",
+        "DATABASE_SSLROOTCERT",
+        "DATABASE_AUTH",
+        "DATABASE_USER",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -46,14 +52,14 @@ def test_rds_secret_and_host_make_a_tls_url(monkeypatch: pytest.MonkeyPatch) -> 
     # When the URL is built
     url = DatabaseSettings().sqlalchemy_url
 
-    # Then it carries the credentials (special characters intact) and requires TLS
+    # Then it carries the credentials (special characters intact) and verifies the server
     assert (url.username, url.password, url.port, url.database) == (
         "herald_admin",
         "p@ss:w/rd",
         5432,
         "herald",
     )
-    assert url.query == {"sslmode": "require"}
+    assert url.query == VERIFY_FULL
 
 
 def test_password_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,7 +90,7 @@ def test_secret_arn_and_host_make_a_tls_url_without_credentials(
         5432,
         "herald",
     )
-    assert url.query == {"sslmode": "require"}
+    assert url.query == VERIFY_FULL
 
 
 @pytest.mark.parametrize(
@@ -115,6 +121,32 @@ def test_secret_arn_and_host_make_a_tls_url_without_credentials(
             "'username' and 'password'",
         ),
         ({"DATABASE_URL": "postgresql://db/x", "DATABASE_SSLMODE": "maybe"}, "sslmode"),
+        (
+            {"DATABASE_AUTH": "iam", "DATABASE_HOST": "db"},
+            "DATABASE_AUTH=iam needs DATABASE_HOST and DATABASE_USER",
+        ),
+        (
+            {"DATABASE_AUTH": "iam", "DATABASE_USER": "herald_app"},
+            "DATABASE_AUTH=iam needs DATABASE_HOST and DATABASE_USER",
+        ),
+        (
+            {
+                "DATABASE_AUTH": "iam",
+                "DATABASE_USER": "herald_app",
+                "DATABASE_HOST": "db",
+                "DATABASE_SECRET_ARN": SECRET_ARN,
+            },
+            "DATABASE_AUTH=iam logs in with IAM tokens: set no DATABASE_URL",
+        ),
+        (
+            {"DATABASE_USER": "herald_app", "DATABASE_URL": "postgresql://db/x"},
+            "DATABASE_USER goes with DATABASE_AUTH=iam",
+        ),
+        ({"DATABASE_AUTH": "kerberos", "DATABASE_URL": "postgresql://db/x"}, "auth"),
+        (
+            {"DATABASE_AUTH": "iam", "DATABASE_USER": "Robert'); --", "DATABASE_HOST": "db"},
+            "user",
+        ),
     ],
 )
 def test_bad_database_configuration_says_what_is_wrong(
@@ -124,6 +156,37 @@ def test_bad_database_configuration_says_what_is_wrong(
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=message):
         DatabaseSettings()
+
+
+def test_iam_authentication_makes_a_verifying_url_without_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given IAM database authentication as the api's and worker's task definitions set it
+    monkeypatch.setenv("DATABASE_AUTH", "iam")
+    monkeypatch.setenv("DATABASE_USER", "herald_app")
+    monkeypatch.setenv("DATABASE_HOST", RDS_HOST)
+
+    # When the settings are read
+    settings = DatabaseSettings()
+
+    # Then the user is named, and the URL leaves user and token to connect time and
+    # verifies the server against the RDS bundle
+    url = settings.sqlalchemy_url
+    assert (settings.auth, settings.user) == ("iam", "herald_app")
+    assert (url.username, url.password, url.host) == (None, None, RDS_HOST)
+    assert url.query == VERIFY_FULL
+
+
+def test_a_mode_that_does_not_verify_the_server_names_no_ca_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a host-based configuration that only encrypts
+    monkeypatch.setenv("DATABASE_SECRET", RDS_SECRET)
+    monkeypatch.setenv("DATABASE_HOST", RDS_HOST)
+    monkeypatch.setenv("DATABASE_SSLMODE", "require")
+
+    # When the URL is built, Then it asks for TLS only
+    assert DatabaseSettings().sqlalchemy_url.query == {"sslmode": "require"}
 
 
 def test_worker_needs_both_queue_urls(monkeypatch: pytest.MonkeyPatch) -> None:
