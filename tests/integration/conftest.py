@@ -8,9 +8,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import boto3
 import pytest
@@ -19,17 +18,17 @@ from moto.server import ThreadedMotoServer
 from mypy_boto3_sqs import SQSClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
-from ecs_service import api_keys
 from ecs_service.api.app import create_app
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.settings import ApiSettings, DatabaseSettings
 from herald_local.postgres import EPHEMERAL_SETTINGS, LocalPostgres
+from tests.support.builders import Caller, make_caller
 from tests.support.queues import drain
 
 SENDER = "herald@example.com"
-__all__ = ["drain"]  # test modules take it from here too
+# Test modules take these from here too (they live in tests/support/).
+__all__ = ["Caller", "drain", "make_caller"]
 
 
 @contextmanager
@@ -93,26 +92,6 @@ def _empty_tables(request: pytest.FixtureRequest) -> None:
     owner: Engine = request.getfixturevalue("owner_engine")
     with owner.begin() as connection:
         connection.execute(text("TRUNCATE tenants, api_keys, messages CASCADE"))
-
-
-@dataclass(frozen=True)
-class Caller:
-    """A tenant and the headers that authenticate as it."""
-
-    tenant_id: UUID
-    key: str
-    key_id: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
-def make_caller(engine: Engine, name: str | None = None) -> Caller:
-    with Session(engine) as session, session.begin():
-        tenant = api_keys.create_tenant(session, name or f"tenant-{uuid4()}")
-        issued = api_keys.issue_key(session, tenant, "tests")
-    return Caller(tenant_id=issued.tenant_id, key=issued.plaintext, key_id=issued.key_id)
 
 
 @pytest.fixture

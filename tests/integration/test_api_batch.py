@@ -13,8 +13,8 @@ from ecs_service import tenant_limits
 from ecs_service.api.request_limits import MAX_BATCH_BODY_BYTES
 from ecs_service.db.models import Message
 from ecs_service.messages import MAX_BATCH_MESSAGES
-from tests.integration.delivery_feedback import suppress
-from tests.integration.test_api_messages import assert_problem, email
+from tests.support.api import assert_problem, email
+from tests.support.feedback import suppress
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient

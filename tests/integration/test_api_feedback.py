@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.delivery_feedback import (
+from tests.support.feedback import (
     bounced,
     complained,
     delivered,

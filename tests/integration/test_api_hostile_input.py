@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from tests.integration.conftest import Caller
-from tests.integration.test_api_messages import assert_problem, create, email
+from tests.support.api import assert_problem, create, email
 
 
 def field_errors(response: Any) -> list[dict[str, str]]:

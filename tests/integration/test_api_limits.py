@@ -19,7 +19,7 @@ from ecs_service.api.key_cache import MISS
 from ecs_service.settings import ApiSettings, DatabaseSettings
 from herald_local.postgres import free_port
 from tests.integration.conftest import SENDER, Caller
-from tests.integration.test_api_messages import assert_problem, create, email
+from tests.support.api import assert_problem, create, email
 from tests.support.waits import wait_for
 
 SECURITY_HEADERS = {

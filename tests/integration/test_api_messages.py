@@ -12,37 +12,8 @@ from fastapi.testclient import TestClient
 
 from shared import observability
 from tests.integration.conftest import SENDER, Caller
+from tests.support.api import assert_problem, create, email
 from tests.support.emf import emitted_metrics
-
-PROBLEM = "application/problem+json"
-
-
-def email(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "to": ["reader@example.org"],
-        "subject": "Hello",
-        "text": "Hi from Herald.",
-    }
-    body.update(changes)
-    return body
-
-
-def create(client: TestClient, caller: Caller, **changes: Any) -> dict[str, Any]:
-    response = client.post("/v1/messages", json=email(**changes), headers=caller.headers)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-def assert_problem(response: Any, status: int, kind: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    problem: dict[str, Any] = response.json()
-    assert problem["type"] == f"urn:herald:problem:{kind}"
-    assert problem["status"] == status
-    assert problem["detail"]
-    assert problem["request_id"] == response.headers["x-request-id"]
-    return problem
 
 
 def test_create_schedules_a_message_from_heralds_sender(client: TestClient, caller: Caller) -> None:

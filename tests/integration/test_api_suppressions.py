@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from ecs_service import tenant_limits
-from tests.integration.delivery_feedback import bounced, event, record, sent_message, suppress
-from tests.integration.test_api_messages import assert_problem, create, email
+from tests.support.api import assert_problem, create, email
+from tests.support.feedback import bounced, event, record, sent_message, suppress
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient

@@ -35,7 +35,7 @@ from ecs_service.tenant_limits import (
 )
 from shared.contracts import EmailPayload
 from tests.integration.conftest import SENDER
-from tests.integration.test_api_messages import assert_problem
+from tests.support.api import assert_problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

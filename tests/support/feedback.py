@@ -21,7 +21,7 @@ from shared.contracts import TaskResult, suppression_key
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from tests.integration.conftest import Caller
+    from tests.support.builders import Caller
 
 SENT_AT = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
