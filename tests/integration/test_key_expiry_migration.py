@@ -1,0 +1,85 @@
+"""Migration 0010 on real PostgreSQL: api keys gain their expiry and last use, as the models
+declare them, and existing keys keep working (never expire, never used)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from uuid import uuid4
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from ecs_service.db.migrations import alembic_config
+from ecs_service.db.models import Base
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from herald_local.postgres import LocalPostgres
+
+NEW_COLUMNS = {"expires_at", "last_used_at"}
+
+
+def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def api_key_columns(engine: Engine) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns("api_keys")}
+
+
+@pytest.fixture
+def database_at_0009(postgres: LocalPostgres) -> Iterator[Engine]:
+    """A new database on the session's server, migrated to the revision before 0010, with
+    one tenant and one key."""
+    name = f"herald_m0010_{uuid4().hex[:12]}"
+    postgres.ensure_database(name)
+    engine = create_engine(postgres.url(name))
+    migrate(engine, "0009")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "WITH tenant AS (INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 'a')"
+                " RETURNING id) INSERT INTO api_keys (id, tenant_id, key_id, key_hash, name)"
+                " SELECT gen_random_uuid(), id, 'AbCdEfGhJkMn', repeat('0', 64), 'old'"
+                " FROM tenant"
+            )
+        )
+    yield engine
+    engine.dispose()
+
+
+def test_the_columns_match_the_models_and_an_existing_key_never_expires(
+    database_at_0009: Engine,
+) -> None:
+    # When the database is migrated to 0010
+    migrate(database_at_0009, "0010")
+
+    # Then api_keys matches the model exactly (other revisions' tables are not this test's)
+    with database_at_0009.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        existing = connection.execute(text("SELECT expires_at, last_used_at FROM api_keys")).one()
+    assert [difference for difference in differences if "api_keys" in repr(difference)] == []
+    assert api_key_columns(database_at_0009) >= NEW_COLUMNS
+    # And the key made before it never expires and was never used
+    assert tuple(existing) == (None, None)
+
+
+def test_the_downgrade_drops_the_columns(database_at_0009: Engine) -> None:
+    # Given the database at 0010
+    migrate(database_at_0009, "0010")
+
+    # When it is downgraded to 0009
+    migrate(database_at_0009, "0009", down=True)
+
+    # Then the columns are gone and the key is still there
+    assert not api_key_columns(database_at_0009) & NEW_COLUMNS
+    with database_at_0009.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM api_keys")) == 1
