@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -32,7 +33,7 @@ from starlette.routing import Match, Route
 from ecs_service.api import problems
 from ecs_service.api.admission import AdmissionGate
 from ecs_service.api.admission_middleware import AdmissionMiddleware
-from ecs_service.api.dependencies import ApiServices
+from ecs_service.api.dependencies import BEARER_SCHEME_NAME, ApiServices, bearer
 from ecs_service.api.key_cache import Authenticator, KeyCache, RevocationListener
 from ecs_service.api.request_limits import BodyLimitMiddleware
 from ecs_service.api.response_headers import ResponseHeadersMiddleware
@@ -343,6 +344,12 @@ def install_problem_schema(app: FastAPI) -> None:
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(schema.pop("$defs", {}))
             schemas["Problem"] = schema
+            # UnitOfWorkRoute's operations name the bearer scheme (``security``) without
+            # FastAPI solving it per request, so FastAPI does not declare it: declared here.
+            schemes = document["components"].setdefault("securitySchemes", {})
+            schemes.setdefault(
+                BEARER_SCHEME_NAME, jsonable_encoder(bearer.model, by_alias=True, exclude_none=True)
+            )
             app.openapi_schema = document
         return app.openapi_schema
 
