@@ -7,13 +7,16 @@ virtualenv, with the code copied the way the Dockerfile copies it, and imported 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+from ecs_service.settings import RDS_CA_BUNDLE
 from tests.conftest import REPO_ROOT, require_tool
 
 DOCKERFILE = REPO_ROOT / "ecs_service" / "Dockerfile"
+RDS_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 REQUIREMENTS = REPO_ROOT / "ecs_service" / "requirements.txt"
 EXPORT_ARGS = [
     "export",
@@ -55,6 +58,18 @@ def test_dockerfile_installs_the_hashed_requirements_and_runs_unprivileged() -> 
     assert "FROM python:3.13-slim AS build" in dockerfile
     assert "USER 10001:10001" in dockerfile
     assert "HEALTHCHECK" in dockerfile
+
+
+def test_image_ships_the_rds_ca_bundle_where_the_settings_verify_the_server_with_it() -> None:
+    # Given the Dockerfile's final stage (after the build stage's FROM)
+    final_stage = DOCKERFILE.read_text().split("\nFROM ")[-1]
+
+    # When its remote ADDs are read (source and destination, across a continued line)
+    fetched = re.findall(r"^ADD --chmod=0644 (\S+)\s+\\?\s*(\S+)$", final_stage, re.MULTILINE)
+
+    # Then it fetches AWS's global RDS bundle, readable by the non-root user, to the path
+    # verify-full connections name by default
+    assert fetched == [(RDS_BUNDLE_URL, RDS_CA_BUNDLE)]
 
 
 def test_image_dependency_set_runs_every_command(tmp_path: Path) -> None:
