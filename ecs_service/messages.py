@@ -14,9 +14,10 @@ workers do, around these calls.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID, uuid4
 
@@ -33,15 +34,17 @@ from ecs_service.tenant_limits import (
 from shared.contracts import (
     EMAIL_SEND,
     EmailPayload,
+    EmailTask,
     MessageStatus,
-    TaskEnvelope,
     suppression_key,
+    task_body,
+    utc_now,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from datetime import timedelta
 
+    from pydantic import BaseModel
     from sqlalchemy import ColumnElement
     from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -49,6 +52,10 @@ if TYPE_CHECKING:
 
 # The most messages one POST /v1/messages/batch schedules (one request, one transaction).
 MAX_BATCH_MESSAGES = 500
+# How far send_at may be from now. The past allows for clock skew between a client and
+# Herald; the database holds wider bounds (migration 0004) around each row's created_at.
+SEND_AT_GRACE = timedelta(minutes=5)
+MAX_SCHEDULE_AHEAD = timedelta(days=365)
 
 
 class MessageNotFoundError(LookupError):
@@ -112,18 +119,103 @@ class Cursor:
             raise InvalidCursorError("the cursor is not one this API returned") from error
 
 
+def within_schedule_window(send_at: datetime) -> datetime:
+    """``send_at`` in UTC, if a message may be scheduled for it: from ``SEND_AT_GRACE`` in
+    the past (clock skew) to ``MAX_SCHEDULE_AHEAD`` (a year) from now.
+
+    Raises
+    ------
+    ValueError
+        ``send_at`` is outside that window; the message says which bound.
+    """
+    now = utc_now()
+    if send_at < now - SEND_AT_GRACE:
+        minutes = SEND_AT_GRACE // timedelta(minutes=1)
+        raise ValueError(f"must be at most {minutes} minutes in the past (omit it to send now)")
+    if send_at > now + MAX_SCHEDULE_AHEAD:
+        raise ValueError("must be at most one year ahead")
+    # In UTC from here on: the POST answers send_at as every GET does, whatever the offset.
+    return send_at.astimezone(UTC)
+
+
+def request_hash(request: BaseModel, idempotency_key: str | None) -> str | None:
+    """What an Idempotency-Key's replay must match: a hash of the request's body (None
+    without a key, so an unkeyed request serializes nothing for it)."""
+    if idempotency_key is None:
+        return None
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
+def batch_request_hash(items: Sequence[Any], idempotency_key: str | None) -> str | None:
+    """``request_hash`` of a batch: its items as received, in a canonical JSON."""
+    if idempotency_key is None:
+        return None
+    canonical = json.dumps(items, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def email_task(
+    *,
+    message_id: UUID,
+    tenant_id: UUID,
+    created_at: datetime,
+    send_at: datetime,
+    email: EmailPayload,
+) -> EmailTask:
+    """The ``email.send`` task that sends a message (its id is the task id): the one place
+    one is built, for the api's size check and for the relay.
+
+    Building one serializes nothing; ``shared.contracts.task_body`` checks its size.
+    """
+    return EmailTask(
+        task_id=message_id,
+        kind=EMAIL_SEND,
+        tenant_id=tenant_id,
+        created_at=created_at,
+        send_at=send_at,
+        payload=email,
+    )
+
+
+def new_message(
+    *,
+    tenant_id: UUID,
+    email: EmailPayload,
+    send_at: datetime | None,
+    idempotency_key: str | None = None,
+) -> NewMessage:
+    """A message to store, its id chosen and its email serialized once: the stored payload,
+    which the size check reuses (``send_at`` None: now).
+
+    Raises
+    ------
+    shared.contracts.TaskTooLargeError
+        The task the relay will send would not fit in one SQS message: refused now, not
+        when it is due.
+    """
+    now = utc_now()
+    message_id = uuid4()
+    send_at = send_at or now
+    payload_json = email.model_dump_json()
+    task = email_task(
+        message_id=message_id, tenant_id=tenant_id, created_at=now, send_at=send_at, email=email
+    )
+    task_body(task, payload_json=payload_json)
+    return NewMessage(message_id, email, send_at, idempotency_key, payload_json)
+
+
 def create_message(
     session: Session,
     *,
     tenant_id: UUID,
     email: EmailPayload,
-    send_at: datetime,
+    send_at: datetime | None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
-    message_id: UUID | None = None,
     trace_context: dict[str, str] | None = None,
 ) -> Created:
-    """Store a scheduled message, or return the one an earlier request with the same key made.
+    """Store a scheduled message (``send_at`` None: now), or return the one an earlier
+    request with the same key made.
 
     ``trace_context`` is the creating request's trace context, kept for the relay. A new
     message counts against the tenant's daily quota in the caller's transaction (a
@@ -133,6 +225,8 @@ def create_message(
 
     Raises
     ------
+    shared.contracts.TaskTooLargeError
+        The email's task would not fit in one SQS message; nothing was read or stored.
     IdempotencyKeyReusedError
         The key was used before with a different request (``request_hash`` differs).
     RecipientSuppressedError
@@ -141,19 +235,19 @@ def create_message(
     ecs_service.tenant_limits.DailyQuotaExceededError
         The tenant's daily quota is used up; nothing was stored or counted.
     """
-    if idempotency_key is not None:
-        earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
-        if earlier is not None:
-            return _replay(earlier, request_hash)
+    new = new_message(tenant_id=tenant_id, email=email, send_at=send_at)
     if idempotency_key is None:
-        return _create_unkeyed(session, tenant_id, email, send_at, message_id, trace_context)
+        return _create_unkeyed(session, tenant_id, new, trace_context)
+    earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
+    if earlier is not None:
+        return _replay(earlier, request_hash)
     _refuse_suppressed(session, tenant_id, email)
     message = Message(
-        id=message_id or uuid4(),
+        id=new.id,
         tenant_id=tenant_id,
         status=MessageStatus.SCHEDULED.value,
         payload=email.model_dump(mode="json"),
-        send_at=send_at,
+        send_at=new.send_at,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         trace_context=trace_context,
@@ -203,15 +297,11 @@ FROM state CROSS JOIN listed LEFT JOIN stored ON true
 
 
 def _create_unkeyed(
-    session: Session,
-    tenant_id: UUID,
-    email: EmailPayload,
-    send_at: datetime,
-    message_id: UUID | None,
-    trace_context: dict[str, str] | None,
+    session: Session, tenant_id: UUID, new: NewMessage, trace_context: dict[str, str] | None
 ) -> Created:
     # Core, one statement (CREATE_UNKEYED): no ORM unit of work for a row nothing else
     # touches, and one round trip where suppression check, quota and INSERT took three.
+    email = new.email
     keys: dict[str, str] = {}
     for address in [*email.to, *email.cc, *email.bcc]:
         keys.setdefault(suppression_key(address), address)
@@ -221,9 +311,9 @@ def _create_unkeyed(
             "tenant_id": tenant_id,
             "recipients": list(keys),
             "count": 1,
-            "id": message_id or uuid4(),
-            "payload": email.model_dump_json(),
-            "send_at": send_at,
+            "id": new.id,
+            "payload": new.payload_json,
+            "send_at": new.send_at,
             "trace_context": None if trace_context is None else json.dumps(trace_context),
         },
     ).first()
@@ -239,13 +329,15 @@ def _create_unkeyed(
 
 @dataclass(frozen=True)
 class NewMessage:
-    """One message of a batch to store: already validated, its id chosen."""
+    """A message to store (``new_message``): validated, its id chosen, its size checked."""
 
     id: UUID
     email: EmailPayload
     send_at: datetime
-    # The batch's key and the item's place in it (``batch_item_key``), or None.
-    idempotency_key: str | None = None
+    # A batch's item: the batch's key and the item's place in it (``batch_item_key``).
+    idempotency_key: str | None
+    # The email as stored (JSON): serialized once, for the size check and the INSERT.
+    payload_json: str
 
 
 def batch_item_key(batch_key: str, index: int) -> str:
@@ -344,7 +436,7 @@ def store_batch(
     parameters = {
         "tenant_id": tenant_id,
         "ids": [item.id for item in new],
-        "payloads": [item.email.model_dump_json() for item in new],
+        "payloads": [item.payload_json for item in new],
         "send_ats": [item.send_at for item in new],
         "keys": [item.idempotency_key for item in new],
         "request_hash": request_hash,
@@ -458,21 +550,22 @@ def cancel_message(session: Session, *, tenant_id: UUID, message_id: UUID) -> Me
     raise MessageNotCancelableError(current.status)
 
 
-def task_of(message: Message) -> TaskEnvelope[EmailPayload]:
-    """The ``email.send`` task that sends ``message``: its id is the task id.
+def task_of(message: Message) -> EmailTask:
+    """The ``email.send`` task that sends a stored message (``email_task``).
+
+    Its size is not checked: ``shared.contracts.task_body`` does that.
 
     Raises
     ------
     pydantic.ValidationError
-        The stored payload is not a valid email (or the task would not fit in SQS).
+        The stored payload is not a valid email.
     """
-    return TaskEnvelope[EmailPayload](
-        task_id=message.id,
-        kind=EMAIL_SEND,
+    return email_task(
+        message_id=message.id,
         tenant_id=message.tenant_id,
         created_at=message.created_at,
         send_at=message.send_at,
-        payload=EmailPayload.model_validate(message.payload),
+        email=EmailPayload.model_validate(message.payload),
     )
 
 

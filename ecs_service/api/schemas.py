@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from uuid import UUID
 
@@ -19,8 +19,11 @@ from pydantic import (
 
 from ecs_service.api.problems import Problem
 from ecs_service.feedback_store import MAX_EVENTS, RecipientState, SuppressionReason
-from ecs_service.messages import MAX_BATCH_MESSAGES
-from shared.contracts import EmailContent, EmailPayload, MessageStatus, utc_now
+from ecs_service.messages import (
+    MAX_BATCH_MESSAGES,
+    within_schedule_window,
+)
+from shared.contracts import EmailContent, EmailPayload, MessageStatus
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,10 +31,6 @@ if TYPE_CHECKING:
     from ecs_service.db.models import Message, MessageEvent, MessageRecipient, Suppression
     from ecs_service.messages import StoredMessage
 
-# How far send_at may be from now. The past allows for clock skew between a client and
-# Herald; the database holds wider bounds (migration 0004) around each row's created_at.
-SEND_AT_GRACE = timedelta(minutes=5)
-MAX_SCHEDULE_AHEAD = timedelta(days=365)
 # A date and a time come first: a number, or a string of digits that pydantic would read
 # as seconds or milliseconds since 1970, is not a send_at.
 _LOOKS_LIKE_A_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
@@ -51,21 +50,11 @@ def _date_time_string(value: Any) -> Any:
     )
 
 
-def _within_schedule_window(value: datetime) -> datetime:
-    now = utc_now()
-    if value < now - SEND_AT_GRACE:
-        minutes = SEND_AT_GRACE // timedelta(minutes=1)
-        raise ValueError(f"must be at most {minutes} minutes in the past (omit it to send now)")
-    if value > now + MAX_SCHEDULE_AHEAD:
-        raise ValueError("must be at most one year ahead")
-    # In UTC from here on: the POST answers send_at as every GET does, whatever the offset.
-    return value.astimezone(UTC)
-
-
+# The window is the messages module's rule; a send_at outside it is a 422 on the field.
 SendAt = Annotated[
     AwareDatetime,
     BeforeValidator(_date_time_string),
-    AfterValidator(_within_schedule_window),
+    AfterValidator(within_schedule_window),
 ]
 
 

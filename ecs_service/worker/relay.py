@@ -67,14 +67,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ecs_service import messages
-from ecs_service.db.models import Message
-from ecs_service.messages import DueMessage, task_of
+from ecs_service.messages import DueMessage, email_task
 from ecs_service.worker.send_rate import PostgresSendRateBucket, SendPace
 from shared.adapters.sqs import SQS_MAX_BATCH
 from shared.contracts import (
     EmailPayload,
     TaskEnvelope,
+    TaskTooLargeError,
     describe_validation_error,
+    task_body,
     utc_now,
 )
 from shared.errors import FailureCode, TaskBatchSendError, failure_text
@@ -445,23 +446,20 @@ def _task_of(
     """The task of a claimed row, or why it cannot be one (a reason and a detail to log)."""
     if row.send_at is None or row.created_at is None:
         return None, FailureCode.UNREADABLE_TIME, "send_at or created_at outside year 1..9999"
-    message = Message(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        payload=row.payload,
-        send_at=row.send_at,
-        created_at=row.created_at,
-    )
     try:
-        task = task_of(message)
-    except ValidationError as error:
-        # The payload is validated on its own first; the envelope only checks its size.
-        reason = (
-            FailureCode.INVALID_TASK
-            if error.title == EmailPayload.__name__
-            else FailureCode.TOO_LARGE
+        task = email_task(
+            message_id=row.id,
+            tenant_id=row.tenant_id,
+            created_at=row.created_at,
+            send_at=row.send_at,
+            email=EmailPayload.model_validate(row.payload),
         )
-        return None, reason, describe_validation_error(error)
+        # The one serialization of the task: the producer sends the body checked here.
+        task_body(task)
+    except ValidationError as error:
+        return None, FailureCode.INVALID_TASK, describe_validation_error(error)
+    except TaskTooLargeError as error:
+        return None, FailureCode.TOO_LARGE, str(error)
     return task, None, ""
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import lru_cache
-from typing import Annotated, Any, Generic, Literal, Self, TypeVar
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, Self, TypeVar
 from uuid import UUID
 
 import email_validator
@@ -27,6 +27,9 @@ from pydantic import (
 )
 
 from shared.errors import RESULT_FAILURE_CODES, FailureCode
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SQS_MAX_MESSAGE_BYTES = 262_144
 # Message attributes (trace context) count towards the same SQS limit: keep room for them.
@@ -231,7 +234,8 @@ class TaskEnvelope(BaseModel, Generic[PayloadT]):
 
     The runner reads ``TaskEnvelope[dict[str, Any]]`` (any kind) and the registry
     validates the payload for its kind; producers build ``TaskEnvelope[EmailPayload]``.
-    Constructing one fails when its JSON body would not fit in one SQS message.
+    Whether its body fits in one SQS message is an explicit call (``task_body``), made
+    where a task is produced: constructing or parsing one serializes nothing.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -244,23 +248,59 @@ class TaskEnvelope(BaseModel, Generic[PayloadT]):
     send_at: AwareDatetime
     payload: PayloadT
 
-    @model_validator(mode="after")
-    def _fits_in_one_sqs_message(self) -> Self:
-        size = len(self.to_message_body().encode())
-        if size > MAX_TASK_BODY_BYTES:
-            raise ValueError(
-                f"the serialized task is {size} bytes; a task must fit in one SQS message, "
-                f"at most {MAX_TASK_BODY_BYTES} bytes (256 KiB less room for attributes)"
-            )
-        return self
-
     def to_message_body(self) -> str:
-        """Serialize the task as the JSON body of an SQS message."""
+        """The task as the JSON body of an SQS message, serialized once: a task is frozen,
+        so the size check (``task_body``) and the producer share one serialization."""
+        return self._message_body
+
+    @cached_property
+    def _message_body(self) -> str:
         return self.model_dump_json()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy (with ``update``'s fields changed), which serializes its own body."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("_message_body", None)
+        return copied
 
 
 AnyTask = TaskEnvelope[dict[str, Any]]
 EmailTask = TaskEnvelope[EmailPayload]
+
+
+class TaskTooLargeError(ValueError):
+    """A task's body does not fit in one SQS message (``task_body``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__(
+            f"the serialized task is {size} bytes; a task must fit in one SQS message, "
+            f"at most {MAX_TASK_BODY_BYTES} bytes (256 KiB less room for attributes)"
+        )
+
+
+def task_body(task: TaskEnvelope[Any], *, payload_json: str | None = None) -> str:
+    """The task's SQS body, checked to fit in one SQS message: the explicit size check.
+
+    It serializes the task once, and the producer sends that body (``to_message_body``).
+    ``payload_json``, the payload already serialized (the api stores it), is used as it
+    is: only the envelope's few other fields are serialized around it.
+
+    Raises
+    ------
+    TaskTooLargeError
+        The body is larger than ``MAX_TASK_BODY_BYTES``.
+    """
+    if payload_json is None:
+        body = task.to_message_body()
+    else:
+        # The payload is the envelope's last field: pydantic writes the same JSON.
+        head = task.model_dump_json(exclude={"payload"})
+        body = f'{head[:-1]},"payload":{payload_json}}}'
+    size = len(body.encode())
+    if size > MAX_TASK_BODY_BYTES:
+        raise TaskTooLargeError(size)
+    return body
 
 
 _RESULT_CODE_VALUES = frozenset(code.value for code in RESULT_FAILURE_CODES)

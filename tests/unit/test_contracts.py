@@ -16,7 +16,9 @@ from shared.contracts import (
     MessageStatus,
     TaskEnvelope,
     TaskResult,
+    TaskTooLargeError,
     describe_validation_error,
+    task_body,
 )
 from shared.errors import FailureCode
 from tests.support.fakes import NOW, make_email, make_task
@@ -136,15 +138,15 @@ def test_unknown_payload_field_is_rejected() -> None:
 
 
 def test_task_too_large_for_sqs_is_rejected_with_its_size() -> None:
-    # Given a body that alone is over SQS's limit
-    huge_text = "x" * MAX_TASK_BODY_BYTES
+    # Given a task whose body alone is over SQS's limit (building one checks nothing)
+    task = make_task(make_email(text="x" * MAX_TASK_BODY_BYTES))
 
-    # When a producer builds the task, Then the error says how big it is and the limit
+    # When a producer checks its size, Then the error says how big it is and the limit
     with pytest.raises(
-        ValidationError,
+        TaskTooLargeError,
         match=rf"bytes; a task must fit in one SQS message, at most {MAX_TASK_BODY_BYTES}",
     ):
-        make_task(make_email(text=huge_text))
+        task_body(task)
 
 
 def test_task_just_under_the_sqs_limit_is_accepted() -> None:
@@ -156,7 +158,43 @@ def test_task_just_under_the_sqs_limit_is_accepted() -> None:
     task = make_task(make_email(text="x" * (MAX_TASK_BODY_BYTES - overhead)), task_id=probe.task_id)
 
     # Then it is accepted
-    assert len(task.to_message_body().encode()) == MAX_TASK_BODY_BYTES
+    assert len(task_body(task).encode()) == MAX_TASK_BODY_BYTES
+
+
+def test_the_size_check_builds_the_body_around_a_payload_already_serialized() -> None:
+    # Given an email serialized once, as the api stores it
+    task = make_task(make_email(html="<p>Grüße</p>", cc=["cc@example.org"]))
+    payload_json = task.payload.model_dump_json()
+
+    # When the size check takes that payload
+    body = task_body(task, payload_json=payload_json)
+
+    # Then the body is the task's own serialization, byte for byte
+    assert body == task.model_dump_json()
+
+
+def test_a_task_is_serialized_once_for_its_size_check_and_its_send() -> None:
+    # Given a task whose size was checked
+    task = make_task()
+    checked = task_body(task)
+
+    # When the producer asks for its body
+    sent = task.to_message_body()
+
+    # Then it is the very string the check serialized, not a second serialization
+    assert sent is checked
+
+
+def test_a_changed_copy_of_a_task_serializes_its_own_body() -> None:
+    # Given a task whose body was serialized
+    task = make_task(make_email(text="first"))
+    task.to_message_body()
+
+    # When a copy changes its payload
+    copy = task.model_copy(update={"payload": make_email(text="second")})
+
+    # Then the copy's body says what the copy holds
+    assert json.loads(copy.to_message_body())["payload"]["text"] == "second"
 
 
 def test_task_times_must_carry_a_time_zone() -> None:

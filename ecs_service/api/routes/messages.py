@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import TYPE_CHECKING, Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -29,17 +27,12 @@ from ecs_service.api.schemas import (
     MessagePage,
     MessageSummary,
 )
-from shared.contracts import EMAIL_SEND, EmailPayload, MessageStatus, TaskEnvelope, utc_now
+from shared.contracts import MessageStatus, TaskTooLargeError
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from sqlalchemy.orm import Session
 
     from ecs_service.db.models import Message
-
-# Parametrized once: TaskEnvelope[EmailPayload] looks its class up on every use.
-EmailTask = TaskEnvelope[EmailPayload]
 # UnitOfWorkRoute: each route's work and commit run in one worker thread (the rate-limit
 # token was taken by AdmissionMiddleware, before the body was read).
 router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=UnitOfWorkRoute)
@@ -105,25 +98,19 @@ def create_message(
     metrics: MetricsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> MessageOut:
-    now = utc_now()
-    send_at = body.send_at or now  # its bounds are MessageCreate's (schemas.SendAt)
-    email = body.email_payload(request.app.state.sender_email)
-    message_id = uuid4()
-    _check_fits_one_task(message_id, tenant_id, now, send_at, email)
     try:
         created = messages.create_message(
             session,
             tenant_id=tenant_id,
-            email=email,
-            send_at=send_at,
+            email=body.email_payload(request.app.state.sender_email),
+            send_at=body.send_at,
             idempotency_key=idempotency_key,
-            request_hash=hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-            if idempotency_key
-            else None,
-            message_id=message_id,
+            request_hash=messages.request_hash(body, idempotency_key),
             # The request's span: the relay continues this trace when it sends the email.
             trace_context=request.app.state.tracing.inject_context(),
         )
+    except TaskTooLargeError as error:
+        raise TooLargeForOneTask(error) from error
     except messages.IdempotencyKeyReusedError as error:
         raise problems.ProblemError(
             422, "idempotency-key-reused", "Idempotency Key Reused", str(error)
@@ -181,7 +168,6 @@ def create_messages(
     metrics: MetricsDep,
     idempotency_key: BatchIdempotencyKey = None,
 ) -> MessageBatchOut:
-    now = utc_now()
     sender: str = request.app.state.sender_email
     request_id = getattr(request.state, "request_id", None)
     instance = request.url.path
@@ -197,13 +183,10 @@ def create_messages(
     valid: dict[int, messages.NewMessage] = {}
     for index, item in enumerate(body.messages):
         try:
-            valid[index] = _new_message(item, index, idempotency_key, sender, tenant_id, now)
+            valid[index] = _new_message(item, index, idempotency_key, sender, tenant_id)
         except problems.ProblemError as error:
             refuse(index, error)
-    request_hash = None
-    if idempotency_key is not None:
-        canonical = json.dumps(body.messages, sort_keys=True, separators=(",", ":"))
-        request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    request_hash = messages.batch_request_hash(body.messages, idempotency_key)
     keys = [new.idempotency_key for new in valid.values() if new.idempotency_key]
     earlier = messages.earlier_batch_items(session, tenant_id, keys)
     if any(message.request_hash != request_hash for message in earlier.values()):
@@ -275,7 +258,7 @@ async def batch_other_methods() -> None:
 
 
 def _new_message(
-    item: Any, index: int, batch_key: str | None, sender: str, tenant_id: UUID, now: datetime
+    item: Any, index: int, batch_key: str | None, sender: str, tenant_id: UUID
 ) -> messages.NewMessage:
     """Item ``index`` of a batch as a message to store, or the problem that refuses it."""
     try:
@@ -292,34 +275,23 @@ def _new_message(
                 for detail in error.errors()
             ]
         ) from error
-    email = draft.email_payload(sender)
-    message_id = uuid4()
-    send_at = draft.send_at or now
-    _check_fits_one_task(message_id, tenant_id, now, send_at, email)
-    key = messages.batch_item_key(batch_key, index) if batch_key is not None else None
-    return messages.NewMessage(id=message_id, email=email, send_at=send_at, idempotency_key=key)
-
-
-def _check_fits_one_task(
-    message_id: UUID, tenant_id: UUID, now: datetime, send_at: datetime, email: EmailPayload
-) -> None:
-    """The task the relay will send must fit in one SQS message: refuse it now, not later."""
+    key = None if batch_key is None else messages.batch_item_key(batch_key, index)
     try:
-        EmailTask(
-            task_id=message_id,
-            kind=EMAIL_SEND,
+        return messages.new_message(
             tenant_id=tenant_id,
-            created_at=now,
-            send_at=send_at,
-            payload=email,
+            email=draft.email_payload(sender),
+            send_at=draft.send_at,
+            idempotency_key=key,
         )
-    except ValidationError as error:
-        raise problems.ProblemError(
-            413,
-            "payload-too-large",
-            "Payload Too Large",
-            error.errors()[0]["msg"].removeprefix("Value error, "),
-        ) from error
+    except TaskTooLargeError as error:
+        raise TooLargeForOneTask(error) from error
+
+
+class TooLargeForOneTask(problems.ProblemError):
+    """413 payload-too-large: the task the relay would send does not fit in one SQS message."""
+
+    def __init__(self, error: TaskTooLargeError) -> None:
+        super().__init__(413, "payload-too-large", "Payload Too Large", str(error))
 
 
 @router.get(

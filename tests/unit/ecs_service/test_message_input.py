@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ecs_service.api.schemas import (
-    MAX_SCHEDULE_AHEAD,
-    SEND_AT_GRACE,
-    MessageCreate,
-    MessageOut,
-    MessageSummary,
-)
+from ecs_service.api.schemas import MessageCreate, MessageOut, MessageSummary
+from ecs_service.messages import MAX_SCHEDULE_AHEAD, SEND_AT_GRACE
 from shared.contracts import MAX_REPLY_TO, describe_validation_error
 
 
