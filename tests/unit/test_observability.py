@@ -14,10 +14,11 @@ from shared.observability import HeraldFormatter, _message_as_written
 
 def formatters() -> tuple[LambdaPowertoolsFormatter, HeraldFormatter]:
     """Both, configured as ``shared.observability`` configures its logger's."""
-    keys = {"service": "herald-api", "sampling_rate": None}
-    powertools = LambdaPowertoolsFormatter(json_deserializer=_message_as_written, **keys)
+    powertools = LambdaPowertoolsFormatter(
+        json_deserializer=_message_as_written, service="herald-api", sampling_rate=None
+    )
     herald = HeraldFormatter(json_deserializer=_message_as_written)
-    herald.append_keys(**keys)
+    herald.append_keys(service="herald-api", sampling_rate=None)
     return powertools, herald
 
 
