@@ -13,8 +13,8 @@ from sqlalchemy import create_engine
 
 from ecs_service.cli import main
 from ecs_service.db.schema_check import head_revision
-from tests.integration.test_relay import insert_messages
 from tests.integration.test_send_at_bounds_migration import migrate
+from tests.support.builders import insert_messages
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -23,8 +23,8 @@ from shared.contracts import TaskResult
 from shared.errors import FailureCode, failure_text
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import Caller, drain, new_queue
-from tests.integration.test_relay import insert_messages
 from tests.integration.test_results import RecordedMetrics, Results
+from tests.support.builders import insert_messages
 
 # What the samples name, replaced per test.
 SAMPLE_MESSAGE_ID = "5e4d0000-0000-4000-8000-000000000001"

@@ -25,7 +25,7 @@ from ecs_service.db.models import Message
 from herald_local.postgres import LocalPostgres, free_port
 from shared.contracts import AnyTask, TaskResult
 from tests.integration.conftest import REPO_ROOT, SENDER, Caller, drain, new_queue
-from tests.integration.test_relay import insert_messages
+from tests.support.builders import insert_messages
 from tests.support.waits import wait_for
 
 
@@ -62,8 +62,11 @@ def test_cli_issues_a_key_the_api_accepts_and_revokes_it(
     _, listing, _ = run_cli(capsys, "keys", "list", "initech")
     key_id = key.split("_")[1]
     header, row = listing.splitlines()
-    assert header.split() == ["KEY", "ID", "TENANT", "NAME", "CREATED", "STATE"]
+    assert header.split() == [
+        "KEY", "ID", "TENANT", "NAME", "CREATED", "EXPIRES", "LAST", "USED", "STATE"
+    ]  # fmt: skip
     assert row.split()[:3] == [key_id, "initech", "billing"]
+    assert row.split()[-3:-1] != ["never", "never"]  # never expires, but used just now
     assert row.split()[-1] == "active"
     assert key not in listing
 

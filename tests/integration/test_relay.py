@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 import pytest
 from aws_lambda_powertools import Logger, Metrics
 from mypy_boto3_sqs import SQSClient
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -24,52 +24,9 @@ from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask, TaskEnvelope
 from shared.errors import FailureCode, TaskBatchSendError, failure_text
 from tests.integration.conftest import Caller, drain, make_caller, new_queue
+from tests.support.builders import PAYLOAD, insert_messages, statuses
 from tests.support.emf import emitted_metrics
-
-PAYLOAD = {
-    "sender": "herald@example.com",
-    "to": ["reader@example.org"],
-    "cc": [],
-    "bcc": [],
-    "reply_to": [],
-    "subject": "Hi",
-    "text": "Hello",
-    "html": None,
-}
-
-
-def insert_messages(
-    engine: Engine,
-    tenant_id: UUID,
-    count: int,
-    *,
-    send_at: datetime | None = None,
-    payload: dict[str, Any] | None = None,
-) -> list[UUID]:
-    ids = [uuid4() for _ in range(count)]
-    when = send_at or datetime.now(UTC) - timedelta(seconds=1)
-    with engine.begin() as connection:
-        connection.execute(
-            insert(Message),
-            [
-                {
-                    "id": i,
-                    "tenant_id": tenant_id,
-                    "status": "scheduled",
-                    "payload": payload or PAYLOAD,
-                    "send_at": when,
-                }
-                for i in ids
-            ],
-        )
-    return ids
-
-
-def statuses(engine: Engine) -> dict[str, int]:
-    with Session(engine) as session:
-        return dict(
-            session.execute(select(Message.status, func.count()).group_by(Message.status)).all()
-        )
+from tests.support.fakes import FlakyProducer
 
 
 def make_relay(engine: Engine, producer: Any, claim_size: int = 50) -> Relay:
@@ -184,27 +141,6 @@ def test_two_relays_queue_a_thousand_messages_each_exactly_once(
     assert len(bodies) == 1_000
     assert set(bodies) == set(due)
     assert statuses(engine) == {"queued": 1_000}
-
-
-class FlakyProducer:
-    """SQS down for the first ``outages`` calls, then the real producer."""
-
-    def __init__(self, real: SqsTaskProducer, outages: int) -> None:
-        self.real = real
-        self.outages = outages
-
-    def send(
-        self,
-        tasks: Sequence[TaskEnvelope[Any]],
-        *,
-        trace_contexts: Mapping[UUID, Mapping[str, str]] | None = None,
-    ) -> None:
-        if self.outages:
-            self.outages -= 1
-            raise TaskBatchSendError(
-                dict.fromkeys((t.task_id for t in tasks), "ServiceUnavailable"), sent=[]
-            )
-        self.real.send(tasks, trace_contexts=trace_contexts)
 
 
 def test_sqs_outage_leaves_messages_scheduled_until_it_recovers(

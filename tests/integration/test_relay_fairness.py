@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from aws_lambda_powertools import Logger, Metrics
 from mypy_boto3_sqs import SQSClient
-from sqlalchemy import create_engine, insert, select, update
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,7 @@ from herald_local.harness import running_local_system, wait_for
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask
 from tests.integration.conftest import drain, make_caller, new_queue
-from tests.integration.test_relay import PAYLOAD, insert_messages, statuses
+from tests.support.builders import insert_messages, statuses
 
 BACKLOG = 1_200
 
@@ -51,22 +51,6 @@ def fair_relay(
 
 def queued_tasks(sqs: SQSClient, queue_url: str) -> list[AnyTask]:
     return [AnyTask.model_validate_json(str(m["Body"])) for m in drain(sqs, queue_url)]
-
-
-def insert_due(engine: Engine, tenant_id: UUID, *, send_at: datetime, created_at: datetime) -> UUID:
-    message_id = uuid4()
-    with engine.begin() as connection:
-        connection.execute(
-            insert(Message).values(
-                id=message_id,
-                tenant_id=tenant_id,
-                status="scheduled",
-                payload=PAYLOAD,
-                send_at=send_at,
-                created_at=created_at,
-            )
-        )
-    return message_id
 
 
 def finish(engine: Engine, count: int) -> None:
@@ -122,16 +106,18 @@ def test_a_send_at_in_the_past_does_not_jump_ahead_of_rows_due_longer(
     # now with a send_at of yesterday (as old as the CHECK allows)
     a, b, c = (make_caller(engine, name) for name in ("a", "b", "c"))
     now = datetime.now(UTC)
-    due_for_a_minute = insert_due(
+    [due_for_a_minute] = insert_messages(
         engine, a.tenant_id, send_at=now - timedelta(minutes=1), created_at=now - timedelta(hours=1)
     )
-    due_for_ten_seconds = insert_due(
+    [due_for_ten_seconds] = insert_messages(
         engine,
         b.tenant_id,
         send_at=now - timedelta(seconds=10),
         created_at=now - timedelta(hours=1),
     )
-    backdated = insert_due(engine, c.tenant_id, send_at=now - timedelta(hours=23), created_at=now)
+    [backdated] = insert_messages(
+        engine, c.tenant_id, send_at=now - timedelta(hours=23), created_at=now
+    )
     queue_url = new_queue(sqs, "tasks")
 
     # When the relay runs one pass of 2

@@ -25,7 +25,7 @@ from ecs_service.worker.results import ResultsConsumer
 from shared.contracts import MAX_PROVIDER_MESSAGE_ID_LENGTH, TaskResult
 from shared.errors import FailureCode, failure_text
 from tests.integration.conftest import Caller, drain, new_queue
-from tests.integration.test_relay import insert_messages
+from tests.support.builders import insert_messages
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 REFUSED_ID = "refused-by-the-database"

@@ -7,7 +7,7 @@ import io
 import signal
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from aws_lambda_powertools import Logger
@@ -20,8 +20,8 @@ from ecs_service.settings import WorkerSettings
 from ecs_service.worker.retention import MESSAGES_EXPIRED, Retention
 from tests.integration.conftest import new_queue
 from tests.integration.test_processes import spawn
-from tests.integration.test_relay import PAYLOAD, insert_messages
 from tests.integration.test_results import RecordedMetrics
+from tests.support.builders import insert_messages
 from tests.support.waits import wait_for
 
 if TYPE_CHECKING:
@@ -47,21 +47,16 @@ def message(
     finished_at: datetime | None = None,
 ) -> UUID:
     """A message row as the api, relay and results consumer leave it, written back then."""
-    message_id = uuid4()
-    with engine.begin() as connection:
-        connection.execute(
-            insert(Message).values(
-                id=message_id,
-                tenant_id=tenant_id,
-                status=status,
-                payload=PAYLOAD,
-                send_at=created_at,
-                created_at=created_at,
-                updated_at=finished_at or created_at,
-                queued_at=None if status in ("scheduled", "canceled") else created_at,
-                finished_at=finished_at,
-            )
-        )
+    [message_id] = insert_messages(
+        engine,
+        tenant_id,
+        status=status,
+        send_at=created_at,
+        created_at=created_at,
+        updated_at=finished_at or created_at,
+        queued_at=None if status in ("scheduled", "canceled") else created_at,
+        finished_at=finished_at,
+    )
     return message_id
 
 

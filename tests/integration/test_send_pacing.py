@@ -43,7 +43,8 @@ from ecs_service.worker.send_rate import (
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask, TaskEnvelope
 from tests.integration.conftest import drain, make_caller, new_queue
-from tests.integration.test_relay import PAYLOAD, FlakyProducer, insert_messages, statuses
+from tests.support.builders import PAYLOAD, insert_messages, statuses
+from tests.support.fakes import FlakyProducer
 
 QUEUE_SETTINGS = {
     "TASK_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/tasks",

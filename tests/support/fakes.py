@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import EmailPayload, TaskEnvelope, TaskResult
+from shared.errors import TaskBatchSendError
 
 SENDER = "herald@example.com"
 TENANT_ID = UUID("7d3f1a2e-5b6c-4d8e-9f01-23456789abcd")
@@ -73,3 +76,24 @@ class FakeDeadLetterSink:
         self.letters.append(
             {"body": body, "reason": reason, "source_message_id": source_message_id}
         )
+
+
+class FlakyProducer:
+    """SQS down for the first ``outages`` calls, then the real producer."""
+
+    def __init__(self, real: SqsTaskProducer, outages: int) -> None:
+        self.real = real
+        self.outages = outages
+
+    def send(
+        self,
+        tasks: Sequence[TaskEnvelope[Any]],
+        *,
+        trace_contexts: Mapping[UUID, Mapping[str, str]] | None = None,
+    ) -> None:
+        if self.outages:
+            self.outages -= 1
+            raise TaskBatchSendError(
+                dict.fromkeys((t.task_id for t in tasks), "ServiceUnavailable"), sent=[]
+            )
+        self.real.send(tasks, trace_contexts=trace_contexts)

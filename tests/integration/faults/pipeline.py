@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,7 +28,7 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics
 from botocore.exceptions import ClientError
 from mypy_boto3_sqs import SQSClient
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -43,6 +42,7 @@ from shared.adapters.sqs import SqsTaskProducer
 from shared.settings import TaskRunnerSettings
 from shared.task_runner import build_task_runner
 from tests.integration.conftest import REPO_ROOT, SENDER
+from tests.support.builders import PAYLOAD, insert_messages
 from tests.support.queues import drain
 from tests.support.waits import wait_for
 
@@ -73,32 +73,14 @@ def subject_of(message_id: UUID) -> str:
 
 def insert_due_messages(engine: Engine, tenant_id: UUID, count: int) -> list[UUID]:
     """``count`` messages due a second ago, each with its id in its subject."""
-    ids = [uuid4() for _ in range(count)]
-    due = datetime.now(UTC) - timedelta(seconds=1)
-    with engine.begin() as connection:
-        connection.execute(
-            insert(Message),
-            [
-                {
-                    "id": message_id,
-                    "tenant_id": tenant_id,
-                    "status": "scheduled",
-                    "payload": {
-                        "sender": SENDER,
-                        "to": ["reader@example.org"],
-                        "cc": [],
-                        "bcc": [],
-                        "reply_to": [],
-                        "subject": subject_of(message_id),
-                        "text": "Sent under fault injection.",
-                        "html": None,
-                    },
-                    "send_at": due,
-                }
-                for message_id in ids
-            ],
-        )
-    return ids
+    return insert_messages(
+        engine,
+        tenant_id,
+        count,
+        payload=lambda message_id: (
+            PAYLOAD | {"subject": subject_of(message_id), "text": "Sent under fault injection."}
+        ),
+    )
 
 
 def statuses_of(engine: Engine, message_ids: list[UUID]) -> dict[UUID, tuple[str, str | None]]:
