@@ -66,7 +66,8 @@ def test_cli_issues_a_key_the_api_accepts_and_revokes_it(
         "KEY", "ID", "TENANT", "NAME", "CREATED", "EXPIRES", "LAST", "USED", "STATE"
     ]  # fmt: skip
     assert row.split()[:3] == [key_id, "initech", "billing"]
-    assert row.split()[-3:-1] != ["never", "never"]  # never expires, but used just now
+    expires, last_used = row.split()[-3:-1]
+    assert (expires, last_used[:2]) == ("never", "20")  # never expires, used just now
     assert row.split()[-1] == "active"
     assert key not in listing
 
