@@ -204,7 +204,11 @@ def read_pipeline_template(
     # with starting PostgreSQL.
     from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
-    document = cfn_yaml.load(str(path))
+    from tools.nested_stacks import ROOT_INLINED_STACKS, inline_nested
+
+    # The queues and SES's configuration set live in stacks the root nests as its own parts
+    # (TaskStack, SesStack, ...): read inlined, under the names the root gives them.
+    document = inline_nested(cfn_yaml.load(str(path)), path, _load, ROOT_INLINED_STACKS)
     overrides = dict(parameter_overrides or {})
     parameters: dict[str, Any] = {}
     for name, declaration in document.get("Parameters", {}).items():
@@ -244,6 +248,13 @@ def read_pipeline_template(
         event_destinations=_of_type(resources, EVENT_DESTINATION_TYPE),
         event_rules=_of_type(resources, EVENT_RULE_TYPE),
     )
+
+
+def _load(path: Path) -> dict[str, Any]:
+    from cfnlint.decode import cfn_yaml
+
+    loaded: dict[str, Any] = cfn_yaml.load(str(path))
+    return loaded
 
 
 def _of_type(resources: Mapping[str, TemplateResource], type_: str) -> tuple[TemplateResource, ...]:

@@ -30,6 +30,10 @@ NESTED_STACKS = {
 # The stacks template.yaml nests only to be shorter (tools/nested_stacks.ROOT_INLINED_STACKS):
 # the `template` fixture reads them inlined, as part of the root.
 ROOT_PARTS = {
+    "TaskStack": STACKS_DIR / "queue.yaml",
+    "ResultStack": STACKS_DIR / "queue.yaml",
+    "FeedbackStack": STACKS_DIR / "queue.yaml",
+    "SesStack": STACKS_DIR / "ses.yaml",
     "SiteStack": STACKS_DIR / "site.yaml",
     "DashboardStack": STACKS_DIR / "dashboard.yaml",
 }
@@ -42,6 +46,11 @@ SERVICE_TEMPLATES = {
 }
 
 Template = dict[str, Any]
+# The templates read inside the one that nests them (the root's parts, the backend's
+# services), under the names it gives their resources: WHOLE_TEMPLATES, read with
+# `read_whole`, hold every resource once.
+READ_INSIDE = {path.resolve() for path in [*ROOT_PARTS.values(), *SERVICE_TEMPLATES.values()]}
+WHOLE_TEMPLATES = [path for path in TEMPLATES if path.resolve() not in READ_INSIDE]
 
 
 def template_id(path: Path) -> str:
@@ -58,8 +67,8 @@ def load_template(path: Path) -> Template:
 @pytest.fixture(scope="session")
 def template() -> Template:
     """The root SAM template as one piece: the stacks split out of it only to shorten it
-    (ROOT_PARTS: stacks/site.yaml, stacks/dashboard.yaml) inlined under the logical IDs
-    they had in it (SiteBucket, SiteDistribution; the dashboard is DashboardPipeline);
+    (ROOT_PARTS: stacks/queue.yaml, ses.yaml, site.yaml, dashboard.yaml) inlined under the
+    logical IDs they had in it (TaskQueue, SiteBucket; the dashboard is DashboardPipeline);
     the network, database and backend stay nested stacks."""
     return load_root()
 
@@ -94,6 +103,12 @@ def backend() -> Template:
     """stacks/backend.yaml: ECS Fargate, the ALB and autoscaling, with its three processes'
     stacks/service.yaml inlined (`load_stack`): ApiTaskDefinition, WorkerTaskRole, ..."""
     return load_stack(NESTED_STACKS["BackendStack"])
+
+
+def read_whole(path: Path) -> Template:
+    """One of WHOLE_TEMPLATES with its parts: the root with ROOT_PARTS inlined (`load_root`),
+    a stack with the templates it nests once per instance inlined (`load_stack`)."""
+    return load_root() if path == ROOT_TEMPLATE else load_stack(path)
 
 
 def load_stack(path: Path) -> Template:

@@ -1,10 +1,13 @@
 """Every component has its alarms; every alarm follows one pattern and has a runbook entry.
 
 Herald's alarms are plain AWS::CloudWatch::Alarm resources declared beside what they watch
-(template.yaml, stacks/backend.yaml, stacks/database.yaml). The pattern they share is
+(template.yaml and the parts it nests: stacks/queue.yaml, stacks/ses.yaml; stacks/backend.yaml
+and its services' stacks/service.yaml; stacks/database.yaml). The pattern they share is
 enforced here, for every alarm of every template: it notifies the alarm topic when it fires
 and when it clears, treats a missing datapoint deliberately, says what it means and what to
-do, names its runbook entry, and has a literal (or per-environment mapped) threshold.
+do, names its runbook entry, and has a literal (or per-environment mapped) threshold. A
+template another nests once per instance is read inside it, each instance's alarms under the
+names the runbook knows (TaskStack's QueueAgeAlarm is TaskQueueAgeAlarm).
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.infra.conftest import (
     NESTED_STACKS,
+    ROOT_PARTS,
     ROOT_TEMPLATE,
+    SERVICE_TEMPLATES,
     TEMPLATES,
+    WHOLE_TEMPLATES,
     SamBuild,
     Template,
     container_definitions,
@@ -27,10 +33,12 @@ from tests.infra.conftest import (
     load_template,
     nested_stack_parameters,
     properties,
+    read_whole,
     referenced_id,
     resources_of_type,
     template_id,
 )
+from tools.nested_stacks import nested_template_path
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,9 +70,12 @@ class WatchedMetric:
 class Alarm:
     """One AWS::CloudWatch::Alarm as a template declares it."""
 
-    name: str  # its logical ID: the alarm's name in the runbook
+    name: str  # its logical ID as its template is read: the alarm's name in the runbook
     template_path: Path
     props: dict[str, Any]
+    # Its template in `sam build`'s folder and its logical ID there (TaskStack's alarms are
+    # in TaskStack/template.yaml, TaskQueueAgeAlarm as QueueAgeAlarm).
+    built: tuple[str, str]
 
     @property
     def metrics(self) -> list[WatchedMetric]:
@@ -128,15 +139,35 @@ def dimensions(declared: list[dict[str, Any]]) -> dict[str, Any]:
     return {dimension["Name"]: dimension["Value"] for dimension in declared}
 
 
+def built_at(template_path: Path, logical_id: str) -> tuple[str, str]:
+    """Where `sam build` puts the alarm ``logical_id`` of ``template_path`` (as read): the
+    path of the template that declares it in the build folder, and its logical ID there."""
+    if template_path == ROOT_TEMPLATE:
+        folder, parts = "", ROOT_PARTS
+    else:
+        (folder,) = [stack_id for stack_id, path in NESTED_STACKS.items() if path == template_path]
+        parts = SERVICE_TEMPLATES if folder == "BackendStack" else {}
+    for stack_id, path in parts.items():
+        own_id = logical_id.removeprefix(stack_id.removesuffix("Stack"))
+        if own_id != logical_id and own_id in load_template(path)["Resources"]:
+            return f"{folder}/{stack_id}/template.yaml".lstrip("/"), own_id
+    return f"{folder}/template.yaml".lstrip("/"), logical_id
+
+
 def alarms_of(template_path: Path) -> list[Alarm]:
-    template = load_template(template_path)
+    template = read_whole(template_path)
     return [
-        Alarm(logical_id, template_path, properties(template, logical_id))
+        Alarm(
+            logical_id,
+            template_path,
+            properties(template, logical_id),
+            built_at(template_path, logical_id),
+        )
         for logical_id in resources_of_type(template, "AWS::CloudWatch::Alarm")
     ]
 
 
-ALARMS = [alarm for path in TEMPLATES for alarm in alarms_of(path)]
+ALARMS = [alarm for path in WHOLE_TEMPLATES for alarm in alarms_of(path)]
 
 
 def alarm_id(alarm: Alarm) -> str:
@@ -171,7 +202,8 @@ def test_there_are_alarms_in_each_template_that_owns_a_component() -> None:
     # Given the templates that declare alarms
     owners = {alarm.template_path for alarm in ALARMS}
 
-    # Then the root (runner, queues), the backend and the database each declare theirs
+    # Then the root (runner, queues, SES), the backend (and its services) and the database
+    # each declare theirs
     assert owners == {ROOT_TEMPLATE, NESTED_STACKS["BackendStack"], NESTED_STACKS["DatabaseStack"]}
 
 
@@ -240,7 +272,7 @@ def test_alarm_threshold_is_a_literal_a_mapping_or_a_setting_of_what_it_watches(
 ) -> None:
     # Given an alarm's threshold and its template
     threshold = alarm.props["Threshold"]
-    template = load_template(alarm.template_path)
+    template = read_whole(alarm.template_path)
 
     # Then it is a number written beside the alarm, a per-environment mapping with a value
     # for every environment, or a parameter that configures the component itself (used
@@ -261,6 +293,14 @@ def test_alarm_threshold_is_a_literal_a_mapping_or_a_setting_of_what_it_watches(
         if resource["Type"] != "AWS::CloudWatch::Alarm"
     }
     assert {"Ref": name} in list(walk(other_resources)), f"{name} configures nothing else"
+
+
+def alarm_properties(template: Template) -> dict[str, dict[str, Any]]:
+    """Every alarm's properties, by logical ID."""
+    return {
+        logical_id: properties(template, logical_id)
+        for logical_id in resources_of_type(template, "AWS::CloudWatch::Alarm")
+    }
 
 
 def walk(value: Any) -> Any:
@@ -292,15 +332,22 @@ def test_no_template_nests_a_stack_per_alarm_or_switches_a_lint_check_off_for_it
     # Given a template
     template = load_template(template_path)
 
-    # Then every CloudFormation stack it nests is a whole unit (stacks/service.yaml: an ECS
-    # service with its roles and log group), never a wrapper around an alarm: alarms are
-    # plain resources. And cfn-lint's warning about nested templates (W3002) is not
-    # switched off
-    for logical_id, stack in resources_of_type(template, "AWS::CloudFormation::Stack").items():
-        nested = load_template(template_path.parent / stack["Properties"]["TemplateURL"])
+    # Then every stack it nests is a whole unit (stacks/service.yaml: an ECS service with its
+    # roles, log group and alarms; stacks/queue.yaml: a queue, its DLQ and their alarms),
+    # never a wrapper around an alarm: alarms are plain resources, and one in a nested stack
+    # watches a resource of that stack. And cfn-lint's warning about nested templates
+    # (W3002) is not switched off
+    for logical_id, stack in template.get("Resources", {}).items():
+        nested_path = nested_template_path(stack, template_path)
+        if nested_path is None:
+            continue
+        nested = load_template(nested_path)
         types = {resource["Type"] for resource in nested.get("Resources", {}).values()}
         assert types - {"AWS::CloudWatch::Alarm"}, f"{logical_id} nests only alarms"
-        assert "AWS::CloudWatch::Alarm" not in types, f"{logical_id} nests an alarm"
+        for alarm_id, props in alarm_properties(nested).items():
+            watched = Alarm(alarm_id, nested_path, props, ("", "")).dimension_targets()
+            outside = watched - set(nested["Resources"]) - set(nested.get("Parameters", {}))
+            assert not outside, f"{logical_id} nests {alarm_id}, which watches {outside}"
     config = template.get("Metadata", {}).get("cfn-lint", {}).get("config", {})
     assert "W3002" not in config.get("ignore_checks", [])
 
@@ -309,14 +356,14 @@ def test_no_template_nests_a_stack_per_alarm_or_switches_a_lint_check_off_for_it
 
 # (metric namespace, metric, the resource whose dimension the alarm watches): the issue's
 # list of what must be watched. The api's and the worker's ECS services are each in their
-# nested stack (stacks/service.yaml), whose ServiceName output the alarms read.
+# nested stack (stacks/service.yaml), read inlined: ApiService, beside its alarms.
 REQUIRED_ALARMS = [
-    ("AWS/ECS", "CPUUtilization", "ApiStack"),
-    ("AWS/ECS", "MemoryUtilization", "ApiStack"),
-    ("ECS/ContainerInsights", "RunningTaskCount", "ApiStack"),
-    ("AWS/ECS", "CPUUtilization", "WorkerStack"),
-    ("AWS/ECS", "MemoryUtilization", "WorkerStack"),
-    ("ECS/ContainerInsights", "RunningTaskCount", "WorkerStack"),
+    ("AWS/ECS", "CPUUtilization", "ApiService"),
+    ("AWS/ECS", "MemoryUtilization", "ApiService"),
+    ("ECS/ContainerInsights", "RunningTaskCount", "ApiService"),
+    ("AWS/ECS", "CPUUtilization", "WorkerService"),
+    ("AWS/ECS", "MemoryUtilization", "WorkerService"),
+    ("ECS/ContainerInsights", "RunningTaskCount", "WorkerService"),
     ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", "LoadBalancer"),
     ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "ApiTargetGroup"),
     ("AWS/ApplicationELB", "UnHealthyHostCount", "ApiTargetGroup"),
@@ -334,8 +381,8 @@ REQUIRED_ALARMS = [
     ("AWS/Lambda", "ConcurrentExecutions", "TaskRunnerFunction"),
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "FeedbackDeadLetterQueue"),
     ("AWS/SQS", "ApproximateAgeOfOldestMessage", "FeedbackQueue"),
-    ("AWS/SES", "Reputation.BounceRate", "EmailConfigurationSet"),
-    ("AWS/SES", "Reputation.ComplaintRate", "EmailConfigurationSet"),
+    ("AWS/SES", "Reputation.BounceRate", "SesConfigurationSet"),
+    ("AWS/SES", "Reputation.ComplaintRate", "SesConfigurationSet"),
 ]
 
 
@@ -492,7 +539,7 @@ def test_reputation_alarm_fires_well_before_awss_review_threshold(
     # senders of the account share) and fires from its threshold on
     assert alarm.metric.namespace == "AWS/SES"
     assert alarm.metric.name == metric
-    assert alarm.metric.dimensions == {"ses:configuration-set": {"Ref": "EmailConfigurationSet"}}
+    assert alarm.metric.dimensions == {"ses:configuration-set": {"Ref": "SesConfigurationSet"}}
     assert alarm.props["Threshold"] == threshold
     assert alarm.props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
 
@@ -508,7 +555,7 @@ def test_reputation_metrics_are_published_for_the_configuration_set_the_alarms_w
     template: Template,
 ) -> None:
     # Given the configuration set the reputation alarms name
-    configuration_set = properties(template, "EmailConfigurationSet")
+    configuration_set = properties(template, "SesConfigurationSet")
 
     # Then SES publishes its reputation metrics, else the alarms would never see data
     assert configuration_set["ReputationOptions"] == {"ReputationMetricsEnabled": True}
@@ -521,15 +568,8 @@ def test_sam_build_carries_every_alarm(sam_build: SamBuild) -> None:
     # Given the built application (the root and each nested template, as sam deploy
     # uploads them)
     for alarm in ALARMS:
-        folder = sam_build.build_dir
-        if alarm.template_path != ROOT_TEMPLATE:
-            (stack_id,) = [
-                stack_id
-                for stack_id, path in NESTED_STACKS.items()
-                if path.resolve() == alarm.template_path.resolve()
-            ]
-            folder /= stack_id
-        built = load_template(folder / "template.yaml")
+        path, built_name = alarm.built
+        built = load_template(sam_build.build_dir / path)
 
         # Then every alarm is in the template that declares it
-        assert alarm.name in resources_of_type(built, "AWS::CloudWatch::Alarm"), alarm.name
+        assert built_name in resources_of_type(built, "AWS::CloudWatch::Alarm"), alarm.name

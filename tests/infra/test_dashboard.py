@@ -215,7 +215,7 @@ def test_reputation_rates_shown_are_the_configuration_sets(template: Template) -
     assert rows
     for row in rows:
         assert dimensions_of(row) == {
-            "ses:configuration-set": "placeholder-EmailConfigurationSet"
+            "ses:configuration-set": "placeholder-SesConfigurationSet"
         }, row
 
 

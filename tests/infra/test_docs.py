@@ -12,7 +12,7 @@ import pytest
 from herald_local.cli import DATA_DIR_VARIABLE, parser
 from herald_local.system import DEMO_KEY_FILE, PORTS
 from tests.conftest import REPO_ROOT
-from tests.infra.conftest import TEMPLATES, load_template, resources_of_type
+from tests.infra.conftest import WHOLE_TEMPLATES, load_template, read_whole, resources_of_type
 from tools import parameters_page
 
 README = REPO_ROOT / "README.md"
@@ -54,11 +54,12 @@ def anchors(page: Path) -> set[str]:
 
 
 def alarm_names() -> list[str]:
-    """Every CloudWatch alarm's logical ID, in every template (one per alarm)."""
+    """Every CloudWatch alarm's logical ID, in every template (one per alarm; a nested
+    template's, once per instance, under the name the template nesting it gives it)."""
     return [
         name
-        for path in TEMPLATES
-        for name in resources_of_type(load_template(path), "AWS::CloudWatch::Alarm")
+        for path in WHOLE_TEMPLATES
+        for name in resources_of_type(read_whole(path), "AWS::CloudWatch::Alarm")
     ]
 
 

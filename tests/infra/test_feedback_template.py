@@ -1,6 +1,7 @@
-"""Delivery feedback in the root template: the SES configuration set every send names, its
-events through EventBridge's default bus to the encrypted feedback queue (and its DLQ), the
-task runner's and the worker's share of it, and the optional sender domain identity."""
+"""Delivery feedback in the root template (with its parts stacks/ses.yaml and the feedback
+queue's stacks/queue.yaml inlined): the SES configuration set every send names, its events
+through EventBridge's default bus to the encrypted feedback queue (and its DLQ), the task
+runner's and the worker's share of it, and the optional sender domain identity."""
 
 from __future__ import annotations
 
@@ -39,12 +40,12 @@ EVENT_TYPES = {
 # SES's events as the feedback queue receives them (EventBridge's envelope), one per type.
 SAMPLE_EVENTS = sorted((REPO_ROOT / "events").glob("ses-feedback-*.json"))
 STACK_UUID = {"StackUuid": {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}}
-RULE_NAME = "herald-${Environment}-feedback-${StackUuid}"
+RULE_NAME = "herald-${Environment}-ses-events-${StackUuid}"
 SENDER_DOMAIN = {"Fn::Select": [1, {"Fn::Split": ["@", {"Ref": "SenderEmail"}]}]}
 
 
 def event_destination(template: Template) -> dict[str, Any]:
-    destination: dict[str, Any] = properties(template, "EmailEventDestination")["EventDestination"]
+    destination: dict[str, Any] = properties(template, "SesEventDestination")["EventDestination"]
     return destination
 
 
@@ -64,7 +65,7 @@ def test_configuration_set_requires_tls_and_publishes_reputation_metrics(
     template: Template,
 ) -> None:
     # Given the configuration set
-    configuration_set = properties(template, "EmailConfigurationSet")
+    configuration_set = properties(template, "SesConfigurationSet")
 
     # Then its emails go only over TLS, it sends, and SES rates its reputation
     assert configuration_set["DeliveryOptions"] == {"TlsPolicy": "REQUIRE"}
@@ -75,7 +76,7 @@ def test_configuration_set_requires_tls_and_publishes_reputation_metrics(
 def test_configuration_set_uses_ses_suppression_for_bounces_and_complaints(
     template: Template,
 ) -> None:
-    suppression = properties(template, "EmailConfigurationSet")["SuppressionOptions"]
+    suppression = properties(template, "SesConfigurationSet")["SuppressionOptions"]
 
     assert sorted(suppression["SuppressedReasons"]) == ["BOUNCE", "COMPLAINT"]
 
@@ -84,7 +85,7 @@ def test_configuration_set_name_is_unique_per_stack_and_fits_sess_limit(
     template: Template,
 ) -> None:
     # Given the configuration set's name
-    name = properties(template, "EmailConfigurationSet")["Name"]["Fn::Sub"]
+    name = properties(template, "SesConfigurationSet")["Name"]["Fn::Sub"]
 
     # Then it is the environment and the stack's UUID, at most 64 characters in the longest
     # environment (SES's limit)
@@ -101,8 +102,8 @@ def test_event_destination_publishes_every_event_type_herald_records(template: T
     destination = event_destination(template)
 
     # Then it is on, for this configuration set, and publishes the seven event types
-    assert properties(template, "EmailEventDestination")["ConfigurationSetName"] == {
-        "Ref": "EmailConfigurationSet"
+    assert properties(template, "SesEventDestination")["ConfigurationSetName"] == {
+        "Ref": "SesConfigurationSet"
     }
     assert destination["Enabled"] is True
     assert sorted(destination["MatchingEventTypes"]) == sorted(EVENT_TYPES)
@@ -124,7 +125,7 @@ def test_event_destination_is_eventbridges_default_bus(template: Template) -> No
 
 def test_rule_takes_only_this_configuration_sets_ses_events(template: Template) -> None:
     # Given the feedback rule's pattern
-    rule = properties(template, "FeedbackRule")
+    rule = properties(template, "SesFeedbackRule")
     pattern = rule["EventPattern"]
 
     # Then it matches SES's events of the published types, tagged with this stack's
@@ -133,14 +134,14 @@ def test_rule_takes_only_this_configuration_sets_ses_events(template: Template) 
     assert pattern["source"] == ["aws.ses"]
     assert sorted(pattern["detail-type"]) == sorted(EVENT_TYPES.values())
     assert pattern["detail"] == {
-        "mail": {"tags": {"ses:configuration-set": [{"Ref": "EmailConfigurationSet"}]}}
+        "mail": {"tags": {"ses:configuration-set": [{"Ref": "SesConfigurationSet"}]}}
     }
 
 
 def rule_pattern_for(template: Template, configuration_set: str) -> EventPattern:
     """The rule's pattern as deployed, its configuration set's name resolved, compiled by
     moto's implementation of EventBridge's matching."""
-    pattern = copy.deepcopy(properties(template, "FeedbackRule")["EventPattern"])
+    pattern = copy.deepcopy(properties(template, "SesFeedbackRule")["EventPattern"])
     pattern["detail"]["mail"]["tags"]["ses:configuration-set"] = [configuration_set]
     return EventPattern.load(json.dumps(pattern))
 
@@ -197,7 +198,7 @@ def test_there_is_a_sample_event_for_each_published_event_type(template: Templat
 
 def test_rule_retries_then_dead_letters_what_it_cannot_deliver(template: Template) -> None:
     # Given the rule's one target
-    (target,) = properties(template, "FeedbackRule")["Targets"]
+    (target,) = properties(template, "SesFeedbackRule")["Targets"]
 
     # Then it is the feedback queue, retried for EventBridge's full day, then the DLQ
     assert target["Arn"] == {"Fn::GetAtt": ["FeedbackQueue", "Arn"]}
@@ -210,7 +211,7 @@ def test_rule_retries_then_dead_letters_what_it_cannot_deliver(template: Templat
 
 def test_rule_name_is_the_one_the_key_policy_names(template: Template) -> None:
     # Given the rule's fixed name and the key statement that lets EventBridge use the key
-    name = properties(template, "FeedbackRule")["Name"]["Fn::Sub"]
+    name = properties(template, "SesFeedbackRule")["Name"]["Fn::Sub"]
     key = statement(template, "PipelineKey", "AllowTheFeedbackRuleToDeliverToTheFeedbackQueues")
 
     # Then the statement's source ARN is exactly that rule's ARN on the default bus
@@ -220,7 +221,7 @@ def test_rule_name_is_the_one_the_key_policy_names(template: Template) -> None:
         STACK_UUID,
     ]
     longest = max(template["Parameters"]["Environment"]["AllowedValues"], key=len)
-    assert len(f"herald-{longest}-feedback-") + 36 <= 64  # EventBridge's limit
+    assert len(f"herald-{longest}-ses-events-") + 36 <= 64  # EventBridge's limit
 
 
 def test_key_lets_eventbridge_only_encrypt_for_this_accounts_rule(template: Template) -> None:
@@ -263,9 +264,10 @@ def test_feedback_dlq_outlives_the_feedback_queue(template: Template) -> None:
 
 
 def test_only_the_feedback_rule_may_send_to_the_feedback_queues(template: Template) -> None:
-    # Given the feedback queues' policy
+    # Given the feedback queues' policy and the rule's fixed name
     policy = properties(template, "FeedbackQueuePolicy")
-    allow = statement(template, "FeedbackQueuePolicy", "AllowTheFeedbackRuleToSend")
+    allow = statement(template, "FeedbackQueuePolicy", "AllowTheSenderRuleToSend")
+    name = properties(template, "SesFeedbackRule")["Name"]["Fn::Sub"]
 
     # Then it covers both queues and lets EventBridge send only on behalf of the rule
     assert policy["Queues"] == [{"Ref": "FeedbackQueue"}, {"Ref": "FeedbackDeadLetterQueue"}]
@@ -275,8 +277,19 @@ def test_only_the_feedback_rule_may_send_to_the_feedback_queues(template: Templa
         "FeedbackQueue",
         "FeedbackDeadLetterQueue",
     }
+    # (the rule's ARN built from its fixed name: a reference to the rule would close a cycle
+    # through its target, this queue)
+    assert name == [RULE_NAME, STACK_UUID]
     assert allow["Condition"] == {
-        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["FeedbackRule", "Arn"]}}
+        "ArnEquals": {
+            "aws:SourceArn": {
+                "Fn::Sub": [
+                    "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/"
+                    + RULE_NAME,
+                    STACK_UUID,
+                ]
+            }
+        }
     }
 
 
@@ -299,7 +312,7 @@ def test_feedback_queues_have_no_other_policy(template: Template) -> None:
 def test_task_runner_names_the_configuration_set_on_every_send(template: Template) -> None:
     variables = function_properties(template, "TaskRunnerFunction")["Environment"]["Variables"]
 
-    assert variables["SES_CONFIGURATION_SET"] == {"Ref": "EmailConfigurationSet"}
+    assert variables["SES_CONFIGURATION_SET"] == {"Ref": "SesConfigurationSet"}
 
 
 def test_backend_gets_the_feedback_queue_and_the_send_rate(template: Template) -> None:
@@ -359,7 +372,7 @@ def test_sender_domain_identity_defaults_to_the_configuration_set(template: Temp
     identity = properties(template, "SenderDomainEmailIdentity")
 
     assert identity["ConfigurationSetAttributes"] == {
-        "ConfigurationSetName": {"Ref": "EmailConfigurationSet"}
+        "ConfigurationSetName": {"Ref": "SesConfigurationSet"}
     }
 
 

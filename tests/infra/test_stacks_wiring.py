@@ -87,15 +87,21 @@ def test_stacks_are_created_in_dependency_order(root_template: Template) -> None
         for stack_id in ROOT_NESTS
     }
 
-    # Then the network and the site come first, the database needs the network's, the
-    # backend all three (the site's origin is the one its CORS allows), the dashboard last
-    # (it shows the database's and the ALB's metrics)
+    # Then the network, the queues and the site come first, SES's events need the feedback
+    # queue, the database needs the network's, the backend those and the queues (the site's
+    # origin is the one its CORS allows), the dashboard last (it shows the queues', SES's,
+    # the database's and the ALB's metrics)
+    queues = {"TaskStack", "ResultStack", "FeedbackStack"}
     assert reads == {
         "NetworkStack": set(),
+        "TaskStack": set(),
+        "ResultStack": set(),
+        "FeedbackStack": set(),
+        "SesStack": {"FeedbackStack"},
         "DatabaseStack": {"NetworkStack"},
-        "BackendStack": {"NetworkStack", "DatabaseStack", "SiteStack"},
+        "BackendStack": {"NetworkStack", "DatabaseStack", "SiteStack", *queues},
         "SiteStack": set(),
-        "DashboardStack": {"DatabaseStack", "BackendStack"},
+        "DashboardStack": {"DatabaseStack", "BackendStack", "SesStack", *queues},
     }
 
 

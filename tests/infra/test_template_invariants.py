@@ -258,7 +258,7 @@ def test_task_runner_environment_points_at_its_own_queues_table_and_sender(
     assert variables["TASK_QUEUE_URL"] == {"Ref": "TaskQueue"}
     assert variables["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
     assert variables["SENDER_EMAIL"] == {"Ref": "SenderEmail"}
-    assert variables["SES_CONFIGURATION_SET"] == {"Ref": "EmailConfigurationSet"}
+    assert variables["SES_CONFIGURATION_SET"] == {"Ref": "SesConfigurationSet"}
     assert variables["ENVIRONMENT"] == {"Ref": "Environment"}
     assert variables["LOG_LEVEL"] == {"Ref": "LogLevel"}
     assert variables["POWERTOOLS_SERVICE_NAME"] == "herald-task-runner"
@@ -370,7 +370,7 @@ def test_task_runner_may_send_only_as_the_sender_address_through_its_identity(
     address, domain, configuration_set = statement.resources
     assert configuration_set == {
         "Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:"
-        "configuration-set/${EmailConfigurationSet}"
+        "configuration-set/${SesConfigurationSet}"
     }
     assert address == {"Fn::Sub": identity_prefix + "${SenderEmail}"}
     assert domain["Fn::Sub"][0] == identity_prefix + "${SenderDomain}"
