@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message, MessageEvent
 from tests.integration.conftest import Caller, drain, new_queue
-from tests.integration.test_feedback import (
+from tests.support.consumers import Feedback
+from tests.support.feedback_events import (
     READER,
-    Feedback,
     message_to,
     recipients,
     sample,

@@ -21,7 +21,7 @@ from ecs_service.feedback_store import (
 )
 from ecs_service.settings import WorkerSettings
 from tests.integration.conftest import Caller
-from tests.integration.test_feedback import message_to
+from tests.support.feedback_events import message_to
 
 CREATED = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 QUEUES = {

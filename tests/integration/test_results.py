@@ -2,65 +2,29 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.metrics import MetricUnit
 from mypy_boto3_sqs import SQSClient
 from sqlalchemy import String, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message
-from ecs_service.worker.results import ResultsConsumer
 from shared.contracts import MAX_PROVIDER_MESSAGE_ID_LENGTH, TaskResult
 from shared.errors import FailureCode, failure_text
 from tests.integration.conftest import Caller, drain, new_queue
 from tests.support.builders import insert_messages
+from tests.support.consumers import Results
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 REFUSED_ID = "refused-by-the-database"
-
-
-class RecordedMetrics:
-    """A ``MetricRecorder`` that keeps what was added, by name."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, list[float]] = defaultdict(list)
-
-    def add_metric(self, name: str, unit: MetricUnit | str, value: float) -> None:
-        self.values[name].append(value)
-
-
-class Results:
-    """A consumer of one result queue, with its metrics and log lines at hand."""
-
-    def __init__(self, engine: Engine, sqs: SQSClient, queue_url: str) -> None:
-        self.metrics = RecordedMetrics()
-        self._log = io.StringIO()
-        self.consumer = ResultsConsumer(
-            engine,
-            sqs,
-            queue_url,
-            wait_seconds=0,
-            logger=Logger(service=f"results-test-{uuid4().hex[:8]}", stream=self._log),
-            metrics=self.metrics,
-        )
-
-    def consume_once(self) -> int:
-        return self.consumer.consume_once()
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._log.getvalue().splitlines()]
 
 
 def set_status(engine: Engine, message_id: UUID, status: str) -> None:

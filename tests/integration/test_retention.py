@@ -20,8 +20,8 @@ from ecs_service.settings import WorkerSettings
 from ecs_service.worker.retention import MESSAGES_EXPIRED, Retention
 from tests.integration.conftest import new_queue
 from tests.integration.test_processes import spawn
-from tests.integration.test_results import RecordedMetrics
 from tests.support.builders import insert_messages
+from tests.support.fakes import RecordedMetrics
 from tests.support.waits import wait_for
 
 if TYPE_CHECKING:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
+
+from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import EmailPayload, TaskEnvelope, TaskResult
@@ -97,3 +100,13 @@ class FlakyProducer:
                 dict.fromkeys((t.task_id for t in tasks), "ServiceUnavailable"), sent=[]
             )
         self.real.send(tasks, trace_contexts=trace_contexts)
+
+
+class RecordedMetrics:
+    """A ``MetricRecorder`` that keeps what was added, by name."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = defaultdict(list)
+
+    def add_metric(self, name: str, unit: MetricUnit | str, value: float) -> None:
+        self.values[name].append(value)
