@@ -7,7 +7,7 @@ boot) with pydantic's message naming the variable, never later on a hot path.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -18,17 +18,6 @@ from pydantic import (
     model_validator,
 )
 
-if TYPE_CHECKING:
-    # To the type checker these are pydantic-settings models, as they behave: every field
-    # may come from the environment instead of the constructor (pydantic's mypy plugin),
-    # and ecs_service.cli's loader, bound to BaseSettings, accepts them. At run time the
-    # Lambda never imports pydantic-settings.
-    from pydantic_settings import BaseSettings as _SettingsBase
-    from pydantic_settings import SettingsConfigDict as _SettingsConfig
-else:
-    _SettingsBase = BaseModel
-    _SettingsConfig = ConfigDict
-
 from shared.contracts import EmailAddress  # noqa: TC001 - pydantic reads it at run time
 
 QueueUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+/\S+$")]
@@ -38,7 +27,7 @@ FOUR_DAYS = 4 * 24 * 3600  # the task queue's retention
 FOURTEEN_DAYS = 14 * 24 * 3600  # the dead-letter queues' retention
 
 
-class EnvironmentSettings(_SettingsBase):
+class EnvironmentSettings(BaseModel):
     """Settings read from environment variables: each field's ``validation_alias`` names
     its variable. Values given to the constructor (by variable name) win over the
     environment's; ``from_environment()`` reads the environment alone.
@@ -47,7 +36,7 @@ class EnvironmentSettings(_SettingsBase):
     ~35 ms of every Lambda cold start, to read a handful of variables by exact name.
     """
 
-    model_config = _SettingsConfig(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     @classmethod
     def from_environment(cls) -> Self:
