@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from ecs_service import api_keys
 from herald_local.postgres import LocalPostgres, free_port
 from tests.integration.conftest import REPO_ROOT, SENDER, Caller, make_caller
-from tests.integration.faults.processes import herald_process, tail, wait_watching
+from tests.support.processes import herald_process, tail, wait_watching
 
 FLOOD_CLIENTS = 150
 FLOOD_SECONDS = 6.0

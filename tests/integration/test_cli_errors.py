@@ -8,26 +8,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ecs_service.cli import main
 from herald_local.postgres import free_port
 from tests.conftest import require_tool
 from tests.integration.conftest import REPO_ROOT
+from tests.support.cli import run_cli
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from herald_local.postgres import LocalPostgres
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
-        captured = capsys.readouterr()
-        return code, captured.out, str(stop.code) if not isinstance(stop.code, int) else ""
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize(

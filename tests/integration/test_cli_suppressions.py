@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.integration.conftest import REPO_ROOT
-from tests.integration.test_cli_errors import run_cli
+from tests.support.cli import run_cli
 from tests.support.feedback import suppress
 
 if TYPE_CHECKING:

@@ -26,6 +26,8 @@ from herald_local.postgres import LocalPostgres, free_port
 from shared.contracts import AnyTask, TaskResult
 from tests.integration.conftest import REPO_ROOT, SENDER, Caller, drain, new_queue
 from tests.support.builders import insert_messages
+from tests.support.cli import run_cli
+from tests.support.processes import spawn
 from tests.support.waits import wait_for
 
 
@@ -37,12 +39,6 @@ def database_env(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_issues_a_key_the_api_accepts_and_revokes_it(
@@ -105,17 +101,6 @@ def test_missing_configuration_is_named(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
     with pytest.raises(SystemExit, match="invalid configuration: .*DATABASE_URL"):
         main(["migrate"])
-
-
-def spawn(command: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ecs_service", command],
-        cwd=REPO_ROOT,
-        env=os.environ | env | {"PYTHONPATH": f"{REPO_ROOT / 'src'}:{REPO_ROOT}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from ecs_service.db.models import Message, MessageEvent, MessageRecipient, Suppr
 from ecs_service.settings import WorkerSettings
 from ecs_service.worker.retention import MESSAGES_EXPIRED, Retention
 from tests.integration.conftest import new_queue
-from tests.integration.test_processes import spawn
 from tests.support.builders import insert_messages
 from tests.support.fakes import RecordedMetrics
+from tests.support.processes import spawn
 from tests.support.waits import wait_for
 
 if TYPE_CHECKING:

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from ecs_service import messages
 from ecs_service.api.app import create_app
-from ecs_service.cli import main
 from ecs_service.db.models import Message, TenantDailyUsage
 from ecs_service.settings import ApiSettings
 from ecs_service.tenant_limits import (
@@ -36,6 +35,7 @@ from ecs_service.tenant_limits import (
 from shared.contracts import EmailPayload
 from tests.integration.conftest import SENDER
 from tests.support.api import assert_problem
+from tests.support.cli import run_cli
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -482,12 +482,6 @@ def test_a_key_over_its_request_rate_gets_a_429_with_ratelimit_headers(
 def admin_env(postgres: LocalPostgres, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", postgres.url())
     monkeypatch.setenv("DATABASE_SSLMODE", "disable")
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_set_quota_then_list_shows_each_tenants_quota_and_todays_usage(

@@ -28,7 +28,7 @@ from herald_local.postgres import LocalPostgres, free_port
 from tests.integration.conftest import SENDER, Caller, make_caller, migrated_postgres
 from tests.integration.faults.conftest import RecordScenario
 from tests.integration.faults.pipeline import N
-from tests.integration.faults.processes import herald_process, tail, wait_watching
+from tests.support.processes import herald_process, tail, wait_watching
 from tests.support.waits import wait_for
 
 CLIENTS = 4

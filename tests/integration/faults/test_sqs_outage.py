@@ -18,8 +18,8 @@ from tests.integration.faults.pipeline import (
     insert_due_messages,
     statuses_of,
 )
-from tests.integration.faults.processes import herald_process, tail, wait_watching
 from tests.integration.faults.tcp_proxy import TcpProxy
+from tests.support.processes import herald_process, tail, wait_watching
 
 OUTAGE_SECONDS = 2
 

@@ -19,8 +19,8 @@ from tests.integration.faults.pipeline import (
     insert_due_messages,
     statuses_of,
 )
-from tests.integration.faults.processes import herald_process, tail, wait_watching
 from tests.integration.faults.tcp_proxy import TcpProxy
+from tests.support.processes import herald_process, tail, wait_watching
 
 # One SendMessageBatch per relay pass, and more than one pass however small N is.
 CLAIM_SIZE = max(1, min(10, N // 2))

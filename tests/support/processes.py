@@ -1,7 +1,8 @@
-"""``herald api`` and ``herald worker`` as ECS runs them, as child processes of a scenario.
+"""``herald api`` and ``herald worker`` as ECS runs them, as child processes of a test.
 
-Output goes to a file rather than a pipe: a busy process must never block on a pipe
-nobody reads, and the file is there to read when an assertion fails.
+``herald_process`` writes the output to a file rather than a pipe: a busy process must
+never block on a pipe nobody reads, and the file is there to read when an assertion
+fails. ``spawn`` pipes it, for a test that reads it as it comes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.integration.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 from tests.support.waits import wait_for
 
 
@@ -49,3 +50,15 @@ def wait_watching(condition: Callable[[], object], timeout: float, what: str, lo
         wait_for(condition, timeout, what)
     except AssertionError as error:
         raise AssertionError(f"{error}; output:\n{tail(log)}") from None
+
+
+def spawn(command: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``python -m ecs_service <command>``, its output (stderr too) on a text pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecs_service", command],
+        cwd=REPO_ROOT,
+        env=os.environ | env | {"PYTHONPATH": f"{REPO_ROOT / 'src'}:{REPO_ROOT}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
