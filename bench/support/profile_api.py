@@ -3,21 +3,22 @@
 The api's routes and dependencies are ``def`` functions that FastAPI runs in worker
 threads, which a profiler of one thread cannot see and a sampler cannot attribute (a
 sampled thread is mostly seen where it blocks). So for this profile only, work that
-would go to a thread runs inline on the event loop (``anyio.to_thread.run_sync`` is
-replaced), requests are sent one at a time in process (no sockets, no uvicorn, no HTTP
-client: ``asgi_request`` hands the app its scope and body and collects what it sends, so
-the profile is the server's alone; the httpx client it used before was ~15 % of it, with
-a failed ``import trio`` per request), and everything is one thread under cProfile with
-the process's CPU clock as its timer (``time.process_time``: with threads inline, the
-process's CPU is this thread's), so waiting on PostgreSQL costs nothing and only CPU is
-counted. (The thread's clock, ``time.thread_time``, gave negative totals under Python
-3.13's cProfile: its resolution is coarser than cProfile's bookkeeping expects.) The
-api's log lines are written, as in production, but to /dev/null (``stdout_to_devnull``):
-the handler holds ``sys.stdout`` from the app's creation, so ``redirect_stdout`` could
-not silence them. cProfile's overhead inflates code that makes many small calls (3-5 x),
-so each endpoint is also run once unprofiled, timed by the same clock:
-``cpu_ms_per_request_unprofiled``, the app's CPU per request without uvicorn's HTTP
-parsing or thread hand-offs. The measured runs never use this.
+would go to a thread runs inline on the event loop (``anyio.to_thread.run_sync`` and
+``WorkerThreads.run`` are replaced), requests are sent one at a time in process (no
+sockets, no uvicorn, no HTTP client: ``asgi_request`` hands the app its scope and body
+and collects what it sends, so the profile is the server's alone; the httpx client it
+used before was ~15 % of it, with a failed ``import trio`` per request), and everything
+is one thread under cProfile with the process's CPU clock as its timer
+(``time.process_time``: with threads inline, the process's CPU is this thread's), so
+waiting on PostgreSQL costs nothing and only CPU is counted. (The thread's clock,
+``time.thread_time``, gave negative totals under Python 3.13's cProfile: its resolution
+is coarser than cProfile's bookkeeping expects.) The api's log lines are written, as in
+production, but to /dev/null (``stdout_to_devnull``): the handler holds ``sys.stdout``
+from the app's creation, so ``redirect_stdout`` could not silence them. cProfile's
+overhead inflates code that makes many small calls (3-5 x), so each endpoint is also run
+once unprofiled, timed by the same clock: ``cpu_ms_per_request_unprofiled``, the app's
+CPU per request without uvicorn's HTTP parsing or thread hand-offs. The measured runs
+never use this.
 """
 
 from __future__ import annotations
@@ -67,16 +68,23 @@ STEPS = [
 @contextmanager
 def threads_inline() -> Iterator[None]:
     """Run what FastAPI hands to worker threads on the event loop's thread instead."""
-    original = anyio.to_thread.run_sync
+    from ecs_service.api.worker_threads import WorkerThreads
+
+    original, original_run = anyio.to_thread.run_sync, WorkerThreads.run
 
     async def inline(func: Any, *args: Any, **_: Any) -> Any:
         return func(*args)
 
+    async def inline_method(_: WorkerThreads, func: Any, *args: Any) -> Any:
+        return func(*args)
+
     anyio.to_thread.run_sync = inline  # type: ignore[assignment]
+    WorkerThreads.run = inline_method  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         anyio.to_thread.run_sync = original
+        WorkerThreads.run = original_run  # type: ignore[method-assign]
 
 
 @contextmanager

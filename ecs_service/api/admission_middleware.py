@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from starlette.concurrency import run_in_threadpool
 
 from ecs_service.api import problems
 from ecs_service.api.admission import UNAUTHENTICATED, OverloadedError
@@ -130,7 +129,7 @@ class AdmissionMiddleware:
         """``take`` in a worker thread; answers a refusal (429) or a database outage (503)
         itself, and then gives None or the refusal."""
         try:
-            decision = await run_in_threadpool(limiter.take, key_id)
+            decision = await self.services().in_thread(limiter.take, key_id)
         except (DBAPIError, PoolTimeoutError) as error:
             if not _unavailable(error):
                 raise
@@ -148,7 +147,7 @@ class AdmissionMiddleware:
         if found is MISS:
             party = lookup_party(services.authenticator.cache, presented)
             async with services.gate.admitted(party):
-                found = await run_in_threadpool(services.authenticator.from_database, presented)
+                found = await services.in_thread(services.authenticator.from_database, presented)
         return found if isinstance(found, Principal) else None
 
 

@@ -41,6 +41,7 @@ from ecs_service.api.routes import health
 from ecs_service.api.routes import messages as message_routes
 from ecs_service.api.routes import suppressions as suppression_routes
 from ecs_service.api.routes.docs import install_docs
+from ecs_service.api.worker_threads import WorkerThreads
 from ecs_service.db.engine import build_engine, build_sessions
 from ecs_service.tenant_limits import DailyQuotaExceededError, RateLimitPolicy, RequestRateLimiter
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
@@ -286,6 +287,7 @@ def create_app(
         # More worker threads than slots: an admitted request never waits for a thread.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, gate.capacity + 8)
+        workers = WorkerThreads(gate.capacity + 8)
         app.state.services = ApiServices(
             engine=engine,
             sessions=build_sessions(engine),
@@ -293,6 +295,7 @@ def create_app(
             gate=gate,
             authenticator=Authenticator(cache, engine),
             limiter=limiter,
+            threads=workers,
         )
         app.state.sender_email = api.sender_email
         listener.start()
@@ -301,6 +304,7 @@ def create_app(
             yield
         finally:
             await run_in_threadpool(listener.stop)
+            await run_in_threadpool(workers.close)
             listener.engine.dispose()
             limiter.close()
             engine.dispose()

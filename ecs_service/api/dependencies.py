@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import sessionmaker
 
+    from ecs_service.api.worker_threads import WorkerThreads
     from ecs_service.tenant_limits import RequestRateLimiter
 
 T = TypeVar("T")
@@ -68,6 +69,14 @@ class ApiServices:
     limiter: RequestRateLimiter | None = None
     # Sessions on autocommit connections, for GETs (``reads``); None: ``sessions``.
     read_sessions: sessionmaker[Session] | None = None
+    # Where requests' blocking work runs; None: Starlette's thread pool.
+    threads: WorkerThreads | None = None
+
+    async def in_thread(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` in a worker thread (``ecs_service.api.worker_threads``)."""
+        if self.threads is None:
+            return await run_in_threadpool(func, *args)
+        return await self.threads.run(func, *args)
 
 
 def services_of(request: Request) -> ApiServices:
@@ -171,7 +180,7 @@ def _in_unit_of_work(endpoint: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         given["metrics"] = request.app.state.metrics if "metrics" in injected.values() else None
         for name, role in injected.items():
             kwargs[name] = given[role]
-        return await run_in_threadpool(unit.run, functools.partial(endpoint, **kwargs))
+        return await unit.services.in_thread(unit.run, functools.partial(endpoint, **kwargs))
 
     functools.update_wrapper(run, endpoint)
     run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
