@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID, uuid4
 
-from sqlalchemy import case, func, literal, select, text, true, tuple_, update
+from sqlalchemy import case, func, literal, or_, select, text, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service import feedback_store
@@ -761,3 +761,31 @@ def record_result(session: Session, result: TaskResult, *, error: str | None) ->
         )
     )
     return bool(changed.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class FeedbackTarget:
+    """A message an SES event may change: its id, tenant and SES message id."""
+
+    id: UUID
+    tenant_id: UUID
+    provider_message_id: str | None
+
+
+def lock_for_feedback(
+    session: Session, message_ids: Sequence[UUID], provider_message_ids: Sequence[str]
+) -> list[FeedbackTarget]:
+    """Lock the messages with one of ``message_ids`` or ``provider_message_ids`` (the
+    feedback consumer's candidates), in id order."""
+    rows = session.execute(
+        select(Message.id, Message.tenant_id, Message.provider_message_id)
+        .where(
+            or_(
+                Message.id.in_(message_ids),
+                Message.provider_message_id.in_(provider_message_ids),
+            )
+        )
+        .order_by(Message.id)
+        .with_for_update()
+    )
+    return [FeedbackTarget(row.id, row.tenant_id, row.provider_message_id) for row in rows]

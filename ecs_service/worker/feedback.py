@@ -29,6 +29,7 @@ it is checked, not trusted:
 A batch is applied in one transaction; if the database refuses one of its events, it is
 applied again with a savepoint per event, so the refused one alone is left on the queue
 (the feedback DLQ takes it after five receives). Messages are deleted only after commit.
+(``queue_batch`` holds what this consumer and the results consumer do alike.)
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -53,19 +53,17 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import or_, select
-from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from ecs_service import feedback_store
-from ecs_service.db.models import Message
+from ecs_service import feedback_store, messages
 from ecs_service.feedback_store import (
     MAX_DIAGNOSTIC_LENGTH,
     FeedbackEvent,
     RecipientOutcome,
     RecipientState,
 )
-from shared.adapters.sqs import delete_messages, receive_bodies
+from ecs_service.worker.queue_batch import REFUSED_BY_THE_DATABASE, QueueConsumer, item_scope
+from shared.adapters.sqs_receiver import SqsReceiver
 from shared.contracts import (
     MAX_ADDRESS_INPUT_LENGTH,
     MAX_PROVIDER_MESSAGE_ID_LENGTH,
@@ -74,16 +72,14 @@ from shared.contracts import (
     describe_validation_error,
     suppression_key,
 )
-from shared.errors import HeraldError
+from shared.ports import Received
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from aws_lambda_powertools import Logger
     from mypy_boto3_sqs import SQSClient
-    from sqlalchemy.engine import Engine
 
-    from ecs_service.thread_safe_metrics import MetricRecorder
+    from ecs_service.messages import FeedbackTarget
 
 MESSAGE_TAG = "herald-message-id"
 TENANT_TAG = "herald-tenant-id"
@@ -285,14 +281,8 @@ class ParsedFeedback:
         return self.event.event_type in RECORDED_TYPES
 
 
-@dataclass(frozen=True)
-class ReceivedFeedback:
-    """One message of the feedback queue: its event, or why its body is not one."""
-
-    message_id: str
-    receipt_handle: str
-    parsed: ParsedFeedback | None
-    problem: str | None = None
+# One message of the feedback queue: its event, or why its body is not one.
+ReceivedFeedback = Received[ParsedFeedback]
 
 
 def parse_feedback(body: str) -> ParsedFeedback:
@@ -427,8 +417,8 @@ def _without_none(**fields: Any) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-class SqsFeedbackReceiver:
-    """Receives feedback messages, each parsed at the edge, and deletes handled ones.
+class SqsFeedbackReceiver(SqsReceiver[ParsedFeedback]):
+    """The feedback queue: each body parsed at the edge (``parse_feedback``).
 
     Parameters
     ----------
@@ -441,50 +431,16 @@ class SqsFeedbackReceiver:
     """
 
     def __init__(self, client: SQSClient, queue_url: str, *, wait_seconds: int) -> None:
-        self._client = client
-        self._queue_url = queue_url
-        self._wait_seconds = wait_seconds
-
-    def receive(self) -> list[ReceivedFeedback]:
-        """Up to 10 messages, each parsed; raise a Herald error if SQS refuses."""
-        received: list[ReceivedFeedback] = []
-        for message_id, handle, body in receive_bodies(
-            self._client, self._queue_url, wait_seconds=self._wait_seconds, what="feedback"
-        ):
-            try:
-                parsed = parse_feedback(body)
-            except ValueError as error:
-                received.append(ReceivedFeedback(message_id, handle, None, str(error)))
-            else:
-                received.append(ReceivedFeedback(message_id, handle, parsed))
-        return received
-
-    def delete(self, receipt_handles: Sequence[str]) -> int:
-        """Delete the messages of ``receipt_handles``; return how many SQS did not delete.
-
-        Raises
-        ------
-        TransientError, PermanentError
-            SQS refused the call itself.
-        """
-        return delete_messages(self._client, self._queue_url, receipt_handles, what="feedback")
+        super().__init__(
+            client, queue_url, wait_seconds=wait_seconds, parse=parse_feedback, what="feedback"
+        )
 
 
-class FeedbackReceiver(Protocol):
-    """Where feedback comes from, and how handled messages are forgotten."""
-
-    def receive(self) -> list[ReceivedFeedback]: ...
-
-    def delete(self, receipt_handles: Sequence[str]) -> int: ...
-
-
-@dataclass(frozen=True)
-class _Target:
-    """A message an event may change: its id and tenant."""
-
-    id: UUID
-    tenant_id: UUID
-    provider_message_id: str | None
+def lock_targets(session: Session, events: Sequence[SesEvent]) -> list[FeedbackTarget]:
+    """Lock the messages the events may be about (by tag id or SES id), in id order."""
+    ids = sorted({i for e in events if (i := _uuid(e.mail.tag(MESSAGE_TAG))) is not None})
+    provider_ids = sorted({e.mail.message_id for e in events})
+    return messages.lock_for_feedback(session, ids, provider_ids)
 
 
 def _uuid(value: str | None) -> UUID | None:
@@ -496,20 +452,7 @@ def _uuid(value: str | None) -> UUID | None:
         return None
 
 
-def lock_targets(session: Session, events: Sequence[SesEvent]) -> list[_Target]:
-    """Lock the messages the events may be about (by tag id or SES id), in id order."""
-    ids = sorted({i for e in events if (i := _uuid(e.mail.tag(MESSAGE_TAG))) is not None})
-    provider_ids = sorted({e.mail.message_id for e in events})
-    rows = session.execute(
-        select(Message.id, Message.tenant_id, Message.provider_message_id)
-        .where(or_(Message.id.in_(ids), Message.provider_message_id.in_(provider_ids)))
-        .order_by(Message.id)
-        .with_for_update()
-    )
-    return [_Target(row.id, row.tenant_id, row.provider_message_id) for row in rows]
-
-
-def match(event: SesEvent, targets: Sequence[_Target]) -> _Target | None:
+def match(event: SesEvent, targets: Sequence[FeedbackTarget]) -> FeedbackTarget | None:
     """The message ``event`` is about, or None.
 
     With Herald's tenant tag: the message its message tag names, else the one with its SES
@@ -544,31 +487,13 @@ class _Outcome:
     handled: list[str] = field(default_factory=list)  # receipt handles to delete
 
 
-class FeedbackConsumer:
+class FeedbackConsumer(QueueConsumer[ParsedFeedback, ReceivedFeedback, _Outcome]):
     """Long-polls the feedback queue and applies SES's events to the messages.
 
-    Parameters
-    ----------
-    engine
-        The database.
-    receiver
-        The feedback queue (``SqsFeedbackReceiver``).
-    logger, metrics
-        The process's Powertools Logger and (thread-safe) metrics.
+    See ``QueueConsumer`` for its parameters.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        receiver: FeedbackReceiver,
-        *,
-        logger: Logger,
-        metrics: MetricRecorder,
-    ) -> None:
-        self._engine = engine
-        self._receiver = receiver
-        self._logger = logger
-        self._metrics = metrics
+    what = "feedback"
 
     def consume_once(self) -> int:
         """Receive up to 10 events, apply them, delete the handled; return how many applied.
@@ -606,23 +531,15 @@ class FeedbackConsumer:
         self._delete(handled + outcome.handled)
         return len(outcome.applied)
 
-    def _apply(self, messages: Sequence[ReceivedFeedback]) -> _Outcome:
-        """Apply the batch in one transaction; if the database refuses an event, again with a
-        savepoint per event, so only the refused one is left out."""
-        try:
-            return self._apply_in_one_transaction(messages, isolate=False)
-        except (DataError, IntegrityError):
-            return self._apply_in_one_transaction(messages, isolate=True)
-
     def _apply_in_one_transaction(
-        self, messages: Sequence[ReceivedFeedback], *, isolate: bool
+        self, received: Sequence[ReceivedFeedback], isolate: bool
     ) -> _Outcome:
         outcome = _Outcome()
         with Session(self._engine) as session, session.begin():
-            events = [m.parsed.event for m in messages if m.parsed is not None]
+            events = [m.parsed.event for m in received if m.parsed is not None]
             targets = lock_targets(session, events)
             touched: set[UUID] = set()
-            for message in messages:
+            for message in received:
                 assert message.parsed is not None  # only parsed, recorded events come here
                 target = match(message.parsed.event, targets)
                 if target is None:
@@ -631,9 +548,9 @@ class FeedbackConsumer:
                     continue
                 event = to_feedback_event(message.parsed, target.id, target.tenant_id)
                 try:
-                    with session.begin_nested() if isolate else nullcontext():
+                    with item_scope(session, isolate):
                         recorded = feedback_store.record_event(session, event)
-                except (DataError, IntegrityError) as error:
+                except REFUSED_BY_THE_DATABASE as error:
                     if not isolate:
                         raise
                     outcome.refused.append((message, type(error.orig).__name__))
@@ -692,18 +609,4 @@ class FeedbackConsumer:
             self._logger.error(
                 "the database refused a feedback event; left for the feedback DLQ",
                 extra={"message_id": message.message_id, "error": why},
-            )
-
-    def _delete(self, receipt_handles: list[str]) -> None:
-        if not receipt_handles:
-            return
-        try:
-            not_deleted = self._receiver.delete(receipt_handles)
-        except HeraldError as error:
-            # Handled but not deleted: they come back and change nothing (digests).
-            self._logger.warning("could not delete handled feedback", extra={"error": str(error)})
-            return
-        if not_deleted:
-            self._logger.warning(
-                "some handled feedback was not deleted", extra={"failed": not_deleted}
             )

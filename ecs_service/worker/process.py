@@ -30,6 +30,7 @@ from ecs_service.worker.results import ResultsConsumer
 from ecs_service.worker.retention import CATCH_UP_SECONDS, Retention
 from ecs_service.worker.send_rate import SES_ACCOUNT_CONFIG, send_rate_from_settings
 from shared.adapters.sqs import SqsTaskProducer
+from shared.adapters.sqs_receiver import SqsResultReceiver
 from shared.contracts import utc_now
 from shared.errors import HeraldError, TransientError
 from shared.observability import logger, metrics
@@ -180,9 +181,9 @@ def run_worker(
     )
     consumer = ResultsConsumer(
         engine,
-        sqs,
-        settings.result_queue_url,
-        wait_seconds=settings.results_wait_seconds,
+        SqsResultReceiver(
+            sqs, settings.result_queue_url, wait_seconds=settings.results_wait_seconds
+        ),
         logger=logger,
         metrics=published,
     )

@@ -25,7 +25,8 @@ if the database refuses one of its results, applied again with a savepoint per r
 so the refused one is rolled back alone and left on the queue (SQS moves it to the
 result DLQ after five receives, where an alarm fires) while its neighbours are applied.
 A body that is not a valid ``TaskResult`` (``SqsResultReceiver`` parses and bounds it)
-is left on the queue the same way, without holding up the rest.
+is left on the queue the same way, without holding up the rest. (``queue_batch`` holds
+what this consumer and the feedback consumer do alike.)
 
 The consumer first locks the batch's messages (``SELECT ... FOR UPDATE``, in id order).
 A relay that sent a task but has not committed ``queued`` yet holds that row's lock, so a
@@ -40,30 +41,21 @@ them, and applying them again changes nothing.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
-from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from ecs_service import feedback_store, messages
 from ecs_service.messages import Locked
-from shared.adapters.sqs import SqsResultReceiver
-from shared.contracts import MessageStatus
-from shared.errors import HeraldError, failure_text
+from ecs_service.worker.queue_batch import REFUSED_BY_THE_DATABASE, QueueConsumer, item_scope
+from shared.contracts import MessageStatus, TaskResult
+from shared.errors import failure_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from aws_lambda_powertools import Logger
-    from mypy_boto3_sqs import SQSClient
-    from sqlalchemy.engine import Engine
-
-    from ecs_service.thread_safe_metrics import MetricRecorder
-    from shared.adapters.sqs import ReceivedResult
-    from shared.contracts import TaskResult
 
 RESULTS_REJECTED = "ResultsRejected"
 # A result for a message that already has that very status: at-least-once delivery, a
@@ -72,14 +64,6 @@ RESULTS_REJECTED = "ResultsRejected"
 RESULTS_REPEATED = "ResultsRepeated"
 MESSAGES_SENT = "MessagesSent"
 MESSAGES_FAILED = "MessagesFailed"
-
-
-class ResultReceiver(Protocol):
-    """Where results come from, and how handled ones are forgotten (``SqsResultReceiver``)."""
-
-    def receive(self) -> list[ReceivedResult]: ...
-
-    def delete(self, receipt_handles: Sequence[str]) -> int: ...
 
 
 # What delivery feedback makes of a sent message: a sent result for it is a repeat.
@@ -137,36 +121,13 @@ class _Outcome:
     handled: list[str] = field(default_factory=list)  # receipt handles to delete
 
 
-class ResultsConsumer:
+class ResultsConsumer(QueueConsumer[TaskResult, tuple[str, TaskResult], _Outcome]):
     """Long-polls the result queue and applies what it receives.
 
-    Parameters
-    ----------
-    engine
-        The database.
-    sqs, queue_url, wait_seconds
-        The SQS client, the result queue and how long one receive waits; the consumer
-        reads and deletes through an ``SqsResultReceiver`` on them.
-    logger, metrics
-        The process's Powertools Logger and (thread-safe) metrics.
+    See ``QueueConsumer`` for its parameters.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        sqs: SQSClient,
-        queue_url: str,
-        *,
-        wait_seconds: int,
-        logger: Logger,
-        metrics: MetricRecorder,
-    ) -> None:
-        self._engine = engine
-        self._receiver: ResultReceiver = SqsResultReceiver(
-            sqs, queue_url, wait_seconds=wait_seconds
-        )
-        self._logger = logger
-        self._metrics = metrics
+    what = "results"
 
     def consume_once(self) -> int:
         """Receive up to 10 results, apply them, delete the handled; return how many applied.
@@ -181,13 +142,13 @@ class ResultsConsumer:
         received = self._receiver.receive()
         valid: list[tuple[str, TaskResult]] = []
         for message in received:
-            if message.result is None:
+            if message.parsed is None:
                 self._logger.error(
                     "not a task result; left for the result DLQ",
                     extra={"message_id": message.message_id, "error": message.problem},
                 )
             else:
-                valid.append((message.receipt_handle, message.result))
+                valid.append((message.receipt_handle, message.parsed))
         if not valid:
             return 0
         outcome = self._apply(valid)
@@ -196,19 +157,8 @@ class ResultsConsumer:
         self._delete(outcome.handled)
         return len(outcome.applied)
 
-    def _apply(self, results: Sequence[tuple[str, TaskResult]]) -> _Outcome:
-        """Apply the batch in one transaction; if the database refuses one of its results,
-        apply it again with a savepoint per result, so only the refused one is left out.
-
-        The common batch pays no savepoint round trips; a refused one is rare.
-        """
-        try:
-            return self._apply_in_one_transaction(results, isolate=False)
-        except (DataError, IntegrityError):
-            return self._apply_in_one_transaction(results, isolate=True)
-
     def _apply_in_one_transaction(
-        self, results: Sequence[tuple[str, TaskResult]], *, isolate: bool
+        self, results: Sequence[tuple[str, TaskResult]], isolate: bool
     ) -> _Outcome:
         outcome = _Outcome()
         with Session(self._engine) as session, session.begin():
@@ -226,9 +176,9 @@ class ResultsConsumer:
                     outcome.handled.append(handle)
                     continue
                 try:
-                    with session.begin_nested() if isolate else nullcontext():
+                    with item_scope(session, isolate):
                         changed = apply_result(session, result)
-                except (DataError, IntegrityError) as error:
+                except REFUSED_BY_THE_DATABASE as error:
                     if not isolate:
                         raise
                     # The database refused this row's values: it alone is rolled back.
@@ -284,18 +234,4 @@ class ResultsConsumer:
             self._logger.error(
                 "the database refused a result; left for the result DLQ",
                 extra={"task_id": str(result.task_id), "error": why},
-            )
-
-    def _delete(self, receipt_handles: list[str]) -> None:
-        if not receipt_handles:
-            return
-        try:
-            not_deleted = self._receiver.delete(receipt_handles)
-        except HeraldError as error:
-            # Handled but not deleted: they come back and change nothing.
-            self._logger.warning("could not delete handled results", extra={"error": str(error)})
-            return
-        if not_deleted:
-            self._logger.warning(
-                "some handled results were not deleted", extra={"failed": not_deleted}
             )

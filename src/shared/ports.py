@@ -5,7 +5,8 @@ Tests give the logic in-memory fakes of these, and the adapters are tested on mo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from shared.contracts import EmailPayload, TaskEnvelope, TaskResult
+
+# What a consumed queue's bodies parse to (a TaskResult, an SES event).
+ParsedT_co = TypeVar("ParsedT_co", covariant=True)
 
 
 class EmailSender(Protocol):
@@ -68,4 +72,39 @@ class Tracing(Protocol):
         tags: Mapping[str, str],
     ) -> AbstractContextManager[None]:
         """A span, active while the block runs, child of ``parent`` (or a new trace)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Received(Generic[ParsedT_co]):
+    """One message of a queue the backend consumes: its body parsed, or why it is not.
+
+    Attributes
+    ----------
+    message_id
+        The queue's id of the message, for logs.
+    receipt_handle
+        What deletes it.
+    parsed
+        The body, parsed at the edge; None when it is not a valid one.
+    problem
+        Why the body is not valid (one line), when ``parsed`` is None.
+    """
+
+    message_id: str
+    receipt_handle: str
+    parsed: ParsedT_co | None
+    problem: str | None = None
+
+
+class QueueReceiver(Protocol[ParsedT_co]):
+    """A queue the backend consumes (task results, SES feedback): receive a batch of
+    parsed bodies, delete the handled ones."""
+
+    def receive(self) -> Sequence[Received[ParsedT_co]]:
+        """Up to a batch of messages, each parsed; a Herald error if the queue refuses."""
+        ...
+
+    def delete(self, receipt_handles: Sequence[str]) -> int:
+        """Delete the messages of ``receipt_handles``; how many the queue did not delete."""
         ...

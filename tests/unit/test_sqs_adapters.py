@@ -17,9 +17,9 @@ from shared.adapters.sqs import (
     SOURCE_MESSAGE_ID_ATTRIBUTE,
     SqsDeadLetterSink,
     SqsResultPublisher,
-    SqsResultReceiver,
     SqsTaskProducer,
 )
+from shared.adapters.sqs_receiver import SqsReceiver, SqsResultReceiver
 from shared.contracts import SQS_MAX_MESSAGE_BYTES, AnyTask, TaskResult
 from shared.errors import TaskBatchSendError, TransientError
 from tests.support.fakes import NOW, make_email, make_task
@@ -232,8 +232,8 @@ def test_result_receiver_parses_results_and_says_why_a_body_is_not_one(sqs: SQSC
     received = SqsResultReceiver(sqs, queue_url, wait_seconds=0).receive()
 
     # Then the result is parsed, and the other names its problem
-    by_kind = {message.result is None: message for message in received}
-    assert by_kind[False].result == result
+    by_kind = {message.parsed is None: message for message in received}
+    assert by_kind[False].parsed == result
     assert "task_id" in str(by_kind[True].problem)
     assert all(message.receipt_handle and message.message_id for message in received)
 
@@ -248,7 +248,7 @@ def test_result_receiver_deletes_only_the_handles_it_is_given(sqs: SQSClient) ->
     publisher.publish(kept)
     publisher.publish(deleted)
     receiver = SqsResultReceiver(sqs, queue_url, wait_seconds=0)
-    handles = {m.result: m.receipt_handle for m in receiver.receive()}
+    handles = {m.parsed: m.receipt_handle for m in receiver.receive()}
 
     # When one of them is deleted
     not_deleted = receiver.delete([handles[deleted]])
@@ -262,6 +262,31 @@ def test_result_receiver_raises_a_herald_error_when_the_queue_is_missing(sqs: SQ
     receiver = SqsResultReceiver(sqs, f"{QUEUE_URL}-missing", wait_seconds=0)
     with pytest.raises(TransientError, match="SQS ReceiveMessage \\(results\\) failed"):
         receiver.receive()
+
+
+def test_a_receiver_deletes_more_than_ten_handles_in_batches_of_ten(sqs: SQSClient) -> None:
+    # Given 12 messages received on a queue of plain text bodies
+    queue_url = sqs.create_queue(QueueName="herald-text")["QueueUrl"]
+    for n in range(12):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=f"body {n}")
+    receiver = SqsReceiver(sqs, queue_url, wait_seconds=0, parse=str.upper, what="text")
+    received = receiver.receive() + receiver.receive()
+    assert len(received) == 12
+
+    # When every handle is deleted at once
+    not_deleted = receiver.delete([m.receipt_handle for m in received])
+
+    # Then SQS deleted them all, and each body had been parsed by the receiver's parser
+    assert not_deleted == 0
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert attributes == {
+        "ApproximateNumberOfMessages": "0",
+        "ApproximateNumberOfMessagesNotVisible": "0",
+    }
+    assert sorted(str(m.parsed) for m in received) == sorted(f"BODY {n}" for n in range(12))
 
 
 def test_dead_letter_sink_keeps_the_body_and_says_why(sqs: SQSClient) -> None:

@@ -1,18 +1,19 @@
-"""SQS adapters: the task producer, the result publisher and receiver, the dead-letter sink."""
+"""SQS adapters: the task producer, the result publisher, the dead-letter sink.
+
+The worker's receivers are ``shared.adapters.sqs_receiver``.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
 
 from shared.adapters.client_errors import to_herald_error
-from shared.contracts import SQS_MAX_MESSAGE_BYTES, TaskResult, describe_validation_error
+from shared.contracts import SQS_MAX_MESSAGE_BYTES, TaskResult
 from shared.errors import PermanentError, TaskBatchSendError
 from shared.tracing import TRACE_CONTEXT_ATTRIBUTE, encode_trace_context
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import (
-        DeleteMessageBatchRequestEntryTypeDef,
         MessageAttributeValueTypeDef,
         SendMessageBatchRequestEntryTypeDef,
     )
@@ -221,125 +221,6 @@ class SqsResultPublisher:
             )
         except (ClientError, BotoCoreError) as error:
             raise to_herald_error(error, "SQS SendMessage (result)") from error
-
-
-def receive_bodies(
-    client: SQSClient, queue_url: str, *, wait_seconds: int, what: str
-) -> list[tuple[str, str, str]]:
-    """Up to 10 messages of ``queue_url`` as (message id, receipt handle, body), long-polling
-    ``wait_seconds``; the worker's consumers parse the bodies themselves.
-
-    Raises
-    ------
-    TransientError, PermanentError
-        SQS refused the call (``what`` names the queue in the error).
-    """
-    try:
-        messages = client.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=SQS_MAX_BATCH, WaitTimeSeconds=wait_seconds
-        ).get("Messages", [])
-    except (ClientError, BotoCoreError) as error:
-        raise to_herald_error(error, f"SQS ReceiveMessage ({what})") from error
-    return [
-        (message["MessageId"], message["ReceiptHandle"], message.get("Body", ""))
-        for message in messages
-    ]
-
-
-def delete_messages(
-    client: SQSClient, queue_url: str, receipt_handles: Sequence[str], *, what: str
-) -> int:
-    """Delete the messages of ``receipt_handles`` in batches of 10; return how many SQS did
-    not delete.
-
-    Raises
-    ------
-    TransientError, PermanentError
-        SQS refused the call itself (``what`` names the queue in the error).
-    """
-    not_deleted = 0
-    for start in range(0, len(receipt_handles), SQS_MAX_BATCH):
-        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
-            {"Id": str(i), "ReceiptHandle": handle}
-            for i, handle in enumerate(receipt_handles[start : start + SQS_MAX_BATCH])
-        ]
-        try:
-            response = client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-        except (ClientError, BotoCoreError) as error:
-            raise to_herald_error(error, f"SQS DeleteMessageBatch ({what})") from error
-        not_deleted += len(response.get("Failed", []))
-    return not_deleted
-
-
-@dataclass(frozen=True)
-class ReceivedResult:
-    """One message of the result queue: its result, or why its body is not one.
-
-    Attributes
-    ----------
-    message_id
-        SQS's id of the message, for logs.
-    receipt_handle
-        What deletes it.
-    result
-        The parsed ``TaskResult``; None when the body is not a valid one.
-    problem
-        Why the body is not a valid result (one line), when ``result`` is None.
-    """
-
-    message_id: str
-    receipt_handle: str
-    result: TaskResult | None
-    problem: str | None = None
-
-
-class SqsResultReceiver:
-    """Receives task results from the result queue and deletes those that were handled.
-
-    Bodies are parsed here, at the edge: the consumer gets ``TaskResult`` models, and
-    for a body that is not one, the reason. Such a message is simply not deleted: SQS
-    receives it again and, after ``maxReceiveCount`` receives, moves it to the DLQ.
-
-    Parameters
-    ----------
-    client
-        A ``boto3.client("sqs")``.
-    queue_url
-        The result queue's URL.
-    wait_seconds
-        How long one receive long-polls for results (0 to 20).
-    """
-
-    def __init__(self, client: SQSClient, queue_url: str, *, wait_seconds: int) -> None:
-        self._client = client
-        self._queue_url = queue_url
-        self._wait_seconds = wait_seconds
-
-    def receive(self) -> list[ReceivedResult]:
-        """Up to 10 messages, each parsed; raise a Herald error if SQS refuses."""
-        received: list[ReceivedResult] = []
-        for message_id, handle, body in receive_bodies(
-            self._client, self._queue_url, wait_seconds=self._wait_seconds, what="results"
-        ):
-            try:
-                result = TaskResult.model_validate_json(body)
-            except ValidationError as error:
-                received.append(
-                    ReceivedResult(message_id, handle, None, describe_validation_error(error))
-                )
-            else:
-                received.append(ReceivedResult(message_id, handle, result))
-        return received
-
-    def delete(self, receipt_handles: Sequence[str]) -> int:
-        """Delete the messages of ``receipt_handles``; return how many SQS did not delete.
-
-        Raises
-        ------
-        TransientError, PermanentError
-            SQS refused the call itself.
-        """
-        return delete_messages(self._client, self._queue_url, receipt_handles, what="results")
 
 
 class SqsDeadLetterSink:

@@ -39,6 +39,7 @@ from herald_local.mailbox import read_mailbox
 from herald_local.sqs_event_source import EventSourceSettings, SqsEventSource
 from herald_local.template import PipelineTemplate, read_pipeline_template
 from shared.adapters.sqs import SqsTaskProducer
+from shared.adapters.sqs_receiver import SqsResultReceiver
 from shared.settings import TaskRunnerSettings
 from shared.task_runner import build_task_runner
 from tests.integration.conftest import REPO_ROOT, SENDER
@@ -258,9 +259,7 @@ class TaskPipeline:
     def _apply_results(self, stop: threading.Event) -> None:
         consumer = ResultsConsumer(
             self.engine,
-            self.client("sqs"),
-            self.result_queue_url,
-            wait_seconds=1,
+            SqsResultReceiver(self.client("sqs"), self.result_queue_url, wait_seconds=1),
             logger=Logger(service="herald-faults", level="ERROR"),
             metrics=Metrics(namespace="HeraldTests"),
         )
