@@ -12,13 +12,12 @@ from uuid import uuid4
 
 import psycopg
 import pytest
-from alembic import command
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ProgrammingError
 
-from ecs_service.db.migrations import alembic_config
 from herald_local.postgres import APP_USER, LocalPostgres
+from tests.support.migrations import migrate
 
 # What each table's code does with it (ecs_service's data-access modules); a new table's
 # grant must be decided here too.
@@ -50,13 +49,6 @@ ALEMBIC_VERSION = {
     "move it": "UPDATE alembic_version SET version_num = '0001'",
     "empty it": "DELETE FROM alembic_version",
 }
-
-
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
 
 
 def grants_of(engine: Engine, role: str = APP_USER) -> dict[str, set[str]]:

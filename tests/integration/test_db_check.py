@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
-from uuid import uuid4
 
 import pytest
-from sqlalchemy import create_engine
 
 from ecs_service.cli import main
 from ecs_service.db.schema_check import head_revision
-from tests.integration.test_send_at_bounds_migration import migrate
 from tests.support.builders import insert_messages
+from tests.support.migrations import database_at
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -36,13 +34,8 @@ def db_check(
 @pytest.fixture
 def database_at_0008(postgres: LocalPostgres) -> Iterator[str]:
     """A new database on the session's server, one revision behind the head."""
-    name = f"herald_check_{uuid4().hex[:12]}"
-    postgres.ensure_database(name)
-    engine = create_engine(postgres.url(name))
-    migrate(engine, "0008")
-    engine.dispose()
-    yield postgres.url(name)
-    postgres.psql("postgres", f'DROP DATABASE "{name}"')
+    with database_at(postgres, "0008") as engine:
+        yield engine.url.render_as_string(hide_password=False)
 
 
 def test_a_schema_at_the_head_passes_with_every_tables_rows_counted(

@@ -4,18 +4,19 @@ new statuses and tables arrive, and a downgrade takes them away again."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service.db.models import Base
 from herald_local.postgres import LocalPostgres
-from tests.integration.test_send_at_bounds_migration import insert_message, migrate
+from tests.support.builders import insert_raw_message as insert_message
+from tests.support.migrations import database_at, migrate
 
 FEEDBACK_TABLES = {"message_recipients", "message_events", "suppressions"}
 OURS = {*FEEDBACK_TABLES, "ix_messages_provider_message_id"}
@@ -25,13 +26,8 @@ SEND_AT = "2026-06-01 12:00:00+00"
 @pytest.fixture
 def database_at_0006(postgres: LocalPostgres) -> Iterator[Engine]:
     """A new database on the session's server, migrated to the revision before 0007."""
-    name = f"herald_m0007_{uuid4().hex[:12]}"
-    postgres.ensure_database(name)
-    engine = create_engine(postgres.url(name))
-    migrate(engine, "0006")
-    yield engine
-    engine.dispose()
-    postgres.psql("postgres", f'DROP DATABASE "{name}"')
+    with database_at(postgres, "0006") as engine:
+        yield engine
 
 
 def status_of(engine: Engine, message_id: UUID) -> str:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
-from uuid import uuid4
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
-from ecs_service.db.migrations import alembic_config
 from ecs_service.db.models import Base
+from tests.support.migrations import database_at, migrate
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -22,13 +20,6 @@ if TYPE_CHECKING:
     from herald_local.postgres import LocalPostgres
 
 NEW_COLUMNS = {"expires_at", "last_used_at"}
-
-
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
 
 
 def api_key_columns(engine: Engine) -> set[str]:
@@ -39,21 +30,18 @@ def api_key_columns(engine: Engine) -> set[str]:
 def database_at_0009(postgres: LocalPostgres) -> Iterator[Engine]:
     """A new database on the session's server, migrated to the revision before 0010, with
     one tenant and one key."""
-    name = f"herald_m0010_{uuid4().hex[:12]}"
-    postgres.ensure_database(name)
-    engine = create_engine(postgres.url(name))
-    migrate(engine, "0009")
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "WITH tenant AS (INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 'a')"
-                " RETURNING id) INSERT INTO api_keys (id, tenant_id, key_id, key_hash, name)"
-                " SELECT gen_random_uuid(), id, 'AbCdEfGhJkMn', repeat('0', 64), 'old'"
-                " FROM tenant"
+    with database_at(postgres, "0009") as engine:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "WITH tenant AS (INSERT INTO tenants (id, name)"
+                    " VALUES (gen_random_uuid(), 'a') RETURNING id)"
+                    " INSERT INTO api_keys (id, tenant_id, key_id, key_hash, name)"
+                    " SELECT gen_random_uuid(), id, 'AbCdEfGhJkMn', repeat('0', 64), 'old'"
+                    " FROM tenant"
+                )
             )
-        )
-    yield engine
-    engine.dispose()
+        yield engine
 
 
 def test_the_columns_match_the_models_and_an_existing_key_never_expires(

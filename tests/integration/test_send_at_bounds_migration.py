@@ -6,65 +6,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
-from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from ecs_service.db.migrations import alembic_config
 from herald_local.postgres import LocalPostgres
-
-CREATED_AT = "2026-06-01 12:00:00+00"
-PAYLOAD = '{"to": ["reader@example.org"], "subject": "Hello", "text": "Hi"}'
-
-
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
+from tests.support.builders import insert_raw_message as insert_message
+from tests.support.migrations import database_at, migrate
 
 
 @pytest.fixture
 def database_at_0003(postgres: LocalPostgres) -> Iterator[Engine]:
     """A new database on the session's server, migrated to the revision before 0004."""
-    name = f"herald_m0004_{uuid4().hex[:12]}"
-    postgres.ensure_database(name)
-    engine = create_engine(postgres.url(name))
-    migrate(engine, "0003")
-    yield engine
-    engine.dispose()
-    postgres.psql("postgres", f'DROP DATABASE "{name}"')
-
-
-def insert_message(engine: Engine, *, status: str, send_at: str) -> UUID:
-    """A row as any writer could store it, send_at given as PostgreSQL text."""
-    message_id = uuid4()
-    with engine.begin() as connection:
-        tenant_id = connection.execute(
-            text("INSERT INTO tenants (id, name) VALUES (:id, :name) RETURNING id"),
-            {"id": uuid4(), "name": f"tenant-{uuid4()}"},
-        ).scalar_one()
-        connection.execute(
-            text(
-                "INSERT INTO messages (id, tenant_id, status, payload, send_at, created_at, "
-                "updated_at) VALUES (:id, :tenant_id, :status, CAST(:payload AS jsonb), "
-                "CAST(:send_at AS timestamptz), CAST(:created_at AS timestamptz), "
-                "CAST(:created_at AS timestamptz))"
-            ),
-            {
-                "id": message_id,
-                "tenant_id": tenant_id,
-                "status": status,
-                "payload": PAYLOAD,
-                "send_at": send_at,
-                "created_at": CREATED_AT,
-            },
-        )
-    return message_id
+    with database_at(postgres, "0003") as engine:
+        yield engine
 
 
 def read_message(engine: Engine, message_id: UUID) -> dict[str, Any]:

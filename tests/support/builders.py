@@ -13,13 +13,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
 from ecs_service.db.models import Message
 
+# What insert_raw_message stores: text, as any revision of the schema takes it.
+RAW_PAYLOAD = '{"to": ["reader@example.org"], "subject": "Hello", "text": "Hi"}'
+RAW_CREATED_AT = "2026-06-01 12:00:00+00"
 # An email as the api stores it in messages.payload (every field, defaults included).
 PAYLOAD: dict[str, Any] = {
     "sender": "herald@example.com",
@@ -101,3 +104,31 @@ def statuses(engine: Engine) -> dict[str, int]:
         return dict(
             session.execute(select(Message.status, func.count()).group_by(Message.status)).all()
         )
+
+
+def insert_raw_message(engine: Engine, *, status: str, send_at: str) -> UUID:
+    """A message of a new tenant as any writer could store it, ``send_at`` given as
+    PostgreSQL text, in SQL any revision of the schema takes (for the migrations' tests)."""
+    message_id = uuid4()
+    with engine.begin() as connection:
+        tenant_id = connection.execute(
+            text("INSERT INTO tenants (id, name) VALUES (:id, :name) RETURNING id"),
+            {"id": uuid4(), "name": f"tenant-{uuid4()}"},
+        ).scalar_one()
+        connection.execute(
+            text(
+                "INSERT INTO messages (id, tenant_id, status, payload, send_at, created_at, "
+                "updated_at) VALUES (:id, :tenant_id, :status, CAST(:payload AS jsonb), "
+                "CAST(:send_at AS timestamptz), CAST(:created_at AS timestamptz), "
+                "CAST(:created_at AS timestamptz))"
+            ),
+            {
+                "id": message_id,
+                "tenant_id": tenant_id,
+                "status": status,
+                "payload": RAW_PAYLOAD,
+                "send_at": send_at,
+                "created_at": RAW_CREATED_AT,
+            },
+        )
+    return message_id
