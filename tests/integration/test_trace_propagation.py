@@ -40,8 +40,8 @@ from shared.contracts import TaskResult
 from shared.observability import logger
 from shared.tracing import TRACE_CONTEXT_ATTRIBUTE, DatadogTracing, TraceIdsLogFilter
 from tests.integration.conftest import SENDER, Caller, drain, new_queue
-from tests.unit.handlers.conftest import LambdaContext, LogCapture
-from tests.unit.test_tracing import SpanRecorder, chain_reaches
+from tests.support.lambdas import LambdaContext, LogCapture
+from tests.support.tracing import SpanRecorder, chain_reaches
 
 HANDLER_PATH = "src/handlers/task_runner.py"
 

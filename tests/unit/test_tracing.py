@@ -23,9 +23,8 @@ from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from ddtrace._trace.processor import TraceProcessor
 from ddtrace.propagation.http import HTTPPropagator
-from ddtrace.trace import Span, tracer
+from ddtrace.trace import tracer
 from moto import mock_aws
 from pydantic import ValidationError
 
@@ -46,21 +45,7 @@ from shared.tracing import (
     xray_daemon,
 )
 from tests.conftest import REPO_ROOT
-
-
-class SpanRecorder(TraceProcessor):
-    """Keeps every finished span and hands nothing on: no trace is ever written."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spans: list[Span] = []
-
-    def process_trace(self, trace: list[Span]) -> list[Span] | None:
-        self.spans.extend(trace)
-        return None
-
-    def named(self, name: str) -> list[Span]:
-        return [span for span in self.spans if span.name == name]
+from tests.support.tracing import SpanRecorder
 
 
 @pytest.fixture
@@ -72,18 +57,6 @@ def recorder() -> Iterator[SpanRecorder]:
         yield recording
     finally:
         tracer.configure(trace_processors=[])
-
-
-def chain_reaches(spans: list[Span], span: Span, ancestor_id: int) -> bool:
-    """Whether following ``span``'s parents through ``spans`` reaches ``ancestor_id``."""
-    by_id = {s.span_id: s for s in spans}
-    parent_id = span.parent_id
-    while parent_id:
-        if parent_id == ancestor_id:
-            return True
-        parent = by_id.get(parent_id)
-        parent_id = parent.parent_id if parent is not None else None
-    return False
 
 
 # DD_TRACE_ENABLED

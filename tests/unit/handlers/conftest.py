@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,40 +22,11 @@ from mypy_boto3_sqs import SQSClient
 
 from shared.contracts import TaskResult
 from shared.observability import logger
+from tests.support.lambdas import LambdaContext, LogCapture
 from tests.support.queues import drain
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 SENDER = "herald@example.com"
-
-
-class LambdaContext:
-    """What Lambda passes as ``context``, as far as Powertools reads it."""
-
-    function_name = "herald-dev-TaskRunnerFunction"
-    function_version = "$LATEST"
-    invoked_function_arn = (
-        "arn:aws:lambda:us-east-1:123456789012:function:herald-dev-TaskRunnerFunction"
-    )
-    memory_limit_in_mb = 512
-    aws_request_id = "6f2c2a8e-0b4b-4c39-9f7e-3d1f3e0c9a11"
-    log_group_name = "/herald/dev/task-runner"
-    log_stream_name = "2026/11/24/[$LATEST]abc"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
-
-
-class LogCapture(logging.Handler):
-    """Keeps the JSON lines the Powertools logger writes, parsed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logger.registered_formatter)
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
 
 
 @dataclass
