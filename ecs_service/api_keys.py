@@ -17,7 +17,9 @@ working on time, not up to a cache age later.
 request (``find_key_recording_use``), not by a statement of its own: a key the api has
 cached is used without touching the database, so the time is accurate to the cache's
 age bound (``key_cache.CACHE_TTL_SECONDS``, 60 s) per api process, at no extra round
-trip. Only a presentation with the right secret, of a key not expired, stamps it.
+trip. Only a presentation the api accepts (the right secret, of a key not expired by the
+api's clock, which also gives the time stamped) stamps it; never more than once in
+``STAMP_INTERVAL_SECONDS``, and never by waiting for another request's stamp.
 """
 
 from __future__ import annotations
@@ -48,20 +50,32 @@ REVOKED_CHANNEL = "herald_api_key_revoked"
 # a key that should outlive it is created without an expiry.
 MAX_KEY_LIFETIME_DAYS = 3650
 
+# A key's last use is written at most once this often, however often its row is read (at
+# start, or while the api's revocation listener is disconnected, every request reads it).
+STAMP_INTERVAL_SECONDS = 5
+
 # One statement, one round trip: read the unrevoked key, and stamp its use when the
 # presented key is it (hashes compared: comparing SHA-256 digests leaks nothing useful
-# about a 256-bit key) and it has not expired. A data-modifying CTE runs whether or not
-# the outer query reads it.
+# about a 256-bit key) and it has not expired, both at the api's :now (the clock that
+# accepts or refuses the key). The stamp skips a row another request is writing (SKIP
+# LOCKED: a stamp holds the row through its commit's WAL flush, and concurrent readers of
+# one key would queue behind each other) and one stamped less than STAMP_INTERVAL_SECONDS
+# ago (checked on the row's newest version). A data-modifying CTE runs whether or not the
+# outer query reads it.
 FIND_KEY_RECORDING_USE = text(
     """
     WITH found AS (
         SELECT id, key_hash, tenant_id, expires_at FROM api_keys
         WHERE key_id = :key_id AND revoked_at IS NULL
     ), used AS (
-        UPDATE api_keys SET last_used_at = now()
-        FROM found
-        WHERE api_keys.id = found.id AND found.key_hash = :presented_hash
-          AND (found.expires_at IS NULL OR found.expires_at > now())
+        UPDATE api_keys SET last_used_at = :now
+        WHERE id = (
+            SELECT api_keys.id FROM api_keys JOIN found ON found.id = api_keys.id
+            WHERE found.key_hash = :presented_hash
+              AND (found.expires_at IS NULL OR found.expires_at > :now)
+              AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at <= :stamped_before)
+            FOR UPDATE OF api_keys SKIP LOCKED
+        )
     )
     SELECT key_hash, tenant_id, expires_at FROM found
     """
@@ -202,13 +216,21 @@ def key_id_of(presented: str) -> str | None:
 
 
 def find_key_recording_use(
-    connection: Connection | Session, key_id: str, presented: str
+    connection: Connection | Session, key_id: str, presented: str, now: datetime
 ) -> StoredKey | None:
     """The unrevoked key with this public id (None: unknown or revoked), in one statement
-    that also sets its ``last_used_at`` when ``presented`` is that key and it has not
-    expired. Commit for the stamp to last (on an autocommit connection it does)."""
+    that also sets its ``last_used_at`` to ``now`` when ``presented`` is that key and has
+    not expired at ``now`` (``check_key``'s decision at the same ``now``), unless another
+    request is stamping it or it was stamped less than ``STAMP_INTERVAL_SECONDS`` before.
+    Commit for the stamp to last (on an autocommit connection it does)."""
     row = connection.execute(
-        FIND_KEY_RECORDING_USE, {"key_id": key_id, "presented_hash": hash_key(presented)}
+        FIND_KEY_RECORDING_USE,
+        {
+            "key_id": key_id,
+            "presented_hash": hash_key(presented),
+            "now": now,
+            "stamped_before": now - timedelta(seconds=STAMP_INTERVAL_SECONDS),
+        },
     ).one_or_none()
     if row is None:
         return None
