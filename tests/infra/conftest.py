@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -397,3 +398,37 @@ def resolve_datadog(value: Any, *, enabled: bool) -> Any:
         items = [resolve_datadog(item, enabled=enabled) for item in value]
         return [item for item in items if item is not _NO_VALUE]
     return value
+
+
+# `sam validate` offline: the region SAM needs, nothing that reaches an account.
+SAM_ENV = {"AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def checkov_report(template_path: Path) -> dict[str, Any]:
+    """checkov's JSON report on one template (offline: no guideline download)."""
+    checkov = require_tool("checkov")
+    result = run_tool(
+        [
+            checkov,
+            "--skip-download",
+            "--framework",
+            "cloudformation",
+            "--output",
+            "json",
+            "--file",
+            str(template_path),
+        ]
+    )
+    assert result.returncode in (0, 1), describe(result)  # 1: some check failed
+    report: dict[str, Any] | list[dict[str, Any]] = json.loads(result.stdout)
+    # One report per framework; a single framework still comes as an object.
+    report = report[0] if isinstance(report, list) else report
+    # A template none of whose resources any check applies to (stacks/alarm.yaml: checkov
+    # has no CloudWatch alarm check) gets only a summary: no results, and none failed.
+    if "results" not in report:
+        assert report["failed"] == 0, report
+        report = {
+            "results": {"failed_checks": []},
+            "summary": {"parsing_errors": report["parsing_errors"]},
+        }
+    return report

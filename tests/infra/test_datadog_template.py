@@ -25,7 +25,9 @@ from tests.conftest import require_tool
 from tests.infra.conftest import (
     NESTED_STACKS,
     ROOT_TEMPLATE,
+    SAM_ENV,
     Template,
+    checkov_report,
     describe,
     function_properties,
     load_stack,
@@ -36,7 +38,6 @@ from tests.infra.conftest import (
     resolve_datadog,
     run_tool,
 )
-from tests.infra.test_template_linters import SAM_ENV, checkov_report
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import REPO_ROOT, require_tool
 from tests.infra.conftest import (
     ROOT_TEMPLATE,
+    SAM_ENV,
     TEMPLATES,
+    checkov_report,
     describe,
     load_template,
     run_tool,
@@ -19,8 +20,6 @@ from tests.infra.conftest import (
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-SAM_ENV = {"AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.mark.parametrize("template_path", TEMPLATES, ids=template_id)
@@ -65,36 +64,6 @@ def test_sam_validate_transforms_the_template_offline(tmp_path: Path) -> None:
     assert result.returncode == 0, describe(result)
     assert "is a valid SAM Template" in result.stdout
     assert "--lint" in result.stdout  # SAM's hint that linting was skipped
-
-
-def checkov_report(template_path: Path) -> dict[str, Any]:
-    """checkov's JSON report on one template (offline: no guideline download)."""
-    checkov = require_tool("checkov")
-    result = run_tool(
-        [
-            checkov,
-            "--skip-download",
-            "--framework",
-            "cloudformation",
-            "--output",
-            "json",
-            "--file",
-            str(template_path),
-        ]
-    )
-    assert result.returncode in (0, 1), describe(result)  # 1: some check failed
-    report: dict[str, Any] | list[dict[str, Any]] = json.loads(result.stdout)
-    # One report per framework; a single framework still comes as an object.
-    report = report[0] if isinstance(report, list) else report
-    # A template none of whose resources any check applies to (stacks/alarm.yaml: checkov
-    # has no CloudWatch alarm check) gets only a summary: no results, and none failed.
-    if "results" not in report:
-        assert report["failed"] == 0, report
-        report = {
-            "results": {"failed_checks": []},
-            "summary": {"parsing_errors": report["parsing_errors"]},
-        }
-    return report
 
 
 @pytest.mark.parametrize("template_path", TEMPLATES, ids=template_id)
