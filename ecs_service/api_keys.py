@@ -160,12 +160,15 @@ def expiry_in_days(days: str, now: datetime) -> datetime:
     InvalidExpiryError
         ``days`` is not such a number; the message says what is.
     """
-    if not (days.isascii() and days.isdigit() and 1 <= int(days) <= MAX_KEY_LIFETIME_DAYS):
+    # The length first: int() refuses strings of more than 4,300 digits with a ValueError.
+    digits = days.lstrip("0")
+    whole = days.isascii() and days.isdigit() and len(digits) <= len(str(MAX_KEY_LIFETIME_DAYS))
+    if not (whole and 1 <= int(digits or "0") <= MAX_KEY_LIFETIME_DAYS):
         raise InvalidExpiryError(
             f"a key's lifetime must be a whole number of days from 1 to "
             f"{MAX_KEY_LIFETIME_DAYS}, not {days!r} (leave the option out for no expiry)"
         )
-    return now + timedelta(days=int(days))
+    return now + timedelta(days=int(digits))
 
 
 def issue_key(
