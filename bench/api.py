@@ -639,8 +639,11 @@ def build_result(
         shares = ", ".join(
             f"{name} {share:.0%}" for name, share in profile["self_share_by_package"].items()
         )
+        cpu = profile.get("cpu_ms_per_request_unprofiled")
+        unprofiled = "" if cpu is None else f"{cpu:.2f} ms CPU/request unprofiled, "
         notes.append(
-            f"{endpoint} profile (cProfile, one request at a time, threads inline; "
+            f"{endpoint} profile (cProfile, one request at a time into the ASGI app, threads "
+            f"inline, no HTTP server or client; {unprofiled}"
             f"{profile['profiled_ms_per_request']:.2f} ms CPU/request profiled, "
             f"{profile['statements_per_request']:g} SQL statements + "
             f"{profile['commits_per_request']:g} commits per request): CPU ms per request "
