@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.infra.conftest import load_stack
 
 if TYPE_CHECKING:
@@ -99,3 +101,50 @@ def test_each_instance_is_inlined_with_the_values_it_passes(tmp_path: Path) -> N
     assert migrate["Environment"] == []
     # And the parent's reads of an instance's outputs are what the outputs hold
     assert stack["Outputs"]["ApiGroup"]["Value"] == {"Ref": "ApiGroup"}
+
+
+QUEUE = """\
+Resources:
+  Queue: {Type: AWS::SQS::Queue}
+Outputs:
+  QueueArn: {Value: !GetAtt Queue.Arn}
+"""
+RULE = """\
+Parameters:
+  TargetArn: {Type: String, Description: where the rule sends}
+Resources:
+  Rule:
+    Type: AWS::Events::Rule
+    Properties: {Targets: [{Id: queue, Arn: !Ref TargetArn}]}
+"""
+RULE_STACK = """\
+  RuleStack:
+    Type: AWS::Serverless::Application
+    Properties:
+      Location: rule.yaml
+      Parameters: {TargetArn: !GetAtt FeedbackStack.Outputs.QueueArn}
+"""
+QUEUE_STACK = """\
+  FeedbackStack:
+    Type: AWS::Serverless::Application
+    Properties: {Location: queue.yaml}
+"""
+
+
+@pytest.mark.parametrize("queue_first", [True, False], ids=["queue-first", "rule-first"])
+def test_a_nested_stack_reading_another_ones_output_gets_its_inlined_resource(
+    tmp_path: Path, queue_first: bool
+) -> None:
+    # Given a root whose rule stack reads an output of the queue stack it nests (SesStack
+    # reads FeedbackStack's QueueArn), declared before or after it
+    (tmp_path / "queue.yaml").write_text(QUEUE, encoding="utf-8")
+    (tmp_path / "rule.yaml").write_text(RULE, encoding="utf-8")
+    stacks = [QUEUE_STACK, RULE_STACK] if queue_first else [RULE_STACK, QUEUE_STACK]
+    (tmp_path / "root.yaml").write_text("Resources:\n" + "".join(stacks), encoding="utf-8")
+
+    # When it is read as one stack
+    resources = load_stack(tmp_path / "root.yaml")["Resources"]
+
+    # Then the rule targets the queue itself, under its inlined name
+    (target,) = resources["RuleRule"]["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["FeedbackQueue", "Arn"]}
