@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 import pytest
 from sqlalchemy import func, select, update
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
 from ecs_service.cli import main
-from ecs_service.db.models import ApiKey
+from ecs_service.db.models import ApiKey, Tenant
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -156,3 +157,28 @@ def test_the_list_says_which_keys_expired_or_were_revoked(herald: Herald, engine
     states = [row[header.index("STATE") :] for row in rows]
     assert states[:2] == ["active", "expired"]
     assert states[2].startswith("revoked 20")
+
+
+def test_a_tenant_id_names_that_tenant_even_where_another_is_named_after_it(
+    herald: Herald, engine: Engine
+) -> None:
+    # Given a tenant named after another tenant's id (made first), each with a key
+    victim_id = uuid4()
+    with Session(engine) as session, session.begin():
+        impostor = api_keys.create_tenant(session, str(victim_id))
+        victim = Tenant(id=victim_id, name="victim")
+        session.add(victim)
+        session.flush()
+        api_keys.issue_key(session, impostor, "impostor's")
+        api_keys.issue_key(session, victim, "victim's")
+
+    # When the victim's keys are listed, and a key created, by its id
+    code, out, _ = herald("keys", "list", str(victim_id), "--json")
+    herald("keys", "create", str(victim_id), "--name", "new")
+
+    # Then both act on the tenant with that id, not the one with that name
+    assert code == 0
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["victim's"]
+    with Session(engine) as session:
+        owner = session.scalar(select(ApiKey.tenant_id).where(ApiKey.name == "new"))
+    assert owner == victim_id
