@@ -32,7 +32,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ecs_service.db.models import Message, MessageEvent, MessageRecipient, Suppression
@@ -453,6 +453,29 @@ def suppressed(session: Session, tenant_id: UUID, addresses: Iterable[str]) -> l
         )
     )
     return [address for key, address in keys.items() if key in listed]
+
+
+# Many tenants' addresses in one statement: the relay's re-check of a released batch.
+SUPPRESSED_AMONG = text("""
+SELECT s.tenant_id, s.address FROM suppressions AS s
+JOIN unnest(CAST(:tenant_ids AS uuid[]), CAST(:addresses AS text[])) AS r (tenant_id, address)
+  ON s.tenant_id = r.tenant_id AND s.address = r.address
+""")
+
+
+def suppressed_among(
+    session: Session, candidates: Iterable[tuple[UUID, str]]
+) -> set[tuple[UUID, str]]:
+    """Those of ``candidates`` (a tenant and an address in its ``suppression_key`` form) on
+    that tenant's suppression list: one query, whatever the tenants (primary key lookups)."""
+    pairs = sorted(set(candidates))
+    if not pairs:
+        return set()
+    rows = session.execute(
+        SUPPRESSED_AMONG,
+        {"tenant_ids": [t for t, _ in pairs], "addresses": [a for _, a in pairs]},
+    )
+    return {(row.tenant_id, row.address) for row in rows}
 
 
 def list_suppressions(

@@ -41,6 +41,13 @@ before anything is sent. A task SQS refuses through the sender's fault becomes
 ``scheduled`` for a later pass, and the worker backs off. Each failed row is logged and
 counted in ``RelayRowsFailed``.
 
+A recipient suppressed since the message was scheduled is not sent to (issue 14). The
+api refuses a message to a suppressed address, but a bounce or complaint may list one
+after a message to it was scheduled: before release, one query per pass looks up every
+claimed email's recipients on their tenants' lists, and a message naming any is failed
+(``FailureCode.RECIPIENT_SUPPRESSED``, its error naming them), as the api would have
+refused it whole. Counted in ``MessagesSuppressed``: the tenant's matter, not a fault.
+
 After a pass the relay reports ``RelayBacklog``: the messages due but still not queued.
 ``RelayLag`` only exists when something is queued; a relay that queues nothing while
 messages pile up shows in the backlog. Counting is cheap (a range scan of the
@@ -66,7 +73,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ecs_service import messages
+from ecs_service import feedback_store, messages
 from ecs_service.messages import DueMessage, email_task
 from ecs_service.worker.send_rate import PostgresSendRateBucket, SendPace
 from shared.adapters.sqs import SQS_MAX_BATCH
@@ -75,6 +82,7 @@ from shared.contracts import (
     TaskEnvelope,
     TaskTooLargeError,
     describe_validation_error,
+    suppression_key,
     task_body,
     utc_now,
 )
@@ -124,6 +132,14 @@ class _Failure:
     tenant_id: UUID
     reason: FailureCode
     detail: str  # for the log only: the tenant sees ``reason``
+    # Recipients the tenant's suppression list holds: the tenant reads them, logs do not.
+    suppressed: tuple[str, ...] = ()
+
+    @property
+    def error(self) -> str:
+        """What the tenant reads: Herald's text for the reason, and the listed recipients."""
+        text = failure_text(self.reason)
+        return f"{text} Suppressed: {', '.join(self.suppressed)}." if self.suppressed else text
 
 
 @dataclass
@@ -269,6 +285,7 @@ class Relay:
             if not rows:
                 return RelayPass(0, 0, 0)
             tasks, failures = self._tasks_of(rows)
+            tasks, suppressed = self._without_suppressed(session, tasks)
             released = self._released(tasks, allowance)
             outcome = self._send_sorting_refusals(
                 released, {row.id: row.trace_context for row in rows}
@@ -284,9 +301,9 @@ class Relay:
             ]
             messages.mark_queued(session, outcome.queued)
             messages.fail_unsendable(
-                session, {f.message_id: failure_text(f.reason) for f in failures}
+                session, {failure.message_id: failure.error for failure in failures + suppressed}
             )
-        self._report(rows, outcome, failures)
+        self._report(rows, outcome, failures, suppressed)
         # The rate limited the pass: it kept claimed emails back, or claimed all it held
         # tokens for when the in-flight budget allowed more.
         paced = allowance is not None and (
@@ -296,7 +313,7 @@ class Relay:
             claimed=len(rows),
             queued=len(outcome.queued),
             not_queued=len(outcome.not_queued),
-            failed=len(failures),
+            failed=len(failures) + len(suppressed),
             capped=not paced and budget < self._claim_size and len(rows) >= budget,
             paced=paced,
         )
@@ -344,6 +361,41 @@ class Relay:
         if unused == 0:
             return allowance.level
         return self._bucket.give_back(allowance.pace, unused)
+
+    def _without_suppressed(
+        self, session: Session, tasks: list[TaskEnvelope[EmailPayload]]
+    ) -> tuple[list[TaskEnvelope[EmailPayload]], list[_Failure]]:
+        """The tasks none of whose recipients is on its tenant's suppression list now, and a
+        failure for each of the others: an address listed after the message was scheduled
+        (the api refused it before) is not sent to. One query for the whole claim."""
+        recipients = {task.task_id: _recipient_keys(task) for task in tasks}
+        listed = feedback_store.suppressed_among(
+            session,
+            ((task.tenant_id, key) for task in tasks for key in recipients[task.task_id]),
+        )
+        if not listed:
+            return tasks, []
+        kept: list[TaskEnvelope[EmailPayload]] = []
+        failures: list[_Failure] = []
+        for task in tasks:
+            named = tuple(
+                address
+                for key, address in recipients[task.task_id].items()
+                if (task.tenant_id, key) in listed
+            )
+            if not named:
+                kept.append(task)
+                continue
+            failures.append(
+                _Failure(
+                    task.task_id,
+                    task.tenant_id,
+                    FailureCode.RECIPIENT_SUPPRESSED,
+                    f"{len(named)} recipient(s) on the tenant's suppression list",
+                    suppressed=named,
+                )
+            )
+        return kept, failures
 
     def _tasks_of(
         self, rows: Sequence[DueMessage]
@@ -407,8 +459,32 @@ class Relay:
                     trace_contexts[task.task_id] = carrier
             self._producer.send(tasks, trace_contexts=trace_contexts)
 
-    def _report(self, rows: Sequence[DueMessage], outcome: _Sent, failures: list[_Failure]) -> None:
-        """Log and count what the committed pass did."""
+    def _report(
+        self,
+        rows: Sequence[DueMessage],
+        outcome: _Sent,
+        failures: list[_Failure],
+        suppressed: list[_Failure],
+    ) -> None:
+        """Log and count what the committed pass did.
+
+        A message failed for a suppressed recipient is the tenant's matter, not a fault of
+        Herald's: counted in ``MessagesSuppressed``, apart from ``RelayRowsFailed``, whose
+        alarm pages (and rolls a deployment back)."""
+        for failure in suppressed:
+            self._logger.info(
+                "message not sent: a recipient was suppressed after it was scheduled; failed",
+                extra={
+                    "message_id": str(failure.message_id),
+                    "tenant_id": str(failure.tenant_id),
+                    "reason": failure.reason.value,
+                    "error": failure.detail,
+                },
+            )
+        if suppressed:
+            self._metrics.add_metric(
+                name="MessagesSuppressed", unit=MetricUnit.Count, value=len(suppressed)
+            )
         for failure in failures:
             self._logger.error(
                 "message cannot be relayed; failed",
@@ -461,6 +537,15 @@ def _task_of(
     except TaskTooLargeError as error:
         return None, FailureCode.TOO_LARGE, str(error)
     return task, None, ""
+
+
+def _recipient_keys(task: TaskEnvelope[EmailPayload]) -> dict[str, str]:
+    """The email's recipients (To, Cc, Bcc) by their suppression key, each once."""
+    email = task.payload
+    keys: dict[str, str] = {}
+    for address in [*email.to, *email.cc, *email.bcc]:
+        keys.setdefault(suppression_key(address), address)
+    return keys
 
 
 def _recipients(task: TaskEnvelope[EmailPayload]) -> int:

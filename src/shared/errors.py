@@ -46,6 +46,9 @@ class FailureCode(StrEnum):
     """The relay found a stored time outside what it can read (year 1 to 9999)."""
     QUEUE_REFUSED = "queue_refused"
     """SQS refused the task, through the sender's fault, even sent alone."""
+    RECIPIENT_SUPPRESSED = "recipient_suppressed"
+    """The relay found a recipient on the tenant's suppression list when the message fell
+    due (listed after it was scheduled)."""
     SEND_FAILED = "send_failed"
     """Any other permanent failure, and the reading of an unknown or missing code."""
     SES_REJECTED = "ses_rejected"
@@ -75,6 +78,10 @@ FAILURE_TEXTS: Final[Mapping[FailureCode, str]] = MappingProxyType(
         FailureCode.TOO_LARGE: "The email is too large for Herald's task queue.",
         FailureCode.UNREADABLE_TIME: "The message's stored time is outside the supported range.",
         FailureCode.QUEUE_REFUSED: "Herald's task queue refused this email.",
+        FailureCode.RECIPIENT_SUPPRESSED: (
+            "A recipient was put on this tenant's suppression list (a permanent bounce or a "
+            "complaint) after the email was scheduled, so it was not sent."
+        ),
         FailureCode.SEND_FAILED: "The email could not be sent.",
         FailureCode.SES_REJECTED: "The email service accepted this email, then rejected it.",
         FailureCode.RENDERING_FAILED: "The email service could not render this email.",
