@@ -141,11 +141,13 @@ def create_tenant(session: Session, name: str) -> Tenant:
 
 
 def find_tenant(session: Session, name_or_id: str) -> Tenant:
-    """The tenant with this name, or this id."""
-    condition = Tenant.name == name_or_id
+    """The tenant with this id, else the one with this name (an id never means a tenant
+    that another is merely named after)."""
+    tenant = None
     with contextlib.suppress(ValueError):
-        condition = condition | (Tenant.id == UUID(name_or_id))
-    tenant = session.scalar(select(Tenant).where(condition))
+        tenant = session.get(Tenant, UUID(name_or_id))
+    if tenant is None:
+        tenant = session.scalar(select(Tenant).where(Tenant.name == name_or_id))
     if tenant is None:
         raise NotFoundError(f"no tenant {name_or_id!r}")
     return tenant
