@@ -212,11 +212,12 @@ def test_api_autoscaling_keeps_two_tasks_and_a_stack_update_does_not_reset_it(
     target = properties(backend, "ApiScalableTarget")
 
     # Then the service leaves its count to autoscaling (no DesiredCount for an update to
-    # reset), and autoscaling never goes below two tasks, one per AZ
+    # reset), and autoscaling keeps two tasks, one per AZ, unless told otherwise (dev: one)
     assert "DesiredCount" not in properties(backend, "ApiService")
     assert target["ResourceId"] == {"Fn::Sub": "service/${Cluster}/${ApiService.Name}"}
     assert target["MinCapacity"] == {"Ref": "ApiMinTasks"}
-    assert int(backend["Parameters"]["ApiMinTasks"]["MinValue"]) >= 2
+    assert int(backend["Parameters"]["ApiMinTasks"]["Default"]) >= 2
+    assert int(backend["Parameters"]["ApiMinTasks"]["MinValue"]) == 1
 
 
 def test_api_scales_on_cpu_and_on_requests_per_task(backend: Template) -> None:
@@ -319,12 +320,23 @@ def test_database_secret_is_read_at_run_time_never_put_in_the_environment(
     # none resolves one when the stack deploys
     assert [key for key in variables if SECRET_LOOKING.search(key) and key not in NOT_SECRETS] == []
     assert [key for key, value in variables.items() if RESOLVED_SECRET.search(str(value))] == []
-    # ECS injects nothing: the container reads the secret through its ARN, at connect time
-    # and again after each rotation (an injected copy would go stale at the next rotation)
+    # ECS injects nothing: the migration reads the secret through its ARN, at connect time
+    # and again after each rotation (an injected copy would go stale at the next rotation);
+    # the api and worker have no secret at all (IAM tokens: the test below)
     assert "Secrets" not in container
-    assert variables["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
+    assert variables.get("DATABASE_SECRET_ARN") == (
+        {"Ref": "DatabaseSecretArn"} if name == "migrate" else None
+    )
     assert variables["DATABASE_HOST"] == {"Ref": "DatabaseHost"}
-    assert variables["DATABASE_SSLMODE"] == "require"
+    # And every connection verifies the server against the image's RDS bundle
+    assert variables["DATABASE_SSLMODE"] == "verify-full"
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_api_and_worker_log_in_as_herald_app_with_iam_tokens(backend: Template, name: str) -> None:
+    variables = environment(container_definitions(backend)[name])
+
+    assert (variables["DATABASE_AUTH"], variables["DATABASE_USER"]) == ("iam", "herald_app")
 
 
 def test_containers_get_the_environment_the_contract_names(backend: Template) -> None:
@@ -340,7 +352,8 @@ def test_containers_get_the_environment_the_contract_names(backend: Template) ->
         "DATABASE_PORT",
         "DATABASE_NAME",
         "DATABASE_SSLMODE",
-        "DATABASE_SECRET_ARN",
+        "DATABASE_AUTH",
+        "DATABASE_USER",
         "SENDER_EMAIL",
         "DD_TRACE_ENABLED",
     }
@@ -413,6 +426,12 @@ DATABASE_SECRET_GRANTS = {
     ("secretsmanager:GetSecretValue", "DatabaseSecretArn"),
     ("kms:Decrypt", "DatabaseKeyArn"),
 }
+# IAM database authentication as herald_app on this instance, and as no other user.
+HERALD_APP_DBUSER = (
+    "{'Fn::Sub': 'arn:${AWS::Partition}:rds-db:${AWS::Region}:${AWS::AccountId}"
+    ":dbuser:${DatabaseResourceId}/herald_app'}"
+)
+DATABASE_CONNECT_GRANTS = {("rds-db:connect", HERALD_APP_DBUSER)}
 
 
 def test_every_task_has_its_own_task_role(backend: Template) -> None:
@@ -426,8 +445,8 @@ def test_every_task_has_its_own_task_role(backend: Template) -> None:
     assert roles == {name: {"Fn::GetAtt": [role, "Arn"]} for name, role in TASK_ROLES.items()}
 
 
-def test_api_may_only_read_the_database_secret(backend: Template) -> None:
-    assert grants(backend, TASK_ROLES["api"]) == DATABASE_SECRET_GRANTS
+def test_api_may_only_connect_to_the_database_as_herald_app(backend: Template) -> None:
+    assert grants(backend, TASK_ROLES["api"]) == DATABASE_CONNECT_GRANTS
 
 
 TENANT_SECRETS = (
@@ -470,10 +489,10 @@ def test_migration_may_read_the_database_secret_the_drill_s_and_create_tenant_se
     }
 
 
-def test_worker_may_use_exactly_its_queues_the_pipeline_key_ses_account_and_the_database_secret(
+def test_worker_may_use_exactly_its_queues_the_pipeline_key_ses_account_and_the_database(
     backend: Template,
 ) -> None:
-    assert grants(backend, "WorkerTaskRole") == DATABASE_SECRET_GRANTS | {
+    assert grants(backend, "WorkerTaskRole") == DATABASE_CONNECT_GRANTS | {
         ("sqs:SendMessage", "TaskQueueArn"),
         ("sqs:GetQueueAttributes", "TaskQueueArn"),
         ("sqs:ReceiveMessage", "ResultQueueArn"),
@@ -491,7 +510,7 @@ def test_worker_may_use_exactly_its_queues_the_pipeline_key_ses_account_and_the_
     }
 
 
-def test_only_the_task_roles_may_read_the_database_secret(backend: Template) -> None:
+def test_only_the_migration_task_may_read_the_database_secret(backend: Template) -> None:
     # Given every statement that names the database secret or its key, but the migration
     # role's tenant-secret policy (the test above: encrypting new secrets under tenants/*)
     readers = [
@@ -508,15 +527,23 @@ def test_only_the_task_roles_may_read_the_database_secret(backend: Template) -> 
         if {"Ref": policy_id} in properties(backend, role_id).get("ManagedPolicyArns", [])
     }
 
-    # Then one managed policy holds them, attached to exactly the three task roles; the
-    # only other managed policy is the worker's own, attached to the worker's role alone
-    assert holders == set(TASK_ROLES.values())
+    # Then one managed policy holds them, attached to the migration's role alone (the api
+    # and worker connect with IAM tokens: DatabaseConnectPolicy, theirs alone); the only
+    # other managed policy is the worker's own, attached to the worker's role alone
+    assert holders == {"MigrationTaskRole"}
     assert set(resources_of_type(backend, "AWS::IAM::ManagedPolicy")) == {
         policy_id,
+        "DatabaseConnectPolicy",
         "WorkerPolicy",
         "RestoreDrillSecretReadPolicy",
         "TenantBootstrapPolicy",
     }
+    assert {
+        role_id
+        for role_id in resources_of_type(backend, "AWS::IAM::Role")
+        if {"Ref": "DatabaseConnectPolicy"}
+        in properties(backend, role_id).get("ManagedPolicyArns", [])
+    } == {"ApiTaskRole", "WorkerTaskRole"}
     for migration_only in ("RestoreDrillSecretReadPolicy", "TenantBootstrapPolicy"):
         assert {
             role_id

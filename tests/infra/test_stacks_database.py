@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
+from tests.conftest import REPO_ROOT
 from tests.infra.conftest import Template, properties, referenced_id, resources_of_type
 
 APP_SECURITY_GROUP_PARAMETERS = {
@@ -98,9 +100,56 @@ def test_database_is_private_multi_az_and_in_the_database_subnets(database: Temp
     subnet_group = properties(database, "DatabaseSubnetGroup")
 
     assert instance["PubliclyAccessible"] is False
-    assert instance["MultiAZ"] is True
+    # Multi-AZ unless the environment says otherwise (dev: the next test)
+    assert instance["MultiAZ"] == {"Ref": "MultiAZ"}
+    assert database["Parameters"]["MultiAZ"]["Default"] == "true"
     assert instance["DBSubnetGroupName"] == {"Ref": "DatabaseSubnetGroup"}
     assert subnet_group["SubnetIds"] == [{"Ref": "SubnetA"}, {"Ref": "SubnetB"}]
+
+
+def samconfig_parameter(environment: str, name: str) -> str | None:
+    config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    overrides = config[environment]["deploy"]["parameters"]["parameter_overrides"]
+    found = [item.split("=", 1)[1] for item in overrides if item.startswith(f"{name}=")]
+    return found[0] if found else None
+
+
+def test_dev_runs_one_database_instance_and_one_api_task_staging_and_prod_keep_a_standby(
+    root_template: Template,
+) -> None:
+    # Given the root template's database stack and samconfig.toml's environments
+    passed = root_template["Resources"]["DatabaseStack"]["Properties"]["Parameters"]
+
+    # Then the root passes DatabaseMultiAZ through; dev turns the standby off and keeps one
+    # api task at rest, staging and prod keep a standby (and two api tasks: the default)
+    assert passed["MultiAZ"] == {"Ref": "DatabaseMultiAZ"}
+    assert root_template["Parameters"]["DatabaseMultiAZ"]["Default"] == "true"
+    assert samconfig_parameter("default", "DatabaseMultiAZ") == "false"
+    assert samconfig_parameter("default", "ApiMinTasks") == "1"
+    for environment in ("staging", "prod"):
+        assert samconfig_parameter(environment, "DatabaseMultiAZ") == "true"
+        assert int(samconfig_parameter(environment, "ApiMinTasks") or "2") >= 2
+
+
+def test_iam_authentication_is_on_and_the_instance_resource_id_is_an_output(
+    database: Template,
+) -> None:
+    # Given the instance and the stack's outputs
+    instance = database_instance(database)
+
+    # Then herald_app can log in with IAM tokens, and the backend learns the resource id
+    # its rds-db:connect ARN names
+    assert instance["EnableIAMDatabaseAuthentication"] is True
+    assert database["Outputs"]["DatabaseResourceId"]["Value"] == {
+        "Fn::GetAtt": ["Database", "DbiResourceId"]
+    }
+
+
+def test_server_certificate_comes_from_a_ca_in_the_bundle_the_image_ships(
+    database: Template,
+) -> None:
+    # The global bundle holds every RDS CA; rds-ca-rsa2048-g1 is RDS's default and in it
+    assert database_instance(database)["CACertificateIdentifier"] == "rds-ca-rsa2048-g1"
 
 
 def test_storage_and_master_secret_are_encrypted_with_the_stacks_own_key(
