@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -56,11 +57,13 @@ class WorkerThreads:
             raise
 
     def close(self, timeout: float = 5.0) -> None:
-        """Let every thread finish its work and stop (the api's shutdown)."""
+        """Let every thread finish its work and stop (the api's shutdown), waiting at most
+        ``timeout`` seconds in all: the threads are daemons, so none holds the exit up."""
         for _ in self._threads:
             self._jobs.put(None)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
