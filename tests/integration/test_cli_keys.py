@@ -31,8 +31,9 @@ def herald(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> Herald:
-    """The herald command against the session's database, with tenant initech."""
-    monkeypatch.setenv("DATABASE_URL", postgres.url())
+    """The herald command against the session's database as herald_app (the role it has
+    in AWS), with tenant initech."""
+    monkeypatch.setenv("DATABASE_URL", postgres.app_url())
     monkeypatch.setenv("DATABASE_SSLMODE", "disable")
     command = Herald(capsys)
     command("tenants", "create", "initech")

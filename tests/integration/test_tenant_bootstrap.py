@@ -40,7 +40,7 @@ def kms_key(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def database(postgres: LocalPostgres, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    monkeypatch.setenv("DATABASE_URL", postgres.url())
+    monkeypatch.setenv("DATABASE_URL", postgres.app_url())
     return engine
 
 
