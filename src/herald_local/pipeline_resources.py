@@ -113,11 +113,17 @@ def create_pipeline_resources(
     dynamodb: DynamoDBClient | None = None,
     create_email_identity: Callable[[str], None] | None = None,
     sesv2: SESV2Client | None = None,
+    name_prefix: str = STACK_NAME,
+    queue_attributes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> LocalPipeline:
     """Create the template's queues, tables, SES configuration sets and the sender's identity.
 
     Clients follow boto3's configuration, so ``AWS_ENDPOINT_URL`` must point at the local
     endpoint (``aws_isolation.isolate_from_real_aws`` makes sure it does).
+
+    The one factory of the pipeline's resources: the local system, the tests (one
+    ``name_prefix`` each, so they share an endpoint without sharing a queue) and the
+    benchmarks (through the local system) all make them here, from the template.
 
     Parameters
     ----------
@@ -125,6 +131,12 @@ def create_pipeline_resources(
         Replaces the task queue's ``VisibilityTimeout`` (300 s in the template), so a
         failed task comes back in seconds instead of five minutes. For tests and for
         watching a retry; the template's value is used when None.
+    name_prefix
+        What the names of resources the template leaves unnamed start with
+        (``<name_prefix>-<logical ID>``); the stack's name by default.
+    queue_attributes
+        Logical ID -> SQS attributes set over the template's (a test's shorter
+        ``VisibilityTimeout``, say).
     """
     sqs = sqs or boto3.client("sqs")
     dynamodb = dynamodb or boto3.client("dynamodb")
@@ -136,9 +148,10 @@ def create_pipeline_resources(
         attributes = _queue_attributes(queue, template, warnings)
         if queue.logical_id == TASK_QUEUE and visibility_timeout_override is not None:
             attributes["VisibilityTimeout"] = str(visibility_timeout_override)
+        attributes.update((queue_attributes or {}).get(queue.logical_id, {}))
         name = str(
             resolver.resolve(queue.properties.get("QueueName"), queue.logical_id)
-            or f"{STACK_NAME}-{queue.logical_id}"
+            or f"{name_prefix}-{queue.logical_id}"
         )
         url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]  # type: ignore[arg-type]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
@@ -153,7 +166,7 @@ def create_pipeline_resources(
 
     tables: dict[str, str] = {}
     for table in template.tables:
-        tables[table.logical_id] = _create_table(table, template, dynamodb, warnings)
+        tables[table.logical_id] = _create_table(table, template, dynamodb, warnings, name_prefix)
 
     sender_domain = sender_email.rpartition("@")[2].lower()
     ses = sesv2 or boto3.client("sesv2")
@@ -165,7 +178,7 @@ def create_pipeline_resources(
     # The domain, as the README advises for AWS: any address of it may send.
     create_email_identity(sender_domain)
     configuration_sets = [
-        _create_configuration_set(resource, template, ses, warnings)
+        _create_configuration_set(resource, template, ses, warnings, name_prefix)
         for resource in template.configuration_sets
         if template.exists(resource)
     ]
@@ -210,7 +223,11 @@ def create_pipeline_resources(
 
 
 def _create_configuration_set(
-    resource: TemplateResource, template: PipelineTemplate, sesv2: SESV2Client, warnings: list[str]
+    resource: TemplateResource,
+    template: PipelineTemplate,
+    sesv2: SESV2Client,
+    warnings: list[str],
+    name_prefix: str,
 ) -> str:
     resolver = template.resolver
     where = resource.logical_id
@@ -219,7 +236,7 @@ def _create_configuration_set(
             warnings.append(f"{where}.{name} is not reproduced locally")
     name = str(
         resolver.resolve(resource.properties.get("Name"), f"{where}.Name")
-        or f"{STACK_NAME}-{where}"
+        or f"{name_prefix}-{where}"
     )
     options = {
         option: resolver.resolve(resource.properties[option], f"{where}.{option}")
@@ -318,6 +335,7 @@ def _create_table(
     template: PipelineTemplate,
     dynamodb: DynamoDBClient,
     warnings: list[str],
+    name_prefix: str,
 ) -> str:
     resolver = template.resolver
     used = (*TABLE_CREATE_PROPERTIES, *TABLE_UPDATE_PROPERTIES, "TableName")
@@ -329,7 +347,7 @@ def _create_table(
         for name, value in table.properties.items()
         if name in used
     }
-    name = str(properties.get("TableName") or f"{STACK_NAME}-{table.logical_id}")
+    name = str(properties.get("TableName") or f"{name_prefix}-{table.logical_id}")
     request: dict[str, Any] = {
         key: properties[key] for key in TABLE_CREATE_PROPERTIES if key in properties
     }

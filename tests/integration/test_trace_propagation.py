@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
-import boto3
 import ddtrace
 import pytest
 from aws_lambda_powertools import Logger, Metrics
@@ -34,13 +33,15 @@ from ecs_service.api.app import create_app
 from ecs_service.db.models import Message
 from ecs_service.settings import ApiSettings, DatabaseSettings
 from ecs_service.worker.relay import Relay
+from herald_local.pipeline_resources import LocalPipeline
 from herald_local.sqs_event_source import sqs_event
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import TaskResult
 from shared.observability import logger
 from shared.tracing import TRACE_CONTEXT_ATTRIBUTE, DatadogTracing, TraceIdsLogFilter
-from tests.integration.conftest import SENDER, Caller, drain, new_queue
+from tests.integration.conftest import SENDER, Caller, drain
 from tests.support.lambdas import LambdaContext, LogCapture
+from tests.support.pipeline import template_pipeline
 from tests.support.tracing import SpanRecorder, chain_reaches
 
 HANDLER_PATH = "src/handlers/task_runner.py"
@@ -99,35 +100,27 @@ class TaskRunnerFunction:
 
 
 @pytest.fixture
+def pipeline(sqs: SQSClient) -> Iterator[LocalPipeline]:
+    """The template's queues and idempotency table, new for this test, on the moto server."""
+    with template_pipeline(f"trace-{uuid4().hex[:12]}") as made:
+        yield made
+
+
+@pytest.fixture
 def task_runner_function(
-    datadog: Datadog, sqs: SQSClient, monkeypatch: pytest.MonkeyPatch
+    datadog: Datadog, pipeline: LocalPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TaskRunnerFunction]:
     """The real handler module with Datadog on, on the moto server, loaded as its own module.
 
     Loaded under another name, so ``handlers.task_runner`` (Datadog off) stays as it was
     for every other test.
     """
-    task_queue_url = new_queue(sqs, "tasks")
-    task_queue_arn = sqs.get_queue_attributes(QueueUrl=task_queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    result_queue_url = new_queue(sqs, "results")
-    table = f"herald-idempotency-{uuid4().hex[:12]}"
-    boto3.client("dynamodb").create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    sesv2 = boto3.client("sesv2")
-    if "example.com" not in {
-        i["IdentityName"] for i in sesv2.list_email_identities()["EmailIdentities"]
-    }:
-        sesv2.create_email_identity(EmailIdentity="example.com")
+    task_queue_url, task_queue_arn = pipeline.task_queue_url, pipeline.task_queue_arn
+    result_queue_url = pipeline.result_queue_url
     for name, value in {
         "RESULT_QUEUE_URL": result_queue_url,
-        "TASK_DLQ_URL": new_queue(sqs, "tasks-dlq"),
-        "IDEMPOTENCY_TABLE": table,
+        "TASK_DLQ_URL": pipeline.task_dead_letter_queue_url,
+        "IDEMPOTENCY_TABLE": pipeline.table_names["IdempotencyTable"],
         "SENDER_EMAIL": SENDER,
     }.items():
         monkeypatch.setenv(name, value)

@@ -8,10 +8,13 @@ from mypy_boto3_sqs import SQSClient
 
 
 def drain(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
-    """Receive and delete every visible message of the queue, attributes included."""
+    """Receive and delete every visible message of the queue, attributes included.
+
+    Without waiting, whatever the queue's long polling (the template's result and feedback
+    queues wait 20 s for a message by default)."""
     messages: list[dict[str, Any]] = []
     while batch := sqs.receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
     ).get("Messages", []):
         messages.extend(dict(message) for message in batch)
         sqs.delete_message_batch(

@@ -37,13 +37,13 @@ from ecs_service.worker.relay import Relay
 from ecs_service.worker.results import ResultsConsumer
 from herald_local.mailbox import read_mailbox
 from herald_local.sqs_event_source import EventSourceSettings, SqsEventSource
-from herald_local.template import PipelineTemplate, read_pipeline_template
 from shared.adapters.sqs import SqsTaskProducer
 from shared.adapters.sqs_receiver import SqsResultReceiver
 from shared.settings import TaskRunnerSettings
 from shared.task_runner import build_task_runner
-from tests.integration.conftest import REPO_ROOT, SENDER
+from tests.integration.conftest import SENDER
 from tests.support.builders import PAYLOAD, insert_messages
+from tests.support.pipeline import pipeline_template, template_pipeline
 from tests.support.queues import drain
 from tests.support.waits import wait_for
 
@@ -55,12 +55,8 @@ REGION = "us-east-1"
 # A retried task or result comes back after this long (the template's 300 s and 60 s
 # would stall a test).
 VISIBILITY_TIMEOUT_SECONDS = 1
-TEMPLATE = REPO_ROOT / "template.yaml"
-
-
-def pipeline_template() -> PipelineTemplate:
-    """The template's task pipeline: the redrive policy and the event source mapping."""
-    return read_pipeline_template(TEMPLATE, {"SenderEmail": SENDER})
+# The template's logical IDs of what a scenario uses.
+TASK_QUEUE, RESULT_QUEUE, IDEMPOTENCY_TABLE = "TaskQueue", "ResultQueue", "IdempotencyTable"
 
 
 def settle_timeout(count: int) -> float:
@@ -291,56 +287,24 @@ def _task_id(body: str) -> str:
 
 @contextmanager
 def task_pipeline(engine: Engine, endpoint_url: str) -> Iterator[TaskPipeline]:
-    """New queues and an idempotency table for one test, shaped as the template's."""
-    sqs: SQSClient = boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION)
-    template = pipeline_template()
-    task_queue = next(queue for queue in template.queues if queue.logical_id == "TaskQueue")
-    max_receive_count = int(task_queue.properties["RedrivePolicy"]["maxReceiveCount"])
-    suffix = uuid4().hex[:12]
-    dlq_url = sqs.create_queue(QueueName=f"faults-task-dlq-{suffix}")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    task_url = sqs.create_queue(
-        QueueName=f"faults-tasks-{suffix}",
-        Attributes={
-            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
-            ),
-        },
-    )["QueueUrl"]
-    task_arn = sqs.get_queue_attributes(QueueUrl=task_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    # A result received just as the network failed comes back after this timeout too.
-    result_url = sqs.create_queue(
-        QueueName=f"faults-results-{suffix}",
-        Attributes={"VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS)},
-    )["QueueUrl"]
-    table = f"faults-idempotency-{suffix}"
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=REGION)
-    dynamodb.create_table(
-        TableName=table,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    sesv2 = boto3.client("sesv2", endpoint_url=endpoint_url, region_name=REGION)
-    sesv2.create_email_identity(EmailIdentity=SENDER.rpartition("@")[2])
-    yield TaskPipeline(
+    """The template's queues and idempotency table, new for one test; a failed task and a
+    result received just as the network failed come back after a short timeout."""
+    quickly = {"VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS)}
+    with template_pipeline(
+        f"faults-{uuid4().hex[:12]}",
         endpoint_url=endpoint_url,
-        engine=engine,
-        task_queue_url=task_url,
-        task_queue_arn=task_arn,
-        dead_letter_queue_url=dlq_url,
-        result_queue_url=result_url,
-        table_name=table,
-        sqs=sqs,
-    )
-    for url in (task_url, dlq_url, result_url):
-        sqs.delete_queue(QueueUrl=url)
-    dynamodb.delete_table(TableName=table)
+        queue_attributes={TASK_QUEUE: quickly, RESULT_QUEUE: quickly},
+    ) as made:
+        yield TaskPipeline(
+            endpoint_url=endpoint_url,
+            engine=engine,
+            task_queue_url=made.task_queue_url,
+            task_queue_arn=made.task_queue_arn,
+            dead_letter_queue_url=made.task_dead_letter_queue_url,
+            result_queue_url=made.result_queue_url,
+            table_name=made.table_names[IDEMPOTENCY_TABLE],
+            sqs=boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION),
+        )
 
 
 @dataclass(frozen=True)
