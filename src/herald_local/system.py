@@ -220,9 +220,13 @@ def run_local_system(options: RunOptions, terminal: Terminal) -> int:
             from herald_local.local_database import prepare_database, resend_stranded_tasks
             from shared.adapters.sqs import SqsTaskProducer
 
-            key = prepare_database(postgres.url(), options.demo_key_file)
+            # Migrated by the schema's owner; the demo key, the parts and the mailbox page
+            # use herald_app, the role the api and worker log in as in AWS.
+            key = prepare_database(
+                postgres.url(), options.demo_key_file, app_url=postgres.app_url()
+            )
             producer = SqsTaskProducer(boto3.client("sqs"), pipeline.task_queue_url)
-            if resent := resend_stranded_tasks(postgres.url(), producer):
+            if resent := resend_stranded_tasks(postgres.app_url(), producer):
                 say(
                     f"{resent} message(s) were still queued when the last run stopped: "
                     "their tasks are queued again"
@@ -242,7 +246,7 @@ def run_local_system(options: RunOptions, terminal: Terminal) -> int:
             for part in parts.values():
                 part.start()
             servers.append(
-                mailbox_server(options.ports["mailbox"], aws.url, postgres.url()).start()
+                mailbox_server(options.ports["mailbox"], aws.url, postgres.app_url()).start()
             )
             api_url = f"http://127.0.0.1:{options.ports['api']}"
             if options.serves_frontend:
@@ -364,7 +368,7 @@ def _parts(
         if not name.startswith(PART_SETTINGS_PREFIXES)
     } | {"PYTHONUNBUFFERED": "1"}
     shared = {
-        "DATABASE_URL": postgres.url(),
+        "DATABASE_URL": postgres.app_url(),
         "ENVIRONMENT": pipeline.function_environment.get("ENVIRONMENT", "dev"),
         "LOG_LEVEL": pipeline.function_environment.get("LOG_LEVEL", "INFO"),
         "POWERTOOLS_METRICS_NAMESPACE": pipeline.function_environment.get(
