@@ -5,11 +5,12 @@ the api's decision to accept the key (the api's clock decides both)."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Engine
 
+    from herald_local.postgres import LocalPostgres
     from tests.integration.conftest import Caller
 
 
@@ -135,3 +137,28 @@ def test_a_key_the_api_accepts_by_its_clock_is_stamped_at_that_time(
     # Then the api accepts it, and records the use at the time it decided by
     assert principal is not None
     assert row_of(engine, key)[0] == api_now
+
+
+def test_a_key_that_expires_while_its_read_waits_for_a_connection_is_refused(
+    postgres: LocalPostgres, caller: Caller, engine: Engine
+) -> None:
+    # Given an api whose one pooled connection is busy for a second, and a key that
+    # expires half a second from now
+    key = key_expiring(engine, caller, datetime.now(UTC) + timedelta(seconds=0.5))
+    busy_pool = create_engine(postgres.app_url(), pool_size=1, max_overflow=0)
+    authenticator = api(busy_pool, lambda: datetime.now(UTC))
+    pool = ThreadPoolExecutor(max_workers=1)
+    busy = busy_pool.connect()
+    try:
+        # When the key is presented then, its read waiting for the connection
+        pending = pool.submit(authenticator.from_database, key)
+        time.sleep(1.0)
+        busy.close()
+        principal = pending.result(timeout=10)
+    finally:
+        pool.shutdown()
+        busy_pool.dispose()
+
+    # Then the api refuses it: it decides by the time it reads the key, not when it asked
+    assert principal is None
+    assert row_of(engine, key)[0] is None
