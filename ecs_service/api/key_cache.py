@@ -221,10 +221,11 @@ class Authenticator:
         if key_id is None:
             return check_key(None, presented, self._wall_clock())
         generation = self.cache.generation()
-        # One instant decides acceptance and is the use stamped: the stamp never says a
-        # key was used at a time this process would have refused it.
-        now = self._wall_clock()
         with self._autocommit.connect() as connection:
+            # One instant, read once a connection is held (not before a wait for one),
+            # decides acceptance and is the use stamped: the stamp never says a key was
+            # used at a time this process would have refused it.
+            now = self._wall_clock()
             stored = find_key_recording_use(connection, key_id, presented, now)
             connection.commit()  # autocommit: ends SQLAlchemy's autobegun block only
         self.cache.remember(key_id, stored, generation)
