@@ -4,8 +4,10 @@
 The worker's feedback consumer records each SES event it matched to a message
 (``record_event``) and then summarises the message (``summarise``); the results consumer
 summarises a message when its ``sent`` result arrives, because SES's events may come
-first. The api reads a message's recipients and events, checks and manages the tenant's
-suppression list.
+first. The api reads a message's recipients and events and manages the tenant's
+suppression list (``ecs_service.messages`` checks a new message's recipients against it).
+A message's own row is ``ecs_service.messages``'s: the status a summary decides is written
+there (``record_delivery``, ``fail_after_acceptance``).
 
 Rules kept here and nowhere else:
 
@@ -32,10 +34,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
-from ecs_service.db.models import Message, MessageEvent, MessageRecipient, Suppression
+from ecs_service import messages
+from ecs_service.db.models import MessageEvent, MessageRecipient, Suppression
 from shared.contracts import MessageStatus, suppression_key
 from shared.errors import FailureCode, failure_text
 
@@ -232,9 +235,8 @@ def record_event(session: Session, event: FeedbackEvent) -> Recorded:
     result, are applied one after the other. The caller's transaction commits it, and
     calls ``summarise`` afterwards.
     """
-    payload = session.scalar(
-        select(Message.payload).where(Message.id == event.message_id).with_for_update()
-    )
+    locked = messages.lock_for_events(session, event.message_id)
+    payload = None if locked is None else locked.payload
     # SES reports only on the addresses the email went to: an outcome for any other address
     # is a forged or garbled event, and may neither add a recipient to the message nor put
     # on the tenant's list an address the tenant never sent to. The event stays history.
@@ -361,9 +363,7 @@ def summarise(session: Session, message_id: UUID) -> MessageStatus | None:
     (see the module's rules); any other keeps its status, and an unknown id answers None.
     Locks the message's row (``FOR UPDATE``).
     """
-    row = session.execute(
-        select(Message.status, Message.payload).where(Message.id == message_id).with_for_update()
-    ).one_or_none()
+    row = messages.lock_for_events(session, message_id)
     if row is None:
         return None
     status = MessageStatus(row.status)
@@ -383,11 +383,7 @@ def summarise(session: Session, message_id: UUID) -> MessageStatus | None:
         # Herald's sentence for the code, then SES's reason (at most 1,000 characters).
         reason = failing.detail.get("reason") or failing.detail.get("errorMessage")
         error = failure_text(code) + (f" SES said: {reason}" if reason else "")
-        session.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status=MessageStatus.FAILED.value, error=error, updated_at=func.now())
-        )
+        messages.fail_after_acceptance(session, message_id, error)
         return MessageStatus.FAILED
     states = {
         row.address: row.status
@@ -399,11 +395,7 @@ def summarise(session: Session, message_id: UUID) -> MessageStatus | None:
     }
     summary = _summary(states, _recipients(row.payload))
     if summary is not status:
-        session.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status=summary.value, updated_at=func.now())
-        )
+        messages.record_delivery(session, message_id, summary)
     return summary
 
 
@@ -430,29 +422,6 @@ def _summary(states: Mapping[str, str], recipients: set[str]) -> MessageStatus:
     if recipients and recipients <= delivered:
         return MessageStatus.DELIVERED
     return MessageStatus.SENT
-
-
-def suppressed(session: Session, tenant_id: UUID, addresses: Iterable[str]) -> list[str]:
-    """Those of ``addresses`` on the tenant's suppression list, in their order, once each.
-
-    Raises
-    ------
-    ValueError
-        One of ``addresses`` is not an email address (the api has validated them).
-    """
-    keys: dict[str, str] = {}
-    for address in addresses:
-        keys.setdefault(suppression_key(address), address)
-    if not keys:
-        return []
-    listed = set(
-        session.scalars(
-            select(Suppression.address).where(
-                Suppression.tenant_id == tenant_id, Suppression.address.in_(list(keys))
-            )
-        )
-    )
-    return [address for key, address in keys.items() if key in listed]
 
 
 # Many tenants' addresses in one statement: the relay's re-check of a released batch.

@@ -24,8 +24,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import case, func, literal, or_, select, text, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from ecs_service import feedback_store
-from ecs_service.db.models import Message, Tenant
+from ecs_service.db.models import Message, Suppression, Tenant
 from ecs_service.tenant_limits import (
     DailyQuotaExceededError,
     daily_quota_ctes,
@@ -42,7 +41,7 @@ from shared.contracts import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from pydantic import BaseModel
     from sqlalchemy import ColumnElement
@@ -367,7 +366,7 @@ def suppressed_recipients(
 ) -> list[list[str]]:
     """For each of ``emails``, its recipients on the tenant's suppression list (one query)."""
     recipients = [list(dict.fromkeys([*e.to, *e.cc, *e.bcc])) for e in emails]
-    listed = feedback_store.suppressed(
+    listed = listed_recipients(
         session, tenant_id, [address for each in recipients for address in each]
     )
     if not listed:
@@ -453,12 +452,36 @@ def store_batch(
     return stored, list(earlier_batch_items(session, tenant_id, keys).values())
 
 
+def listed_recipients(session: Session, tenant_id: UUID, addresses: Iterable[str]) -> list[str]:
+    """Those of ``addresses`` on the tenant's suppression list, in their order, once each:
+    the recipients a new message may not have.
+
+    Raises
+    ------
+    ValueError
+        One of ``addresses`` is not an email address (the api has validated them).
+    """
+    keys: dict[str, str] = {}
+    for address in addresses:
+        keys.setdefault(suppression_key(address), address)
+    if not keys:
+        return []
+    listed = set(
+        session.scalars(
+            select(Suppression.address).where(
+                Suppression.tenant_id == tenant_id, Suppression.address.in_(list(keys))
+            )
+        )
+    )
+    return [address for key, address in keys.items() if key in listed]
+
+
 def _refuse_suppressed(session: Session, tenant_id: UUID, email: EmailPayload) -> None:
     # In the transaction that stores the message, before the quota is counted: a refusal
     # costs the tenant nothing and takes no lock on its usage row. An address the worker
     # suppresses while this runs can still slip through, as it could a moment earlier.
     recipients = list(dict.fromkeys([*email.to, *email.cc, *email.bcc]))
-    listed = feedback_store.suppressed(session, tenant_id, recipients)
+    listed = listed_recipients(session, tenant_id, recipients)
     if listed:
         raise RecipientSuppressedError(listed)
 
@@ -789,3 +812,43 @@ def lock_for_feedback(
         .with_for_update()
     )
     return [FeedbackTarget(row.id, row.tenant_id, row.provider_message_id) for row in rows]
+
+
+# --- Delivery feedback's transitions (feedback_store decides, these write) -------------
+
+
+@dataclass(frozen=True)
+class FeedbackLocked:
+    """A message locked for its delivery feedback: its status and stored email."""
+
+    status: str
+    payload: dict[str, Any]
+
+
+def lock_for_events(session: Session, message_id: UUID) -> FeedbackLocked | None:
+    """Lock the message (``FOR UPDATE``), so its events and its result apply one after the
+    other; its status and email (None: no such message)."""
+    row = session.execute(
+        select(Message.status, Message.payload).where(Message.id == message_id).with_for_update()
+    ).one_or_none()
+    return None if row is None else FeedbackLocked(row.status, row.payload)
+
+
+def record_delivery(session: Session, message_id: UUID, status: MessageStatus) -> None:
+    """``sent | delivered | bounced | complained -> status``: what SES's events add up to
+    (``feedback_store.summarise``)."""
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(status=status.value, updated_at=func.now())
+    )
+
+
+def fail_after_acceptance(session: Session, message_id: UUID, error: str) -> None:
+    """``sent | ... -> failed``: SES rejected (or could not render) an email it had
+    accepted; ``error`` is what the tenant reads."""
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(status=MessageStatus.FAILED.value, error=error, updated_at=func.now())
+    )

@@ -10,7 +10,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ecs_service import feedback_store
+from ecs_service import feedback_store, messages
 from ecs_service.db.models import Suppression
 from ecs_service.feedback_store import (
     FeedbackEvent,
@@ -55,7 +55,7 @@ def test_suppressed_names_the_listed_addresses_as_given_in_their_order(
 
     # When a message's recipients are checked, in other case and with a repeat
     with Session(engine) as session:
-        found = feedback_store.suppressed(
+        found = messages.listed_recipients(
             session,
             caller.tenant_id,
             ["Spam@Example.org", "fine@example.org", "gone@example.org", "spam@example.org"],
@@ -73,7 +73,7 @@ def test_another_tenants_list_does_not_suppress(
 
     # When this tenant's recipients are checked
     with Session(engine) as session:
-        found = feedback_store.suppressed(session, caller.tenant_id, ["gone@example.org"])
+        found = messages.listed_recipients(session, caller.tenant_id, ["gone@example.org"])
 
     # Then it is not suppressed for this tenant
     assert found == []
