@@ -23,10 +23,13 @@ from mypy_boto3_sqs import SQSClient
 from shared.contracts import TaskResult
 from shared.observability import logger
 from tests.support.lambdas import LambdaContext, LogCapture
+from tests.support.pipeline import template_pipeline
 from tests.support.queues import drain
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 SENDER = "herald@example.com"
+PREFIX = "herald"  # the resources are <PREFIX>-<the template's logical ID>
+TASK_QUEUE_NAME = f"{PREFIX}-TaskQueue"
 
 
 @dataclass
@@ -59,7 +62,7 @@ class TaskRunnerHarness:
 
     def deferred_tasks(self) -> list[Any]:
         """The messages on the task queue, delayed ones included (moto's own view)."""
-        queue = sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].queues["herald-tasks"]
+        queue = sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].queues[TASK_QUEUE_NAME]
         return list(queue._messages)  # noqa: SLF001 - a delayed message cannot be received yet
 
     def redelivery_of(self, message: Any) -> dict[str, Any]:
@@ -82,7 +85,7 @@ class TaskRunnerHarness:
                     },
                     "md5OfBody": "0" * 32,
                     "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:herald-tasks",
+                    "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{TASK_QUEUE_NAME}",
                     "awsRegion": "us-east-1",
                 }
             ]
@@ -121,33 +124,19 @@ class TaskRunnerHarness:
 
 @pytest.fixture
 def task_runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskRunnerHarness]:
-    """The real handler, its composition root run inside ``mock_aws`` with fresh resources."""
-    with mock_aws():
+    """The real handler, its composition root run inside ``mock_aws`` with fresh resources:
+    the template's queues and table (tests/support/pipeline.py)."""
+    with mock_aws(), template_pipeline(PREFIX) as pipeline:
         sqs = boto3.client("sqs")
-        task_dlq_url = sqs.create_queue(QueueName="herald-tasks-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=task_dlq_url, AttributeNames=["QueueArn"])
-        task_queue_url = sqs.create_queue(
-            QueueName="herald-tasks",
-            Attributes={
-                "RedrivePolicy": json.dumps(
-                    {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": 5}
-                )
-            },
-        )["QueueUrl"]
-        result_queue_url = sqs.create_queue(QueueName="herald-results")["QueueUrl"]
-        boto3.client("dynamodb").create_table(
-            TableName="herald-idempotency",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        boto3.client("sesv2").create_email_identity(EmailIdentity="example.com")
+        task_queue_url = pipeline.task_queue_url
+        task_dlq_url = pipeline.task_dead_letter_queue_url
+        result_queue_url = pipeline.result_queue_url
         for name, value in {
             "RESULT_QUEUE_URL": result_queue_url,
             "TASK_DLQ_URL": task_dlq_url,
             "TASK_QUEUE_URL": task_queue_url,
             "SES_CONFIGURATION_SET": "",
-            "IDEMPOTENCY_TABLE": "herald-idempotency",
+            "IDEMPOTENCY_TABLE": pipeline.table_names["IdempotencyTable"],
             "SENDER_EMAIL": SENDER,
         }.items():
             monkeypatch.setenv(name, value)
