@@ -51,7 +51,7 @@ STEPS = [
     ("daily quota (usage counted)", "ecs_service/tenant_limits.py", "reserve_daily_quota"),
     ("session commit", "sqlalchemy/orm/session.py", "commit"),
     ("pool checkout (pre-ping)", "sqlalchemy/pool/base.py", "_checkout"),
-    ("suppression check (keyed POST)", "ecs_service/feedback_store.py", "suppressed"),
+    ("suppression check (keyed POST)", "ecs_service/messages.py", "listed_recipients"),
     ("create_message (suppressions, quota, INSERT)", "ecs_service/messages.py", "create_message"),
     ("get_message (SELECT)", "ecs_service/messages.py", "get_message"),
     ("route create_message (all of it)", "ecs_service/api/routes/messages.py", "create_message"),
@@ -60,6 +60,13 @@ STEPS = [
     ("FastAPI response serialization", "fastapi/routing.py", "serialize_response"),
     ("request body validation", "fastapi/dependencies/utils.py", "request_body_to_args"),
     ("request log line", "aws_lambda_powertools/logging/logger.py", "info"),
+    ("session close (connection back to the pool)", "sqlalchemy/orm/session.py", "close"),
+    ("FastAPI route matching", "fastapi/routing.py", "_match"),
+    (
+        "FastAPI dependency solving (params, body)",
+        "fastapi/dependencies/utils.py",
+        "solve_dependencies",
+    ),
     ("metrics flush (EMF line)", "ecs_service/thread_safe_metrics.py", "flush"),
     ("psycopg execute", "psycopg/cursor.py", "execute"),
 ]
