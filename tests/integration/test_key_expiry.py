@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
 from ecs_service.db.models import ApiKey
+from tests.support.builders import key_of
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -28,9 +29,7 @@ MESSAGES = "/v1/messages"
 
 def key_expiring(engine: Engine, caller: Caller, expires_at: datetime) -> str:
     """A new key of the caller's tenant that expires at ``expires_at``."""
-    with Session(engine) as session, session.begin():
-        tenant = api_keys.find_tenant(session, str(caller.tenant_id))
-        return api_keys.issue_key(session, tenant, "expiring", expires_at=expires_at).plaintext
+    return key_of(engine, caller.tenant_id, name="expiring", expires_at=expires_at)
 
 
 def bearer(key: str) -> dict[str, str]:

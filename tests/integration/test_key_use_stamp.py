@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
 from ecs_service.api.key_cache import Authenticator, KeyCache
 from ecs_service.api_keys import Principal
 from ecs_service.db.models import ApiKey
+from tests.support.builders import key_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,9 +34,8 @@ def api(engine: Engine, wall_clock: Callable[[], datetime]) -> Authenticator:
 
 
 def key_expiring(engine: Engine, caller: Caller, expires_at: datetime) -> str:
-    with Session(engine) as session, session.begin():
-        tenant = api_keys.find_tenant(session, str(caller.tenant_id))
-        return api_keys.issue_key(session, tenant, "expiring", expires_at=expires_at).plaintext
+    """A new key of the caller's tenant that expires at ``expires_at``."""
+    return key_of(engine, caller.tenant_id, name="expiring", expires_at=expires_at)
 
 
 def row_of(engine: Engine, key: str) -> tuple[datetime | None, str]:

@@ -57,6 +57,15 @@ def make_caller(engine: Engine, name: str | None = None) -> Caller:
     return Caller(tenant_id=issued.tenant_id, key=issued.plaintext, key_id=issued.key_id)
 
 
+def key_of(
+    engine: Engine, tenant_id: UUID, *, name: str = "tests", expires_at: datetime | None = None
+) -> str:
+    """A new api key of the tenant ``tenant_id`` (that expires at ``expires_at``): its text."""
+    with Session(engine) as session, session.begin():
+        tenant = api_keys.find_tenant(session, str(tenant_id))
+        return api_keys.issue_key(session, tenant, name, expires_at=expires_at).plaintext
+
+
 def insert_messages(
     engine: Engine,
     tenant_id: UUID,
