@@ -7,7 +7,10 @@ grants, and the migration's life on a server where the role exists already."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import psycopg
@@ -16,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ProgrammingError
 
-from herald_local.postgres import APP_USER, LocalPostgres
+from herald_local.postgres import APP_USER, EPHEMERAL_SETTINGS, LocalPostgres
 from tests.support.migrations import migrate
 
 # What each table's code does with it (ecs_service's data-access modules); a new table's
@@ -188,3 +191,27 @@ def test_a_downgrade_revokes_everything_and_keeps_a_role_another_database_uses(
     with app.connect() as connection:
         assert connection.scalar(text("SELECT current_user")) == APP_USER
     app.dispose()
+
+
+def test_a_downgrade_on_a_server_of_its_own_drops_the_role() -> None:
+    # Given a server of its own (under the system's temp folder, which its account can
+    # traverse), migrated to the head: herald_app exists there
+    folder = Path(tempfile.mkdtemp(prefix="herald-role-"))
+    server = LocalPostgres(folder / "data", settings=EPHEMERAL_SETTINGS).start()
+    owner = create_engine(server.url())
+    try:
+        migrate(owner, "head")
+        roles = text("SELECT count(*) FROM pg_roles WHERE rolname = :role")
+        with owner.connect() as connection:
+            assert connection.scalar(roles, {"role": APP_USER}) == 1
+
+        # When it is downgraded to 0010
+        migrate(owner, "0010", down=True)
+
+        # Then the role is gone
+        with owner.connect() as connection:
+            assert connection.scalar(roles, {"role": APP_USER}) == 0
+    finally:
+        owner.dispose()
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
