@@ -75,17 +75,12 @@ def skip_or_fail(message: str) -> NoReturn:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    """A tool the harness (herald_local.harness) misses in a fixture: as ``require_tool``."""
+    """A tool the local-system harness (herald_local.harness) misses, in a fixture or in the
+    test itself (the same hook wraps the call): as ``require_tool``."""
     try:
         return (yield)
     except ToolMissingError as missing:
         skip_or_fail(str(missing))
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """A tool the harness misses in a test's own body: as ``require_tool``."""
-    try:
-        return (yield)
-    except ToolMissingError as missing:
-        skip_or_fail(str(missing))
+pytest_runtest_call = pytest_runtest_setup

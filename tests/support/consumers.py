@@ -17,37 +17,44 @@ from shared.adapters.sqs_receiver import SqsResultReceiver
 from tests.support.fakes import RecordedMetrics
 
 
-class Results:
+class _Driven:
+    """A consumer's metrics and log lines, kept for the test to read."""
+
+    def __init__(self, kind: str) -> None:
+        self.metrics = RecordedMetrics()
+        self._log = io.StringIO()
+        self.logger = Logger(service=f"{kind}-test-{uuid4().hex[:8]}", stream=self._log)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self._log.getvalue().splitlines()]
+
+
+class Results(_Driven):
     """A consumer of one result queue, with its metrics and log lines at hand."""
 
     def __init__(self, engine: Engine, sqs: SQSClient, queue_url: str) -> None:
-        self.metrics = RecordedMetrics()
-        self._log = io.StringIO()
+        super().__init__("results")
         self.consumer = ResultsConsumer(
             engine,
             SqsResultReceiver(sqs, queue_url, wait_seconds=0),
-            logger=Logger(service=f"results-test-{uuid4().hex[:8]}", stream=self._log),
+            logger=self.logger,
             metrics=self.metrics,
         )
 
     def consume_once(self) -> int:
         return self.consumer.consume_once()
 
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._log.getvalue().splitlines()]
 
-
-class Feedback:
+class Feedback(_Driven):
     """A consumer of one feedback queue, with its metrics and log lines at hand."""
 
     def __init__(self, engine: Engine, sqs: SQSClient, queue_url: str) -> None:
+        super().__init__("feedback")
         self.sqs, self.queue_url = sqs, queue_url
-        self.metrics = RecordedMetrics()
-        self._log = io.StringIO()
         self.consumer = FeedbackConsumer(
             engine,
             SqsFeedbackReceiver(sqs, queue_url, wait_seconds=0),
-            logger=Logger(service=f"feedback-test-{uuid4().hex[:8]}", stream=self._log),
+            logger=self.logger,
             metrics=self.metrics,
         )
 
@@ -62,6 +69,3 @@ class Feedback:
 
     def count(self, name: str) -> float:
         return sum(self.metrics.values.get(name, []))
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._log.getvalue().splitlines()]
