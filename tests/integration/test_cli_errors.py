@@ -11,7 +11,7 @@ import pytest
 from herald_local.postgres import free_port
 from tests.conftest import require_tool
 from tests.integration.conftest import REPO_ROOT
-from tests.support.cli import run_cli
+from tests.support.cli import help_of, run_cli
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -98,14 +98,7 @@ def test_keys_list_prints_an_aligned_table_and_json_lines(
 
 def test_api_help_lists_its_environment_variables_with_defaults() -> None:
     # Given / When
-    shown = subprocess.run(
-        [require_tool("herald"), "api", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO_ROOT,
-        env={"PATH": "/usr/bin:/bin"},
-    ).stdout
+    shown = help_of("api")
 
     # Then the variables it reads are there, with their defaults
     assert "SENDER_EMAIL" in shown

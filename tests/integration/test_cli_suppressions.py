@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import require_tool
-from tests.integration.conftest import REPO_ROOT
-from tests.support.cli import run_cli
+from tests.support.cli import help_of, run_cli
 from tests.support.feedback import suppress
 
 if TYPE_CHECKING:
@@ -118,14 +115,7 @@ def test_an_unknown_tenant_is_one_line(admin_env: None, capsys: pytest.CaptureFi
 
 def test_suppressions_help_says_what_the_list_is() -> None:
     # Given / When
-    shown = subprocess.run(
-        [require_tool("herald"), "suppressions", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO_ROOT,
-        env={"PATH": "/usr/bin:/bin"},
-    ).stdout
+    shown = help_of("suppressions")
 
     # Then it names both commands and why an address is listed
     assert "list" in shown

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from ecs_service.cli import main
+from tests.conftest import REPO_ROOT, require_tool
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -17,3 +20,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         return code, captured.out, str(stop.code) if not isinstance(stop.code, int) else ""
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def help_of(*command: str) -> str:
+    """What ``herald <command> --help`` prints, run as an operator runs it (no settings)."""
+    return subprocess.run(
+        [require_tool("herald"), *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+    ).stdout
