@@ -4,12 +4,14 @@ declare them, and existing keys keep working (never expire, never used)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import OperationalError
 
 from ecs_service.db.models import Base
 from tests.support.migrations import database_at, migrate
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from herald_local.postgres import LocalPostgres
 
 NEW_COLUMNS = {"expires_at", "last_used_at"}
+# How long 0010 waits for its lock on api_keys.
+LOCK_TIMEOUT_SECONDS = 5
 
 
 def api_key_columns(engine: Engine) -> set[str]:
@@ -71,3 +75,29 @@ def test_the_downgrade_drops_the_columns(database_at_0009: Engine) -> None:
     assert not api_key_columns(database_at_0009) & NEW_COLUMNS
     with database_at_0009.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM api_keys")) == 1
+
+
+def test_the_upgrade_gives_up_instead_of_queueing_the_api_behind_a_long_transaction(
+    database_at_0009: Engine,
+) -> None:
+    # Given a transaction that read api_keys and stays open (a psql session, say): adding
+    # the columns must wait for it, and every api read of a key would queue behind the
+    # waiting ALTER TABLE
+    holder = database_at_0009.connect()
+    transaction = holder.begin()
+    holder.execute(text("SELECT count(*) FROM api_keys"))
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        # When the database is migrated to 0010
+        pending = pool.submit(migrate, database_at_0009, "0010")
+        finished, _ = wait([pending], timeout=LOCK_TIMEOUT_SECONDS + 10)
+    finally:
+        transaction.rollback()
+        holder.close()
+        pool.shutdown()
+
+    # Then the migration stops on its lock timeout (to be run again) instead of waiting
+    assert finished
+    with pytest.raises(OperationalError, match="lock timeout"):
+        pending.result()
+    assert not api_key_columns(database_at_0009) & NEW_COLUMNS
