@@ -7,7 +7,10 @@ request (the same statement that fills its key cache), so it is accurate to the 
 age bound (60 s), at no extra round trip a request (``ecs_service.api_keys``).
 
 Both are nullable without a default: adding them rewrites no row and takes no lock
-longer than the catalogue update.
+longer than the catalogue update. That lock (ACCESS EXCLUSIVE) must wait for every open
+transaction that touched api_keys, and while it waits every api read of a key queues
+behind it: the upgrade waits at most LOCK_TIMEOUT for it, then fails, to be run again,
+rather than stall the api's authentication behind a long transaction.
 
 Revision ID: 0010
 Revises: 0009
@@ -27,9 +30,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+LOCK_TIMEOUT = "5s"
+
+
 def upgrade() -> None:
+    op.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     op.add_column("api_keys", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("api_keys", sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True))
+    op.execute("SET LOCAL lock_timeout = DEFAULT")  # not the later migrations' business
 
 
 def downgrade() -> None:
