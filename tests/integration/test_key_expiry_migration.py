@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import OperationalError
 
+from ecs_service.cli import main
 from ecs_service.db.models import Base
 from tests.support.migrations import database_at, migrate
 
@@ -101,3 +102,29 @@ def test_the_upgrade_gives_up_instead_of_queueing_the_api_behind_a_long_transact
     with pytest.raises(OperationalError, match="lock timeout"):
         pending.result()
     assert not api_key_columns(database_at_0009) & NEW_COLUMNS
+
+
+def test_herald_migrate_says_a_lock_timeout_is_a_lock_to_wait_for(
+    database_at_0009: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given herald migrate's database at 0009, with a transaction holding api_keys
+    monkeypatch.setenv("DATABASE_URL", database_at_0009.url.render_as_string(False))
+    monkeypatch.setenv("DATABASE_SSLMODE", "disable")
+    holder = database_at_0009.connect()
+    transaction = holder.begin()
+    holder.execute(text("SELECT count(*) FROM api_keys"))
+    try:
+        # When herald migrate runs
+        with pytest.raises(SystemExit) as stopped:
+            main(["migrate"])
+    finally:
+        transaction.rollback()
+        holder.close()
+
+    # Then it stops with one line that says to run it again, not that the database is
+    # unreachable
+    message = str(stopped.value)
+    assert message.startswith("herald: the migration waited too long for a table lock")
+    assert "run herald migrate again" in message
+    assert "\n" not in message
