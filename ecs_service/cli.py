@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -117,6 +118,12 @@ def run_migrate(_: argparse.Namespace) -> int:
     try:
         upgrade_to_head(engine)
     except OperationalError as error:
+        if isinstance(error.orig, LockNotAvailable):
+            # A migration's lock_timeout (e.g. 0010's): nothing was changed.
+            raise SystemExit(
+                "herald: the migration waited too long for a table lock another transaction "
+                "holds (see pg_stat_activity) and changed nothing; run herald migrate again"
+            ) from None
         raise DatabaseUnreachableError(error) from None
     finally:
         engine.dispose()
