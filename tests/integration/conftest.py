@@ -24,6 +24,7 @@ from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.settings import ApiSettings, DatabaseSettings
 from herald_local.postgres import EPHEMERAL_SETTINGS, LocalPostgres
 from tests.support.builders import Caller, make_caller
+from tests.support.consumers import Feedback, Results
 from tests.support.queues import drain
 
 SENDER = "herald@example.com"
@@ -137,6 +138,24 @@ def sqs(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> SQSClient:
 def new_queue(sqs: SQSClient, prefix: str) -> str:
     """A fresh queue (a new name per test, so tests never share messages)."""
     return sqs.create_queue(QueueName=f"{prefix}-{uuid4().hex[:12]}")["QueueUrl"]
+
+
+@pytest.fixture
+def queue_url(sqs: SQSClient, request: pytest.FixtureRequest) -> str:
+    """A fresh queue for the test's consumer, named after its module (test_results: results)."""
+    return new_queue(sqs, request.module.__name__.rpartition(".")[2].removeprefix("test_"))
+
+
+@pytest.fixture
+def results(engine: Engine, sqs: SQSClient, queue_url: str) -> Results:
+    """The results consumer of ``queue_url``, its metrics and log lines at hand."""
+    return Results(engine, sqs, queue_url)
+
+
+@pytest.fixture
+def feedback(engine: Engine, sqs: SQSClient, queue_url: str) -> Feedback:
+    """The feedback consumer of ``queue_url``, its metrics and log lines at hand."""
+    return Feedback(engine, sqs, queue_url)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -31,17 +31,6 @@ from tests.support.feedback_events import (
     untagged,
 )
 
-
-@pytest.fixture
-def queue_url(sqs: SQSClient) -> str:
-    return new_queue(sqs, "feedback")
-
-
-@pytest.fixture
-def feedback(engine: Engine, sqs: SQSClient, queue_url: str) -> Feedback:
-    return Feedback(engine, sqs, queue_url)
-
-
 # -- each documented event type ------------------------------------------------------------
 
 

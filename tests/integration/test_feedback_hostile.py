@@ -11,12 +11,11 @@ import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message, MessageEvent
-from tests.integration.conftest import Caller, drain, new_queue
+from tests.integration.conftest import Caller, drain
 from tests.support.consumers import Feedback
 from tests.support.feedback_events import (
     READER,
@@ -34,16 +33,6 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 STRANGER = "ceo@victim.example"
-
-
-@pytest.fixture
-def queue_url(sqs: SQSClient) -> str:
-    return new_queue(sqs, "feedback")
-
-
-@pytest.fixture
-def feedback(engine: Engine, sqs: SQSClient, queue_url: str) -> Feedback:
-    return Feedback(engine, sqs, queue_url)
 
 
 def with_bounced(body: str, **fields: Any) -> str:

@@ -57,16 +57,6 @@ def invalid_result(message_id: UUID, **changes: Any) -> str:
 
 
 @pytest.fixture
-def queue_url(sqs: SQSClient) -> str:
-    return new_queue(sqs, "results")
-
-
-@pytest.fixture
-def results(engine: Engine, sqs: SQSClient, queue_url: str) -> Results:
-    return Results(engine, sqs, queue_url)
-
-
-@pytest.fixture
 def database_refuses_one_provider_id(owner_engine: Engine) -> Iterator[str]:
     """PostgreSQL refuses a row whose provider_message_id is ``REFUSED_ID``, until the end."""
     with owner_engine.begin() as connection:
