@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 import pytest
 from aws_lambda_powertools import Logger, Metrics
 from mypy_boto3_sqs import SQSClient
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -325,19 +325,7 @@ def test_a_stored_message_that_is_not_a_valid_task_fails_with_a_reason(
     engine: Engine, sqs: SQSClient, caller: Caller
 ) -> None:
     # Given a row whose payload was corrupted by hand
-    with engine.begin() as connection:
-        connection.execute(
-            insert(Message),
-            [
-                {
-                    "id": uuid4(),
-                    "tenant_id": caller.tenant_id,
-                    "status": "scheduled",
-                    "payload": {"to": []},
-                    "send_at": datetime.now(UTC),
-                }
-            ],
-        )
+    insert_messages(engine, caller.tenant_id, payload={"to": []}, send_at=datetime.now(UTC))
     queue_url = new_queue(sqs, "tasks")
 
     # When the relay meets it, Then it fails it with why, instead of blocking on it forever

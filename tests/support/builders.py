@@ -87,7 +87,7 @@ def insert_messages(
     def payload_of(message_id: UUID) -> Mapping[str, Any]:
         if callable(payload):
             return payload(message_id)
-        return payload or PAYLOAD
+        return PAYLOAD if payload is None else payload
 
     with engine.begin() as connection:
         connection.execute(
