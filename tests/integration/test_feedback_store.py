@@ -6,12 +6,10 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ecs_service import feedback_store, messages
-from ecs_service.db.models import Suppression
 from ecs_service.feedback_store import (
     FeedbackEvent,
     InvalidCursorError,
@@ -21,6 +19,7 @@ from ecs_service.feedback_store import (
 )
 from ecs_service.settings import WorkerSettings
 from tests.integration.conftest import Caller
+from tests.support.builders import insert_suppressions
 from tests.support.feedback_events import message_to
 
 CREATED = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
@@ -32,19 +31,7 @@ QUEUES = {
 
 def listed(engine: Engine, tenant_id: UUID, *addresses: str) -> None:
     """``addresses`` on the tenant's list, the first the oldest, a minute apart."""
-    with engine.begin() as connection:
-        connection.execute(
-            insert(Suppression),
-            [
-                {
-                    "tenant_id": tenant_id,
-                    "address": address,
-                    "reason": "bounce",
-                    "created_at": CREATED + timedelta(minutes=i),
-                }
-                for i, address in enumerate(addresses)
-            ],
-        )
+    insert_suppressions(engine, tenant_id, *addresses, created_at=CREATED)
 
 
 def test_suppressed_names_the_listed_addresses_as_given_in_their_order(

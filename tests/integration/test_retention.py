@@ -19,7 +19,7 @@ from ecs_service.db.models import Message, MessageEvent, MessageRecipient, Suppr
 from ecs_service.settings import WorkerSettings
 from ecs_service.worker.retention import MESSAGES_EXPIRED, Retention
 from tests.integration.conftest import new_queue
-from tests.support.builders import insert_messages
+from tests.support.builders import insert_messages, insert_suppressions
 from tests.support.fakes import RecordedMetrics
 from tests.support.processes import spawn
 from tests.support.waits import wait_for
@@ -192,12 +192,7 @@ def test_the_suppression_list_outlives_the_messages_that_made_it(
 ) -> None:
     # Given an old bounced message whose address is on the tenant's suppression list
     bounced = finished(engine, caller.tenant_id, days_ago=DAYS + 1, status="bounced")
-    with engine.begin() as connection:
-        connection.execute(
-            insert(Suppression).values(
-                tenant_id=caller.tenant_id, address=READER, reason="bounce", message_id=bounced
-            )
-        )
+    insert_suppressions(engine, caller.tenant_id, READER, message_id=bounced)
     expire, _ = retention(engine)
 
     # When a retention pass deletes the message

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
-from ecs_service.db.models import Message
+from ecs_service.db.models import Message, Suppression
 
 # What insert_raw_message stores: text, as any revision of the schema takes it.
 RAW_PAYLOAD = '{"to": ["reader@example.org"], "subject": "Hello", "text": "Hi"}'
@@ -105,6 +105,33 @@ def insert_messages(
             ],
         )
     return ids
+
+
+def insert_suppressions(
+    engine: Engine,
+    tenant_id: UUID,
+    *addresses: str,
+    created_at: datetime | None = None,
+    **columns: Any,
+) -> None:
+    """``addresses`` on the tenant's suppression list, for a bounce unless ``columns`` say
+    otherwise (``reason``, ``message_id`` ...); from ``created_at`` (now when None) on, the
+    first the oldest, a minute apart."""
+    first = created_at or datetime.now(UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(Suppression),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "address": address,
+                    "reason": "bounce",
+                    "created_at": first + timedelta(minutes=number),
+                    **columns,
+                }
+                for number, address in enumerate(addresses)
+            ],
+        )
 
 
 def statuses(engine: Engine) -> dict[str, int]:
