@@ -17,7 +17,6 @@ from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ecs_service import api_keys
 from ecs_service.db.models import Message
 from ecs_service.worker.relay import Relay
 from herald_local.harness import running_local_system, wait_for
@@ -193,8 +192,7 @@ def test_on_the_local_system_one_tenants_email_goes_out_within_seconds_behind_a_
     # (written straight to PostgreSQL: through the api they would take 24 s of its rate limit)
     with running_local_system(tmp_path / "herald") as system:
         engine = create_engine(system.database_url)
-        with Session(engine) as session, session.begin():
-            noisy = api_keys.create_tenant(session, "noisy neighbour").id
+        noisy = make_caller(engine, "noisy neighbour").tenant_id
         insert_messages(engine, noisy, BACKLOG)
 
         # When the demo tenant schedules one email right after
