@@ -136,6 +136,16 @@ class _Failure:
     suppressed: tuple[str, ...] = ()
 
     @property
+    def log_fields(self) -> dict[str, str]:
+        """What a log line says of it: never the addresses."""
+        return {
+            "message_id": str(self.message_id),
+            "tenant_id": str(self.tenant_id),
+            "reason": self.reason.value,
+            "error": self.detail,
+        }
+
+    @property
     def error(self) -> str:
         """What the tenant reads: Herald's text for the reason, and the listed recipients."""
         text = failure_text(self.reason)
@@ -474,31 +484,13 @@ class Relay:
         for failure in suppressed:
             self._logger.info(
                 "message not sent: a recipient was suppressed after it was scheduled; failed",
-                extra={
-                    "message_id": str(failure.message_id),
-                    "tenant_id": str(failure.tenant_id),
-                    "reason": failure.reason.value,
-                    "error": failure.detail,
-                },
-            )
-        if suppressed:
-            self._metrics.add_metric(
-                name="MessagesSuppressed", unit=MetricUnit.Count, value=len(suppressed)
+                extra=failure.log_fields,
             )
         for failure in failures:
-            self._logger.error(
-                "message cannot be relayed; failed",
-                extra={
-                    "message_id": str(failure.message_id),
-                    "tenant_id": str(failure.tenant_id),
-                    "reason": failure.reason.value,
-                    "error": failure.detail,
-                },
-            )
-        if failures:
-            self._metrics.add_metric(
-                name="RelayRowsFailed", unit=MetricUnit.Count, value=len(failures)
-            )
+            self._logger.error("message cannot be relayed; failed", extra=failure.log_fields)
+        for name, failed in (("MessagesSuppressed", suppressed), ("RelayRowsFailed", failures)):
+            if failed:
+                self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=len(failed))
         if outcome.not_queued:
             self._logger.warning(
                 "SQS did not take some tasks (not for what they are); they stay scheduled",
