@@ -213,10 +213,9 @@ def test_reputation_rates_shown_are_the_configuration_sets(template: Template) -
 
     # Then each is selected by this stack's configuration set, as the alarms watch them
     assert rows
+    selected = {"ses:configuration-set": "placeholder-SesConfigurationSet"}
     for row in rows:
-        assert dimensions_of(row) == {
-            "ses:configuration-set": "placeholder-SesConfigurationSet"
-        }, row
+        assert dimensions_of(row) == selected, row
 
 
 def test_an_output_links_to_the_dashboard(template: Template) -> None:
