@@ -17,6 +17,7 @@ from ecs_service.db.models import Message, MessageEvent
 from shared.contracts import TaskResult
 from shared.errors import FailureCode, failure_text
 from tests.integration.conftest import Caller, drain, new_queue
+from tests.support.builders import status_of
 from tests.support.consumers import Feedback, Results
 from tests.support.feedback_events import (
     READER,
@@ -26,7 +27,6 @@ from tests.support.feedback_events import (
     recipients,
     sample,
     ses_id_of,
-    status_of,
     suppressions,
     untagged,
 )

@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session
 
 from ecs_service.db.models import Message, MessageEvent
 from tests.integration.conftest import Caller, drain
+from tests.support.builders import status_of
 from tests.support.consumers import Feedback
 from tests.support.feedback_events import (
     READER,
     message_to,
     recipients,
     sample,
-    status_of,
     suppressions,
     untagged,
 )

@@ -24,7 +24,7 @@ from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask, TaskEnvelope
 from shared.errors import FailureCode, TaskBatchSendError, failure_text
 from tests.integration.conftest import Caller, drain, make_caller, new_queue
-from tests.support.builders import PAYLOAD, insert_messages, statuses
+from tests.support.builders import PAYLOAD, insert_messages, status_of, statuses
 from tests.support.emf import emitted_metrics
 from tests.support.fakes import FlakyProducer
 
@@ -37,15 +37,6 @@ def make_relay(engine: Engine, producer: Any, claim_size: int = 50) -> Relay:
         logger=Logger(service="relay-test"),
         metrics=Metrics(namespace="HeraldTests"),
     )
-
-
-def error_of(engine: Engine, message_id: UUID) -> tuple[str, str | None]:
-    """A message's status and error (only those: its times may be ones Python cannot hold)."""
-    with Session(engine) as session:
-        status, error = session.execute(
-            select(Message.status, Message.error).where(Message.id == message_id)
-        ).one()
-        return status, error
 
 
 def relay_until_idle(relay: Relay) -> None:
@@ -240,7 +231,7 @@ def test_a_message_sqs_refuses_fails_and_its_neighbours_are_queued_in_the_same_p
 
     # Then the refused one is failed with Herald's reason and counted; the 11 are queued
     assert (outcome.claimed, outcome.queued, outcome.failed) == (12, 11, 1)
-    assert error_of(engine, poisoned) == ("failed", failure_text(FailureCode.QUEUE_REFUSED))
+    assert status_of(engine, poisoned) == ("failed", failure_text(FailureCode.QUEUE_REFUSED))
     assert statuses(engine) == {"queued": 11, "failed": 1}
     queued = {AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)}
     assert queued == set(due) - {poisoned}
@@ -261,7 +252,7 @@ def test_a_task_too_large_for_sqs_fails_and_its_neighbours_are_queued(
     make_relay(engine, SqsTaskProducer(sqs, queue_url)).relay_due_messages()
 
     # Then the large one fails with Herald's reason, and the others are on the queue
-    assert error_of(engine, huge) == ("failed", failure_text(FailureCode.TOO_LARGE))
+    assert status_of(engine, huge) == ("failed", failure_text(FailureCode.TOO_LARGE))
     queued = {AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)}
     assert queued == set(due)
 
@@ -281,7 +272,7 @@ def test_a_task_with_characters_sqs_refuses_fails_before_it_is_sent(
 
     # Then it is failed without being sent; its neighbour is on the queue
     # (the email rules refuse it, so it is not a task Herald can send)
-    assert error_of(engine, bad) == ("failed", failure_text(FailureCode.INVALID_TASK))
+    assert status_of(engine, bad) == ("failed", failure_text(FailureCode.INVALID_TASK))
     queued = [AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)]
     assert queued == due
 
@@ -316,7 +307,10 @@ def test_a_row_with_times_python_cannot_hold_fails_and_the_pass_goes_on(
     # Then both odd rows are failed with Herald's reason, and the two others are queued
     assert (outcome.claimed, outcome.queued, outcome.failed) == (4, 2, 2)
     for message_id in odd:
-        assert error_of(engine, message_id) == ("failed", failure_text(FailureCode.UNREADABLE_TIME))
+        assert status_of(engine, message_id) == (
+            "failed",
+            failure_text(FailureCode.UNREADABLE_TIME),
+        )
     queued = {AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)}
     assert queued == set(due)
 

@@ -10,17 +10,14 @@ import pytest
 from aws_lambda_powertools import Logger, Metrics
 from mypy_boto3_sqs import SQSClient
 from sqlalchemy import event as sqlalchemy_event
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
-from ecs_service.db.models import Message
 from ecs_service.worker.relay import Relay
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask
 from shared.errors import FailureCode, failure_text
 from tests.integration.conftest import new_queue
-from tests.support.builders import PAYLOAD, Caller, insert_messages, statuses
+from tests.support.builders import PAYLOAD, Caller, insert_messages, status_of, statuses
 from tests.support.emf import emitted_metrics
 from tests.support.feedback import bounced, event, record
 from tests.support.queues import drain
@@ -58,14 +55,6 @@ def relay_on(engine: Engine, sqs: SQSClient, queue_url: str, metrics: Metrics) -
     )
 
 
-def status_and_error(engine: Engine, message_id: UUID) -> tuple[str, str | None]:
-    with Session(engine) as session:
-        row = session.execute(
-            select(Message.status, Message.error).where(Message.id == message_id)
-        ).one()
-        return row.status, row.error
-
-
 def queued_task_ids(sqs: SQSClient, queue_url: str) -> set[UUID]:
     return {AnyTask.model_validate_json(str(m["Body"])).task_id for m in drain(sqs, queue_url)}
 
@@ -85,7 +74,7 @@ def test_a_message_to_an_address_suppressed_after_it_was_scheduled_fails_naming_
     # Then nothing is sent, and the message fails saying why and which recipient
     assert (outcome.claimed, outcome.queued, outcome.failed) == (1, 0, 1)
     assert queued_task_ids(sqs, queue_url) == set()
-    assert status_and_error(engine, message) == (
+    assert status_of(engine, message) == (
         "failed",
         f"{failure_text(FailureCode.RECIPIENT_SUPPRESSED)} Suppressed: {BOB}.",
     )
@@ -106,7 +95,7 @@ def test_the_suppressed_message_fails_alone_and_its_neighbours_are_sent(
     # Then Cy's five are queued in the same pass, and Bob's is failed (beside the email
     # that bounced)
     assert queued_task_ids(sqs, queue_url) == set(to_cy)
-    assert status_and_error(engine, to_bob)[0] == "failed"
+    assert status_of(engine, to_bob)[0] == "failed"
     assert statuses(engine) == {"queued": 5, "failed": 1, "bounced": 1}
 
 
@@ -123,7 +112,7 @@ def test_another_tenants_suppression_does_not_stop_the_send(
 
     # Then it is sent: each tenant's list is its own
     assert queued_task_ids(sqs, queue_url) == {message}
-    assert status_and_error(engine, message) == ("queued", None)
+    assert status_of(engine, message) == ("queued", None)
 
 
 def test_an_address_suppressed_in_another_case_still_matches(
@@ -139,7 +128,7 @@ def test_an_address_suppressed_in_another_case_still_matches(
 
     # Then it is failed, naming the address as the email holds it (a domain is lower case)
     assert queued_task_ids(sqs, queue_url) == set()
-    assert status_and_error(engine, message)[1] == (
+    assert status_of(engine, message)[1] == (
         f"{failure_text(FailureCode.RECIPIENT_SUPPRESSED)} Suppressed: Bob@example.org."
     )
 

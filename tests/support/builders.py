@@ -134,6 +134,15 @@ def insert_suppressions(
         )
 
 
+def status_of(engine: Engine, message_id: UUID) -> tuple[str, str | None]:
+    """A message's status and error (only those: its times may be ones Python cannot hold)."""
+    with Session(engine) as session:
+        row = session.execute(
+            select(Message.status, Message.error).where(Message.id == message_id)
+        ).one()
+    return row.status, row.error
+
+
 def statuses(engine: Engine) -> dict[str, int]:
     """How many messages are in each status, every tenant's."""
     with Session(engine) as session:

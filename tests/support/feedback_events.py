@@ -83,14 +83,6 @@ def message_to(engine: Engine, tenant_id: UUID, *to: str, status: str = "sent") 
     return message_id
 
 
-def status_of(engine: Engine, message_id: UUID) -> tuple[str, str | None]:
-    with Session(engine) as session:
-        row = session.execute(
-            select(Message.status, Message.error).where(Message.id == message_id)
-        ).one()
-    return row.status, row.error
-
-
 def recipients(engine: Engine, message_id: UUID) -> dict[str, tuple[Any, ...]]:
     with Session(engine) as session:
         rows = session.scalars(
