@@ -21,7 +21,18 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID, uuid4
 
-from sqlalchemy import case, func, literal, or_, select, text, true, tuple_, update
+from sqlalchemy import (
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service.db.models import Message, Suppression, Tenant
@@ -45,6 +56,7 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
     from sqlalchemy import ColumnElement
+    from sqlalchemy.engine import Connection
     from sqlalchemy.orm import InstrumentedAttribute, Session
 
     from shared.contracts import TaskResult
@@ -852,3 +864,42 @@ def fail_after_acceptance(session: Session, message_id: UUID, error: str) -> Non
         .where(Message.id == message_id)
         .values(status=MessageStatus.FAILED.value, error=error, updated_at=func.now())
     )
+
+
+# Final states: a message in one of these is expired by retention once it is old enough.
+FINAL_STATUSES = (
+    MessageStatus.SENT.value,
+    MessageStatus.DELIVERED.value,
+    MessageStatus.BOUNCED.value,
+    MessageStatus.COMPLAINED.value,
+    MessageStatus.FAILED.value,
+    MessageStatus.CANCELED.value,
+)
+# The inner SELECT takes the oldest finished rows by the partial index on finished_at and
+# locks them, skipping rows someone else holds; the DELETE cascades to recipients and events.
+DELETE_EXPIRED = text(
+    """
+    DELETE FROM messages
+    WHERE id IN (
+        SELECT id FROM messages
+        WHERE finished_at IS NOT NULL
+          AND finished_at < now() - make_interval(days => :days)
+          AND status IN :final
+        ORDER BY finished_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+).bindparams(bindparam("final", expanding=True))
+
+
+def delete_expired(connection: Connection, *, days: int, limit: int) -> int:
+    """Delete at most ``limit`` messages that finished more than ``days`` days ago, oldest first.
+
+    Rows another transaction holds are skipped; recipients and events go with them (their
+    foreign keys cascade). Returns how many messages were deleted.
+    """
+    result = connection.execute(
+        DELETE_EXPIRED, {"days": days, "final": list(FINAL_STATUSES), "limit": limit}
+    )
+    return result.rowcount

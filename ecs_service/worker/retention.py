@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
-from sqlalchemy import bindparam, text
 
-from shared.contracts import MessageStatus
+from ecs_service import messages
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
@@ -34,14 +33,6 @@ if TYPE_CHECKING:
     from ecs_service.thread_safe_metrics import MetricRecorder
 
 MESSAGES_EXPIRED = "MessagesExpired"
-FINAL_STATUSES = (
-    MessageStatus.SENT.value,
-    MessageStatus.DELIVERED.value,
-    MessageStatus.BOUNCED.value,
-    MessageStatus.COMPLAINED.value,
-    MessageStatus.FAILED.value,
-    MessageStatus.CANCELED.value,
-)
 # At most this many messages per pass: a short transaction whose cascade (a few recipient
 # and event rows each) stays small next to the api's and relay's work.
 DEFAULT_BATCH_SIZE = 500
@@ -49,23 +40,6 @@ DEFAULT_BATCH_SIZE = 500
 # years of messages catches up at up to 500 every 5 s (8.6 million a day), in short
 # transactions, instead of one batch per interval.
 CATCH_UP_SECONDS = 5.0
-
-# The inner SELECT takes the oldest finished rows by the partial index on finished_at and
-# locks them, skipping rows someone else holds; the DELETE cascades to recipients and events.
-EXPIRE = text(
-    """
-    DELETE FROM messages
-    WHERE id IN (
-        SELECT id FROM messages
-        WHERE finished_at IS NOT NULL
-          AND finished_at < now() - make_interval(days => :days)
-          AND status IN :final
-        ORDER BY finished_at
-        LIMIT :batch_size
-        FOR UPDATE SKIP LOCKED
-    )
-    """
-).bindparams(bindparam("final", expanding=True))
 
 
 @dataclass(frozen=True)
@@ -112,10 +86,7 @@ class Retention:
     def expire_once(self) -> RetentionPass:
         """Delete at most one batch of expired messages (with their recipients and events)."""
         with self._engine.begin() as connection:
-            deleted = connection.execute(
-                EXPIRE,
-                {"days": self._days, "final": list(FINAL_STATUSES), "batch_size": self._batch_size},
-            ).rowcount
+            deleted = messages.delete_expired(connection, days=self._days, limit=self._batch_size)
         if deleted:
             self._metrics.add_metric(MESSAGES_EXPIRED, MetricUnit.Count, deleted)
             self._logger.info(
