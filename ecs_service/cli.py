@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from psycopg.errors import LockNotAvailable
+from psycopg.errors import InsufficientPrivilege, LockNotAvailable
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from ecs_service import api_keys, feedback_store, tenant_limits
@@ -113,6 +113,16 @@ class DatabaseUnreachableError(SystemExit):
         )
 
 
+class NotSchemaOwnerError(SystemExit):
+    """Run as a role that may not read or change the schema (the api's ``herald_app``)."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(
+            f"herald: {command} runs as the schema's owner (the migration task's database "
+            "user), not the application role: permission denied"
+        )
+
+
 def run_migrate(_: argparse.Namespace) -> int:
     engine = build_engine(read_settings(DatabaseSettings), application_name="herald-migrate")
     try:
@@ -125,6 +135,10 @@ def run_migrate(_: argparse.Namespace) -> int:
                 "holds (see pg_stat_activity) and changed nothing; run herald migrate again"
             ) from None
         raise DatabaseUnreachableError(error) from None
+    except ProgrammingError as error:
+        if isinstance(error.orig, InsufficientPrivilege):
+            raise NotSchemaOwnerError("herald migrate") from None
+        raise
     finally:
         engine.dispose()
     print("herald: database schema is up to date")
@@ -141,6 +155,10 @@ def run_db_check(_: argparse.Namespace) -> int:
         report = check_schema(engine)
     except OperationalError as error:
         raise DatabaseUnreachableError(error) from None
+    except ProgrammingError as error:
+        if isinstance(error.orig, InsufficientPrivilege):
+            raise NotSchemaOwnerError("herald db check") from None
+        raise
     finally:
         engine.dispose()
     print(report.to_json())

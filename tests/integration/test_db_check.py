@@ -75,3 +75,20 @@ def test_a_schema_behind_the_head_fails_naming_both_revisions(
     assert error == (
         f"herald: the schema is at revision 0008, not this image's {head_revision()}\n"
     )
+
+
+@pytest.mark.parametrize("command", [["db", "check"], ["migrate"]])
+def test_the_application_role_is_told_in_one_line_to_run_as_the_schema_owner(
+    command: list[str], postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the CLI logs in as herald_app, which may change rows but not read the schema
+    monkeypatch.setenv("DATABASE_URL", postgres.app_url())
+
+    # When an operator runs a schema command with it
+    with pytest.raises(SystemExit) as refused:
+        main(command)
+
+    # Then one line says why and who may, not a traceback
+    message = str(refused.value.code)
+    assert message.startswith(f"herald: herald {' '.join(command)} runs as the schema's owner")
+    assert "\n" not in message
