@@ -604,6 +604,13 @@ def task_of(message: Message) -> EmailTask:
     )
 
 
+def queued_messages(session: Session) -> Sequence[Message]:
+    """Every tenant's messages in ``queued`` (the local system resends their tasks at start)."""
+    return session.scalars(
+        select(Message).where(Message.status == MessageStatus.QUEUED.value)
+    ).all()
+
+
 # --- The worker's side -----------------------------------------------------------------
 
 # Rows the claim considers per row it may lock: the rest may be locked by other relays.

@@ -11,9 +11,8 @@ from sqlalchemy.orm import Session
 
 from ecs_service import api_keys
 from ecs_service.db.migrations import upgrade_to_head
-from ecs_service.db.models import ApiKey, Message, Tenant
-from ecs_service.messages import task_of
-from shared.contracts import MessageStatus
+from ecs_service.db.models import ApiKey, Tenant
+from ecs_service.messages import queued_messages, task_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -105,9 +104,7 @@ def resend_stranded_tasks(database_url: str, producer: TaskProducer) -> int:
     engine = create_engine(database_url)
     try:
         with Session(engine) as session:
-            rows = session.scalars(
-                select(Message).where(Message.status == MessageStatus.QUEUED.value)
-            ).all()
+            rows = queued_messages(session)
         tasks = []
         for row in rows:
             try:
