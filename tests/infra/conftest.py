@@ -423,8 +423,8 @@ def checkov_report(template_path: Path) -> dict[str, Any]:
     report: dict[str, Any] | list[dict[str, Any]] = json.loads(result.stdout)
     # One report per framework; a single framework still comes as an object.
     report = report[0] if isinstance(report, list) else report
-    # A template none of whose resources any check applies to (stacks/alarm.yaml: checkov
-    # has no CloudWatch alarm check) gets only a summary: no results, and none failed.
+    # A template none of whose resources any check applies to (e.g. one of only CloudWatch
+    # alarms: checkov has no alarm check) gets only a summary: no results, and none failed.
     if "results" not in report:
         assert report["failed"] == 0, report
         report = {
