@@ -16,6 +16,10 @@ minutes and only for opening a connection; signing it is local (SigV4, no reques
 ``SecretsManagerCredentials`` is the source for ``DATABASE_SECRET_ARN``,
 ``RdsIamCredentials`` the one for ``DATABASE_AUTH=iam``. Nothing here logs or shows a
 password or a token.
+
+The secret is not read through Powertools' parameters utility: its cache expires on a
+timer, while this one is read again only when PostgreSQL refuses the password, one thread
+reading for all.
 """
 
 from __future__ import annotations
