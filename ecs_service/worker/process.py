@@ -31,6 +31,7 @@ from ecs_service.worker.retention import CATCH_UP_SECONDS, Retention
 from ecs_service.worker.send_rate import SES_ACCOUNT_CONFIG, send_rate_from_settings
 from shared.adapters.sqs import SqsTaskProducer
 from shared.adapters.sqs_receiver import SqsResultReceiver
+from shared.backoff import Backoff
 from shared.contracts import utc_now
 from shared.errors import HeraldError, TransientError
 from shared.observability import logger, metrics
@@ -48,21 +49,6 @@ if TYPE_CHECKING:
 STOP_CHECK_SECONDS = 0.5
 # How soon a relay held back by its in-flight budget looks again: results free it.
 IN_FLIGHT_RECHECK_SECONDS = 0.25
-
-
-class Backoff:
-    """Exponential back-off: 0.5 s, 1 s, 2 s, ... up to ``maximum``; reset on success."""
-
-    def __init__(self, maximum: float) -> None:
-        self.maximum = maximum
-        self.current = 0.0
-
-    def failed(self) -> float:
-        self.current = min(self.maximum, max(0.5, self.current * 2))
-        return self.current
-
-    def succeeded(self) -> None:
-        self.current = 0.0
 
 
 class DueWaiter:

@@ -1,4 +1,4 @@
-"""Page cursors and the worker's back-off: small pure pieces."""
+"""Page cursors: encoded for the client, refused when foreign."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from uuid import uuid4
 import pytest
 
 from ecs_service.messages import Cursor, InvalidCursorError
-from ecs_service.worker.process import Backoff
 
 
 def test_cursor_round_trips() -> None:
@@ -20,10 +19,3 @@ def test_cursor_round_trips() -> None:
 def test_foreign_cursor_is_refused(token: str) -> None:
     with pytest.raises(InvalidCursorError):
         Cursor.decode(token)
-
-
-def test_backoff_doubles_to_its_maximum_and_resets() -> None:
-    backoff = Backoff(maximum=5)
-    assert [backoff.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 5]
-    backoff.succeeded()
-    assert backoff.failed() == 0.5
