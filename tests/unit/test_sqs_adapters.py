@@ -8,6 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSPreparedRequest
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 from moto import mock_aws
 from mypy_boto3_sqs import SQSClient
@@ -177,11 +180,10 @@ def test_producer_names_the_entries_that_still_failed() -> None:
 
 
 def test_producer_reports_every_task_when_sqs_is_down() -> None:
-    # Given SQS answers every call with an outage
+    # Given SQS answers the call with an outage (botocore's own retries, done, included)
     client, stub = stubbed_sqs()
     tasks = [make_task(), make_task()]
-    for _ in range(3):
-        stub.add_client_error("send_message_batch", "ServiceUnavailable", "down", 503)
+    stub.add_client_error("send_message_batch", "ServiceUnavailable", "down", 503)
 
     # When the batch is sent, Then every task is named as not queued
     with stub, pytest.raises(TaskBatchSendError) as caught:
@@ -189,6 +191,36 @@ def test_producer_reports_every_task_when_sqs_is_down() -> None:
     assert set(caught.value.failed) == {t.task_id for t in tasks}
     assert all("ServiceUnavailable" in reason for reason in caught.value.failed.values())
     assert caught.value.sent == ()
+    # And the producer did not send the failed call again
+    stub.assert_no_pending_responses()
+
+
+def test_producer_leaves_retrying_a_failed_call_to_botocore(sqs: SQSClient) -> None:
+    # Given SQS cannot be reached, by a client whose botocore retry mode makes two
+    # attempts a call
+    queue_url = sqs.create_queue(QueueName="herald-tasks")["QueueUrl"]
+    client = boto3.client(
+        "sqs", config=Config(retries={"mode": "standard", "total_max_attempts": 2})
+    )
+    requests: list[str] = []
+
+    def unreachable(request: AWSPreparedRequest, **_: object) -> None:
+        requests.append(request.url)
+        raise EndpointConnectionError(endpoint_url=request.url)
+
+    client.meta.events.register_first("before-send.sqs.SendMessageBatch", unreachable)
+    tasks = [make_task(), make_task()]
+    pauses: list[float] = []
+
+    # When the batch is sent
+    with pytest.raises(TaskBatchSendError) as caught:
+        SqsTaskProducer(client, queue_url, sleep=pauses.append).send(tasks)
+
+    # Then the request went out only as often as botocore tried it, with no pause of the
+    # producer's own, and every task is named as not queued
+    assert len(requests) == 2
+    assert pauses == []
+    assert set(caught.value.failed) == {t.task_id for t in tasks}
 
 
 def test_producer_does_not_retry_a_request_sqs_calls_invalid() -> None:

@@ -13,8 +13,9 @@ from uuid import UUID
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.adapters.client_errors import to_herald_error
+from shared.backoff import Backoff
 from shared.contracts import SQS_MAX_MESSAGE_BYTES, TaskResult
-from shared.errors import PermanentError, TaskBatchSendError
+from shared.errors import TaskBatchSendError
 from shared.tracing import TRACE_CONTEXT_ATTRIBUTE, encode_trace_context
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ SQS_MAX_BATCH = 10  # SendMessageBatch's limit
 DEAD_LETTER_REASON_ATTRIBUTE = "herald-dead-letter-reason"
 SOURCE_MESSAGE_ID_ATTRIBUTE = "herald-source-message-id"
 MAX_ATTRIBUTE_VALUE = 1_000
+# The longest pause before failed entries are sent again: the relay holds its claimed rows
+# locked meanwhile.
+MAX_RETRY_PAUSE_SECONDS = 1.0
 STRING_DATA_TYPE = "String"
 
 _log = logging.getLogger(__name__)
@@ -40,9 +44,11 @@ _log = logging.getLogger(__name__)
 class SqsTaskProducer:
     """A ``TaskProducer`` on ``SendMessageBatch``.
 
-    Tasks go out in chunks of 10. Entries SQS reports as failed are retried, and only
-    they, with exponential back-off; entries that failed through the sender's fault are
-    not retried. Whatever still failed is named in one ``TaskBatchSendError``.
+    Tasks go out in chunks of 10. Entries SQS reports as failed are sent again, and only
+    they, with doubling pauses; entries that failed through the sender's fault are not
+    (they would fail again). A call that fails whole is not sent again: the client's
+    botocore retry mode has retried it already. Whatever still failed is named in one
+    ``TaskBatchSendError``.
 
     A task's trace context travels in the ``_datadog`` message attribute. It never makes
     a send fail: a context too large for the attribute or for SQS's 256 KiB beside the
@@ -55,9 +61,9 @@ class SqsTaskProducer:
     queue_url
         The task queue's URL.
     max_attempts
-        Tries per chunk, the first included.
+        Sends per failed entry, the first included.
     backoff_seconds
-        The first pause between tries; it doubles each time.
+        The first pause before failed entries are sent again; it doubles each time.
     sleep
         Injected for tests.
     """
@@ -115,19 +121,22 @@ class SqsTaskProducer:
         }
         permanent: dict[str, str] = {}  # failed through the sender's fault: never retried
         last_errors: dict[str, str] = {}
+        backoff = Backoff(MAX_RETRY_PAUSE_SECONDS, first=self._backoff_seconds)
         for attempt in range(1, self._max_attempts + 1):
             if attempt > 1:
-                self._sleep(self._backoff_seconds * 2 ** (attempt - 2))
+                self._sleep(backoff.failed())
             try:
                 response = self._client.send_message_batch(
                     QueueUrl=self._queue_url, Entries=list(pending.values())
                 )
             except (ClientError, BotoCoreError) as error:
-                herald_error = to_herald_error(error, "SQS SendMessageBatch")
-                last_errors = dict.fromkeys(pending, str(herald_error))
-                if isinstance(herald_error, PermanentError):
-                    break
-                continue
+                # botocore has retried the call already (throttling, 5xx, connection
+                # errors), as the client's retry mode says: sending it again would
+                # multiply its attempts. Every entry still pending failed.
+                last_errors = dict.fromkeys(
+                    pending, str(to_herald_error(error, "SQS SendMessageBatch"))
+                )
+                break
             last_errors = {}
             for entry in response.get("Failed", []):
                 reason = f"{entry['Code']}: {entry.get('Message', '')}".rstrip(": ")
