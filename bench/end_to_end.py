@@ -41,15 +41,18 @@ from typing import TYPE_CHECKING
 import httpx
 from sqlalchemy import create_engine, text
 
-from bench.result import RESULTS_DIR, BenchResult, Figure
+from bench.result import RESULTS_DIR, BenchResult, Figure, print_and_write
 from bench.support.processes import machine_busy_seconds, run_bounded, tree_cpu_seconds
 from bench.support.servers import BENCH_RATE_LIMIT
 from herald_local.harness import RunningSystem, postmaster_pid, running_local_system
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from sqlalchemy.engine import Engine
+
+    from herald_local.mailbox import SentEmail
 
 NAME = "end_to_end"
 RECIPIENT = "e2e-{number}@bench.example.org"
@@ -183,21 +186,14 @@ def run(args: argparse.Namespace) -> None:
             {name: (cpu_after[name] - cpu_before.get(name, 0.0)) / wall for name in cpu_after},
             machine / wall,
         )  # fmt: skip
-        print(f"\n{result.title}")
-        for figure in result.figures:
-            verdict = "" if figure.met is None else " met" if figure.met else " NOT met"
-            print(f"  {figure.name}: {figure.value:g} {figure.unit} {figure.target or ''}{verdict}")
-        for note in result.notes:
-            print(f"  - {note}")
-        print(f"written: {result.write(args.results_dir)}")
-        if not all(figure.met is not False for figure in result.figures):
+        if not print_and_write(result, args.results_dir):
             raise RuntimeError("the end-to-end run lost or duplicated emails: see above")
 
 
 def build_result(
     args: argparse.Namespace,
     rows: list[Delivered],
-    emails: list[object],
+    emails: Sequence[SentEmail],
     counts: dict[str, int],
     first_post: float,
     last_post: float,
@@ -210,10 +206,7 @@ def build_result(
     throughput = len(sent) / (last_sent - first_post)
     wanted = {RECIPIENT.format(number=number) for number in range(args.emails)}
     per_recipient = Counter(
-        address
-        for email in emails
-        for address in email.to
-        if address in wanted  # type: ignore[attr-defined]
+        address for email in emails for address in email.to if address in wanted
     )
     duplicates = sum(1 for count in per_recipient.values() if count > 1)
     missing = len(wanted - per_recipient.keys())

@@ -45,7 +45,7 @@ import boto3
 import httpx
 from sqlalchemy import create_engine, text
 
-from bench.result import RESULTS_DIR, BenchResult, Figure
+from bench.result import RESULTS_DIR, BenchResult, Figure, print_and_write
 from bench.support.processes import run_bounded
 from bench.support.servers import BENCH_RATE_LIMIT
 from ecs_service.worker.send_rate import SendPace
@@ -305,14 +305,7 @@ def run(args: argparse.Namespace) -> None:
             work_dir / "data", emails=args.emails, rate=args.rate, timeout=args.timeout
         )
     result = build_result(campaign)
-    print(f"\n{result.title}")
-    for figure in result.figures:
-        verdict = "" if figure.met is None else " met" if figure.met else " NOT met"
-        print(f"  {figure.name}: {figure.value:g} {figure.unit} {figure.target or ''}{verdict}")
-    for note in result.notes:
-        print(f"  - {note}")
-    print(f"written: {result.write(args.results_dir)}")
-    if not all(figure.met is not False for figure in result.figures):
+    if not print_and_write(result, args.results_dir):
         raise RuntimeError("the paced campaign missed a target: see above")
 
 

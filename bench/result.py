@@ -38,9 +38,9 @@ class Figure:
     @property
     def ratio(self) -> float | None:
         """value / baseline, when there is a non-zero baseline."""
-        if self.baseline in (None, 0):
+        if not self.baseline:  # None or 0
             return None
-        return self.value / self.baseline  # type: ignore[operator]
+        return self.value / self.baseline
 
 
 @dataclass
@@ -80,3 +80,24 @@ def plot_path(name: str, directory: Path = RESULTS_DIR) -> Path:
 def at_least(value: float, baseline: float, factor: float) -> bool:
     """Whether ``value`` is at least ``factor`` x ``baseline``."""
     return value >= factor * baseline
+
+
+def print_and_write(result: BenchResult, directory: Path = RESULTS_DIR) -> bool:
+    """Print ``result`` as a run ends (its title, each figure beside its baseline and
+    target, its notes), write it to ``directory``, and return whether it met every target
+    it has."""
+    print(f"\n{result.title}")
+    for figure in result.figures:
+        line = f"  {figure.name}: {figure.value:g} {figure.unit}"
+        if figure.baseline is not None:
+            line += f" vs {figure.baseline:g}"
+            line += f" (x{figure.ratio:.2f})" if figure.ratio is not None else ""
+        if figure.target is not None:
+            line += f", target {figure.target}"
+        if figure.met is not None:
+            line += ": met" if figure.met else ": NOT met"
+        print(line)
+    for note in result.notes:
+        print(f"  - {note}")
+    print(f"written: {result.write(directory)}")
+    return all(figure.met is not False for figure in result.figures)
