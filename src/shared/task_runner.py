@@ -31,6 +31,7 @@ when a batch holds many. A record without a usable context starts a new trace.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ SEND_LATENCY = "SendLatency"
 # How many times a task was queued again after throttling: a message attribute of the copy.
 DEFERRALS_ATTRIBUTE = "herald-throttle-deferrals"
 SQS_MAX_DELAY_SECONDS = 900
+# The log keys every line of a record carries while it is processed.
+_RECORD_LOG_KEYS = ("task_id", "tenant_id")
 
 
 class TaskQueueRecord(SQSRecord):
@@ -192,6 +195,31 @@ def deferrals_of(record: TaskQueueRecord) -> int:
         return max(0, int(value or 0))
     except ValueError:
         return 0
+
+
+class TaskIdempotencyStore(DynamoDBPersistenceLayer):
+    """Powertools' DynamoDB persistence layer, the task's key hashed once per record.
+
+    Powertools hashes the idempotency data for each of its two writes (in progress, then
+    completed), each through ``json.dumps`` with a new encoder. The data here is the task
+    id, a string: its key is the same ``<prefix>#md5(json.dumps(task_id))``, computed
+    once and kept for the record's second write. Any other data goes through Powertools.
+    """
+
+    def __init__(self, table_name: str, boto3_client: DynamoDBClient) -> None:
+        super().__init__(table_name=table_name, boto3_client=boto3_client)
+        # (function name, task id, its key): the last key computed.
+        self._last_key: tuple[str, str, str] = ("", "", "")
+
+    def _get_hashed_idempotency_key(self, data: Any) -> str | None:
+        if type(data) is not str or not data or self.event_key_jmespath:
+            return super()._get_hashed_idempotency_key(data)
+        function_name, last_data, key = self._last_key
+        if function_name != self.function_name or last_data != data:
+            digest = self.hash_function(json.dumps(data).encode()).hexdigest()
+            key = f"{self.function_name}#{digest}"
+            self._last_key = (self.function_name, data, key)
+        return key
 
 
 @dataclass(frozen=True)
@@ -300,46 +328,51 @@ class TaskRunner:
         task = self._parse(record)
         if task is None:
             return
-        with (
-            self._tracing.start_span(
+        task_id, tenant_id = str(task.task_id), str(task.tenant_id)
+        # Every line of the record carries the task and tenant: keys appended for the
+        # record and removed after it (what ``append_context_keys`` does, without its two
+        # generator context managers per record).
+        self._logger.append_keys(task_id=task_id, tenant_id=tenant_id)
+        try:
+            with self._tracing.start_span(
                 TASK_SPAN,
                 record.trace_context(),
                 resource=task.kind,
-                tags={"herald.task_id": str(task.task_id), "herald.tenant_id": str(task.tenant_id)},
-            ),
-            self._logger.append_context_keys(
-                task_id=str(task.task_id), tenant_id=str(task.tenant_id)
-            ),
-        ):
-            try:
-                result = self._execute_once(task_key=str(task.task_id), task=task)
-                self._results.publish(result)
-            except ThrottledError as error:
-                self._defer(record, error)
-                return
-            except IdempotencyAlreadyInProgressError as error:
-                self._logger.warning("task is in progress in another invocation; retrying later")
-                raise TransientError("task is already in progress elsewhere") from error
-            except TransientError as error:
-                self._logger.warning(
-                    "transient failure: the record goes back to the queue",
+                tags={"herald.task_id": task_id, "herald.tenant_id": tenant_id},
+            ):
+                try:
+                    result = self._execute_once(task_key=task_id, task=task)
+                    self._results.publish(result)
+                except ThrottledError as error:
+                    self._defer(record, error)
+                    return
+                except IdempotencyAlreadyInProgressError as error:
+                    self._logger.warning(
+                        "task is in progress in another invocation; retrying later"
+                    )
+                    raise TransientError("task is already in progress elsewhere") from error
+                except TransientError as error:
+                    self._logger.warning(
+                        "transient failure: the record goes back to the queue",
+                        extra={
+                            "error": str(error),
+                            "receive_count": record.attributes.approximate_receive_count,
+                        },
+                    )
+                    raise
+                except Exception:
+                    self._logger.exception("unexpected error: the record goes back to the queue")
+                    raise
+                self._logger.info(
+                    "task finished",
                     extra={
-                        "error": str(error),
-                        "receive_count": record.attributes.approximate_receive_count,
+                        "status": result.status.value,
+                        "error": result.error,
+                        "error_code": result.error_code,
                     },
                 )
-                raise
-            except Exception:
-                self._logger.exception("unexpected error: the record goes back to the queue")
-                raise
-            self._logger.info(
-                "task finished",
-                extra={
-                    "status": result.status.value,
-                    "error": result.error,
-                    "error_code": result.error_code,
-                },
-            )
+        finally:
+            self._logger.remove_keys(_RECORD_LOG_KEYS)
 
     def _defer(self, record: TaskQueueRecord, error: ThrottledError) -> None:
         """Queue the throttled task again with a delay, or raise to retry it through SQS."""
@@ -474,9 +507,7 @@ def build_task_runner(
         sender_email=settings.sender_email,
     )
     idempotency = IdempotencySetup(
-        persistence=DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=dynamodb
-        ),
+        persistence=TaskIdempotencyStore(settings.idempotency_table, dynamodb),
         config=IdempotencyConfig(
             # No JMESPath: the data is the task id itself (``task_key``).
             raise_on_no_idempotency_key=True,

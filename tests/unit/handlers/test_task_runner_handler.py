@@ -276,6 +276,20 @@ def test_every_log_line_of_a_task_names_its_task_and_tenant(task_runner: TaskRun
         assert line["tenant_id"] == "7d3f1a2e-5b6c-4d8e-9f01-23456789abcd"
 
 
+def test_a_tasks_ids_leave_the_log_with_its_record(task_runner: TaskRunnerHarness) -> None:
+    # Given a batch whose last record, after four tasks (one of them throttled), is no task
+    task_runner.throttled_recipients.add("throttled@example.org")
+
+    # When it is handled
+    task_runner.invoke("mixed-batch.json")
+
+    # Then the dead-letter line names the record, and no task of an earlier record
+    [dead_letter_line] = [line for line in task_runner.logs.lines if "message_id" in line]
+    assert dead_letter_line["message_id"] == "1d000000-0000-4000-8000-000000000019"
+    assert "task_id" not in dead_letter_line
+    assert "tenant_id" not in dead_letter_line
+
+
 def test_a_record_with_trace_context_is_sent_alike_while_datadog_is_off(
     task_runner: TaskRunnerHarness,
 ) -> None:
