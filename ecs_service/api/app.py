@@ -34,6 +34,7 @@ from ecs_service.api import problems
 from ecs_service.api.admission import AdmissionGate
 from ecs_service.api.admission_middleware import AdmissionMiddleware
 from ecs_service.api.dependencies import BEARER_SCHEME_NAME, ApiServices, bearer
+from ecs_service.api.fast_lane import FastLane
 from ecs_service.api.key_cache import Authenticator, KeyCache, RevocationListener
 from ecs_service.api.request_limits import BodyLimitMiddleware
 from ecs_service.api.response_headers import ResponseHeadersMiddleware
@@ -324,6 +325,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(message_routes.router)
     app.include_router(suppression_routes.router)
+    # In front of FastAPI's routing: the two hot paths' happy path (ecs_service.api.fast_lane).
+    app.router.middleware_stack = FastLane(
+        app.router.middleware_stack, message_routes.router.routes
+    )
     install_docs(app)
     install_problem_handlers(app)
     app.cors_origins = tuple(api.cors_origins)

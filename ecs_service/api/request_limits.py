@@ -109,12 +109,13 @@ class BodyLimitMiddleware:
         except TimeoutError:
             await send_problem(scope, send, problems.request_timeout(self.read_timeout))
             return
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, replay(whole, receive), send)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the app the body already read, then the server's events."""
-    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+def replay(message: Message, receive: Receive) -> Receive:
+    """A ``receive`` that gives the app ``message``, already read, then the server's events."""
+    pending: list[Message] = [message]
 
     async def replayed() -> Message:
         if pending:
