@@ -5,10 +5,18 @@ With ``DD_TRACE_ENABLED=true`` the entry point is wrapped by the Datadog Lambda 
 span; otherwise neither ``ddtrace`` nor ``datadog_lambda`` is imported, and when Lambda
 traces with X-Ray each task and each AWS call is an X-Ray subsegment
 (``shared.tracing.XRayTracing``, without the X-Ray SDK).
+
+Under Lambda SnapStart (the template's ``TaskRunnerSnapStart``) this module's init runs
+once, when a version is published, and every execution environment resumes from that
+snapshot: ``reseed_after_restore`` runs after each restore so the retry jitter of two
+environments is not the same sequence. Without SnapStart the runtime hook module is never
+imported (the cold start ``bench.cold_start`` measures stays as it is).
 """
 
 from __future__ import annotations
 
+import os
+import random
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
@@ -55,3 +63,27 @@ def handle_batch(event: dict[str, Any], context: LambdaContext) -> PartialItemFa
 
 # The template's Handler: handlers.task_runner.lambda_handler, whether Datadog is on or off.
 lambda_handler = tracing.wrap_lambda_handler(handle_batch)
+
+# Lambda's value of AWS_LAMBDA_INITIALIZATION_TYPE when the init runs to be snapshotted.
+SNAPSTART_INITIALIZATION = "snap-start"
+
+
+def reseed_after_restore() -> None:
+    """Give this execution environment its own random state after a SnapStart restore.
+
+    The snapshot holds the state ``random`` seeded at init, so every environment resumed
+    from it would draw the same jitter (the runner's retry pauses and deferral delays,
+    botocore's retry backoff): throttled tasks would come back in lockstep. Credentials
+    need nothing (under SnapStart Lambda serves them from its container endpoint and
+    botocore refreshes them) and no connection is opened at init.
+    """
+    random.seed()
+    # The runner's own jitter source (shared.task_runner.TaskRunner: rng=None at build).
+    runner._rng.seed()
+
+
+if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == SNAPSTART_INITIALIZATION:
+    # Part of Lambda's Python runtimes, not of the artifact; imported only under SnapStart.
+    from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
+
+    register_after_restore(reseed_after_restore)
