@@ -40,12 +40,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import boto3
 import botocore.session
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -72,7 +66,10 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from aws_lambda_powertools import Logger, Metrics
-    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.batch.types import (
+        PartialItemFailureResponse,
+        PartialItemFailures,
+    )
     from aws_lambda_powertools.utilities.idempotency.persistence.base import (
         BasePersistenceLayer,
     )
@@ -102,14 +99,40 @@ SQS_MAX_DELAY_SECONDS = 900
 _RECORD_LOG_KEYS = ("task_id", "tenant_id")
 
 
-class TaskQueueRecord(SQSRecord):
-    """A task queue record, as Lambda's event holds it.
+class TaskQueueRecord:
+    """A task queue record, as Lambda's event holds it, read on access.
 
-    Powertools' data class, read on access: Lambda's event is not validated again field by
-    field for every record (a parser model cost ~35 µs a record for fields never read).
-    The body stays text: the runner parses it itself, so that a body that is not a task is
+    Lambda's event is not validated again field by field for every record (a parser model
+    cost ~35 µs a record for fields never read), and Powertools' SQS data class is not
+    used: importing it imports every event source's data class (~50 ms of each cold
+    start with Powertools' batch utility, which imports all its parser models too). The
+    body stays text: the runner parses it itself, so that a body that is not a task is
     moved to the dead-letter queue at once instead of failing the record five times.
     """
+
+    __slots__ = ("raw_event",)
+
+    def __init__(self, raw_event: dict[str, Any]) -> None:
+        self.raw_event = raw_event
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw_event[key]
+
+    @property
+    def message_id(self) -> str:
+        """The SQS message id (``messageId``)."""
+        return str(self.raw_event["messageId"])
+
+    @property
+    def body(self) -> str:
+        """The message body, as sent."""
+        return str(self.raw_event["body"])
+
+    @property
+    def receive_count(self) -> int | None:
+        """How many times SQS delivered the message (``ApproximateReceiveCount``)."""
+        value = self.raw_event.get("attributes", {}).get("ApproximateReceiveCount")
+        return int(value) if value is not None else None
 
     def string_attribute(self, name: str) -> str | None:
         """The string value of the message attribute ``name``, or None if absent."""
@@ -150,6 +173,19 @@ class RetryPolicy:
         """Seconds before a task deferred ``deferrals`` times already is received again."""
         ceiling = min(SQS_MAX_DELAY_SECONDS, self.defer_base_seconds * 2**deferrals)
         return max(1, round(rng.uniform(ceiling / 2, ceiling)))
+
+
+class BatchFailedError(Exception):
+    """Every record of the batch failed: the invocation fails and SQS redelivers them all
+    (Powertools' ``BatchProcessingError``, ``raise_on_entire_batch_failure``)."""
+
+    def __init__(self, errors: Sequence[Exception]) -> None:
+        self.errors = list(errors)
+        first = errors[0] if errors else None
+        super().__init__(
+            f"all {len(self.errors)} records of the batch failed; the first: "
+            f"{type(first).__name__}: {first}"
+        )
 
 
 class TaskRequeue(Protocol):
@@ -291,7 +327,6 @@ class TaskRunner:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         # When the current invocation times out (monotonic clock); none outside one.
         self._deadline = float("inf")
-        self._processor = BatchProcessor(event_type=EventType.SQS)
         self._execute_once: Callable[..., TaskResult] = self._execute
         if idempotency is not None:
             # The key is the hash of the task id alone (the same key the whole task's
@@ -313,15 +348,23 @@ class TaskRunner:
         if self._idempotency is not None:
             # Lets an in-progress record expire with this invocation if it times out.
             self._idempotency.config.register_lambda_context(context)
-        return process_partial_response(
-            event=event,
-            record_handler=self._process_sqs_record,
-            processor=self._processor,
-            context=context,
-        )
-
-    def _process_sqs_record(self, record: SQSRecord) -> None:
-        self.process_record(TaskQueueRecord(record.raw_event))
+        records = event.get("Records")
+        if not records or not isinstance(records, list):
+            raise ValueError("not an SQS event: it holds no Records")
+        # Partial batch responses (ReportBatchItemFailures), as Powertools' BatchProcessor
+        # gives them, without importing its batch utility (see TaskQueueRecord): a record
+        # that raises is named for redelivery; when every record did, the invocation fails.
+        failures: list[PartialItemFailures] = []
+        errors: list[Exception] = []
+        for raw in records:
+            try:
+                self.process_record(TaskQueueRecord(raw))
+            except Exception as error:  # noqa: BLE001 - logged by process_record; redelivered
+                failures.append({"itemIdentifier": raw["messageId"]})
+                errors.append(error)
+        if len(errors) == len(records):
+            raise BatchFailedError(errors)
+        return {"batchItemFailures": failures}
 
     def process_record(self, record: TaskQueueRecord) -> None:
         """Process one record; raise to have SQS redeliver it."""
@@ -356,7 +399,7 @@ class TaskRunner:
                         "transient failure: the record goes back to the queue",
                         extra={
                             "error": str(error),
-                            "receive_count": record.attributes.approximate_receive_count,
+                            "receive_count": record.receive_count,
                         },
                     )
                     raise

@@ -11,7 +11,7 @@ import pytest
 from shared.adapters.sqs import DEAD_LETTER_REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE
 from shared.contracts import MessageStatus
 from shared.errors import FailureCode
-from shared.task_runner import DEFERRALS_ATTRIBUTE
+from shared.task_runner import DEFERRALS_ATTRIBUTE, BatchFailedError
 from tests.support.emf import emitted_metrics
 from tests.unit.handlers.conftest import EVENTS, TaskRunnerHarness
 
@@ -259,6 +259,23 @@ def test_ses_refusal_is_reported_failed_with_herald_code(
     [result] = task_runner.results()
     assert (result.status, result.error_code) == (MessageStatus.FAILED, failure_code)
     assert result.error == f"SES SendEmail failed: {ses_code}: {ses_message}"
+
+
+def test_a_batch_whose_every_record_fails_fails_the_invocation(
+    task_runner: TaskRunnerHarness,
+) -> None:
+    # Given SES failing the send of the batch's only record, transiently, on every try
+    task_runner.refused_recipients["reader1@example.org"] = ("InternalFailure", "try later")
+
+    # When the batch is handled
+    with pytest.raises(BatchFailedError) as failed:
+        task_runner.invoke("email-one.json")
+
+    # Then the invocation fails (SQS redelivers the whole batch), naming the record's error,
+    # and no result is published
+    assert "all 1 records of the batch failed" in str(failed.value)
+    assert "InternalFailure" in str(failed.value)
+    assert task_runner.results() == []
 
 
 def test_every_log_line_of_a_task_names_its_task_and_tenant(task_runner: TaskRunnerHarness) -> None:
