@@ -246,9 +246,11 @@ def create_message(
     ecs_service.tenant_limits.DailyQuotaExceededError
         The tenant's daily quota is used up; nothing was stored or counted.
     """
-    new = new_message(tenant_id=tenant_id, email=email, send_at=send_at)
     if idempotency_key is None:
-        return _create_unkeyed(session, tenant_id, new, trace_context)
+        return create_unkeyed_message(
+            session, tenant_id=tenant_id, email=email, send_at=send_at, trace_context=trace_context
+        )
+    new = new_message(tenant_id=tenant_id, email=email, send_at=send_at)
     earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
     if earlier is not None:
         return _replay(earlier, request_hash)
@@ -307,16 +309,24 @@ FROM state CROSS JOIN listed LEFT JOIN stored ON true
 """)
 
 
-def _create_unkeyed(
-    session: Session, tenant_id: UUID, new: NewMessage, trace_context: dict[str, str] | None
+def create_unkeyed_message(
+    connection: Connection | Session,
+    *,
+    tenant_id: UUID,
+    email: EmailPayload,
+    send_at: datetime | None,
+    trace_context: dict[str, str] | None = None,
 ) -> Created:
-    # Core, one statement (CREATE_UNKEYED): no ORM unit of work for a row nothing else
-    # touches, and one round trip where suppression check, quota and INSERT took three.
-    email = new.email
+    """``create_message`` without an Idempotency-Key: one statement (``CREATE_UNKEYED``),
+    its own transaction on an autocommit ``connection`` (the api's), or part of a
+    session's. Raises as ``create_message`` does."""
+    # Core, one statement: no ORM unit of work for a row nothing else touches, and one
+    # round trip where suppression check, quota and INSERT took three.
+    new = new_message(tenant_id=tenant_id, email=email, send_at=send_at)
     keys: dict[str, str] = {}
     for address in [*email.to, *email.cc, *email.bcc]:
         keys.setdefault(suppression_key(address), address)
-    row = session.execute(
+    row = connection.execute(
         CREATE_UNKEYED,
         {
             "tenant_id": tenant_id,
@@ -530,10 +540,12 @@ FROM messages WHERE id = :message_id AND tenant_id = :tenant_id
 """)
 
 
-def read_message(session: Session, *, tenant_id: UUID, message_id: UUID) -> StoredMessage:
+def read_message(
+    connection: Connection | Session, *, tenant_id: UUID, message_id: UUID
+) -> StoredMessage:
     """The tenant's message with this id, as ``GET /v1/messages/{id}`` shows it: one
     statement, a row rather than an ORM object (nothing here changes it)."""
-    row: StoredMessage | None = session.execute(
+    row: StoredMessage | None = connection.execute(
         READ_MESSAGE, {"message_id": message_id, "tenant_id": tenant_id}
     ).first()
     if row is None:

@@ -292,7 +292,7 @@ def create_app(
         app.state.services = ApiServices(
             engine=engine,
             sessions=build_sessions(engine),
-            read_sessions=build_sessions(engine.execution_options(isolation_level="AUTOCOMMIT")),
+            autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
             gate=gate,
             authenticator=Authenticator(cache, engine),
             limiter=limiter,

@@ -15,6 +15,7 @@ from ecs_service.api.dependencies import (
     MetricsDep,
     SessionDep,
     TenantDep,
+    UnitDep,
     UnitOfWorkRoute,
     one_statement_unless,
 )
@@ -30,8 +31,7 @@ from ecs_service.api.schemas import (
 from shared.contracts import MessageStatus, TaskTooLargeError
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
+    from ecs_service.api.dependencies import UnitOfWork
     from ecs_service.db.models import Message
 # UnitOfWorkRoute: each route's work and commit run in one worker thread (the rate-limit
 # token was taken by AdmissionMiddleware, before the body was read).
@@ -93,22 +93,34 @@ def create_message(
     body: MessageCreate,
     request: Request,
     response: Response,
-    session: SessionDep,
+    unit: UnitDep,
     tenant_id: TenantDep,
     metrics: MetricsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> MessageOut:
+    email = body.email_payload(request.app.state.sender_email)
+    # The request's span: the relay continues this trace when it sends the email.
+    trace_context = request.app.state.tracing.inject_context()
     try:
-        created = messages.create_message(
-            session,
-            tenant_id=tenant_id,
-            email=body.email_payload(request.app.state.sender_email),
-            send_at=body.send_at,
-            idempotency_key=idempotency_key,
-            request_hash=messages.request_hash(body, idempotency_key),
-            # The request's span: the relay continues this trace when it sends the email.
-            trace_context=request.app.state.tracing.inject_context(),
-        )
+        if idempotency_key is None:
+            # One statement on the unit's autocommit connection: no ORM session.
+            created = messages.create_unkeyed_message(
+                unit.connection,
+                tenant_id=tenant_id,
+                email=email,
+                send_at=body.send_at,
+                trace_context=trace_context,
+            )
+        else:
+            created = messages.create_message(
+                unit.session,
+                tenant_id=tenant_id,
+                email=email,
+                send_at=body.send_at,
+                idempotency_key=idempotency_key,
+                request_hash=messages.request_hash(body, idempotency_key),
+                trace_context=trace_context,
+            )
     except TaskTooLargeError as error:
         raise TooLargeForOneTask(error) from error
     except messages.IdempotencyKeyReusedError as error:
@@ -124,7 +136,7 @@ def create_message(
         return MessageOut.of(created.message)
     response.status_code = status.HTTP_200_OK
     response.headers["Idempotent-Replayed"] = "true"
-    return _detail(session, created.message)
+    return _detail(unit, created.message)
 
 
 # A batch's items are stored under "batch <key> <index>" (messages.batch_item_key), which
@@ -326,12 +338,12 @@ def list_messages(
     summary="Read one message",
     responses=problems.responses(401, 404, 422, 429, 503),
 )
-def get_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) -> MessageOut:
+def get_message(message_id: UUID, unit: UnitDep, tenant_id: TenantDep) -> MessageOut:
     try:
-        message = messages.read_message(session, tenant_id=tenant_id, message_id=message_id)
+        message = messages.read_message(unit.connection, tenant_id=tenant_id, message_id=message_id)
     except messages.MessageNotFoundError as error:
         raise problems.not_found(str(error)) from error
-    return _detail(session, message)
+    return _detail(unit, message)
 
 
 @router.delete(
@@ -356,11 +368,12 @@ def cancel_message(message_id: UUID, session: SessionDep, tenant_id: TenantDep) 
 NO_FEEDBACK = frozenset({MessageStatus.SCHEDULED.value, MessageStatus.CANCELED.value})
 
 
-def _detail(session: Session, message: Message | messages.StoredMessage) -> MessageOut:
-    """``message`` with what SES reported of each recipient, and its events; no query for
-    a message that cannot have any."""
+def _detail(unit: UnitOfWork, message: Message | messages.StoredMessage) -> MessageOut:
+    """``message`` with what SES reported of each recipient, and its events; no query (and
+    no ORM session) for a message that cannot have any."""
     if message.status in NO_FEEDBACK:
         return MessageOut.of(message)
+    session = unit.session
     return MessageOut.of(
         message,
         recipients=feedback_store.recipients_of(session, message.id),
