@@ -1,13 +1,15 @@
 """Lambda SnapStart on the task runner (TaskRunnerSnapStart, issue 19): off by default, and
-on it snapshots each published version; either way the task queue invokes the alias SAM
-publishes, never $LATEST, so SnapStart can serve it. Datadog and SnapStart are refused
-together. After a restore the handler gives each execution environment its own jitter.
+then the task queue invokes $LATEST as it always did and nothing is published; on, a
+published version is snapshotted and the queue invokes it through the alias live, and a
+new commit or a change of a parameter the function is configured from publishes a new one.
+Datadog and SnapStart are refused together. After a restore the handler gives each
+execution environment its own jitter.
 
-The template is read as SAM's transform leaves it (samtranslator, the library cfn-lint and
-`sam validate` use): the event source mapping, the alias and the version exist only there.
-The "on" variant is the repository's templates with the parameter's default set to true,
-rendered into a temporary directory for cfn-lint, `sam validate --lint` and checkov (the
-"off" variant is the repository's own, which test_template_linters checks).
+The mappings are read as SAM's transform leaves the template (samtranslator, the library
+cfn-lint and `sam validate` use): the SQS event's own mapping exists only there. The "on"
+variant is the repository's templates with the parameter's default set to true, rendered
+into a temporary directory for cfn-lint, `sam validate --lint` and checkov (the "off"
+variant is the repository's own, which test_template_linters checks).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cfnlint.schema.manager import PROVIDER_SCHEMA_MANAGER  # type: ignore[import-untyped]
 from samtranslator.translator.transform import transform  # type: ignore[import-untyped]
 
 from tests.conftest import REPO_ROOT, require_tool
@@ -64,13 +67,13 @@ class NoManagedPolicies:
         return {}
 
 
-def transformed(parameters: dict[str, str], *, artifact: str = ARTIFACT) -> Template:
+def transformed(parameters: dict[str, str]) -> Template:
     """template.yaml after SAM's transform with these parameter values, as CloudFormation
     runs it after `sam package` (the artifact and nested templates in S3)."""
     document = load_template(ROOT_TEMPLATE)
     for resource_id, resource in document["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = artifact
+            resource["Properties"]["CodeUri"] = ARTIFACT
         if resource["Type"] == "AWS::Serverless::Application":
             resource["Properties"]["Location"] = f"https://s3.amazonaws.com/b/{resource_id}.yaml"
     os.environ.setdefault("AWS_DEFAULT_REGION", SAM_ENV["AWS_DEFAULT_REGION"])
@@ -195,7 +198,13 @@ def test_snapstart_is_off_by_default_and_on_only_with_true(template: Template) -
 
 def test_the_parameter_states_its_cost_and_caveats(template: Template) -> None:
     description = template["Parameters"][PARAMETER]["Description"]
-    for said in ("USD a GB-second", "USD a GB restored", "docs/cost.md", "Datadog", "sam build"):
+    for said in (
+        "USD a GB-second",
+        "USD a GB restored",
+        "docs/cost.md",
+        "Datadog",
+        "ServiceVersion",
+    ):
         assert said in description
 
 
@@ -239,35 +248,89 @@ def test_nothing_snapstart_cannot_run_with_is_configured(template: Template) -> 
 # ----------------------------------------------------- alias, version, mapping
 
 
-@pytest.mark.parametrize("snapstart", ["true", "false"])
-def test_the_task_queue_invokes_the_published_alias_never_latest(snapstart: str) -> None:
+def consuming(deployed: Template, snapstart: str) -> list[Any]:
+    """What each enabled event source mapping that exists with this parameter invokes."""
+    values = {PARAMETER: snapstart}
+    exists = {CONDITION: evaluate(deployed["Conditions"][CONDITION], values)}
+    invoked = []
+    for mapping in of_type(deployed, "AWS::Lambda::EventSourceMapping").values():
+        if not exists.get(mapping.get("Condition", ""), True):
+            continue
+        enabled = mapping["Properties"].get("Enabled", True)
+        if isinstance(enabled, dict):
+            when, on, off = enabled["Fn::If"]
+            enabled = on if exists[when] else off
+        if enabled:
+            invoked.append(mapping["Properties"]["FunctionName"])
+    return invoked
+
+
+@pytest.mark.parametrize(
+    ("snapstart", "invoked"),
+    [("false", {"Ref": FUNCTION}), ("true", {"Ref": "TaskRunnerLiveAlias"})],
+    ids=["off-latest", "on-alias"],
+)
+def test_the_task_queue_invokes_latest_without_snapstart_and_the_alias_with_it(
+    snapstart: str, invoked: dict[str, str]
+) -> None:
     # Given the template as SAM's transform leaves it
     deployed = transformed({PARAMETER: snapstart})
 
-    # When the task queue's event source mapping, the alias and its version are read
-    [(_, mapping)] = of_type(deployed, "AWS::Lambda::EventSourceMapping").items()
-    [(alias_id, alias)] = of_type(deployed, "AWS::Lambda::Alias").items()
-    [version_id] = of_type(deployed, "AWS::Lambda::Version")
-
-    # Then the mapping invokes the alias live, which names the published version
-    assert mapping["Properties"]["FunctionName"] == {"Ref": alias_id}
-    assert alias["Properties"]["Name"] == ALIAS
-    assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
+    # When the event source mappings that exist and are enabled are read
+    # Then exactly one consumes the task queue: $LATEST (as before this parameter existed)
+    # without SnapStart, the alias live with it
+    assert consuming(deployed, snapstart) == [invoked]
 
 
-def test_each_new_build_publishes_a_version_and_deletes_the_one_it_replaces() -> None:
-    # Given two deploys of two builds (each `sam build` uploads a new artifact)
-    first = transformed({}, artifact="s3://herald-artifacts/build-1.zip")
-    second = transformed({}, artifact="s3://herald-artifacts/build-2.zip")
+def test_without_snapstart_no_version_alias_or_second_mapping_exists(template: Template) -> None:
+    # Given the resources SnapStart adds
+    added = ["TaskRunnerSnapStartVersion", "TaskRunnerLiveAlias", "TaskRunnerSnapStartTaskQueue"]
 
-    # When their versions are compared
-    [(first_id, first_version)] = of_type(first, "AWS::Lambda::Version").items()
-    [second_id] = of_type(second, "AWS::Lambda::Version")
+    # Then each exists only with SnapStart on, and SAM publishes nothing of its own
+    for resource_id in added:
+        assert template["Resources"][resource_id]["Condition"] == CONDITION
+    assert "AutoPublishAlias" not in function_properties(template, FUNCTION)
 
-    # Then the second is a new version (a new logical ID), and CloudFormation deletes the
-    # first once the alias has moved: a replaced snapshot is not billed on
-    assert first_id != second_id
-    assert first_version["DeletionPolicy"] == "Delete"
+
+def test_the_snapstart_mapping_has_the_sqs_events_settings() -> None:
+    # Given SAM's mapping of the SQS event and the one on the alias
+    deployed = transformed({PARAMETER: "true"})
+    mappings = of_type(deployed, "AWS::Lambda::EventSourceMapping")
+    sam_event = dict(mappings[f"{FUNCTION}TaskQueue"]["Properties"])
+    on_alias = dict(mappings["TaskRunnerSnapStartTaskQueue"]["Properties"])
+
+    # When what each invokes and whether it is enabled are set aside
+    for properties_ in (sam_event, on_alias):
+        properties_.pop("FunctionName")
+        properties_.pop("Enabled", None)
+
+    # Then they read the same queue with the same batch, window, responses and concurrency
+    assert on_alias == sam_event
+
+
+def test_the_alias_invokes_the_published_version(template: Template) -> None:
+    alias = template["Resources"]["TaskRunnerLiveAlias"]["Properties"]
+    version = template["Resources"]["TaskRunnerSnapStartVersion"]["Properties"]
+    assert alias["Name"] == ALIAS
+    assert alias["FunctionVersion"] == {"Fn::GetAtt": ["TaskRunnerSnapStartVersion", "Version"]}
+    assert alias["FunctionName"] == version["FunctionName"] == {"Ref": FUNCTION}
+
+
+def test_a_new_commit_or_configuring_parameter_publishes_a_new_version(template: Template) -> None:
+    # Given the version: CloudFormation replaces (publishes anew) a version whose
+    # description changes, and deletes the one replaced
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", "AWS::Lambda::Version")
+    version = template["Resources"]["TaskRunnerSnapStartVersion"]
+    assert "/properties/Description" in schema.schema["createOnlyProperties"]
+
+    # When its description is read
+    description = version["Properties"]["Description"]["Fn::Sub"]
+
+    # Then it names the commit and every parameter the function's configuration follows,
+    # and the replaced version (and its billed snapshot) is not kept
+    for parameter in ("ServiceVersion", "LogLevel", "TaskRunnerMemorySize", "SenderEmail"):
+        assert "${" + parameter + "}" in description
+    assert "Retain" not in (version.get("DeletionPolicy"), version.get("UpdateReplacePolicy"))
 
 
 # -------------------------------------------------------------- the handler
