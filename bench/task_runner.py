@@ -253,7 +253,7 @@ def measure(records: int, rounds: int) -> tuple[list[float], list[float], list[s
         first = (round_index + 1) * 10 * records
         # Each its own tasks and recipients: an address is parsed once per process and then
         # cached (shared.contracts), so with shared recipients whichever ran second in a
-        # round skipped the parse (~90 µs a record), and the medians favoured the baseline.
+        # round skipped the parse (~40 µs a record), and the medians favoured the baseline.
         handler_events = make_events(records, first)
         baseline_events = make_events(records, first + 5 * records)
         if round_index % 2 == 0:
