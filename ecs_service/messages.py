@@ -428,15 +428,19 @@ class StoredMessage(Protocol):
 
 
 # A concurrent batch with the same key may have stored some items: theirs stand (ON
-# CONFLICT DO NOTHING on the partial unique index of idempotency keys).
+# CONFLICT DO NOTHING on the partial unique index of idempotency keys). The payloads travel
+# as one JSON array, not a text[]: psycopg escapes each element of an array in Python (6 ms
+# for 500 emails), a single string not at all.
 INSERT_BATCH = text("""
 INSERT INTO messages (id, tenant_id, status, payload, send_at, idempotency_key, request_hash,
                       trace_context)
-SELECT item.id, :tenant_id, 'scheduled', item.payload::jsonb, item.send_at, item.key,
+SELECT item.id, :tenant_id, 'scheduled', payload.value, item.send_at, item.key,
        CASE WHEN item.key IS NULL THEN NULL ELSE CAST(:request_hash AS text) END,
        CAST(:trace_context AS jsonb)
-FROM unnest(CAST(:ids AS uuid[]), CAST(:payloads AS text[]), CAST(:send_ats AS timestamptz[]),
-            CAST(:keys AS text[])) AS item (id, payload, send_at, key)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:send_ats AS timestamptz[]), CAST(:keys AS text[]))
+         WITH ORDINALITY AS item (id, send_at, key, n)
+JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS payload (value, n)
+  ON payload.n = item.n
 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, status, payload, send_at, created_at, updated_at, queued_at, finished_at,
           provider_message_id, error, idempotency_key
@@ -471,7 +475,7 @@ def store_batch(
     parameters = {
         "tenant_id": tenant_id,
         "ids": [item.id for item in new],
-        "payloads": [item.payload_json for item in new],
+        "payloads": "[" + ",".join(item.payload_json for item in new) + "]",
         "send_ats": [item.send_at for item in new],
         "keys": [item.idempotency_key for item in new],
         "request_hash": request_hash,
