@@ -428,23 +428,37 @@ class StoredMessage(Protocol):
 
 
 # A concurrent batch with the same key may have stored some items: theirs stand (ON
-# CONFLICT DO NOTHING on the partial unique index of idempotency keys). The payloads travel
-# as one JSON array, not a text[]: psycopg escapes each element of an array in Python (6 ms
-# for 500 emails), a single string not at all.
+# CONFLICT DO NOTHING on the partial unique index of idempotency keys). The rows travel as
+# one JSON array (``batch_rows``), not as arrays of each column: psycopg dumps an array
+# element by element in Python (a 500-email batch's payloads, ids and send_ats took 9 ms),
+# a single string at once.
 INSERT_BATCH = text("""
 INSERT INTO messages (id, tenant_id, status, payload, send_at, idempotency_key, request_hash,
                       trace_context)
-SELECT item.id, :tenant_id, 'scheduled', payload.value, item.send_at, item.key,
+SELECT item.id, :tenant_id, 'scheduled', item.payload, item.send_at, item.key,
        CASE WHEN item.key IS NULL THEN NULL ELSE CAST(:request_hash AS text) END,
        CAST(:trace_context AS jsonb)
-FROM unnest(CAST(:ids AS uuid[]), CAST(:send_ats AS timestamptz[]), CAST(:keys AS text[]))
-         WITH ORDINALITY AS item (id, send_at, key, n)
-JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS payload (value, n)
-  ON payload.n = item.n
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS item (id uuid, send_at timestamptz, key text, payload jsonb)
 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, status, payload, send_at, created_at, updated_at, queued_at, finished_at,
           provider_message_id, error, idempotency_key
 """)
+
+
+def batch_rows(new: Sequence[NewMessage]) -> str:
+    """``new`` as ``INSERT_BATCH`` reads them: a JSON array of objects, each payload the
+    JSON already serialized (``NewMessage.payload_json``)."""
+    return (
+        "["
+        + ",".join(
+            f'{{"id":"{item.id}","send_at":"{item.send_at.isoformat()}",'
+            f'"key":{"null" if item.idempotency_key is None else json.dumps(item.idempotency_key)},'
+            f'"payload":{item.payload_json}}}'
+            for item in new
+        )
+        + "]"
+    )
 
 
 def store_batch(
@@ -470,14 +484,11 @@ def store_batch(
     """
     if not new:
         return [], []
-    # One short statement whatever the batch's size: the rows travel as arrays (unnest),
-    # so neither SQLAlchemy nor psycopg compiles or parses a 500-row VALUES list.
+    # One short statement whatever the batch's size: the rows travel as one JSON array, so
+    # neither SQLAlchemy nor psycopg compiles or parses a 500-row VALUES list.
     parameters = {
         "tenant_id": tenant_id,
-        "ids": [item.id for item in new],
-        "payloads": "[" + ",".join(item.payload_json for item in new) + "]",
-        "send_ats": [item.send_at for item in new],
-        "keys": [item.idempotency_key for item in new],
+        "rows": batch_rows(new),
         "request_hash": request_hash,
         # None: the column's NULL, as a single POST stores it.
         "trace_context": None if trace_context is None else json.dumps(trace_context),
