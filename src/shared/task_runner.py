@@ -359,7 +359,7 @@ class TaskRunner:
         for raw in records:
             try:
                 self.process_record(TaskQueueRecord(raw))
-            except Exception as error:  # noqa: BLE001 - logged by process_record; redelivered
+            except Exception as error:  # noqa: BLE001 - any failure: SQS redelivers the record
                 failures.append({"itemIdentifier": raw["messageId"]})
                 errors.append(error)
         if len(errors) == len(records):
