@@ -57,7 +57,9 @@ from sqlalchemy.orm import Session
 
 from ecs_service import feedback_store, messages
 from ecs_service.feedback_store import (
+    ACCOUNT_SUPPRESSION_SUBTYPE,
     MAX_DIAGNOSTIC_LENGTH,
+    PERMANENT,
     FeedbackEvent,
     RecipientOutcome,
     RecipientState,
@@ -97,6 +99,10 @@ NEWLY = {
     RecipientState.BOUNCED: "EmailsBounced",
     RecipientState.COMPLAINED: "EmailsComplained",
 }
+
+# RFC 5965's Feedback-Type for "not spam": a report that is not a complaint (SES passes
+# it on as complaintFeedbackType). Kept in the history, no recipient complained.
+NOT_SPAM = "not-spam"
 
 RECORDED_TYPES = frozenset(
     {"Send", "Delivery", "Bounce", "Complaint", "Reject", "DeliveryDelay", "Rendering Failure"}
@@ -351,16 +357,29 @@ def to_feedback_event(parsed: ParsedFeedback, message_id: UUID, tenant_id: UUID)
     elif event.event_type == "Complaint" and event.complaint is not None:
         complaint = event.complaint
         occurred_at = complaint.timestamp
-        outcomes = [
-            RecipientOutcome(key(r.email_address), RecipientState.COMPLAINED)
-            for r in complaint.complained_recipients
-        ]
+        if complaint.complaint_sub_type == ACCOUNT_SUPPRESSION_SUBTYPE:
+            # SES did not try the address: it is on the account's list (another tenant's
+            # history). Not delivered, as for a bounce of that subtype, never suppressed.
+            outcomes = [
+                RecipientOutcome(
+                    key(r.email_address),
+                    RecipientState.BOUNCED,
+                    bounce_type=PERMANENT,
+                    bounce_subtype=ACCOUNT_SUPPRESSION_SUBTYPE,
+                )
+                for r in complaint.complained_recipients
+            ]
+        elif (complaint.complaint_feedback_type or "").lower() != NOT_SPAM:
+            outcomes = [
+                RecipientOutcome(key(r.email_address), RecipientState.COMPLAINED)
+                for r in complaint.complained_recipients
+            ]
+            suppression_detail = f"complaint ({complaint.complaint_feedback_type or 'no type'})"
         detail = _without_none(
             complaintFeedbackType=complaint.complaint_feedback_type,
             complaintSubType=complaint.complaint_sub_type,
             complainedRecipients=[r.email_address for r in complaint.complained_recipients],
         )
-        suppression_detail = f"complaint ({complaint.complaint_feedback_type or 'no type'})"
     elif event.event_type == "Delivery" and event.delivery is not None:
         delivery = event.delivery
         occurred_at = delivery.timestamp

@@ -127,6 +127,51 @@ def test_complaint_makes_the_message_complained_and_suppresses_the_address(
     assert feedback.count("EmailsComplained") == 1
 
 
+def test_a_complaint_from_the_account_suppression_list_does_not_suppress_for_this_tenant(
+    engine: Engine, caller: Caller, feedback: Feedback
+) -> None:
+    # Given a sent message to an address SES's account-wide list holds (SES: "If
+    # OnAccountSuppressionList, SES accepted the message, but didn't attempt to send it")
+    message_id = message_to(engine, caller.tenant_id)
+    event = json.loads(sample("complaint", message_id, caller.tenant_id))
+    event["detail"]["complaint"]["complaintSubType"] = "OnAccountSuppressionList"
+
+    # When SES's complaint event for it is consumed
+    feedback.consume(json.dumps(event))
+
+    # Then it ends as the bounce of that subtype does: not delivered, nobody of this
+    # tenant's complained, and this tenant's own list is untouched
+    assert status_of(engine, message_id) == ("bounced", None)
+    assert recipients(engine, message_id)[READER][:3] == (
+        "bounced",
+        "Permanent",
+        "OnAccountSuppressionList",
+    )
+    assert suppressions(engine, caller.tenant_id) == {}
+    assert feedback.count("EmailsComplained") == 0
+    assert feedback.count("EmailsBounced") == 1
+
+
+def test_a_not_spam_feedback_report_is_history_only(
+    engine: Engine, caller: Caller, feedback: Feedback
+) -> None:
+    # Given a sent message whose recipient's provider reports it as not spam (RFC 5965's
+    # Feedback-Type not-spam, which SES passes on as complaintFeedbackType)
+    message_id = message_to(engine, caller.tenant_id)
+    event = json.loads(sample("complaint", message_id, caller.tenant_id))
+    event["detail"]["complaint"]["complaintFeedbackType"] = "not-spam"
+
+    # When it is consumed
+    feedback.consume(json.dumps(event))
+
+    # Then it is in the history, but the message stays sent and nothing is suppressed
+    assert status_of(engine, message_id) == ("sent", None)
+    assert recipients(engine, message_id) == {}
+    assert suppressions(engine, caller.tenant_id) == {}
+    assert feedback.count("EmailsComplained") == 0
+    assert "Complaint" in events(engine, message_id)
+
+
 def test_reject_fails_the_message_with_ses_rejected_and_the_reason(
     engine: Engine, caller: Caller, feedback: Feedback
 ) -> None:
