@@ -32,7 +32,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
@@ -199,6 +199,11 @@ class SuppressionCursor:
 
     created_at: datetime
     address: str
+
+    # The longest token ``encode`` makes: an address of at most 254 ASCII characters (RFC
+    # 5321's path limit, which the api holds recipients to) and a timestamp, as ~300 bytes
+    # of JSON in base64; with room to spare, and still a bound on what a caller may send.
+    MAX_TOKEN_LENGTH: ClassVar[int] = 512
 
     def encode(self) -> str:
         raw = json.dumps({"c": self.created_at.isoformat(), "a": self.address}).encode()

@@ -31,7 +31,11 @@ def list_suppressions(
     tenant_id: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the previous page")
+        str | None,
+        Query(
+            max_length=feedback_store.SuppressionCursor.MAX_TOKEN_LENGTH,
+            description="next_cursor of the previous page",
+        ),
     ] = None,
 ) -> SuppressionPage:
     try:
