@@ -35,11 +35,17 @@ settings = TaskRunnerSettings.from_environment()
 tracing = build_lambda_tracing()
 tracing.correlate_logs(logger)
 aws = aws_session(("sqs", "sesv2", "dynamodb"))
-sqs = aws.client("sqs")
+# botocore waits 60 s for an answer by default, twice the function's 30 s timeout: a hung
+# connection would end the invocation and retry its whole batch. These calls answer in
+# tens of milliseconds; one that has not in 5 s fails as transient and is retried.
+within_the_invocation = Config(connect_timeout=2, read_timeout=5)
+sqs = aws.client("sqs", config=within_the_invocation)
 # No retries inside botocore: the runner retries a throttle or an outage itself, with
 # jitter and within the invocation's time (botocore's legacy mode may sleep 15 s).
-sesv2 = aws.client("sesv2", config=Config(retries={"total_max_attempts": 1}))
-dynamodb = aws.client("dynamodb")
+sesv2 = aws.client(
+    "sesv2", config=within_the_invocation.merge(Config(retries={"total_max_attempts": 1}))
+)
+dynamodb = aws.client("dynamodb", config=within_the_invocation)
 if isinstance(tracing, XRayTracing):
     for client in (sqs, sesv2, dynamodb):
         tracing.instrument(client)
@@ -78,8 +84,7 @@ def reseed_after_restore() -> None:
     botocore refreshes them) and no connection is opened at init.
     """
     random.seed()
-    # The runner's own jitter source (shared.task_runner.TaskRunner: rng=None at build).
-    runner._rng.seed()
+    runner.reseed()
 
 
 if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == SNAPSTART_INITIALIZATION:

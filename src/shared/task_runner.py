@@ -154,7 +154,7 @@ class RetryPolicy:
     deadline (Timeout 30 s: ten throttled records cannot push a batch past it).
     Deferred (throttling only): queued again after a random delay between half and all of
     ``defer_base_seconds`` doubled per earlier deferral, at most SQS's 900 s; at most
-    ``max_deferrals`` times (100: more than a day at the 900 s cap).
+    ``max_deferrals`` times (100: about 18 hours of delays on average, 24 at most).
     """
 
     attempts: int = 4
@@ -339,6 +339,11 @@ class TaskRunner:
                 output_serializer=PydanticSerializer(TaskResult),
                 key_prefix=IDEMPOTENCY_KEY_PREFIX,
             )
+
+    def reseed(self) -> None:
+        """Draw the retry jitter from a fresh seed (after a SnapStart restore, which would
+        otherwise resume every environment with the snapshot's random state)."""
+        self._rng.seed()
 
     def handle_batch(
         self, event: dict[str, Any], context: LambdaContext

@@ -340,3 +340,17 @@ def test_every_sample_event_is_covered_by_a_test() -> None:
         for path in Path(EVENTS).glob("*.json")
         if path.name != "env.example.json" and not path.name.startswith("ses-feedback-")
     } == covered
+
+
+def test_every_aws_call_of_the_handler_gives_up_well_within_the_invocation(
+    task_runner: TaskRunnerHarness,
+) -> None:
+    # Given the handler's clients, as its cold start built them
+    clients = [task_runner.module.sqs, task_runner.module.sesv2, task_runner.module.dynamodb]
+
+    # Then each waits at most a few seconds for an answer (botocore's default is 60 s,
+    # twice the function's 30 s timeout), and SES's is still never retried by botocore
+    for client in clients:
+        assert client.meta.config.connect_timeout <= 5
+        assert client.meta.config.read_timeout <= 10
+    assert task_runner.module.sesv2.meta.config.retries["total_max_attempts"] == 1
