@@ -45,6 +45,7 @@ from ecs_service.api_keys import (
     find_key_recording_use,
     key_id_of,
 )
+from shared.backoff import Backoff
 from shared.observability import logger
 
 if TYPE_CHECKING:
@@ -247,9 +248,8 @@ class RevocationListener:
         self.engine = engine
         self.cache = cache
         self.heartbeat_seconds = heartbeat_seconds
-        self.max_reconnect_seconds = max_reconnect_seconds
+        self._backoff = Backoff(max_reconnect_seconds, first=0.1)
         self._stopping = threading.Event()
-        self._delay = 0.1
         self._thread = threading.Thread(target=self._run, name="key-revocations", daemon=True)
 
     def start(self) -> None:
@@ -265,13 +265,13 @@ class RevocationListener:
                 self._listen()
             except Exception as error:  # noqa: BLE001 - whatever failed: reconnect, never die
                 first_line = (str(error) or repr(error)).splitlines()[0]
+                pause = self._backoff.failed()
                 logger.warning(
                     "key revocation listener disconnected; keys are read from the database "
                     "until it reconnects",
-                    extra={"error": first_line, "retry_in_seconds": self._delay},
+                    extra={"error": first_line, "retry_in_seconds": pause},
                 )
-                self._stopping.wait(self._delay)
-                self._delay = min(self._delay * 2, self.max_reconnect_seconds)
+                self._stopping.wait(pause)
 
     def _listen(self) -> None:
         raw = self.engine.raw_connection()
@@ -282,7 +282,7 @@ class RevocationListener:
             connection.autocommit = True
             connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(REVOKED_CHANNEL)))
             self.cache.trust(True)
-            self._delay = 0.1
+            self._backoff.succeeded()
             last_heartbeat = time.monotonic()
             while not self._stopping.is_set():
                 for notification in connection.notifies(timeout=0.5):
