@@ -58,7 +58,7 @@ POLL_SECONDS = 0.5
 POST_ATTEMPTS = 10
 # Statuses of an email SES accepted: sent, or delivered once the local SES reported it.
 WENT_OUT = ("sent", "delivered")
-# The task runner's count of sends SES throttled (after botocore's own retries), as the
+# The task runner's count of SES's throttled SendEmail calls (one attempt each), as the
 # local system prints its metrics: "TasksThrottled=1" or "TasksThrottled=[1.0, 1.0]".
 THROTTLED_METRIC = re.compile(r"TasksThrottled=(\[[^\]]*\]|[\d.]+)")
 

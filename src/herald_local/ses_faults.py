@@ -3,18 +3,18 @@
 ``--ses-throttle reader@example.org=5`` (or ``HERALD_LOCAL_SES_THROTTLE``) makes the
 next 5 SESv2 ``SendEmail`` requests with that recipient fail with HTTP 429
 ``TooManyRequestsException``, as SES does when the account's send rate is exceeded;
-later requests go through. It exists to watch (and test) a transient failure: botocore
-retries the request itself first (5 attempts in its default mode), then the task runner
-reports the record in ``batchItemFailures`` and SQS redelivers it.
+later requests go through. It exists to watch (and test) a throttle: the task runner's
+SES client makes one attempt a call, the runner retries in place with jitter, then
+queues a delayed copy of the task (never the record back towards the DLQ).
 
 ``--ses-max-send-rate N`` (``SesSendRateLimit``) makes the local SES refuse what SES
 refuses over an account's maximum send rate: a ``SendEmail`` that would take the
 recipients accepted in the last second over N fails with HTTP 400, error code
 ``Throttling`` and message "Maximum sending rate exceeded.", the error SES documents for
-its send rate (botocore counts it as a throttle and retries it itself first).
+its send rate (the task runner counts it as a throttle and retries it).
 
 Both live in the local AWS endpoint (WSGI middleware in front of moto), so the real
-handler, its client and botocore's retries all run as they would against SES.
+handler, its client and its retries all run as they would against SES.
 """
 
 from __future__ import annotations

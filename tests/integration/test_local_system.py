@@ -2,8 +2,8 @@
 
 One system is started for the module (start-up costs a few seconds): its own data
 folder and free ports, and two local-only switches for the retry story: the local SES
-throttles ``slow@example.org`` five times (botocore's own five attempts all fail, so the
-task runner itself must retry the throttled send), and the task queue's visibility
+throttles ``slow@example.org`` five times (more than the task runner's four tries in
+place, so it must queue a delayed copy of the task), and the task queue's visibility
 timeout is 2 s instead of the template's 300 s, so a record that did go back to the queue
 would come again in seconds. The last test stops it.
 """
@@ -38,8 +38,8 @@ from tests.integration.conftest import REPO_ROOT
 THROTTLED = "slow@example.org"
 # What a message ends as once SES has reported on it (or Herald never sent it).
 SETTLED = {"delivered", "bounced", "complained", "failed", "canceled"}
-# Enough 429s to outlast botocore's own retries (5 attempts in its default mode), so the
-# first SendEmail call fails as a whole and the task runner must retry it.
+# More 429s than the task runner's four tries in place (its SES client makes one attempt a
+# call), so the task is queued again with a delay and the delayed copy goes out.
 THROTTLE_COUNT = 5
 
 
@@ -125,9 +125,9 @@ def test_a_throttled_send_is_retried_by_the_task_runner_and_sent_once(
     # When an email to it is scheduled
     message_id = local_system.schedule(THROTTLED, subject)
 
-    # Then the first SendEmail call fails as a throttle (botocore's retries included), the
-    # task runner retries it in place (issue 19: throttling never sends a record back
-    # towards the DLQ), and the message ends sent (then delivered)
+    # Then the task runner's tries in place are throttled, it queues a delayed copy of the
+    # task (issue 19: throttling never sends a record back towards the DLQ), and the
+    # message ends sent (then delivered)
     wait_for(
         lambda: local_system.status(message_id) in ("sent", "delivered"),
         60,
@@ -136,6 +136,7 @@ def test_a_throttled_send_is_retried_by_the_task_runner_and_sent_once(
     )
     output = local_system.text()
     assert "TasksThrottled=1" in output, output[-4000:]
+    assert "TasksDeferred=1" in output, output[-4000:]
     assert re.search(r"receive counts \[1\] -> 1 done, 0 back to the queue", output), output[-4000:]
     assert "the record goes back to the queue" not in output
     # And it reached the mailbox exactly once
