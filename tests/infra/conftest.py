@@ -404,6 +404,17 @@ def resolve_datadog(value: Any, *, enabled: bool) -> Any:
 SAM_ENV = {"AWS_DEFAULT_REGION": "us-east-1"}
 
 
+def sam_validate_lint(template: Path) -> subprocess.CompletedProcess[str]:
+    """``sam validate --lint`` of ``template``, run in its folder (no samconfig.toml is read
+    unless one lies beside it), offline."""
+    sam = require_tool("sam")
+    return run_tool(
+        [sam, "validate", "--lint", "--template-file", str(template)],
+        cwd=template.parent,
+        env=SAM_ENV,
+    )
+
+
 def checkov_report(template_path: Path) -> dict[str, Any]:
     """checkov's JSON report on one template (offline: no guideline download)."""
     checkov = require_tool("checkov")

@@ -25,7 +25,6 @@ from tests.conftest import require_tool
 from tests.infra.conftest import (
     NESTED_STACKS,
     ROOT_TEMPLATE,
-    SAM_ENV,
     Template,
     checkov_report,
     describe,
@@ -37,6 +36,7 @@ from tests.infra.conftest import (
     referenced_id,
     resolve_datadog,
     run_tool,
+    sam_validate_lint,
 )
 
 if TYPE_CHECKING:
@@ -157,14 +157,8 @@ def test_cfn_lint_finds_nothing_with_datadog_on(datadog_on_dir: Path, relative: 
 
 def test_sam_validate_with_lint_passes_with_datadog_on(datadog_on_dir: Path) -> None:
     # Given the root template with Datadog on, and no samconfig.toml beside it
-    sam = require_tool("sam")
-
     # When SAM transforms and lints it (the layers and Tracing go through the transform)
-    result = run_tool(
-        [sam, "validate", "--lint", "--template-file", str(datadog_on_dir / "template.yaml")],
-        cwd=datadog_on_dir,
-        env=SAM_ENV,
-    )
+    result = sam_validate_lint(datadog_on_dir / "template.yaml")
 
     # Then it is valid
     assert result.returncode == 0, describe(result)

@@ -37,6 +37,7 @@ from tests.infra.conftest import (
     load_template,
     resolve_datadog,
     run_tool,
+    sam_validate_lint,
 )
 
 if TYPE_CHECKING:
@@ -151,14 +152,8 @@ def test_cfn_lint_finds_nothing_with_snapstart_on(snapstart_on_dir: Path) -> Non
 
 def test_sam_validate_with_lint_passes_with_snapstart_on(snapstart_on_dir: Path) -> None:
     # Given the root template with SnapStart on, and no samconfig.toml beside it
-    sam = require_tool("sam")
-
     # When SAM transforms and lints it (the alias and version come from the transform)
-    result = run_tool(
-        [sam, "validate", "--lint", "--template-file", str(snapstart_on_dir / "template.yaml")],
-        cwd=snapstart_on_dir,
-        env=SAM_ENV,
-    )
+    result = sam_validate_lint(snapstart_on_dir / "template.yaml")
 
     # Then it is valid
     assert result.returncode == 0, describe(result)

@@ -15,6 +15,7 @@ from tests.infra.conftest import (
     describe,
     load_template,
     run_tool,
+    sam_validate_lint,
     template_id,
 )
 
@@ -36,12 +37,8 @@ def test_cfn_lint_finds_nothing(template_path: Path) -> None:
 
 def test_sam_validate_with_lint_passes() -> None:
     # Given the root template
-    sam = require_tool("sam")
-
     # When SAM validates it with its linter, as the README and CI do
-    result = run_tool(
-        [sam, "validate", "--lint", "--template-file", str(ROOT_TEMPLATE)], env=SAM_ENV
-    )
+    result = sam_validate_lint(ROOT_TEMPLATE)
 
     # Then it is valid
     assert result.returncode == 0, describe(result)
