@@ -54,6 +54,19 @@ messages pile up shows in the backlog. Counting is cheap (a range scan of the
 partial index ``ix_messages_due``) but not free with a large backlog, so it is done at
 most once every ``backlog_interval_seconds``, on the first pass after that.
 
+A backlog the send rate holds is by design (a campaign of thousands at 14/s takes
+minutes) and more relays would not release it sooner, so beside the count the relay
+reports the part pacing does not explain, for the alarms and the scaling to read:
+``RelayBacklogUnpaced``, the backlog, or 0 when the passes since the last count were
+held by the send rate (one of them at least was ``paced`` and not ``slow``, and none
+failed, left tasks SQS did not take, or was held by the in-flight budget); and
+``RelayLagUnpaced``, the greatest ``RelayLag`` of those passes, 0 when they were held,
+reported only when they queued something. Deciding over the passes, not the last one,
+reads a relay whose passes alternate (a full claim, then an empty bucket) as held, and
+one that fails between paced passes as not. A ``slow`` pass, one longer than the bucket
+takes to refill its burst, is paced but not held: the relay's passes, not the rate, set
+its pace, and more relays would release more.
+
 Each message is sent inside a ``herald.relay`` span, child of the trace context the api
 stored with it, and carries that span's context to the task runner in the ``_datadog``
 message attribute: one email, one trace. Without Datadog the spans are no-ops.
@@ -114,7 +127,9 @@ class RelayPass:
     ``not_queued`` rows stay scheduled (SQS failed them, not for what they are: back off);
     ``failed`` rows were made ``failed``; ``capped``: the in-flight budget, not the due
     rows, limited the claim; ``paced``: the send rate did, and the shared bucket holds
-    enough for the next pass in ``rate_wait_seconds`` (0: now).
+    enough for the next pass in ``rate_wait_seconds`` (0: now); ``slow``: a paced pass
+    that took longer than the bucket takes to refill its burst, so the bucket overflowed
+    meanwhile and this relay alone releases less than the rate.
     """
 
     claimed: int
@@ -124,6 +139,7 @@ class RelayPass:
     capped: bool = False
     paced: bool = False
     rate_wait_seconds: float = 0.0
+    slow: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,26 @@ class _Allowance:
         return self.granted + self.credit
 
 
+@dataclass
+class _Window:
+    """What the passes since the last backlog count did (see the module doc)."""
+
+    paced: bool = False  # a pass was held by the send rate
+    unpaced: bool = False  # a pass failed, left tasks unqueued or hit the in-flight budget
+    lag: float | None = None  # the greatest RelayLag of the passes that queued anything
+
+    @property
+    def held_by_send_rate(self) -> bool:
+        return self.paced and not self.unpaced
+
+    def add(self, result: RelayPass) -> None:
+        self.paced = self.paced or (result.paced and not result.slow)
+        self.unpaced = self.unpaced or result.capped or result.not_queued > 0
+
+    def add_lag(self, lag: float) -> None:
+        self.lag = lag if self.lag is None else max(self.lag, lag)
+
+
 @dataclass(frozen=True)
 class _Sent:
     queued: list[UUID]
@@ -219,23 +255,44 @@ class Relay:
         self._metrics = metrics
         self._backlog_interval_seconds = backlog_interval_seconds
         self._backlog_counted_at: float | None = None
+        self._window = _Window()
 
     def relay_due_messages(self) -> RelayPass:
         """One pass: claim, send, mark, commit, then report the backlog if it is time.
 
         Raises only if the database fails.
         """
-        result = self._relay_pass()
+        try:
+            result = self._relay_pass()
+        except BaseException:
+            self._window.unpaced = True  # a failing relay is never held by the send rate
+            raise
+        self._window.add(result)
         now = time.monotonic()
         if (
             self._backlog_counted_at is None
             or now - self._backlog_counted_at >= self._backlog_interval_seconds
         ):
             self._backlog_counted_at = now
-            self._metrics.add_metric(
-                name="RelayBacklog", unit=MetricUnit.Count, value=self.count_backlog()
-            )
+            self._report_backlog()
         return result
+
+    def _report_backlog(self) -> None:
+        """``RelayBacklog``, and what of it and of the lag the send rate does not explain,
+        over the passes since the last count (see the module doc)."""
+        backlog = self.count_backlog()
+        window, self._window = self._window, _Window()
+        held = window.held_by_send_rate
+        self._metrics.add_metric(name="RelayBacklog", unit=MetricUnit.Count, value=backlog)
+        self._metrics.add_metric(
+            name="RelayBacklogUnpaced", unit=MetricUnit.Count, value=0 if held else backlog
+        )
+        if window.lag is not None:
+            self._metrics.add_metric(
+                name="RelayLagUnpaced",
+                unit=MetricUnit.Seconds,
+                value=0.0 if held else window.lag,
+            )
 
     def count_backlog(self) -> int:
         """Messages due but not queued: scheduled with send_at now or earlier."""
@@ -264,6 +321,7 @@ class Relay:
     def _relay_pass(self) -> RelayPass:
         if self._send_rate is None:
             return self._claim_and_send(None)
+        started = time.monotonic()
         allowance = _Allowance(SendPace(self._send_rate.per_second()), credit=self._credit)
         try:
             result = self._claim_and_send(allowance)
@@ -276,7 +334,12 @@ class Relay:
             return result
         # Wait for the next chunk, or, with tokens to take ahead, until they are earned.
         until = 0 if self._credit else allowance.at_least
-        return replace(result, rate_wait_seconds=allowance.pace.seconds_until(until, level))
+        refilled_in = allowance.pace.seconds_until(allowance.pace.burst, 0.0)
+        return replace(
+            result,
+            rate_wait_seconds=allowance.pace.seconds_until(until, level),
+            slow=time.monotonic() - started > refilled_in,
+        )
 
     def _claim_and_send(self, allowance: _Allowance | None) -> RelayPass:
         with Session(self._engine) as session, session.begin():
@@ -506,6 +569,7 @@ class Relay:
                 name="MessagesRelayed", unit=MetricUnit.Count, value=len(outcome.queued)
             )
             self._metrics.add_metric(name="RelayLag", unit=MetricUnit.Seconds, value=lag)
+            self._window.add_lag(lag)
 
 
 def _task_of(

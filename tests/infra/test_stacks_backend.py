@@ -253,7 +253,9 @@ def test_worker_autoscaling_stays_between_its_task_count_and_its_maximum(
     )
 
 
-def test_worker_scales_on_the_relay_backlog_per_running_task(backend: Template) -> None:
+def test_worker_scales_on_the_relay_backlog_the_send_rate_does_not_explain_per_running_task(
+    backend: Template,
+) -> None:
     # Given the worker's one scaling policy
     [policy] = [
         policy
@@ -268,9 +270,10 @@ def test_worker_scales_on_the_relay_backlog_per_running_task(backend: Template) 
         ]["Metrics"]
     }
 
-    # Then it tracks the worker's own RelayBacklog divided by its running tasks
+    # Then it tracks the worker's own RelayBacklogUnpaced divided by its running tasks: more
+    # tasks cannot release a backlog the shared send rate holds any sooner
     backlog = queries["backlog"]["MetricStat"]["Metric"]
-    assert (backlog["Namespace"], backlog["MetricName"]) == ("Herald", "RelayBacklog")
+    assert (backlog["Namespace"], backlog["MetricName"]) == ("Herald", "RelayBacklogUnpaced")
     assert backlog["Dimensions"] == [
         {"Name": "service", "Value": "herald-worker"},
         {"Name": "environment", "Value": {"Ref": "Environment"}},
