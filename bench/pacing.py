@@ -49,6 +49,7 @@ from bench.result import RESULTS_DIR, BenchResult, Figure, print_and_write
 from bench.support.processes import run_bounded
 from bench.support.servers import BENCH_RATE_LIMIT
 from ecs_service.worker.send_rate import SendPace
+from herald_local.aws_isolation import FAKE_CREDENTIALS, REGION
 from herald_local.harness import RunningSystem, running_local_system
 from herald_local.mailbox import read_mailbox
 
@@ -218,7 +219,14 @@ def throttled_sends(output: str) -> int:
 
 def dead_letter_counts(aws_url: str) -> dict[str, int]:
     """Messages in each queue another queue dead-letters to, on the local AWS endpoint."""
-    sqs = boto3.client("sqs", endpoint_url=aws_url)
+    # The local system's own region and fake credentials: the shell may have none.
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=aws_url,
+        region_name=REGION,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
     attributes = {
         url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         for url in sqs.list_queues().get("QueueUrls", [])
