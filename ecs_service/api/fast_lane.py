@@ -56,14 +56,17 @@ def _route(routes: Sequence[BaseRoute], method: str, path: str) -> APIRoute:
 
 
 def _unkeyed_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A body that FastAPI reads as JSON, and no Idempotency-Key."""
-    json = False
+    """One Content-Type, ``application/json``, and no Idempotency-Key (anything else, two
+    Content-Types among them, FastAPI reads itself: it takes the first of several)."""
+    json: bool | None = None
     for name, value in headers:
         if name == b"idempotency-key":
             return False
         if name == b"content-type":
+            if json is not None:
+                return False
             json = value == b"application/json"
-    return json
+    return bool(json)
 
 
 class FastLane:

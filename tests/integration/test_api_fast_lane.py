@@ -140,6 +140,27 @@ def test_a_request_the_lane_cannot_parse_for_sure_goes_to_fastapi(
     assert response.status_code in {200, 201, 404, 422}, response.text
 
 
+def test_a_post_with_two_content_types_is_fastapis_to_read(
+    client: TestClient, caller: Caller, lane: FastLane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the lane, watched, and a valid body sent as text/plain, then as JSON (FastAPI
+    # reads the first Content-Type of several)
+    taken = taken_by_lane(lane, monkeypatch)
+    headers = [
+        *caller.headers.items(),
+        ("Content-Type", "text/plain"),
+        ("Content-Type", "application/json"),
+    ]
+
+    # When it is posted
+    response = client.post("/v1/messages", content=json.dumps(email()).encode(), headers=headers)
+
+    # Then FastAPI answered it, as it answers without the lane: not JSON, nothing stored
+    assert taken == []
+    assert response.status_code == 422, response.text
+    assert client.get("/v1/messages", headers=caller.headers).json()["items"] == []
+
+
 def test_a_refusal_in_the_lane_is_the_same_problem_as_fastapis(
     client: TestClient, caller: Caller, lane: FastLane
 ) -> None:
