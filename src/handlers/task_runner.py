@@ -35,13 +35,16 @@ settings = TaskRunnerSettings.from_environment()
 tracing = build_lambda_tracing()
 tracing.correlate_logs(logger)
 aws = aws_session(("sqs", "sesv2", "dynamodb"))
-# botocore waits 60 s for an answer by default, twice the function's 30 s timeout: a hung
-# connection would end the invocation and retry its whole batch. These calls answer in
-# tens of milliseconds; one that has not in 5 s fails as transient and is retried.
-within_the_invocation = Config(connect_timeout=2, read_timeout=5)
+# botocore waits 60 s for an answer by default, twice the function's 30 s timeout, and its
+# legacy mode makes 5 attempts: a hung connection would end the invocation and retry its
+# whole batch. These calls answer in tens of milliseconds; one that has not in 5 s is
+# tried once more (standard mode), at most ~15 s in all, then fails as transient.
+within_the_invocation = Config(
+    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 2}
+)
 sqs = aws.client("sqs", config=within_the_invocation)
-# No retries inside botocore: the runner retries a throttle or an outage itself, with
-# jitter and within the invocation's time (botocore's legacy mode may sleep 15 s).
+# No retries inside botocore for SES: the runner retries a throttle or an outage itself,
+# with jitter and within the invocation's time.
 sesv2 = aws.client(
     "sesv2", config=within_the_invocation.merge(Config(retries={"total_max_attempts": 1}))
 )
