@@ -13,6 +13,7 @@ from uuid import uuid4
 
 import boto3
 import pytest
+from aws_lambda_powertools import Logger, Metrics
 from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 from mypy_boto3_sqs import SQSClient
@@ -22,7 +23,11 @@ from sqlalchemy.engine import Engine
 from ecs_service.api.app import create_app
 from ecs_service.db.migrations import upgrade_to_head
 from ecs_service.settings import ApiSettings, DatabaseSettings
+from ecs_service.thread_safe_metrics import MetricRecorder
+from ecs_service.worker.relay import BACKLOG_INTERVAL_SECONDS, Relay
+from ecs_service.worker.send_rate import ConfiguredSendRate, PostgresSendRateBucket
 from herald_local.postgres import EPHEMERAL_SETTINGS, LocalPostgres
+from shared.ports import TaskProducer
 from tests.support.builders import Caller, make_caller
 from tests.support.consumers import Feedback, Results
 from tests.support.queues import drain
@@ -138,6 +143,38 @@ def sqs(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> SQSClient:
 def new_queue(sqs: SQSClient, prefix: str) -> str:
     """A fresh queue (a new name per test, so tests never share messages)."""
     return sqs.create_queue(QueueName=f"{prefix}-{uuid4().hex[:12]}")["QueueUrl"]
+
+
+@pytest.fixture
+def bucket(engine: Engine) -> Iterator[PostgresSendRateBucket]:
+    """A send-rate bucket of this test's own: the tables' truncation between tests leaves
+    buckets."""
+    shared = PostgresSendRateBucket(engine, name=f"test-{uuid4().hex[:12]}")
+    yield shared
+    shared.close()
+
+
+def paced_relay(
+    engine: Engine,
+    producer: TaskProducer,
+    bucket: PostgresSendRateBucket,
+    rate: float,
+    *,
+    metrics: MetricRecorder | None = None,
+    claim_size: int = 50,
+    backlog_interval_seconds: float = BACKLOG_INTERVAL_SECONDS,
+) -> Relay:
+    """A relay paced to ``rate`` recipients a second through ``bucket``."""
+    return Relay(
+        engine,
+        producer,
+        claim_size=claim_size,
+        logger=Logger(service="paced-relay-test"),
+        metrics=metrics or Metrics(namespace="HeraldTests"),
+        backlog_interval_seconds=backlog_interval_seconds,
+        send_rate=ConfiguredSendRate(rate),
+        send_rate_bucket=bucket,
+    )
 
 
 @pytest.fixture

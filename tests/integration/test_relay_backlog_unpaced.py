@@ -10,34 +10,24 @@ moto server's SQS, as tests/integration/test_send_pacing.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
-from aws_lambda_powertools import Logger
 from mypy_boto3_sqs import SQSClient
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from ecs_service.worker.relay import Relay
-from ecs_service.worker.send_rate import ConfiguredSendRate, PostgresSendRateBucket
+from ecs_service.worker.send_rate import PostgresSendRateBucket
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import TaskEnvelope
-from tests.integration.conftest import make_caller, new_queue
+from tests.integration.conftest import make_caller, new_queue, paced_relay
 from tests.support.builders import insert_messages
 from tests.support.fakes import FlakyProducer, RecordedMetrics
 
 TEN_MINUTES_AGO = timedelta(minutes=10)
-
-
-@pytest.fixture
-def bucket(engine: Engine) -> Iterator[PostgresSendRateBucket]:
-    """A bucket of this test's own: the tables' truncation between tests leaves buckets."""
-    shared = PostgresSendRateBucket(engine, name=f"test-{uuid4().hex[:12]}")
-    yield shared
-    shared.close()
 
 
 class SlowProducer:
@@ -76,28 +66,6 @@ class DatabaseLostOnce:
         self._producer.send(tasks, trace_contexts=trace_contexts)
 
 
-def paced_relay(
-    engine: Engine,
-    producer: Any,
-    bucket: PostgresSendRateBucket,
-    metrics: RecordedMetrics,
-    *,
-    rate: float,
-    claim_size: int = 50,
-    backlog_interval_seconds: float = 15.0,
-) -> Relay:
-    return Relay(
-        engine,
-        producer,
-        claim_size=claim_size,
-        logger=Logger(service="relay-backlog-test"),
-        metrics=metrics,
-        backlog_interval_seconds=backlog_interval_seconds,
-        send_rate=ConfiguredSendRate(rate),
-        send_rate_bucket=bucket,
-    )
-
-
 def due_ten_minutes_ago(engine: Engine, count: int) -> None:
     caller = make_caller(engine)
     then = datetime.now(UTC) - TEN_MINUTES_AGO
@@ -115,8 +83,8 @@ def test_a_relay_held_by_the_send_rate_reports_its_backlog_and_lag_but_none_unpa
         engine,
         SqsTaskProducer(sqs, new_queue(sqs, "tasks")),
         bucket,
-        metrics,
-        rate=2,
+        2,
+        metrics=metrics,
         backlog_interval_seconds=0.4,
     )
 
@@ -149,8 +117,8 @@ def test_a_relay_its_claim_size_limits_reports_its_backlog_and_lag_unpaced(
         engine,
         SqsTaskProducer(sqs, new_queue(sqs, "tasks")),
         bucket,
-        metrics,
-        rate=1_000,
+        1_000,
+        metrics=metrics,
         claim_size=10,
     )
 
@@ -172,7 +140,7 @@ def test_a_paced_relay_sqs_fails_reports_its_backlog_unpaced(
     due_ten_minutes_ago(engine, 30)
     metrics = RecordedMetrics()
     producer = FlakyProducer(SqsTaskProducer(sqs, new_queue(sqs, "tasks")), outages=1)
-    relay = paced_relay(engine, producer, bucket, metrics, rate=2)
+    relay = paced_relay(engine, producer, bucket, 2, metrics=metrics)
 
     # When it runs a pass the rate limits and SQS fails
     result = relay.relay_due_messages()
@@ -191,7 +159,7 @@ def test_a_failure_among_paced_passes_makes_their_count_unpaced(
     due_ten_minutes_ago(engine, 30)
     metrics = RecordedMetrics()
     producer = FlakyProducer(SqsTaskProducer(sqs, new_queue(sqs, "tasks")), outages=0)
-    relay = paced_relay(engine, producer, bucket, metrics, rate=2, backlog_interval_seconds=0.4)
+    relay = paced_relay(engine, producer, bucket, 2, metrics=metrics, backlog_interval_seconds=0.4)
     assert relay.relay_due_messages().queued == 1
     assert metrics.values["RelayBacklogUnpaced"] == [0.0]
 
@@ -224,7 +192,7 @@ def test_a_pass_that_raises_makes_the_next_count_unpaced(
     due_ten_minutes_ago(engine, 30)
     metrics = RecordedMetrics()
     producer = DatabaseLostOnce(sqs, new_queue(sqs, "tasks"))
-    relay = paced_relay(engine, producer, bucket, metrics, rate=2, backlog_interval_seconds=0.4)
+    relay = paced_relay(engine, producer, bucket, 2, metrics=metrics, backlog_interval_seconds=0.4)
     assert relay.relay_due_messages().queued == 1
 
     # When the next pass with tokens fails (it raises, and counts nothing), and the one
@@ -250,7 +218,7 @@ def test_a_paced_relay_slower_than_the_bucket_refills_reports_its_backlog_unpace
     due_ten_minutes_ago(engine, 30)
     metrics = RecordedMetrics()
     producer = SlowProducer(sqs, new_queue(sqs, "tasks"), seconds=0.3)
-    relay = paced_relay(engine, producer, bucket, metrics, rate=14)
+    relay = paced_relay(engine, producer, bucket, 14, metrics=metrics)
 
     # When it runs a pass
     result = relay.relay_due_messages()

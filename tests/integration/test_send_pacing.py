@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import boto3
 import pytest
@@ -34,7 +34,6 @@ from ecs_service.settings import WorkerSettings
 from ecs_service.thread_safe_metrics import ThreadSafeMetrics
 from ecs_service.worker.relay import Relay, RelayPass
 from ecs_service.worker.send_rate import (
-    ConfiguredSendRate,
     PostgresSendRateBucket,
     SendPace,
     SesAccountSendRate,
@@ -42,7 +41,7 @@ from ecs_service.worker.send_rate import (
 )
 from shared.adapters.sqs import SqsTaskProducer
 from shared.contracts import AnyTask, TaskEnvelope
-from tests.integration.conftest import drain, make_caller, new_queue
+from tests.integration.conftest import drain, make_caller, new_queue, paced_relay
 from tests.support.builders import PAYLOAD, insert_messages, statuses
 from tests.support.fakes import FlakyProducer
 
@@ -67,34 +66,6 @@ class CountingProducer:
     ) -> None:
         self._producer.send(tasks, trace_contexts=trace_contexts)
         self.sent += len(tasks)
-
-
-@pytest.fixture
-def bucket(engine: Engine) -> Iterator[PostgresSendRateBucket]:
-    """A bucket of this test's own: the tables' truncation between tests leaves buckets."""
-    shared = PostgresSendRateBucket(engine, name=f"test-{uuid4().hex[:12]}")
-    yield shared
-    shared.close()
-
-
-def paced_relay(
-    engine: Engine,
-    producer: Any,
-    bucket: PostgresSendRateBucket,
-    rate: float,
-    *,
-    metrics: Any = None,
-) -> Relay:
-    return Relay(
-        engine,
-        producer,
-        claim_size=50,
-        max_in_flight=None,
-        logger=Logger(service="send-pacing-test"),
-        metrics=metrics or Metrics(namespace="HeraldTests"),
-        send_rate=ConfiguredSendRate(rate),
-        send_rate_bucket=bucket,
-    )
 
 
 def run_as_the_worker_does(relay: Relay, stop: threading.Event) -> None:
