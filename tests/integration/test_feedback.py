@@ -88,28 +88,6 @@ def test_transient_bounce_bounces_the_message_without_suppressing_the_address(
     assert suppressions(engine, caller.tenant_id) == {}
 
 
-def test_a_bounce_from_the_account_suppression_list_does_not_suppress_for_this_tenant(
-    engine: Engine, caller: Caller, feedback: Feedback
-) -> None:
-    # Given a sent message to an address SES's account-wide list holds (another tenant's
-    # bounce put it there: SES's list is one per account)
-    message_id = message_to(engine, caller.tenant_id)
-    event = json.loads(sample("bounce-permanent", message_id, caller.tenant_id))
-    event["detail"]["bounce"]["bounceSubType"] = "OnAccountSuppressionList"
-
-    # When SES's bounce for it is consumed
-    feedback.consume(json.dumps(event))
-
-    # Then the message is bounced with SES's reason, but this tenant's own list is untouched
-    assert status_of(engine, message_id) == ("bounced", None)
-    assert recipients(engine, message_id)[READER][:3] == (
-        "bounced",
-        "Permanent",
-        "OnAccountSuppressionList",
-    )
-    assert suppressions(engine, caller.tenant_id) == {}
-
-
 def test_complaint_makes_the_message_complained_and_suppresses_the_address(
     engine: Engine, caller: Caller, feedback: Feedback
 ) -> None:
@@ -127,20 +105,31 @@ def test_complaint_makes_the_message_complained_and_suppresses_the_address(
     assert feedback.count("EmailsComplained") == 1
 
 
-def test_a_complaint_from_the_account_suppression_list_does_not_suppress_for_this_tenant(
-    engine: Engine, caller: Caller, feedback: Feedback
+@pytest.mark.parametrize(
+    ("kind", "subtype_at"),
+    [
+        ("bounce-permanent", ("bounce", "bounceSubType")),
+        ("complaint", ("complaint", "complaintSubType")),
+    ],
+    ids=["bounce", "complaint"],
+)
+def test_an_event_from_the_account_suppression_list_does_not_suppress_for_this_tenant(
+    engine: Engine, caller: Caller, feedback: Feedback, kind: str, subtype_at: tuple[str, str]
 ) -> None:
-    # Given a sent message to an address SES's account-wide list holds (SES: "If
-    # OnAccountSuppressionList, SES accepted the message, but didn't attempt to send it")
+    # Given a sent message to an address SES's account-wide list holds (another tenant's
+    # bounce or complaint put it there: SES's list is one per account), and SES's event
+    # for it, a bounce or a complaint of subtype OnAccountSuppressionList (SES: "SES
+    # accepted the message, but didn't attempt to send it")
     message_id = message_to(engine, caller.tenant_id)
-    event = json.loads(sample("complaint", message_id, caller.tenant_id))
-    event["detail"]["complaint"]["complaintSubType"] = "OnAccountSuppressionList"
+    event = json.loads(sample(kind, message_id, caller.tenant_id))
+    section, field = subtype_at
+    event["detail"][section][field] = "OnAccountSuppressionList"
 
-    # When SES's complaint event for it is consumed
+    # When it is consumed
     feedback.consume(json.dumps(event))
 
-    # Then it ends as the bounce of that subtype does: not delivered, nobody of this
-    # tenant's complained, and this tenant's own list is untouched
+    # Then either way the message is bounced with SES's reason (not delivered, nobody of
+    # this tenant's complained), and this tenant's own list is untouched
     assert status_of(engine, message_id) == ("bounced", None)
     assert recipients(engine, message_id)[READER][:3] == (
         "bounced",
